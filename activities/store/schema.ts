@@ -1,0 +1,118 @@
+// The database schema. Table and column names follow the reference system's (DOMAIN.md), so a control
+// plane's own PostgreSQL can be pointed at envrun. Extra columns exist only for idempotency.
+import { sql } from 'drizzle-orm';
+import { index, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+export const environments = pgTable(
+  'environments',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    companyId: text('company_id').notNull(),
+    name: text('name').notNull(),
+    description: text('description'),
+    driver: text('driver').notNull(),
+    status: text('status').notNull().default('active'),
+    config: jsonb('config').$type<Record<string, unknown>>().notNull().default({}),
+    metadata: jsonb('metadata').$type<Record<string, unknown>>(),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    index('environments_company_idx').on(t.companyId),
+    // At most one local environment per company ("ensure local environment" relies on it).
+    uniqueIndex('environments_one_local_per_company').on(t.companyId).where(sql`driver = 'local'`),
+  ],
+);
+
+export const executionWorkspaces = pgTable(
+  'execution_workspaces',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    companyId: text('company_id').notNull(),
+    projectId: text('project_id'),
+    projectWorkspaceId: text('project_workspace_id'),
+    sourceIssueId: text('source_issue_id'),
+    mode: text('mode').notNull().default('standard'),
+    strategyType: text('strategy_type').notNull().default('project_primary'),
+    name: text('name').notNull(),
+    status: text('status').notNull().default('open'),
+    cwd: text('cwd'),
+    repoUrl: text('repo_url'),
+    baseRef: text('base_ref'),
+    branchName: text('branch_name'),
+    providerType: text('provider_type').notNull().default('local'),
+    providerRef: text('provider_ref'),
+    derivedFromExecutionWorkspaceId: uuid('derived_from_execution_workspace_id'),
+    lastUsedAt: ts('last_used_at').notNull().defaultNow(),
+    openedAt: ts('opened_at').notNull().defaultNow(),
+    closedAt: ts('closed_at'),
+    cleanupEligibleAt: ts('cleanup_eligible_at'),
+    cleanupReason: text('cleanup_reason'),
+    config: jsonb('config').$type<Record<string, unknown>>(),
+    metadata: jsonb('metadata').$type<Record<string, unknown>>(),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [index('execution_workspaces_company_idx').on(t.companyId)],
+);
+
+export const environmentLeases = pgTable(
+  'environment_leases',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    companyId: text('company_id').notNull(),
+    // RESTRICT: an environment cannot be deleted out from under its leases (they must be released first).
+    environmentId: uuid('environment_id').notNull().references(() => environments.id, { onDelete: 'restrict' }),
+    executionWorkspaceId: uuid('execution_workspace_id').references(() => executionWorkspaces.id, { onDelete: 'set null' }),
+    issueId: text('issue_id'),
+    heartbeatRunId: text('heartbeat_run_id'),
+    status: text('status').notNull().default('active'),
+    leasePolicy: text('lease_policy').notNull().default('ephemeral'),
+    provider: text('provider'),
+    providerLeaseId: text('provider_lease_id'),
+    acquiredAt: ts('acquired_at').notNull().defaultNow(),
+    lastUsedAt: ts('last_used_at').notNull().defaultNow(),
+    expiresAt: ts('expires_at'),
+    releasedAt: ts('released_at'),
+    failureReason: text('failure_reason'),
+    cleanupStatus: text('cleanup_status'),
+    metadata: jsonb('metadata').$type<Record<string, unknown>>(),
+    createdAt: ts('created_at').notNull().defaultNow(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    index('environment_leases_company_status_idx').on(t.companyId, t.status),
+    index('environment_leases_environment_idx').on(t.environmentId),
+    // A retried acquire can never write a second lease for the same run.
+    uniqueIndex('environment_leases_one_per_run').on(t.companyId, t.heartbeatRunId),
+    // Single flight: at most one active ephemeral lease per execution workspace.
+    uniqueIndex('environment_leases_single_flight')
+      .on(t.executionWorkspaceId)
+      .where(sql`status = 'active' and lease_policy = 'ephemeral' and execution_workspace_id is not null`),
+  ],
+);
+
+export const activityLog = pgTable(
+  'activity_log',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    companyId: text('company_id').notNull(),
+    actorType: text('actor_type').notNull(),
+    actorId: text('actor_id').notNull(),
+    action: text('action').notNull(),
+    entityType: text('entity_type').notNull(),
+    entityId: text('entity_id').notNull(),
+    agentId: text('agent_id'),
+    runId: text('run_id'),
+    details: jsonb('details').$type<Record<string, unknown>>(),
+    // Identifies the event (e.g. workflow id + action + lease): a retried log step writes nothing new.
+    eventKey: text('event_key'),
+    createdAt: ts('created_at').notNull().defaultNow(),
+  },
+  (t) => [
+    index('activity_log_company_idx').on(t.companyId, t.createdAt),
+    uniqueIndex('activity_log_event_key').on(t.eventKey),
+  ],
+);

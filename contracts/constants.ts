@@ -1,0 +1,82 @@
+// Plain constants shared by every layer. No zod here: workflow code imports this file.
+
+export const ERROR_CODES = [
+  'environment_not_found',
+  'environment_inactive',
+  'unsupported_environment',
+  'lease_acquire_failed',
+  'lease_conflict',
+  'workspace_realization_failed',
+  'transport_resolution_failed',
+  'lease_release_failed',
+  'lease_cleanup_failed',
+  'invalid_request',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && (ERROR_CODES as readonly string[]).includes(value);
+}
+
+/** Codes where a retry cannot help: activities raise them as non-retryable failures. */
+export const NON_RETRYABLE_CODES: readonly ErrorCode[] = [
+  'environment_not_found',
+  'environment_inactive',
+  'unsupported_environment',
+  'lease_conflict',
+  'invalid_request',
+];
+
+export const DRIVERS = ['local', 'ssh', 'sandbox', 'plugin'] as const;
+export type Driver = (typeof DRIVERS)[number];
+
+export const ENVIRONMENT_STATUSES = ['active', 'archived'] as const;
+export type EnvironmentStatus = (typeof ENVIRONMENT_STATUSES)[number];
+
+export const LEASE_STATUSES = ['active', 'released', 'expired', 'failed', 'retained'] as const;
+export type LeaseStatus = (typeof LEASE_STATUSES)[number];
+
+export const LEASE_POLICIES = [
+  'ephemeral',
+  'reuse_by_environment',
+  'reuse_by_execution_workspace',
+  'retain_on_failure',
+] as const;
+export type LeasePolicy = (typeof LEASE_POLICIES)[number];
+
+export const CLEANUP_STATUSES = ['pending', 'success', 'failed'] as const;
+export type CleanupStatus = (typeof CLEANUP_STATUSES)[number];
+
+export const RUN_PHASES = [
+  'resolving',
+  'leasing',
+  'realizing',
+  'persisting',
+  'resolving_target',
+  'ready',
+  'releasing',
+  'released',
+  'failed',
+  'cancelled',
+] as const;
+export type RunPhase = (typeof RUN_PHASES)[number];
+
+export const ACTIVITY_ACTIONS = {
+  leaseAcquired: 'environment.lease_acquired',
+  workspaceRealized: 'environment.workspace_realized',
+  leaseReleased: 'environment.lease_released',
+} as const;
+
+/** Failure type of a run cancelled before it was ready (not an environment error code). */
+export const RUN_CANCELLED = 'run_cancelled';
+
+export const DEFAULT_TASK_QUEUE = 'envrun';
+export const WORKFLOW_TYPE = 'environmentRun';
+
+/**
+ * One run = one workflow, addressed by company + heartbeat run, so starting the same run twice reaches
+ * the same workflow. Both parts are validated to a safe alphabet before they get here.
+ */
+export function runWorkflowId(companyId: string, heartbeatRunId: string): string {
+  return `envrun/${companyId}/${heartbeatRunId}`;
+}

@@ -1,0 +1,84 @@
+import { z } from 'zod';
+import { AbsolutePath, DriverSchema, LeasePolicySchema } from './common.js';
+import type { Driver } from './constants.js';
+
+/** Keys of sandbox providers (DOMAIN.md). */
+export const ProviderKey = z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'must match ^[a-z0-9][a-z0-9._-]*$').max(64);
+
+/** A reference to a secret resolved on the worker at run time; the secret itself is never stored. */
+export const SecretRef = z
+  .string()
+  .regex(/^(env:[A-Za-z_][A-Za-z0-9_]*|file:\/.+)$/, 'must be "env:NAME" or "file:/absolute/path"');
+
+const common = {
+  /** Default lease policy of runs on this environment (a run request may override it). */
+  leasePolicy: LeasePolicySchema.optional(),
+  /** Default timeout of the provision command. */
+  provisionTimeoutMs: z.number().int().positive().max(24 * 3600_000).optional(),
+};
+
+export const LocalDriverConfig = z.object({ ...common }).strict();
+
+const hostname = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[[0-9a-fA-F:]+\]$/, 'must be a hostname or IP address')
+  .refine((h) => !h.startsWith('-'), 'must not start with "-"');
+
+export const SshDriverConfig = z
+  .object({
+    ...common,
+    host: hostname,
+    port: z.number().int().min(1).max(65535).default(22),
+    username: z.string().regex(/^[a-z_][a-z0-9_.-]*$/i, 'must be a plain user name').max(64),
+    remoteWorkspacePath: AbsolutePath,
+    privateKeySecretRef: SecretRef,
+    knownHosts: z.string().max(65536).optional(),
+    strictHostKeyChecking: z.boolean().default(true),
+  })
+  .strict();
+
+const faultSpec = z
+  .object({
+    fail: z.union([z.literal('always'), z.number().int().positive()]),
+    message: z.string().max(500).optional(),
+  })
+  .strict();
+export type FaultSpec = z.infer<typeof faultSpec>;
+export const FAULT_OPERATIONS = ['acquire', 'realize', 'execute', 'release', 'target'] as const;
+export type FaultOperation = (typeof FAULT_OPERATIONS)[number];
+export const FaultsConfig = z.partialRecord(z.enum(FAULT_OPERATIONS), faultSpec);
+
+export const SandboxDriverConfig = z
+  .object({
+    ...common,
+    provider: ProviderKey,
+    image: z.string().max(500).optional(),
+    timeoutMs: z.number().int().positive().max(24 * 3600_000).optional(),
+    reuseLease: z.boolean().default(false),
+  })
+  .catchall(z.unknown()); // provider keys; the provider validates them
+
+export const PluginDriverConfig = z
+  .object({
+    ...common,
+    pluginKey: ProviderKey,
+    driverKey: ProviderKey,
+    driverConfig: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+
+export const DRIVER_CONFIG_SCHEMAS = {
+  local: LocalDriverConfig,
+  ssh: SshDriverConfig,
+  sandbox: SandboxDriverConfig,
+  plugin: PluginDriverConfig,
+} as const satisfies Record<Driver, z.ZodType>;
+
+export type LocalDriverConfig = z.infer<typeof LocalDriverConfig>;
+export type SshDriverConfig = z.infer<typeof SshDriverConfig>;
+export type SandboxDriverConfig = z.infer<typeof SandboxDriverConfig>;
+export type PluginDriverConfig = z.infer<typeof PluginDriverConfig>;
+
+export { DriverSchema };

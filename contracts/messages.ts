@@ -1,0 +1,27 @@
+// Workflow message definitions and search attribute keys: shared by the workflow, the worker and the client.
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { CompleteRun, RunResult, RunState } from './run.js';
+
+/** The run's state, answered from the workflow (phase, lease, target, error). */
+export const getRunQuery = defineQuery<RunState>('getRun');
+/** Waits until the run is ready and returns its result, or fails with the run's error code. */
+export const waitReadyUpdate = defineUpdate<RunResult>('waitReady');
+/** The control plane's agent is done: release the lease. Refused unless the run is ready. */
+export const completeUpdate = defineUpdate<RunState, [CompleteRun]>('complete');
+
+export const SEARCH_ATTRIBUTES = {
+  phase: defineSearchAttributeKey('EnvRunPhase', SearchAttributeType.KEYWORD),
+  errorCode: defineSearchAttributeKey('EnvRunErrorCode', SearchAttributeType.KEYWORD),
+  companyId: defineSearchAttributeKey('EnvRunCompanyId', SearchAttributeType.KEYWORD),
+  environmentId: defineSearchAttributeKey('EnvRunEnvironmentId', SearchAttributeType.KEYWORD),
+  driver: defineSearchAttributeKey('EnvRunDriver', SearchAttributeType.KEYWORD),
+  provider: defineSearchAttributeKey('EnvRunProvider', SearchAttributeType.KEYWORD),
+  heartbeatRunId: defineSearchAttributeKey('EnvRunHeartbeatRunId', SearchAttributeType.KEYWORD),
+} as const;
+
+/** `--search-attribute` arguments for `temporal server start-dev` and the operator API. */
+export const SEARCH_ATTRIBUTE_REGISTRATIONS = Object.values(SEARCH_ATTRIBUTES).map((key) => ({
+  name: key.name,
+  type: 'Keyword' as const,
+}));

