@@ -185,6 +185,13 @@ export class Store {
     return rows[0] ? toLease(rows[0]) : null;
   }
 
+  async listRunLeases(companyId: string, heartbeatRunId: string): Promise<EnvironmentLease[]> {
+    const rows = await this.db.select().from(environmentLeases)
+      .where(and(eq(environmentLeases.companyId, companyId), eq(environmentLeases.heartbeatRunId, heartbeatRunId)))
+      .orderBy(asc(environmentLeases.createdAt));
+    return rows.map(toLease);
+  }
+
   async getLease(companyId: string, id: string): Promise<EnvironmentLease | null> {
     const rows = await this.db.select().from(environmentLeases)
       .where(and(eq(environmentLeases.id, id), eq(environmentLeases.companyId, companyId)));

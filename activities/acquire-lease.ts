@@ -1,0 +1,76 @@
+import type { Environment, EnvironmentLease, LeasePolicy, RunRequest } from '../contracts/index.js';
+import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { asRunFailure, runFailure } from './errors.js';
+import { uniqueViolation } from './store/store.js';
+
+export interface AcquireLeaseInput {
+  request: RunRequest;
+  environment: Environment;
+}
+
+export function leasePolicyOf(request: RunRequest, environment: Environment): LeasePolicy {
+  const fromEnv = environment.config.leasePolicy as LeasePolicy | undefined;
+  return request.leasePolicy ?? fromEnv ?? 'ephemeral';
+}
+
+/**
+ * Step 2. The lease row is claimed first (unique per run, and single-flight per execution workspace), then
+ * the driver acquires its resource keyed by the workflow id, so a retry after a crash adopts both the row
+ * and the resource instead of making second ones.
+ */
+export function createAcquireLease(deps: ActivityDeps) {
+  return async function acquireLease({ request, environment }: AcquireLeaseInput): Promise<EnvironmentLease> {
+    const context = failureContext(deps, environment);
+    const driver = driverFor(deps, environment);
+    try {
+      driver.validateConfig(environment.config);
+    } catch (err) {
+      throw runFailure('unsupported_environment', `environment ${environment.id}: ${(err as Error).message}`, context);
+    }
+    let lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
+    if (lease && lease.environmentId !== environment.id) {
+      throw runFailure('lease_conflict', `run ${request.heartbeatRunId} already holds lease ${lease.id} on environment ${lease.environmentId}`, context);
+    }
+    if (!lease) {
+      try {
+        lease = await deps.store.insertLease({
+          companyId: request.companyId,
+          environmentId: environment.id,
+          executionWorkspaceId: request.executionWorkspaceId,
+          issueId: request.issueId,
+          heartbeatRunId: request.heartbeatRunId,
+          leasePolicy: leasePolicyOf(request, environment),
+          provider: context.provider,
+          metadata: null,
+          expiresAt: null,
+        });
+      } catch (err) {
+        const constraint = uniqueViolation(err);
+        if (constraint === 'environment_leases_single_flight' && request.executionWorkspaceId) {
+          const holder = await deps.store.findActiveWorkspaceLease(request.executionWorkspaceId);
+          throw runFailure('lease_conflict', `execution workspace ${request.executionWorkspaceId} is already leased${holder ? ` by run ${holder.heartbeatRunId} (lease ${holder.id})` : ''}`, context);
+        }
+        if (constraint === 'environment_leases_one_per_run') {
+          lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
+        }
+        if (!lease) throw asRunFailure(err, 'lease_acquire_failed', context);
+      }
+    }
+    if (lease.status !== 'active') {
+      throw runFailure('lease_acquire_failed', `lease ${lease.id} of this run is already ${lease.status}`, context, { nonRetryable: true });
+    }
+    if (lease.providerLeaseId || (lease.metadata && 'acquired' in lease.metadata)) return lease; // adopted on retry
+    try {
+      const acquired = await driver.acquire(stepContext(), { environment, lease, request });
+      const updated = await deps.store.updateLease(lease.id, {
+        provider: acquired.provider,
+        providerLeaseId: acquired.providerLeaseId,
+        expiresAt: acquired.expiresAt,
+        metadata: { ...(lease.metadata ?? {}), ...acquired.metadata, acquired: true },
+      });
+      return updated!;
+    } catch (err) {
+      throw asRunFailure(err, 'lease_acquire_failed', context);
+    }
+  };
+}

@@ -1,0 +1,45 @@
+import { Context } from '@temporalio/activity';
+import type { Driver, Environment } from '../contracts/index.js';
+import type { DriverRegistry } from './drivers/registry.js';
+import type { EnvironmentDriver, StepContext } from './drivers/types.js';
+import { runFailure, type FailureContext } from './errors.js';
+import type { Store } from './store/store.js';
+
+export interface ActivityDeps {
+  store: Store;
+  drivers: DriverRegistry;
+  clock?: () => Date;
+  /** Default provision timeout when neither the request nor the environment sets one. */
+  provisionTimeoutMs?: number;
+}
+
+export function failureContext(deps: ActivityDeps, environment: Environment): FailureContext {
+  return { environmentId: environment.id, driver: environment.driver, provider: driverProvider(deps, environment) };
+}
+
+function driverProvider(deps: ActivityDeps, environment: Environment): string | null {
+  try {
+    return deps.drivers[environment.driver]?.providerOf(environment) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export function driverFor(deps: ActivityDeps, environment: Environment): EnvironmentDriver {
+  const driver = deps.drivers[environment.driver as Driver];
+  if (!driver) {
+    throw runFailure('unsupported_environment', `driver "${environment.driver}" is not available in this worker`, failureContext(deps, environment));
+  }
+  return driver;
+}
+
+/** The step context of the running activity: attempt, idempotency key (workflow id), cancellation, progress. */
+export function stepContext(): StepContext {
+  const ctx = Context.current();
+  return {
+    attempt: ctx.info.attempt,
+    idempotencyKey: ctx.info.workflowExecution?.workflowId ?? ctx.info.activityId,
+    signal: ctx.cancellationSignal,
+    progress: (line) => ctx.heartbeat({ lastLine: line.slice(0, 200) }),
+  };
+}

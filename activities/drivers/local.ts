@@ -1,0 +1,114 @@
+// The local driver: the run executes on the worker's machine, in the run's cwd or a git worktree of it.
+import { execFile } from 'node:child_process';
+import { stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { LocalDriverConfig, describeZodError, type WorkspaceRealizationRecord } from '../../contracts/index.js';
+import { NonRetryableError } from '../errors.js';
+import { firstLine, runProcess } from '../process.js';
+import type { EnvironmentDriver, RealizeInput, StepContext } from './types.js';
+import { provisionFailure } from './provision.js';
+
+const execFileAsync = promisify(execFile);
+
+async function isDirectory(path: string): Promise<boolean> {
+  return stat(path).then((s) => s.isDirectory(), () => false);
+}
+
+async function git(cwd: string, args: string[]): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync('git', args, { cwd, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    return stdout.trim();
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`git ${args[0]} failed: ${firstLine(e.stderr ?? '') || e.message}`);
+  }
+}
+
+/** Makes (or, on a retry, adopts) the run's worktree on its branch. */
+async function ensureWorktree(repo: string, worktreePath: string, branch: string, baseRef: string | null): Promise<boolean> {
+  if (await isDirectory(worktreePath)) {
+    const top = await git(worktreePath, ['rev-parse', '--show-toplevel']).catch(() => '');
+    const current = await git(worktreePath, ['rev-parse', '--abbrev-ref', 'HEAD']).catch(() => '');
+    if (top && current === branch) return false;
+    throw new NonRetryableError(`worktree path ${worktreePath} exists and is not a worktree on branch ${branch}`);
+  }
+  await git(repo, ['check-ref-format', '--branch', branch]);
+  const branchExists = await git(repo, ['rev-parse', '--verify', '--quiet', `refs/heads/${branch}`]).then(() => true, () => false);
+  const args = branchExists
+    ? ['worktree', 'add', '--', worktreePath, branch]
+    : ['worktree', 'add', '-b', branch, '--', worktreePath, ...(baseRef ? [baseRef] : [])];
+  await git(repo, args);
+  return true;
+}
+
+export function createLocalDriver(): EnvironmentDriver {
+  return {
+    driver: 'local',
+    providerOf: () => 'local',
+    validateConfig(config) {
+      const parsed = LocalDriverConfig.safeParse(config);
+      if (!parsed.success) throw new NonRetryableError(describeZodError(parsed.error, 'config'));
+      return parsed.data;
+    },
+    async acquire(_ctx, { request }) {
+      return { provider: 'local', providerLeaseId: null, metadata: { cwd: request.workspace.cwd }, expiresAt: null };
+    },
+    async realize(ctx: StepContext, input: RealizeInput): Promise<WorkspaceRealizationRecord> {
+      const { workspace } = input.request;
+      if (!(await isDirectory(workspace.baseCwd))) throw new NonRetryableError(`cwd ${workspace.baseCwd} does not exist or is not a directory`);
+      let cwd = workspace.cwd;
+      if (workspace.strategy === 'git_worktree') {
+        if (!workspace.branchName || !workspace.worktreePath) {
+          throw new NonRetryableError('workspace.branchName and workspace.worktreePath are required for strategy git_worktree');
+        }
+        await ensureWorktree(workspace.baseCwd, workspace.worktreePath, workspace.branchName, workspace.repoRef);
+        cwd = workspace.worktreePath;
+      } else if (!(await isDirectory(cwd))) {
+        throw new NonRetryableError(`cwd ${cwd} does not exist or is not a directory`);
+      }
+      const command = input.realizationRequest.runtimeOverlay.provisionCommand;
+      let exitCode: number | null = null;
+      let durationMs: number | null = null;
+      if (command) {
+        const started = Date.now();
+        // The provision command is a shell command by definition: the shell is the point, and it sees only
+        // the explicit environment.
+        const result = await runProcess({
+          command: '/bin/sh', args: ['-c', command], cwd, env: {}, timeoutMs: input.provisionTimeoutMs,
+          signal: ctx.signal, onLine: ctx.progress,
+        });
+        durationMs = Date.now() - started;
+        exitCode = result.exitCode;
+        if (result.timedOut || result.exitCode !== 0) throw provisionFailure(result, input.provisionTimeoutMs);
+      }
+      return {
+        version: 1,
+        transport: 'local',
+        provider: 'local',
+        environmentId: input.environment.id,
+        leaseId: input.lease.id,
+        providerLeaseId: null,
+        local: { path: cwd, strategy: workspace.strategy, branchName: workspace.branchName },
+        remote: { path: cwd },
+        sync: { strategy: 'none' },
+        bootstrap: { command: command ?? null, exitCode, durationMs },
+        rebuild: { strategy: workspace.strategy, baseCwd: workspace.baseCwd, worktreePath: workspace.worktreePath, branchName: workspace.branchName },
+        summary: `Local workspace realized at ${cwd}.`,
+      };
+    },
+    async resolveTarget(_ctx, { environment, lease, record }) {
+      const cwd = record?.local.path ?? (lease.metadata?.cwd as string | undefined);
+      if (!cwd) throw new Error('local lease has no realized cwd');
+      if (!(await isDirectory(cwd))) throw new Error(`local cwd ${cwd} no longer exists`);
+      return { kind: 'local', environmentId: environment.id, leaseId: lease.id, cwd };
+    },
+    async execute(ctx, { record, lease }, request) {
+      const cwd = request.cwd ?? record?.local.path ?? (lease.metadata?.cwd as string | undefined);
+      if (!cwd) throw new NonRetryableError('local lease has no cwd');
+      return runProcess({ ...request, cwd, signal: ctx.signal });
+    },
+    async release() {
+      // Nothing to free locally: the worktree stays for the control plane's own cleanup command.
+    },
+  };
+}

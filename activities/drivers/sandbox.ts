@@ -1,0 +1,122 @@
+// The sandbox driver: one generic driver over every provider in the registry.
+import {
+  SandboxDriverConfig, describeZodError, type Environment, type EnvironmentLease, type WorkspaceRealizationRecord,
+} from '../../contracts/index.js';
+import { NonRetryableError } from '../errors.js';
+import type { ProviderRegistry } from '../providers/registry.js';
+import type { SandboxProvider } from '../providers/types.js';
+import { provisionFailure } from './provision.js';
+import type { EnvironmentDriver, StepContext } from './types.js';
+
+export class UnknownProviderError extends NonRetryableError {
+  override name = 'UnknownProviderError';
+}
+
+export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
+  function providerFor(environment: Environment): { provider: SandboxProvider<any>; config: any } {
+    const key = String(environment.config.provider ?? '');
+    const provider = providers.get(key);
+    if (!provider) {
+      throw new UnknownProviderError(`sandbox provider "${key}" is not loaded in this worker (loaded: ${providers.keys().join(', ') || 'none'})`);
+    }
+    return { provider, config: provider.validateConfig(environment.config) };
+  }
+
+  const callContext = (ctx: StepContext, environment: Environment, lease: EnvironmentLease) => ({
+    environmentId: environment.id,
+    heartbeatRunId: lease.heartbeatRunId ?? lease.id,
+    attempt: ctx.attempt,
+    signal: ctx.signal,
+    onProgress: ctx.progress,
+  });
+
+  function requireProviderLease(lease: EnvironmentLease): string {
+    if (!lease.providerLeaseId) throw new NonRetryableError(`lease ${lease.id} has no provider lease`);
+    return lease.providerLeaseId;
+  }
+
+  return {
+    driver: 'sandbox',
+    providerOf: (environment) => (typeof environment.config.provider === 'string' ? environment.config.provider : null),
+    validateConfig(config) {
+      const parsed = SandboxDriverConfig.safeParse(config);
+      if (!parsed.success) throw new NonRetryableError(describeZodError(parsed.error, 'config'));
+      const provider = providers.get(parsed.data.provider);
+      // A provider this process does not load cannot be checked here; the worker checks it at run time.
+      if (provider) provider.validateConfig(parsed.data);
+      return parsed.data;
+    },
+    async acquire(ctx, { environment, lease }) {
+      const { provider, config } = providerFor(environment);
+      const reuseKey = config.reuseLease ? `env-${environment.id}` : null;
+      const acquired = await provider.acquireLease(config, {
+        ...callContext(ctx, environment, lease), idempotencyKey: ctx.idempotencyKey, reuseKey,
+      });
+      return {
+        provider: provider.key,
+        providerLeaseId: acquired.providerLeaseId,
+        metadata: { provider: acquired.metadata },
+        expiresAt: acquired.expiresAt ? new Date(acquired.expiresAt) : null,
+      };
+    },
+    async realize(ctx, input): Promise<WorkspaceRealizationRecord> {
+      const { environment, lease, request } = input;
+      const { provider, config } = providerFor(environment);
+      const providerLeaseId = requireProviderLease(lease);
+      const base = callContext(ctx, environment, lease);
+      const realized = await provider.realizeWorkspace(config, { ...base, providerLeaseId, localPath: request.workspace.cwd });
+      const command = input.realizationRequest.runtimeOverlay.provisionCommand;
+      let exitCode: number | null = null;
+      let durationMs: number | null = null;
+      if (command) {
+        const started = Date.now();
+        const result = await provider.execute(config, { ...base, providerLeaseId }, {
+          command: '/bin/sh', args: ['-c', command], cwd: realized.cwd, env: {}, timeoutMs: input.provisionTimeoutMs,
+        });
+        durationMs = Date.now() - started;
+        exitCode = result.exitCode;
+        if (result.timedOut || result.exitCode !== 0) throw provisionFailure(result, input.provisionTimeoutMs);
+      }
+      return {
+        version: 1,
+        transport: 'sandbox',
+        provider: provider.key,
+        environmentId: environment.id,
+        leaseId: lease.id,
+        providerLeaseId,
+        local: { path: request.workspace.cwd, strategy: request.workspace.strategy, branchName: request.workspace.branchName },
+        remote: { path: realized.cwd, sandboxId: providerLeaseId },
+        sync: { strategy: typeof realized.metadata.syncStrategy === 'string' && realized.metadata.syncStrategy === 'sandbox_archive_upload_download' ? 'sandbox_archive_upload_download' : 'provider_defined' },
+        bootstrap: { command: command ?? null, exitCode, durationMs },
+        rebuild: { provider: provider.key, providerLeaseId, localPath: request.workspace.cwd, metadata: realized.metadata },
+        summary: `Sandbox workspace realized at ${provider.key}:${providerLeaseId}:${realized.cwd}.`,
+      };
+    },
+    async resolveTarget(ctx, { environment, lease, record }) {
+      const { provider, config } = providerFor(environment);
+      const providerLeaseId = requireProviderLease(lease);
+      const cwd = record?.remote.path;
+      if (!cwd) throw new Error(`sandbox lease ${lease.id} has no realized workspace`);
+      const where = provider.resolveTarget
+        ? await provider.resolveTarget(config, { ...callContext(ctx, environment, lease), providerLeaseId, cwd })
+        : { remoteCwd: cwd };
+      return {
+        kind: 'remote', transport: 'sandbox', environmentId: environment.id, leaseId: lease.id,
+        providerKey: provider.key, providerLeaseId, remoteCwd: where.remoteCwd, timeoutMs: config.timeoutMs ?? null,
+      };
+    },
+    async execute(ctx, { environment, lease, record }, request) {
+      const { provider, config } = providerFor(environment);
+      return provider.execute(config, { ...callContext(ctx, environment, lease), providerLeaseId: requireProviderLease(lease) }, {
+        ...request, cwd: request.cwd ?? record?.remote.path,
+      });
+    },
+    async release(ctx, { environment, lease, keep }) {
+      if (!lease.providerLeaseId) return; // the provider never made anything
+      const { provider, config } = providerFor(environment);
+      await provider.releaseLease(config, {
+        ...callContext(ctx, environment, lease), providerLeaseId: lease.providerLeaseId, keep: keep || Boolean(config.reuseLease),
+      });
+    },
+  };
+}

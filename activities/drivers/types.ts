@@ -1,0 +1,50 @@
+import type {
+  Driver, Environment, EnvironmentLease, ExecResult, ExecutionTarget, RunRequest, WorkspaceRealizationRecord,
+  WorkspaceRealizationRequest,
+} from '../../contracts/index.js';
+import type { ProviderExecRequest } from '../providers/types.js';
+
+export interface StepContext {
+  /** The activity attempt, 1-based. */
+  attempt: number;
+  /** Derived from the workflow, not the attempt: the same for every retry of one run's step. */
+  idempotencyKey: string;
+  signal?: AbortSignal | undefined;
+  progress?: ((line: string) => void) | undefined;
+}
+
+export interface AcquiredLease {
+  provider: string | null;
+  providerLeaseId: string | null;
+  metadata: Record<string, unknown>;
+  expiresAt: Date | null;
+}
+
+export interface RealizeInput {
+  environment: Environment;
+  lease: EnvironmentLease;
+  request: RunRequest;
+  realizationRequest: WorkspaceRealizationRequest;
+  provisionTimeoutMs: number;
+}
+
+export interface LeaseRef {
+  environment: Environment;
+  lease: EnvironmentLease;
+}
+
+/** One implementation per environment driver (local, ssh, sandbox, plugin). */
+export interface EnvironmentDriver {
+  readonly driver: Driver;
+  /** The provider named on leases and failures, from the environment's (already validated) config. */
+  providerOf(environment: Environment): string | null;
+  /** Checks the environment's config; throws an Error naming the field. */
+  validateConfig(config: Record<string, unknown>): Record<string, unknown>;
+  acquire(ctx: StepContext, input: { environment: Environment; lease: EnvironmentLease; request: RunRequest }): Promise<AcquiredLease>;
+  /** Absent for drivers that realize nothing (plugin): the realization stays `{}`. */
+  realize?(ctx: StepContext, input: RealizeInput): Promise<WorkspaceRealizationRecord | null>;
+  resolveTarget(ctx: StepContext, input: LeaseRef & { record: WorkspaceRealizationRecord | null }): Promise<ExecutionTarget>;
+  execute(ctx: StepContext, input: LeaseRef & { record: WorkspaceRealizationRecord | null }, request: ProviderExecRequest): Promise<ExecResult>;
+  /** Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained). */
+  release(ctx: StepContext, input: LeaseRef & { keep: boolean }): Promise<void>;
+}

@@ -1,0 +1,24 @@
+import { createAcquireLease } from './acquire-lease.js';
+import type { ActivityDeps } from './deps.js';
+import { createLogActivity } from './log-activity.js';
+import { createPersistMetadata } from './persist-metadata.js';
+import { createRealizeWorkspace } from './realize-workspace.js';
+import { createReleaseLease } from './release-lease.js';
+import { createResolveEnvironment } from './resolve-environment.js';
+import { createResolveTarget } from './resolve-target.js';
+
+/** Every step of a run as an activity, built over the worker's dependencies (tests pass small real ones). */
+export function createActivities(deps: ActivityDeps) {
+  return {
+    resolveEnvironment: createResolveEnvironment(deps),
+    acquireLease: createAcquireLease(deps),
+    realizeWorkspace: createRealizeWorkspace(deps),
+    persistMetadata: createPersistMetadata(deps),
+    resolveTarget: createResolveTarget(deps),
+    logActivity: createLogActivity(deps),
+    releaseLease: createReleaseLease(deps),
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;
+export type { ActivityDeps } from './deps.js';

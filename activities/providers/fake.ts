@@ -1,0 +1,112 @@
+// The deterministic fake sandbox provider (DOMAIN.md): a temp directory per lease, `fake://<env>` when the
+// resource is reused, `fake://<run>/<id>` otherwise; execute spawns without a shell with only the explicit
+// env. Its `faults` config makes every failure path reachable end to end without mocks.
+import { createHash } from 'node:crypto';
+import { cp, mkdir, rm, stat } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { z } from 'zod';
+import { FaultsConfig, describeZodError, type FaultOperation } from '../../contracts/index.js';
+import { NonRetryableError } from '../errors.js';
+import { runProcess } from '../process.js';
+import type { ProviderCallContext, SandboxProvider } from './types.js';
+
+const FakeConfig = z.object({
+  provider: z.literal('fake'),
+  reuseLease: z.boolean().default(false),
+  timeoutMs: z.number().int().positive().optional(),
+  faults: FaultsConfig.default({}),
+}).passthrough();
+export type FakeConfig = z.infer<typeof FakeConfig>;
+
+export class FakeFaultError extends Error {
+  override name = 'FakeFaultError';
+}
+
+function maybeFail(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext): void {
+  const fault = config.faults[op];
+  if (!fault) return;
+  if (fault.fail === 'always' || ctx.attempt <= fault.fail) {
+    throw new FakeFaultError(fault.message ?? `fake provider: injected ${op} failure (attempt ${ctx.attempt})`);
+  }
+}
+
+const idPart = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
+const safe = (s: string) => s.replace(/[^A-Za-z0-9._-]/g, '_');
+
+export function createFakeProvider(options: { rootDir: string }): SandboxProvider<FakeConfig> {
+  const root = resolve(options.rootDir);
+
+  function leaseDir(providerLeaseId: string): string {
+    const m = /^fake:\/\/(.+)$/.exec(providerLeaseId);
+    if (!m?.[1]) throw new NonRetryableError(`fake provider: not a fake lease id: ${providerLeaseId}`);
+    const dir = resolve(root, 'leases', ...m[1].split('/').map(safe));
+    if (relative(root, dir).startsWith('..')) throw new NonRetryableError('fake provider: lease id escapes its root');
+    return dir;
+  }
+
+  function insideLease(providerLeaseId: string, cwd: string | undefined, fallback: string): string {
+    const base = leaseDir(providerLeaseId);
+    const target = cwd ? resolve(base, cwd.replace(/^\/+/, '')) : fallback;
+    if (relative(base, target).startsWith('..')) throw new NonRetryableError(`fake provider: cwd ${cwd} is outside the sandbox`);
+    return target;
+  }
+
+  return {
+    key: 'fake',
+    validateConfig(config) {
+      const parsed = FakeConfig.safeParse(config);
+      if (!parsed.success) throw new NonRetryableError(`fake provider config: ${describeZodError(parsed.error, 'config')}`);
+      return parsed.data;
+    },
+    async probe(config) {
+      await mkdir(root, { recursive: true });
+      const faults = Object.keys(config.faults);
+      return { ok: true, diagnostics: [`root ${root} is writable`, faults.length ? `faults configured: ${faults.join(', ')}` : 'no faults configured'] };
+    },
+    async acquireLease(config, ctx) {
+      maybeFail(config, 'acquire', ctx);
+      // Deterministic from the idempotency key: a retried acquire adopts the resource it may have made.
+      const providerLeaseId = ctx.reuseKey
+        ? `fake://${safe(ctx.reuseKey)}`
+        : `fake://${safe(ctx.heartbeatRunId)}/${idPart(ctx.idempotencyKey)}`;
+      const dir = leaseDir(providerLeaseId);
+      await mkdir(dir, { recursive: true });
+      return { providerLeaseId, metadata: { root: dir, reused: Boolean(ctx.reuseKey) }, expiresAt: null };
+    },
+    async resumeLease(_config, ctx) {
+      const dir = leaseDir(ctx.providerLeaseId);
+      const exists = await stat(dir).then((s) => s.isDirectory(), () => false);
+      return exists ? { providerLeaseId: ctx.providerLeaseId, metadata: { root: dir, resumed: true }, expiresAt: null } : null;
+    },
+    async releaseLease(config, ctx) {
+      maybeFail(config, 'release', ctx);
+      if (!ctx.keep) await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
+    },
+    async destroyLease(_config, ctx) {
+      await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
+    },
+    async realizeWorkspace(config, ctx) {
+      maybeFail(config, 'realize', ctx);
+      const cwd = join(leaseDir(ctx.providerLeaseId), 'workspace');
+      await mkdir(cwd, { recursive: true });
+      await cp(ctx.localPath, cwd, { recursive: true, force: true });
+      return { cwd, metadata: { copiedFrom: ctx.localPath } };
+    },
+    async execute(config, ctx, request) {
+      maybeFail(config, 'execute', ctx);
+      const workspace = join(leaseDir(ctx.providerLeaseId), 'workspace');
+      const cwd = insideLease(ctx.providerLeaseId, request.cwd, workspace);
+      await mkdir(cwd, { recursive: true });
+      return runProcess({
+        command: request.command, args: request.args, cwd, env: request.env, stdin: request.stdin,
+        timeoutMs: request.timeoutMs, signal: ctx.signal, onLine: ctx.onProgress,
+      });
+    },
+    async resolveTarget(config, ctx) {
+      maybeFail(config, 'target', ctx);
+      const exists = await stat(ctx.cwd).then((s) => s.isDirectory(), () => false);
+      if (!exists) throw new Error(`fake provider: sandbox ${ctx.providerLeaseId} has no workspace at ${ctx.cwd}`);
+      return { remoteCwd: ctx.cwd };
+    },
+  };
+}

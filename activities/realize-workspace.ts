@@ -1,0 +1,88 @@
+import type {
+  Environment, EnvironmentLease, ExecutionWorkspace, RunRequest, WorkspaceRealizationRecord, WorkspaceRealizationRequest,
+} from '../contracts/index.js';
+import { ExecutionWorkspaceRuntimeConfig, WorkspaceRealizationRecordSchema, describeZodError } from '../contracts/index.js';
+import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { asRunFailure, runFailure } from './errors.js';
+
+export interface RealizeWorkspaceInput {
+  request: RunRequest;
+  environment: Environment;
+  lease: EnvironmentLease;
+  executionWorkspace: ExecutionWorkspace | null;
+}
+
+export interface RealizeWorkspaceOutput {
+  realizationRequest: WorkspaceRealizationRequest;
+  record: WorkspaceRealizationRecord;
+}
+
+const DEFAULT_PROVISION_TIMEOUT_MS = 10 * 60_000;
+
+/** The version-1 realization request: the run's source plus the runtime overlay (request over workspace config). */
+export function buildRealizationRequest(input: RealizeWorkspaceInput): WorkspaceRealizationRequest {
+  const { request, environment, executionWorkspace } = input;
+  const stored = ExecutionWorkspaceRuntimeConfig.safeParse(executionWorkspace?.metadata?.config ?? {});
+  const config = stored.success ? stored.data : {};
+  const overlay = request.runtimeOverlay;
+  const ws = request.workspace;
+  return {
+    version: 1,
+    adapterType: request.adapterType,
+    companyId: request.companyId,
+    environmentId: environment.id,
+    executionWorkspaceId: request.executionWorkspaceId,
+    issueId: request.issueId,
+    heartbeatRunId: request.heartbeatRunId,
+    requestedMode: request.requestedMode,
+    source: {
+      kind: ws.source,
+      localPath: ws.cwd,
+      projectId: ws.projectId,
+      projectWorkspaceId: ws.workspaceId,
+      repoUrl: ws.repoUrl,
+      repoRef: ws.repoRef,
+      strategy: ws.strategy,
+      branchName: ws.branchName,
+      worktreePath: ws.worktreePath,
+    },
+    runtimeOverlay: {
+      provisionCommand: overlay.provisionCommand ?? config.provisionCommand ?? null,
+      teardownCommand: overlay.teardownCommand ?? config.teardownCommand ?? null,
+      cleanupCommand: overlay.cleanupCommand ?? config.cleanupCommand ?? null,
+    },
+  };
+}
+
+/**
+ * Step 3: make the workspace exist where the run executes and run the provision command there. A driver
+ * that returns no record fails the step: the reference silently persisted nothing in that case.
+ */
+export function createRealizeWorkspace(deps: ActivityDeps) {
+  return async function realizeWorkspace(input: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {
+    const context = failureContext(deps, input.environment);
+    const driver = driverFor(deps, input.environment);
+    if (!driver.realize) {
+      throw runFailure('workspace_realization_failed', `driver ${driver.driver} does not realize workspaces`, context, { nonRetryable: true });
+    }
+    const realizationRequest = buildRealizationRequest(input);
+    const provisionTimeoutMs = input.request.provisionTimeoutMs
+      ?? (input.environment.config.provisionTimeoutMs as number | undefined)
+      ?? deps.provisionTimeoutMs
+      ?? DEFAULT_PROVISION_TIMEOUT_MS;
+    let record: WorkspaceRealizationRecord | null;
+    try {
+      record = await driver.realize(stepContext(), { ...input, realizationRequest, provisionTimeoutMs });
+    } catch (err) {
+      throw asRunFailure(err, 'workspace_realization_failed', context);
+    }
+    if (!record) {
+      throw runFailure('workspace_realization_failed', `driver ${driver.driver} returned no workspace realization record`, context);
+    }
+    const checked = WorkspaceRealizationRecordSchema.safeParse(record);
+    if (!checked.success) {
+      throw runFailure('workspace_realization_failed', `driver ${driver.driver} returned an invalid realization record: ${describeZodError(checked.error, 'record')}`, context, { nonRetryable: true });
+    }
+    return { realizationRequest, record: checked.data };
+  };
+}

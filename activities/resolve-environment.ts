@@ -1,0 +1,48 @@
+import {
+  ExecutionWorkspaceRuntimeConfig, RunRequestSchema, describeZodError, type Environment, type ExecutionWorkspace,
+  type RunRequest,
+} from '../contracts/index.js';
+import { failureContext, type ActivityDeps } from './deps.js';
+import { NO_CONTEXT, runFailure } from './errors.js';
+
+export interface ResolvedEnvironment {
+  request: RunRequest;
+  environment: Environment;
+  executionWorkspace: ExecutionWorkspace | null;
+}
+
+/**
+ * Step 1: the selected environment, else the execution workspace's, else the company's local environment
+ * (ensured to exist). Also the edge where a workflow's input is parsed: a run started around the client
+ * with bad input fails here, before anything is leased.
+ */
+export function createResolveEnvironment(deps: ActivityDeps) {
+  return async function resolveEnvironment(input: unknown): Promise<ResolvedEnvironment> {
+    const parsed = RunRequestSchema.safeParse(input);
+    if (!parsed.success) throw runFailure('invalid_request', describeZodError(parsed.error, 'request'), NO_CONTEXT);
+    const request = parsed.data;
+    let executionWorkspace: ExecutionWorkspace | null = null;
+    if (request.executionWorkspaceId) {
+      executionWorkspace = await deps.store.getExecutionWorkspace(request.companyId, request.executionWorkspaceId);
+      if (!executionWorkspace) {
+        throw runFailure('invalid_request', `request.executionWorkspaceId: execution workspace ${request.executionWorkspaceId} not found`, NO_CONTEXT);
+      }
+    }
+    const workspaceConfig = ExecutionWorkspaceRuntimeConfig.safeParse(executionWorkspace?.metadata?.config ?? {});
+    const selectedId = request.environmentId ?? (workspaceConfig.success ? workspaceConfig.data.environmentId : null) ?? null;
+    let environment: Environment | null;
+    if (selectedId) {
+      // Scoped by company: another company's environment is indistinguishable from a missing one.
+      environment = await deps.store.getEnvironment(request.companyId, selectedId);
+      if (!environment) {
+        throw runFailure('environment_not_found', `environment ${selectedId} not found`, { ...NO_CONTEXT, environmentId: selectedId });
+      }
+    } else {
+      environment = await deps.store.ensureLocalEnvironment(request.companyId);
+    }
+    if (environment.status !== 'active') {
+      throw runFailure('environment_inactive', `environment ${environment.id} is ${environment.status}`, failureContext(deps, environment));
+    }
+    return { request, environment, executionWorkspace };
+  };
+}
