@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ExternalId, LeasePolicySchema, RunFailureSchema, Timestamp } from './common.js';
+import { DriverSchema, ExternalId, LeasePolicySchema, RunFailureSchema, Timestamp } from './common.js';
 import { RUN_PHASES } from './constants.js';
 import {
   EnvironmentLeaseSchema, ExecutionWorkspaceSchema, RealizedExecutionWorkspaceSchema, RuntimeOverlaySchema,
@@ -67,7 +67,7 @@ export const RunStateSchema = z.object({
   heartbeatRunId: z.string(),
   phase: RunPhaseSchema,
   environmentId: z.string().nullable(),
-  driver: z.string().nullable(),
+  driver: DriverSchema.nullable(),
   provider: z.string().nullable(),
   leaseId: z.string().nullable(),
   result: RunResultSchema.nullable(),

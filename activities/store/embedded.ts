@@ -6,8 +6,9 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 
 export interface EmbeddedStoreInfo {
@@ -120,10 +121,16 @@ export async function ensureEmbeddedStore(dataDir: string, options: EnsureEmbedd
   throw new Error(`embedded PostgreSQL in ${dir} did not become ready in time; see ${join(dir, 'store.log')}`);
 }
 
+/** tsx's ESM loader, so the daemon (TypeScript) runs under plain node. */
+export function tsxLoaderUrl(): string {
+  const pkg = createRequire(import.meta.url).resolve('tsx/package.json');
+  return pathToFileURL(join(dirname(pkg), 'dist', 'loader.mjs')).href;
+}
+
 async function startDaemon(dir: string, deadline: number): Promise<string> {
   rmSync(join(dir, INFO_FILE), { force: true });
   const daemon = fileURLToPath(new URL('./embedded-daemon.ts', import.meta.url));
-  const tsx = import.meta.resolve('tsx');
+  const tsx = tsxLoaderUrl();
   const logFd = openSync(join(dir, 'store.log'), 'a');
   const child = spawn(process.execPath, ['--import', tsx, daemon, dir], {
     detached: true,

@@ -1,0 +1,288 @@
+// EnvRunClient: the control plane's library. Starts runs, waits for their execution target, completes and
+// cancels them, and manages environments. Every input is parsed here, once, before anything starts.
+import {
+  Client, Connection, WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import type { z } from 'zod';
+import { createDrivers, type DriverRegistry } from '../activities/drivers/registry.js';
+import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
+import { Store } from '../activities/store/store.js';
+import {
+  CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
+  RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError, getRunQuery, runWorkflowId,
+  waitReadyUpdate,
+  type CompleteRun, type Driver, type Environment, type EnvironmentLease, type ExecRequest, type ExecResult,
+  type ExecutionWorkspace, type LeaseStatus, type RunRequest, type RunRequestInput, type RunResult, type RunState, type WorkspaceRealizationRecord,
+} from '../contracts/index.js';
+import type { environmentRun } from '../workflows/environment-run.js';
+import { loadConfig, type EnvRunConfig } from '../worker/config.js';
+import { createProviders } from '../worker/deps.js';
+import { EnvRunError, InvalidInputError, NotFoundError, toEnvRunError } from './errors.js';
+
+export { EnvRunError, InvalidInputError, NotFoundError } from './errors.js';
+
+function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw new InvalidInputError(describeZodError(result.error, prefix));
+  return result.data;
+}
+
+export interface EnvRunClientOptions {
+  client: Client;
+  store: Store;
+  taskQueue: string;
+  drivers: DriverRegistry;
+  onClose?: () => Promise<void>;
+}
+
+export interface StartedRun {
+  workflowId: string;
+  /** False when the run already existed: starting the same run twice reaches the same workflow. */
+  started: boolean;
+}
+
+export class EnvRunClient {
+  readonly temporal: Client;
+  readonly store: Store;
+  readonly taskQueue: string;
+  private readonly drivers: DriverRegistry;
+  private readonly onClose?: () => Promise<void>;
+
+  constructor(options: EnvRunClientOptions) {
+    this.temporal = options.client;
+    this.store = options.store;
+    this.taskQueue = options.taskQueue;
+    this.drivers = options.drivers;
+    this.onClose = options.onClose;
+  }
+
+  /** Connects with the same configuration as the worker (environment variables, envconfig profiles). */
+  static async connect(config: EnvRunConfig = loadConfig()): Promise<EnvRunClient> {
+    const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    const database: Database = await openDatabase(url, 4);
+    let connection: Connection;
+    try {
+      connection = await Connection.connect(config.temporal.connection);
+    } catch (err) {
+      await database.close();
+      throw err;
+    }
+    return new EnvRunClient({
+      client: new Client({ connection, namespace: config.temporal.namespace }),
+      store: new Store(database.db),
+      taskQueue: config.taskQueue,
+      drivers: createDrivers(createProviders(config)),
+      onClose: async () => {
+        await connection.close();
+        await database.close();
+      },
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.onClose?.();
+  }
+
+  // ---- runs ----------------------------------------------------------------------------------------
+  private workflowOptions(request: RunRequest) {
+    return {
+      workflowId: runWorkflowId(request.companyId, request.heartbeatRunId),
+      taskQueue: this.taskQueue,
+      args: [request] as [RunRequestInput],
+      workflowIdConflictPolicy: 'USE_EXISTING' as const,
+      // A finished run is never started again under the same id.
+      workflowIdReusePolicy: 'REJECT_DUPLICATE' as const,
+      typedSearchAttributes: [
+        { key: SEARCH_ATTRIBUTES.companyId, value: request.companyId },
+        { key: SEARCH_ATTRIBUTES.heartbeatRunId, value: request.heartbeatRunId },
+        { key: SEARCH_ATTRIBUTES.phase, value: 'resolving' },
+      ],
+      staticSummary: `run ${request.heartbeatRunId} of company ${request.companyId}`,
+      staticDetails: `**company:** ${request.companyId}\n\n**heartbeat run:** ${request.heartbeatRunId}\n\n**environment:** ${request.environmentId ?? 'company default'}`,
+    };
+  }
+
+  /** Starts the run (or finds it, when it was already started). Bad input throws InvalidInputError. */
+  async startRun(input: RunRequestInput): Promise<StartedRun> {
+    const request = parse(RunRequestSchema, input, 'request');
+    const options = this.workflowOptions(request);
+    try {
+      const handle = await this.temporal.workflow.start<typeof environmentRun>(WORKFLOW_TYPE, options);
+      return { workflowId: handle.workflowId, started: handle.firstExecutionRunId !== undefined };
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) return { workflowId: options.workflowId, started: false };
+      throw err;
+    }
+  }
+
+  /**
+   * Starts the run and waits until it is ready, in one round trip (update-with-start). Returns the result
+   * (lease, execution target, …) or throws an EnvRunError with the run's code.
+   */
+  async startRunAndWaitReady(input: RunRequestInput): Promise<RunResult> {
+    const request = parse(RunRequestSchema, input, 'request');
+    const options = this.workflowOptions(request);
+    const startWorkflowOperation = new WithStartWorkflowOperation<typeof environmentRun>(WORKFLOW_TYPE, options);
+    try {
+      return await this.temporal.workflow.executeUpdateWithStart(waitReadyUpdate, { startWorkflowOperation });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) return this.resultOfClosedRun(options.workflowId);
+      throw toEnvRunError(err) ?? err;
+    }
+  }
+
+  /** Waits until a started run is ready. */
+  async waitReady(companyId: string, heartbeatRunId: string): Promise<RunResult> {
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      return await handle.executeUpdate(waitReadyUpdate);
+    } catch (err) {
+      const runError = toEnvRunError(err);
+      if (runError) throw runError;
+      return this.resultOfClosedRun(handle.workflowId);
+    }
+  }
+
+  private async resultOfClosedRun(workflowId: string): Promise<RunResult> {
+    const handle = this.temporal.workflow.getHandle(workflowId);
+    try {
+      await handle.result();
+    } catch (err) {
+      throw toEnvRunError(err) ?? err;
+    }
+    const state = await handle.query(getRunQuery);
+    if (!state.result) throw new Error(`run ${workflowId} ended without a result`);
+    return state.result;
+  }
+
+  /** The run as the workflow sees it: phase, lease, target, error. Null when there is no such run. */
+  async getRun(companyId: string, heartbeatRunId: string): Promise<RunState | null> {
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      return await handle.query(getRunQuery);
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return null;
+      throw err;
+    }
+  }
+
+  /** The agent is done: the workflow releases the lease. Returns the run after release. */
+  async completeRun(companyId: string, heartbeatRunId: string, completion: z.input<typeof CompleteRunSchema>): Promise<RunState> {
+    const parsed: CompleteRun = parse(CompleteRunSchema, completion, 'completion');
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      return await handle.executeUpdate(completeUpdate, { args: [parsed] });
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+      throw toEnvRunError(err) ?? err;
+    }
+  }
+
+  /** Cancels the run; its lease is released all the same. Resolves once the workflow has ended. */
+  async cancelRun(companyId: string, heartbeatRunId: string): Promise<void> {
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      await handle.cancel();
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+      throw err;
+    }
+    await handle.result().catch(() => undefined);
+  }
+
+  /** Runs a command in a ready run's target through its driver, with only the given environment. */
+  async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<ExecResult> {
+    const request = parse(ExecRequestSchema, input, 'exec');
+    const state = await this.getRun(companyId, heartbeatRunId);
+    if (!state) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+    if (state.phase !== 'ready' || !state.result) throw new InvalidInputError(`run: ${heartbeatRunId} is ${state.phase}, not ready`);
+    const environment = await this.store.getEnvironment(companyId, state.result.lease.environmentId);
+    if (!environment) throw new NotFoundError(`environment ${state.result.lease.environmentId} not found`);
+    const driver = this.drivers[environment.driver];
+    if (!driver) throw new InvalidInputError(`driver: ${environment.driver} cannot execute commands from this client`);
+    const realization = state.result.workspaceRealization;
+    const record = 'version' in realization ? (realization as WorkspaceRealizationRecord) : null;
+    return driver.execute(
+      { attempt: 1, idempotencyKey: state.workflowId },
+      { environment, lease: state.result.lease, record },
+      request,
+    );
+  }
+
+  handle(companyId: string, heartbeatRunId: string): WorkflowHandle<typeof environmentRun> {
+    parse(ExternalId, companyId, 'companyId');
+    parse(ExternalId, heartbeatRunId, 'heartbeatRunId');
+    return this.temporal.workflow.getHandle<typeof environmentRun>(runWorkflowId(companyId, heartbeatRunId));
+  }
+
+  // ---- environments --------------------------------------------------------------------------------
+  /** Validates a driver config: the driver's schema, then its provider's, naming the bad field. */
+  validateEnvironmentConfig(driver: Driver, config: unknown): Record<string, unknown> {
+    const parsed = parse(DRIVER_CONFIG_SCHEMAS[driver], config ?? {}, 'config') as Record<string, unknown>;
+    const impl = this.drivers[driver];
+    if (impl) {
+      try {
+        return impl.validateConfig(parsed);
+      } catch (err) {
+        throw new InvalidInputError((err as Error).message);
+      }
+    }
+    return parsed;
+  }
+
+  async createEnvironment(input: {
+    companyId: string; name: string; driver: string; config?: unknown; description?: string | null;
+  }): Promise<Environment> {
+    const companyId = parse(ExternalId, input.companyId, 'companyId');
+    const driver = parse(DriverSchema, input.driver, 'driver');
+    if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
+      throw new InvalidInputError('name: must be a non-empty string of at most 200 characters');
+    }
+    const config = this.validateEnvironmentConfig(driver, input.config);
+    if (driver === 'local' && (await this.store.listEnvironments(companyId)).some((e) => e.driver === 'local')) {
+      throw new InvalidInputError(`driver: company ${companyId} already has a local environment`);
+    }
+    return this.store.createEnvironment({ companyId, name: input.name.trim(), driver, config, description: input.description ?? null });
+  }
+
+  async listEnvironments(companyId: string): Promise<Environment[]> {
+    return this.store.listEnvironments(parse(ExternalId, companyId, 'companyId'));
+  }
+
+  async getEnvironment(id: string): Promise<Environment> {
+    const env = await this.store.getEnvironmentById(id);
+    if (!env) throw new NotFoundError(`environment ${id} not found`);
+    return env;
+  }
+
+  async updateEnvironment(id: string, patch: { config?: unknown; name?: string; description?: string | null }): Promise<Environment> {
+    const current = await this.getEnvironment(id);
+    const config = patch.config === undefined ? undefined : this.validateEnvironmentConfig(current.driver, patch.config);
+    const updated = await this.store.updateEnvironment(id, { config, name: patch.name, description: patch.description });
+    return updated!;
+  }
+
+  /** Archives an environment: no new run can lease it. */
+  async archiveEnvironment(id: string): Promise<Environment> {
+    await this.getEnvironment(id);
+    return (await this.store.updateEnvironment(id, { status: 'archived' }))!;
+  }
+
+  async createExecutionWorkspace(input: {
+    companyId: string; name: string; cwd: string; config?: Record<string, unknown>;
+  }): Promise<ExecutionWorkspace> {
+    const companyId = parse(ExternalId, input.companyId, 'companyId');
+    return this.store.createExecutionWorkspace({
+      companyId, name: input.name, cwd: input.cwd, metadata: input.config ? { config: input.config } : null,
+    });
+  }
+
+  async listLeases(companyId: string, status?: string): Promise<EnvironmentLease[]> {
+    const parsedStatus: LeaseStatus | undefined = status === undefined ? undefined : parse(LeaseStatusSchema, status, 'status');
+    return this.store.listLeases(parse(ExternalId, companyId, 'companyId'), parsedStatus);
+  }
+}
+
+export { toEnvRunError };
+export type { RunResult, RunState, RunRequestInput, EnvRunError as EnvRunErrorType };

@@ -1,0 +1,58 @@
+import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+import { isErrorCode, type Driver, type ErrorCode, type RunFailure } from '../contracts/index.js';
+
+/** A run failed: the error code and the fields every failure carries. */
+export class EnvRunError extends Error {
+  override name = 'EnvRunError';
+  readonly code: ErrorCode | 'run_cancelled';
+  readonly environmentId: string | null;
+  readonly driver: Driver | null;
+  readonly provider: string | null;
+
+  constructor(failure: Omit<RunFailure, 'code'> & { code: ErrorCode | 'run_cancelled' }) {
+    super(failure.message);
+    this.code = failure.code;
+    this.environmentId = failure.environmentId;
+    this.driver = failure.driver;
+    this.provider = failure.provider;
+  }
+
+  toJSON(): RunFailure | Record<string, unknown> {
+    return { code: this.code, message: this.message, environmentId: this.environmentId, driver: this.driver, provider: this.provider };
+  }
+}
+
+/** Bad input to the client or CLI: the message names the field; nothing was started or written. */
+export class InvalidInputError extends Error {
+  override name = 'InvalidInputError';
+  readonly code = 'invalid_request' as const;
+}
+
+export class NotFoundError extends Error {
+  override name = 'NotFoundError';
+}
+
+/** Finds the run failure inside whatever the Temporal client threw (update failure, workflow failure). */
+export function toEnvRunError(err: unknown): EnvRunError | null {
+  let cur: unknown = err;
+  for (let depth = 0; cur && depth < 6; depth++) {
+    if (cur instanceof ApplicationFailure) {
+      const details = cur.details?.[0] as Partial<RunFailure> | undefined;
+      const code = isErrorCode(details?.code) ? details.code : isErrorCode(cur.type) ? cur.type : cur.type === 'run_cancelled' ? 'run_cancelled' : null;
+      if (code) {
+        return new EnvRunError({
+          code,
+          message: details?.message ?? cur.message,
+          environmentId: details?.environmentId ?? null,
+          driver: details?.driver ?? null,
+          provider: details?.provider ?? null,
+        });
+      }
+    }
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  if (err instanceof WorkflowFailedError && err.cause?.name === 'CancelledFailure') {
+    return new EnvRunError({ code: 'run_cancelled', message: 'the run was cancelled', environmentId: null, driver: null, provider: null });
+  }
+  return null;
+}

@@ -1,0 +1,84 @@
+// A real worker on the suite's Temporal dev server, over a fresh database and a fake provider root.
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { inject } from 'vitest';
+import { createDrivers } from '../../activities/drivers/registry.js';
+import { createFakeProvider } from '../../activities/providers/fake.js';
+import { ProviderRegistry } from '../../activities/providers/registry.js';
+import type { SandboxProvider } from '../../activities/providers/types.js';
+import { createDatabaseIfMissing, openDatabase, type Database } from '../../activities/store/db.js';
+import { Store } from '../../activities/store/store.js';
+import { EnvRunClient } from '../../client/client.js';
+import { createWorker } from '../../worker/worker.js';
+
+let runtimeInstalled = false;
+function quietRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  try {
+    Runtime.install({ logger: new DefaultLogger('WARN') });
+  } catch {
+    // already installed in this process
+  }
+}
+
+export function uniqueId(prefix: string): string {
+  return `${prefix}-${randomUUID().slice(0, 8)}`;
+}
+
+/** A fresh database on the given server (the suite's embedded one by default), migrated. */
+export async function freshDatabase(adminUrl: string = inject('embeddedPgUrl')): Promise<Database & { url: string }> {
+  const name = `t_${randomUUID().replace(/-/g, '').slice(0, 20)}`;
+  await createDatabaseIfMissing(adminUrl, name);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const database = await openDatabase(url.toString(), 5);
+  return { ...database, url: url.toString() };
+}
+
+export interface Harness {
+  client: EnvRunClient;
+  store: Store;
+  database: Database & { url: string };
+  fakeRoot: string;
+  taskQueue: string;
+  worker: Worker;
+  close(): Promise<void>;
+}
+
+export async function createHarness(options: { extraProviders?: SandboxProvider<any>[] } = {}): Promise<Harness> {
+  quietRuntime();
+  const database = await freshDatabase();
+  const store = new Store(database.db);
+  const fakeRoot = join(inject('tmpRoot'), uniqueId('fake'));
+  mkdirSync(fakeRoot, { recursive: true });
+  const providers = new ProviderRegistry([createFakeProvider({ rootDir: fakeRoot }), ...(options.extraProviders ?? [])]);
+  const drivers = createDrivers(providers);
+  const address = inject('temporalAddress');
+  const nativeConnection = await NativeConnection.connect({ address });
+  const taskQueue = uniqueId('test');
+  const worker = await createWorker({
+    connection: nativeConnection,
+    namespace: 'default',
+    taskQueue,
+    deps: { store, drivers, provisionTimeoutMs: 30_000 },
+    workflowBundlePath: inject('workflowBundle'),
+    shutdownGraceMs: 1000,
+  });
+  const running = worker.run();
+  const connection = await Connection.connect({ address });
+  const client = new EnvRunClient({ client: new Client({ connection }), store, taskQueue, drivers });
+  return {
+    client, store, database, fakeRoot, taskQueue, worker,
+    async close() {
+      worker.shutdown();
+      await running;
+      await connection.close();
+      await nativeConnection.close();
+      await database.close();
+    },
+  };
+}

@@ -1,0 +1,36 @@
+// The real dependencies of the activities: the store, the providers and the drivers.
+import { join } from 'node:path';
+import { createDrivers } from '../activities/drivers/registry.js';
+import type { ActivityDeps } from '../activities/index.js';
+import { createFakeProvider } from '../activities/providers/fake.js';
+import { ProviderRegistry } from '../activities/providers/registry.js';
+import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
+import { Store } from '../activities/store/store.js';
+import type { EnvRunConfig } from './config.js';
+
+export interface RuntimeDeps extends ActivityDeps {
+  database: Database;
+  providers: ProviderRegistry;
+  close(): Promise<void>;
+}
+
+export function createProviders(config: Pick<EnvRunConfig, 'dataDir'>): ProviderRegistry {
+  return new ProviderRegistry([createFakeProvider({ rootDir: join(config.dataDir, 'sandboxes', 'fake') })]);
+}
+
+export async function createRuntimeDeps(
+  config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs'>,
+  options: { poolSize?: number; log?: (line: string) => void } = {},
+): Promise<RuntimeDeps> {
+  const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log: options.log });
+  const database = await openDatabase(url, options.poolSize ?? 10);
+  const providers = createProviders(config);
+  return {
+    database,
+    providers,
+    store: new Store(database.db),
+    drivers: createDrivers(providers),
+    provisionTimeoutMs: config.provisionTimeoutMs,
+    close: () => database.close(),
+  };
+}

@@ -1,0 +1,48 @@
+// `npm run worker`: the envrun worker process.
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { redactUrl } from '../activities/store/db.js';
+import { ConfigError, loadConfig } from './config.js';
+import { createRuntimeDeps } from './deps.js';
+import { ensureSearchAttributes } from './search-attributes.js';
+import { createWorker } from './worker.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  Runtime.install({
+    logger: new DefaultLogger(config.logLevel),
+    shutdownSignals: ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR2'],
+  });
+  const deps = await createRuntimeDeps(config, { poolSize: 20, log: (l) => console.log(`[envrun] ${l}`) });
+  const connection = await NativeConnection.connect(config.temporal.connection);
+  const added = await ensureSearchAttributes(connection, config.temporal.namespace);
+  if (added.length) console.log(`[envrun] registered search attributes: ${added.join(', ')}`);
+  const worker = await createWorker({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.taskQueue,
+    deps,
+    workflowBundlePath: config.workflowBundle,
+    shutdownGraceMs: config.shutdownGraceMs,
+    maxConcurrentActivities: config.maxConcurrentActivities,
+  });
+  console.log(
+    `[envrun] worker on ${config.temporal.address} namespace=${config.temporal.namespace} taskQueue=${config.taskQueue} ` +
+      `store=${config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded (${config.dataDir})`}`,
+  );
+  try {
+    await worker.run(); // resolves after SIGINT/SIGTERM and the grace time
+  } finally {
+    await connection.close();
+    await deps.close();
+    console.log('[envrun] worker stopped');
+  }
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    console.error(`envrun worker: ${err.message}`);
+    process.exit(2);
+  }
+  console.error(err instanceof Error ? err.stack : err);
+  process.exit(1);
+});

@@ -1,0 +1,277 @@
+// One heartbeat run's environment, as a durable workflow: resolve → lease → realize → persist → target →
+// ready → (complete | cancel) → release. Deterministic code only: every effect is an activity.
+import {
+  ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, allHandlersFinished, condition,
+  isCancellation, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+import type { ResolvedEnvironment } from '../activities/resolve-environment.js';
+import {
+  ACTIVITY_ACTIONS, NON_RETRYABLE_CODES, RUN_CANCELLED, isErrorCode, type ErrorCode, type RunPhase,
+} from '../contracts/constants.js';
+import type {
+  CompleteRun, Driver, EnvironmentLease, RunFailure, RunOutcome, RunRequestInput, RunResult, RunState,
+  WorkspaceRealizationRecord,
+} from '../contracts/index.js';
+import { SEARCH_ATTRIBUTES, completeUpdate, getRunQuery, waitReadyUpdate } from '../contracts/messages.js';
+
+const nonRetryableErrorTypes = [...NON_RETRYABLE_CODES];
+
+function options(o: { timeout: string; attempts: number; initial?: string } & Partial<ActivityOptions>): ActivityOptions {
+  const { timeout, attempts, initial, ...rest } = o;
+  return {
+    startToCloseTimeout: timeout,
+    retry: { maximumAttempts: attempts, initialInterval: initial ?? '200ms', backoffCoefficient: 2, maximumInterval: '20s', nonRetryableErrorTypes },
+    ...rest,
+  };
+}
+
+// Each step has its own retry policy (the reference had none: one flaky call failed the run).
+const { resolveEnvironment } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 5 }), summary: 'resolve environment' });
+const { acquireLease } = proxyActivities<Activities>({
+  ...options({ timeout: '2m', attempts: 5, initial: '500ms' }),
+  // Wait for a cancelled acquire to really stop, so release never races a resource still being made.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  summary: 'acquire lease',
+});
+const { realizeWorkspace } = proxyActivities<Activities>({
+  ...options({ timeout: '2h', attempts: 3, initial: '1s' }),
+  heartbeatTimeout: '30s',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  summary: 'realize workspace',
+});
+const { persistMetadata } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'persist realization metadata' });
+const { resolveTarget } = proxyActivities<Activities>({ ...options({ timeout: '1m', attempts: 3, initial: '500ms' }), summary: 'resolve execution target' });
+const { logActivity } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'log activity' });
+const RELEASE_ATTEMPTS = 5;
+const { releaseLease } = proxyActivities<Activities>({ ...options({ timeout: '5m', attempts: RELEASE_ATTEMPTS, initial: '1s' }), summary: 'release lease' });
+
+interface Context {
+  environmentId: string | null;
+  driver: Driver | null;
+  provider: string | null;
+}
+
+/** Turns whatever a step threw into the run's failure, keeping the code the activity chose. */
+function toRunFailure(err: unknown, step: ErrorCode, context: Context): RunFailure {
+  const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
+  if (cause instanceof ApplicationFailure) {
+    const details = cause.details?.[0] as Partial<RunFailure> | undefined;
+    const code = isErrorCode(details?.code) ? details.code : isErrorCode(cause.type) ? cause.type : step;
+    return {
+      code,
+      message: details?.message ?? cause.message,
+      environmentId: details?.environmentId ?? context.environmentId,
+      driver: details?.driver ?? context.driver,
+      provider: details?.provider ?? context.provider,
+    };
+  }
+  const message = cause instanceof Error ? cause.message : String(cause);
+  return { code: step, message, ...context };
+}
+
+function failureOf(error: RunFailure): ApplicationFailure {
+  return ApplicationFailure.create({ type: error.code, message: error.message, details: [error], nonRetryable: true });
+}
+
+export async function environmentRun(input: RunRequestInput): Promise<RunOutcome> {
+  const info = workflowInfo();
+  const now = () => new Date().toISOString();
+  const state: RunState = {
+    workflowId: info.workflowId,
+    companyId: input.companyId,
+    heartbeatRunId: input.heartbeatRunId,
+    phase: 'resolving',
+    environmentId: null,
+    driver: null,
+    provider: null,
+    leaseId: null,
+    result: null,
+    error: null,
+    completion: null,
+    releasedLeases: [],
+    timestamps: { requested: new Date(info.startTime).toISOString(), leased: null, realized: null, ready: null, released: null },
+  };
+  let cancelled = false;
+  let releaseDone = false;
+  const context = (): Context => ({ environmentId: state.environmentId, driver: state.driver, provider: state.provider });
+
+  const setPhase = (phase: RunPhase) => {
+    state.phase = phase;
+    upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.phase, value: phase }]);
+    setCurrentDetails(describe(state));
+  };
+
+  setHandler(getRunQuery, () => state);
+  setHandler(waitReadyUpdate, async () => {
+    await condition(() => state.result !== null || state.error !== null || cancelled);
+    if (state.result) return state.result;
+    if (state.error) throw failureOf(state.error);
+    throw ApplicationFailure.create({ type: RUN_CANCELLED, message: 'the run was cancelled before it was ready', nonRetryable: true });
+  });
+  setHandler(
+    completeUpdate,
+    async (completion: CompleteRun) => {
+      state.completion = { status: completion.status, failureReason: completion.failureReason ?? null };
+      await condition(() => releaseDone);
+      return state;
+    },
+    {
+      validator: (completion: CompleteRun) => {
+        if (!completion || (completion.status !== 'succeeded' && completion.status !== 'failed')) {
+          throw new Error('status: must be "succeeded" or "failed"');
+        }
+        if (state.completion) throw new Error('the run was already completed');
+        if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
+      },
+    },
+  );
+
+  let leaseAttempted = false;
+  let cancellation: unknown = null;
+  let step: ErrorCode = 'invalid_request';
+  let resolved: ResolvedEnvironment | null = null;
+  try {
+    step = 'environment_not_found';
+    resolved = await resolveEnvironment(input);
+    const { request, environment, executionWorkspace } = resolved;
+    state.environmentId = environment.id;
+    state.driver = environment.driver;
+    state.provider = providerOf(environment.driver, environment.config);
+    upsertSearchAttributes([
+      { key: SEARCH_ATTRIBUTES.environmentId, value: environment.id },
+      { key: SEARCH_ATTRIBUTES.driver, value: environment.driver },
+      ...(state.provider ? [{ key: SEARCH_ATTRIBUTES.provider, value: state.provider }] : []),
+    ]);
+
+    setPhase('leasing');
+    step = 'lease_acquire_failed';
+    leaseAttempted = true;
+    let lease: EnvironmentLease = await acquireLease({ request, environment });
+    state.leaseId = lease.id;
+    state.provider = lease.provider ?? state.provider;
+    state.timestamps.leased = now();
+    await logActivity({
+      eventKey: `${info.workflowId}:${ACTIVITY_ACTIONS.leaseAcquired}:${lease.id}`,
+      companyId: request.companyId, action: ACTIVITY_ACTIONS.leaseAcquired, entityType: 'environment_lease',
+      entityId: lease.id, agentId: request.agentId, runId: request.heartbeatRunId,
+      details: {
+        environmentId: environment.id, driver: environment.driver, leasePolicy: lease.leasePolicy,
+        provider: lease.provider, executionWorkspaceId: request.executionWorkspaceId, issueId: request.issueId,
+      },
+    });
+
+    let record: WorkspaceRealizationRecord | null = null;
+    let persistedExecutionWorkspace = executionWorkspace;
+    if (environment.driver !== 'plugin') {
+      setPhase('realizing');
+      step = 'workspace_realization_failed';
+      const realized = await realizeWorkspace({ request, environment, lease, executionWorkspace });
+      record = realized.record;
+      state.timestamps.realized = now();
+
+      setPhase('persisting');
+      const stored = await persistMetadata({
+        environment, lease, executionWorkspaceId: request.executionWorkspaceId,
+        realizationRequest: realized.realizationRequest, record,
+      });
+      lease = stored.lease;
+      persistedExecutionWorkspace = stored.persistedExecutionWorkspace;
+    }
+
+    setPhase('resolving_target');
+    step = 'transport_resolution_failed';
+    const target = await resolveTarget({ environment, lease, record });
+    if (record) {
+      await logActivity({
+        eventKey: `${info.workflowId}:${ACTIVITY_ACTIONS.workspaceRealized}:${lease.id}`,
+        companyId: request.companyId, action: ACTIVITY_ACTIONS.workspaceRealized, entityType: 'environment_lease',
+        entityId: lease.id, agentId: request.agentId, runId: request.heartbeatRunId,
+        details: { environmentId: environment.id, driver: environment.driver, summary: record.summary, transport: record.transport },
+      });
+    }
+    const result: RunResult = {
+      lease,
+      executionTarget: target.executionTarget,
+      remoteExecution: target.remoteExecution,
+      workspaceRealization: record ?? {},
+      persistedExecutionWorkspace,
+    };
+    state.result = result;
+    state.timestamps.ready = now();
+    setPhase('ready');
+
+    await condition(() => state.completion !== null);
+  } catch (err) {
+    if (isCancellation(err)) {
+      cancelled = true;
+      cancellation = err;
+    } else {
+      state.error = toRunFailure(err, step, context());
+      upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: state.error.code }]);
+    }
+  }
+
+  // Undo, newest first, whatever happened above, and even when the workflow is cancelled.
+  if (leaseAttempted) {
+    await CancellationScope.nonCancellable(async () => {
+      setPhase('releasing');
+      const outcome = cancelled ? 'cancelled' : state.error ? 'failed' : state.completion!.status;
+      const failureReason = cancelled ? 'run cancelled' : state.error ? `${state.error.code}: ${state.error.message}` : state.completion?.failureReason ?? null;
+      try {
+        const released = await releaseLease({
+          companyId: input.companyId, heartbeatRunId: input.heartbeatRunId, leaseId: state.leaseId,
+          outcome, failureReason, finalAttempt: RELEASE_ATTEMPTS,
+        });
+        state.releasedLeases = released.leases;
+        for (const lease of released.leases) {
+          await logActivity({
+            eventKey: `${info.workflowId}:${ACTIVITY_ACTIONS.leaseReleased}:${lease.id}`,
+            companyId: input.companyId, action: ACTIVITY_ACTIONS.leaseReleased, entityType: 'environment_lease',
+            entityId: lease.id, agentId: input.agentId ?? null, runId: input.heartbeatRunId,
+            details: {
+              environmentId: lease.environmentId, status: lease.status, cleanupStatus: lease.cleanupStatus,
+              failureReason: lease.failureReason, outcome,
+            },
+          });
+        }
+        const firstCleanupFailure = released.cleanupFailures[0];
+        if (firstCleanupFailure && !state.error) {
+          state.error = { code: 'lease_cleanup_failed', message: `lease ${firstCleanupFailure.leaseId}: ${firstCleanupFailure.message}`, ...context() };
+        }
+      } catch (err) {
+        // The run's own error stays the headline; a release error is reported when there is none.
+        if (!state.error) state.error = toRunFailure(err, 'lease_release_failed', context());
+      }
+      if (state.error) upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: state.error.code }]);
+      state.timestamps.released = now();
+    });
+  }
+  releaseDone = true;
+  setPhase(cancelled ? 'cancelled' : state.error ? 'failed' : 'released');
+  await condition(allHandlersFinished);
+  if (cancelled) throw cancellation;
+  if (state.error) throw failureOf(state.error);
+  return { status: state.completion!.status, releasedLeases: state.releasedLeases };
+}
+
+function providerOf(driver: Driver, config: Record<string, unknown>): string | null {
+  if (driver === 'local') return 'local';
+  if (driver === 'sandbox' && typeof config.provider === 'string') return config.provider;
+  if (driver === 'plugin' && typeof config.pluginKey === 'string') return config.pluginKey;
+  return null;
+}
+
+/** The run as ops see it in the Temporal UI ("current details", markdown). */
+function describe(state: RunState): string {
+  const lines = [
+    `**phase:** ${state.phase}`,
+    `**environment:** ${state.environmentId ?? '—'} (${state.driver ?? '?'}${state.provider ? `/${state.provider}` : ''})`,
+    `**lease:** ${state.leaseId ?? '—'}`,
+  ];
+  const target = state.result?.executionTarget;
+  if (target) lines.push(`**target:** ${target.kind === 'local' ? `local ${target.cwd}` : `${target.transport} ${target.remoteCwd}`}`);
+  if (state.error) lines.push(`**error:** \`${state.error.code}\` ${state.error.message}`);
+  return lines.join('\n\n');
+}

@@ -1,0 +1,2 @@
+// What the workflow bundle exports.
+export { environmentRun } from './environment-run.js';
