@@ -22,6 +22,8 @@ export function createAcquireLease(deps: ActivityDeps) {
   return async function acquireLease({ request, environment }: AcquireLeaseInput): Promise<EnvironmentLease> {
     const context = failureContext(deps, environment);
     const driver = driverFor(deps, environment);
+    const unsupported = driver.unsupportedReason?.(environment);
+    if (unsupported) throw runFailure('unsupported_environment', unsupported, context);
     try {
       driver.validateConfig(environment.config);
     } catch (err) {

@@ -1,3 +1,4 @@
+import { CancelledFailure, Context } from '@temporalio/activity';
 import type {
   Environment, EnvironmentLease, ExecutionWorkspace, RunRequest, WorkspaceRealizationRecord, WorkspaceRealizationRequest,
 } from '../contracts/index.js';
@@ -71,10 +72,16 @@ export function createRealizeWorkspace(deps: ActivityDeps) {
       ?? deps.provisionTimeoutMs
       ?? DEFAULT_PROVISION_TIMEOUT_MS;
     let record: WorkspaceRealizationRecord | null;
+    // Heartbeat even while a provision command prints nothing: that is how a cancel reaches this attempt.
+    const activity = Context.current();
+    const beat = setInterval(() => activity.heartbeat(), 1000);
     try {
       record = await driver.realize(stepContext(), { ...input, realizationRequest, provisionTimeoutMs });
     } catch (err) {
+      if (activity.cancellationSignal.aborted) throw new CancelledFailure('realization cancelled'); // reported as cancelled, not failed
       throw asRunFailure(err, 'workspace_realization_failed', context);
+    } finally {
+      clearInterval(beat);
     }
     if (!record) {
       throw runFailure('workspace_realization_failed', `driver ${driver.driver} returned no workspace realization record`, context);

@@ -1,7 +1,7 @@
 // EnvRunClient: the control plane's library. Starts runs, waits for their execution target, completes and
 // cancels them, and manages environments. Every input is parsed here, once, before anything starts.
 import {
-  Client, Connection, WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError,
+  Client, Connection, WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
 import type { z } from 'zod';
@@ -18,9 +18,9 @@ import {
 import type { environmentRun } from '../workflows/environment-run.js';
 import { loadConfig, type EnvRunConfig } from '../worker/config.js';
 import { createProviders } from '../worker/deps.js';
-import { EnvRunError, InvalidInputError, NotFoundError, toEnvRunError } from './errors.js';
+import { EnvRunError, InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
 
-export { EnvRunError, InvalidInputError, NotFoundError } from './errors.js';
+export { EnvRunError, InvalidInputError, NotFoundError, RunStateError } from './errors.js';
 
 function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.output<S> {
   const result = schema.safeParse(value);
@@ -175,6 +175,8 @@ export class EnvRunClient {
       return await handle.executeUpdate(completeUpdate, { args: [parsed] });
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+      // The workflow's validator refused it (not ready, already completed): say why.
+      if (err instanceof WorkflowUpdateFailedError && err.cause) throw new RunStateError(err.cause.message);
       throw toEnvRunError(err) ?? err;
     }
   }

@@ -28,6 +28,11 @@ export class InvalidInputError extends Error {
   readonly code = 'invalid_request' as const;
 }
 
+/** The run is not in a state that allows the request (e.g. complete before ready). */
+export class RunStateError extends Error {
+  override name = 'RunStateError';
+}
+
 export class NotFoundError extends Error {
   override name = 'NotFoundError';
 }

@@ -27,6 +27,8 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
       : { workflowsPath: WORKFLOWS_PATH }),
     shutdownGraceTime: options.shutdownGraceMs ?? 10_000,
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivities ?? 200,
+    // Send heartbeats within ~2 s, so a cancelled run stops its provision command promptly.
+    maxHeartbeatThrottleInterval: '2s',
     ...options.extra,
   });
 }

@@ -1,7 +1,7 @@
 // One heartbeat run's environment, as a durable workflow: resolve → lease → realize → persist → target →
 // ready → (complete | cancel) → release. Deterministic code only: every effect is an activity.
 import {
-  ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, allHandlersFinished, condition,
+  ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, allHandlersFinished, condition,
   isCancellation, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
@@ -37,7 +37,7 @@ const { acquireLease } = proxyActivities<Activities>({
 });
 const { realizeWorkspace } = proxyActivities<Activities>({
   ...options({ timeout: '2h', attempts: 3, initial: '1s' }),
-  heartbeatTimeout: '30s',
+  heartbeatTimeout: '20s',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   summary: 'realize workspace',
 });
@@ -45,7 +45,7 @@ const { persistMetadata } = proxyActivities<Activities>({ ...options({ timeout: 
 const { resolveTarget } = proxyActivities<Activities>({ ...options({ timeout: '1m', attempts: 3, initial: '500ms' }), summary: 'resolve execution target' });
 const { logActivity } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'log activity' });
 const RELEASE_ATTEMPTS = 5;
-const { releaseLease } = proxyActivities<Activities>({ ...options({ timeout: '5m', attempts: RELEASE_ATTEMPTS, initial: '1s' }), summary: 'release lease' });
+const { releaseLease } = proxyActivities<Activities>({ ...options({ timeout: '5m', attempts: RELEASE_ATTEMPTS, initial: '500ms' }), summary: 'release lease' });
 
 interface Context {
   environmentId: string | null;
@@ -204,9 +204,9 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
 
     await condition(() => state.completion !== null);
   } catch (err) {
-    if (isCancellation(err)) {
+    if (isCancellation(err) || CancellationScope.current().consideredCancelled) {
       cancelled = true;
-      cancellation = err;
+      cancellation = isCancellation(err) ? err : new CancelledFailure('run cancelled');
     } else {
       state.error = toRunFailure(err, step, context());
       upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: state.error.code }]);

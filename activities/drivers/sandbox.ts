@@ -8,17 +8,16 @@ import type { SandboxProvider } from '../providers/types.js';
 import { provisionFailure } from './provision.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
-export class UnknownProviderError extends NonRetryableError {
-  override name = 'UnknownProviderError';
-}
-
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
-  function providerFor(environment: Environment): { provider: SandboxProvider<any>; config: any } {
+  function unsupportedReason(environment: Environment): string | null {
     const key = String(environment.config.provider ?? '');
-    const provider = providers.get(key);
-    if (!provider) {
-      throw new UnknownProviderError(`sandbox provider "${key}" is not loaded in this worker (loaded: ${providers.keys().join(', ') || 'none'})`);
-    }
+    return providers.get(key) ? null : `sandbox provider "${key}" is not loaded in this worker (loaded: ${providers.keys().join(', ') || 'none'})`;
+  }
+
+  function providerFor(environment: Environment): { provider: SandboxProvider<any>; config: any } {
+    const reason = unsupportedReason(environment);
+    if (reason) throw new NonRetryableError(reason);
+    const provider = providers.get(String(environment.config.provider))!;
     return { provider, config: provider.validateConfig(environment.config) };
   }
 
@@ -38,6 +37,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
   return {
     driver: 'sandbox',
     providerOf: (environment) => (typeof environment.config.provider === 'string' ? environment.config.provider : null),
+    unsupportedReason,
     validateConfig(config) {
       const parsed = SandboxDriverConfig.safeParse(config);
       if (!parsed.success) throw new NonRetryableError(describeZodError(parsed.error, 'config'));
@@ -86,7 +86,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         providerLeaseId,
         local: { path: request.workspace.cwd, strategy: request.workspace.strategy, branchName: request.workspace.branchName },
         remote: { path: realized.cwd, sandboxId: providerLeaseId },
-        sync: { strategy: typeof realized.metadata.syncStrategy === 'string' && realized.metadata.syncStrategy === 'sandbox_archive_upload_download' ? 'sandbox_archive_upload_download' : 'provider_defined' },
+        sync: { strategy: realized.metadata.syncStrategy === 'sandbox_archive_upload_download' ? 'sandbox_archive_upload_download' : 'provider_defined' },
         bootstrap: { command: command ?? null, exitCode, durationMs },
         rebuild: { provider: provider.key, providerLeaseId, localPath: request.workspace.cwd, metadata: realized.metadata },
         summary: `Sandbox workspace realized at ${provider.key}:${providerLeaseId}:${realized.cwd}.`,

@@ -40,6 +40,8 @@ export interface EnvironmentDriver {
   providerOf(environment: Environment): string | null;
   /** Checks the environment's config; throws an Error naming the field. */
   validateConfig(config: Record<string, unknown>): Record<string, unknown>;
+  /** Why this worker cannot run the environment (e.g. its provider is not loaded here), or null. */
+  unsupportedReason?(environment: Environment): string | null;
   acquire(ctx: StepContext, input: { environment: Environment; lease: EnvironmentLease; request: RunRequest }): Promise<AcquiredLease>;
   /** Absent for drivers that realize nothing (plugin): the realization stays `{}`. */
   realize?(ctx: StepContext, input: RealizeInput): Promise<WorkspaceRealizationRecord | null>;

@@ -3,7 +3,7 @@
 // env. Its `faults` config makes every failure path reachable end to end without mocks.
 import { createHash } from 'node:crypto';
 import { cp, mkdir, rm, stat } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { FaultsConfig, describeZodError, type FaultOperation } from '../../contracts/index.js';
 import { NonRetryableError } from '../errors.js';
@@ -46,7 +46,8 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
 
   function insideLease(providerLeaseId: string, cwd: string | undefined, fallback: string): string {
     const base = leaseDir(providerLeaseId);
-    const target = cwd ? resolve(base, cwd.replace(/^\/+/, '')) : fallback;
+    // Sandbox paths are host paths under the lease folder; anything else is taken relative to it.
+    const target = !cwd ? fallback : isAbsolute(cwd) && !relative(base, cwd).startsWith('..') ? cwd : resolve(base, cwd.replace(/^\/+/, ''));
     if (relative(base, target).startsWith('..')) throw new NonRetryableError(`fake provider: cwd ${cwd} is outside the sandbox`);
     return target;
   }

@@ -1,0 +1,52 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import { EnvRunError } from '../../client/errors.js';
+import type { ErrorCode, RunRequestInput } from '../../contracts/index.js';
+import { runWorkflowId } from '../../contracts/index.js';
+import type { Harness } from './harness.js';
+import { uniqueId } from './harness.js';
+
+export function tempWorkspace(): string {
+  return mkdtempSync(join(tmpdir(), 'envrun-ws-'));
+}
+
+export function runRequest(overrides: Partial<RunRequestInput> & { cwd?: string } = {}): RunRequestInput {
+  const { cwd = tempWorkspace(), ...rest } = overrides;
+  return {
+    companyId: uniqueId('co'),
+    heartbeatRunId: uniqueId('run'),
+    workspace: { baseCwd: cwd, cwd },
+    ...rest,
+  };
+}
+
+/** Awaits a promise that must fail with an EnvRunError of the given code. */
+export async function expectRunError(promise: Promise<unknown>, code: ErrorCode | 'run_cancelled'): Promise<EnvRunError> {
+  const err = await promise.then(
+    () => {
+      throw new Error(`expected the run to fail with ${code}, but it succeeded`);
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(EnvRunError);
+  expect((err as EnvRunError).code, (err as Error).message).toBe(code);
+  return err as EnvRunError;
+}
+
+/** The activity types the workflow scheduled, in order, read from its real history. */
+export async function scheduledActivities(h: Harness, companyId: string, heartbeatRunId: string): Promise<string[]> {
+  const history = await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, heartbeatRunId)).fetchHistory();
+  return (history.events ?? [])
+    .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)
+    .filter((n): n is string => Boolean(n));
+}
+
+/** Waits for the workflow to close and returns how it ended. */
+export async function runEnd(h: Harness, companyId: string, heartbeatRunId: string): Promise<unknown> {
+  return h.client.temporal.workflow.getHandle(runWorkflowId(companyId, heartbeatRunId)).result().then(
+    (r) => r,
+    (e: unknown) => e,
+  );
+}
