@@ -61,7 +61,8 @@ export async function openDatabase(url: string, poolSize = 10): Promise<Database
   const lockClient = await pool.connect();
   try {
     await lockClient.query('select pg_advisory_lock($1)', [MIGRATION_LOCK]);
-    await migrate(db, { migrationsFolder: MIGRATIONS });
+    // On the lock's own connection: a pool of one must not wait for a second connection.
+    await migrate(drizzle(lockClient, { schema }), { migrationsFolder: MIGRATIONS });
   } finally {
     await lockClient.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     lockClient.release();

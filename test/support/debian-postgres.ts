@@ -1,7 +1,7 @@
 // A separate, ordinary PostgreSQL server (Debian's `postgresql` package) for the store's tests, started
 // by the test setup itself in a throwaway folder.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -55,7 +55,9 @@ export async function startDebianPostgres(dir: string): Promise<DebianPostgres> 
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGINT'); // fast shutdown
+      // Signal the postmaster itself: `runuser` does not forward signals to it.
+      const pid = Number(readFileSync(join(dir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      process.kill(pid, 'SIGINT'); // fast shutdown
       await exited;
     },
   };
