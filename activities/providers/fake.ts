@@ -95,8 +95,11 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
     },
     async execute(config, ctx, request) {
       maybeFail(config, 'execute', ctx);
-      const workspace = join(leaseDir(ctx.providerLeaseId), 'workspace');
-      const cwd = insideLease(ctx.providerLeaseId, request.cwd, workspace);
+      const dir = leaseDir(ctx.providerLeaseId);
+      if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+        throw new NonRetryableError(`fake provider: no sandbox ${ctx.providerLeaseId} under ${root}`);
+      }
+      const cwd = insideLease(ctx.providerLeaseId, request.cwd, join(dir, 'workspace'));
       await mkdir(cwd, { recursive: true });
       return runProcess({
         command: request.command, args: request.args, cwd, env: request.env, stdin: request.stdin,

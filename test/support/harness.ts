@@ -6,12 +6,11 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { inject } from 'vitest';
 import { createDrivers } from '../../activities/drivers/registry.js';
-import { createFakeProvider } from '../../activities/providers/fake.js';
-import { ProviderRegistry } from '../../activities/providers/registry.js';
 import type { SandboxProvider } from '../../activities/providers/types.js';
 import { createDatabaseIfMissing, openDatabase, type Database } from '../../activities/store/db.js';
 import { Store } from '../../activities/store/store.js';
 import { EnvRunClient } from '../../client/client.js';
+import { createProviders } from '../../worker/deps.js';
 import { createWorker } from '../../worker/worker.js';
 
 let runtimeInstalled = false;
@@ -43,6 +42,8 @@ export interface Harness {
   client: EnvRunClient;
   store: Store;
   database: Database & { url: string };
+  /** The worker's ENVRUN_DATA_DIR: a CLI given the same one finds the same sandboxes. */
+  dataDir: string;
   fakeRoot: string;
   taskQueue: string;
   worker: Worker;
@@ -53,9 +54,11 @@ export async function createHarness(options: { extraProviders?: SandboxProvider<
   quietRuntime();
   const database = await freshDatabase();
   const store = new Store(database.db);
-  const fakeRoot = join(inject('tmpRoot'), uniqueId('fake'));
+  const dataDir = join(inject('tmpRoot'), uniqueId('data'));
+  const fakeRoot = join(dataDir, 'sandboxes', 'fake');
   mkdirSync(fakeRoot, { recursive: true });
-  const providers = new ProviderRegistry([createFakeProvider({ rootDir: fakeRoot }), ...(options.extraProviders ?? [])]);
+  const providers = createProviders({ dataDir });
+  for (const p of options.extraProviders ?? []) providers.register(p);
   const drivers = createDrivers(providers);
   const address = inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });
@@ -72,7 +75,7 @@ export async function createHarness(options: { extraProviders?: SandboxProvider<
   const connection = await Connection.connect({ address });
   const client = new EnvRunClient({ client: new Client({ connection }), store, taskQueue, drivers });
   return {
-    client, store, database, fakeRoot, taskQueue, worker,
+    client, store, database, dataDir, fakeRoot, taskQueue, worker,
     async close() {
       worker.shutdown();
       await running;

@@ -1,0 +1,126 @@
+// The `envrun` binary as a user runs it, against the real server, a real worker and PostgreSQL.
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createHarness, uniqueId, type Harness } from '../support/harness.js';
+import { tempWorkspace } from '../support/runs.js';
+
+const BIN = fileURLToPath(new URL('../../bin/envrun.mjs', import.meta.url));
+let h: Harness;
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function envrun(args: string[], extraEnv: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: process.env.HOME ?? '/tmp',
+        TEMPORAL_ADDRESS: inject('temporalAddress'),
+        DATABASE_URL: h.database.url,
+        ENVRUN_TASK_QUEUE: h.taskQueue,
+        ENVRUN_DATA_DIR: h.dataDir,
+        ...extraEnv,
+      },
+    }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+beforeAll(async () => {
+  h = await createHarness();
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+describe('bad input: exit 2, a message naming the field, nothing started or written', () => {
+  const companyId = uniqueId('co');
+  it.each([
+    [['env', 'create', '--company', companyId, '--name', 'x', '--driver', 'docker'], /--driver/],
+    [['env', 'create', '--company', companyId, '--name', 'x', '--driver', 'sandbox', '--config', '{"provider":'], /--config: not valid JSON/],
+    [['env', 'create', '--company', companyId, '--name', 'x', '--driver', 'sandbox', '--config', '[1]'], /--config: must be a JSON object/],
+    [['env', 'create', '--company', companyId, '--name', 'x', '--driver', 'ssh', '--config', '{"host":"h"}'], /config\.username/],
+    [['env', 'create', '--company', companyId, '--name', 'x', '--driver', 'ssh', '--config', '{"host":"-oProxyCommand=sh","username":"u","remoteWorkspacePath":"/w","privateKeySecretRef":"env:K"}'], /config\.host/],
+    [['env', 'create', '--company', companyId, '--driver', 'local'], /--name/],
+    [['env', 'create', '--company', 'bad company', '--name', 'x', '--driver', 'local'], /--company/],
+    [['run', 'start', '--company', companyId, '--run', 'r1'], /--cwd/],
+    [['run', 'start', '--company', companyId, '--run', 'r/../1', '--cwd', '/tmp'], /--run/],
+    [['run', 'start', '--company', companyId, '--run', 'r2', '--cwd', '/tmp', '--env', 'nope'], /request\.environmentId/],
+    [['run', 'start', '--company', companyId, '--run', 'r3', '--cwd', '/tmp', '--worktree', '/tmp/wt', '--branch', 'a b'], /request\.workspace\.branchName/],
+    [['run', 'complete', '--company', companyId, '--run', 'r1', '--reason', 'x'], /--reason: only with --failed/],
+    [['run', 'exec', '--company', companyId, '--run', 'r1', '--env-var', 'NOEQUALS', '--', 'true'], /--env-var/],
+    [['lease', 'list', '--company', companyId, '--status', 'weird'], /--status/],
+    [['env', 'update', 'not-a-uuid', '--config', '{}'], /id: /],
+  ])('%j', async (args, message) => {
+    const res = await envrun(args as string[]);
+    expect(res.code, res.stderr).toBe(2);
+    expect(res.stderr).toMatch(message as RegExp);
+    expect(await h.store.listEnvironments(companyId)).toEqual([]);
+    expect(await h.client.getRun(companyId, 'r2')).toBeNull();
+    expect(await h.client.getRun(companyId, 'r3')).toBeNull();
+  });
+
+  it('a bad configuration value is named too', async () => {
+    const res = await envrun(['env', 'list', '--company', 'c'], { TEMPORAL_ADDRESS: 'nohostport' });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toContain('TEMPORAL_ADDRESS: must be host:port');
+  });
+});
+
+describe('a run through the CLI', () => {
+  it('env create/list/update/archive, run start --wait, status, exec, complete, lease list', async () => {
+    const companyId = uniqueId('co');
+    const created = await envrun(['env', 'create', '--company', companyId, '--name', 'sbx', '--driver', 'sandbox', '--config', '{"provider":"fake"}', '--json']);
+    expect(created.code, created.stderr).toBe(0);
+    const env = JSON.parse(created.stdout) as { id: string; config: Record<string, unknown> };
+    expect(env.config).toEqual({ provider: 'fake', reuseLease: false });
+    const list = await envrun(['env', 'list', '--company', companyId, '--json']);
+    expect(JSON.parse(list.stdout).map((e: { id: string }) => e.id)).toEqual([env.id]);
+    const updated = await envrun(['env', 'update', env.id, '--config', '{"provider":"fake","timeoutMs":5000}', '--json']);
+    expect(JSON.parse(updated.stdout).config).toMatchObject({ timeoutMs: 5000 });
+
+    const cwd = tempWorkspace();
+    const start = await envrun(['run', 'start', '--company', companyId, '--run', 'r1', '--env', env.id, '--cwd', cwd, '--provision', 'echo hi > provisioned', '--wait', '--json']);
+    expect(start.code, start.stderr).toBe(0);
+    expect(JSON.parse(start.stdout).executionTarget).toMatchObject({ kind: 'remote', transport: 'sandbox', timeoutMs: 5000 });
+    const status = await envrun(['run', 'status', '--company', companyId, '--run', 'r1']);
+    expect(status.stdout).toMatch(/^phase\tready$/m);
+
+    const exec = await envrun(['run', 'exec', '--company', companyId, '--run', 'r1', '--env-var', 'GREETING=hello', '--', 'sh', '-c', 'cat provisioned; echo $GREETING; echo oops >&2; exit 3']);
+    expect(exec.code).toBe(3);
+    expect(exec.stdout).toBe('hi\nhello\n');
+    expect(exec.stderr).toBe('oops\n');
+
+    const leases = await envrun(['lease', 'list', '--company', companyId, '--status', 'active', '--json']);
+    expect(JSON.parse(leases.stdout)).toHaveLength(1);
+    const done = await envrun(['run', 'complete', '--company', companyId, '--run', 'r1', '--failed', '--reason', 'tests red']);
+    expect(done.code, done.stderr).toBe(0);
+    const after = await envrun(['lease', 'list', '--company', companyId, '--json']);
+    expect(JSON.parse(after.stdout)[0]).toMatchObject({ status: 'failed', failureReason: 'tests red' });
+
+    const archived = await envrun(['env', 'archive', env.id]);
+    expect(archived.stdout.trim()).toBe(`${env.id}\tarchived`);
+    const refused = await envrun(['run', 'start', '--company', companyId, '--run', 'r2', '--env', env.id, '--cwd', cwd, '--wait']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('environment_inactive');
+  });
+
+  it('run cancel releases the lease; status of an unknown run exits 1', async () => {
+    const companyId = uniqueId('co');
+    const cwd = tempWorkspace();
+    expect((await envrun(['run', 'start', '--company', companyId, '--run', 'r1', '--cwd', cwd, '--wait'])).code).toBe(0);
+    const cancel = await envrun(['run', 'cancel', '--company', companyId, '--run', 'r1']);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    expect((await h.store.listRunLeases(companyId, 'r1'))[0]!.status).toBe('released');
+    const unknown = await envrun(['run', 'status', '--company', companyId, '--run', 'nope']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('not found');
+  });
+});
