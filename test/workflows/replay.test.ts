@@ -1,0 +1,63 @@
+// Determinism: recorded histories replay against today's workflow code without a non-determinism error.
+// The committed fixtures were recorded from real runs with `temporal workflow show --output json`;
+// ENVRUN_RECORD_HISTORY=1 records them again (after an intended, versioned change to the workflow).
+import { Worker } from '@temporalio/worker';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { runWorkflowId } from '../../contracts/index.js';
+import { ensureTemporalCli } from '../../scripts/temporal-cli.js';
+import { createHarness, uniqueId, type Harness } from '../support/harness.js';
+import { expectRunError, runEnd, runRequest } from '../support/runs.js';
+
+const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}.json`, import.meta.url));
+let h: Harness;
+
+beforeAll(async () => {
+  h = await createHarness();
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+async function recordedScenarios(): Promise<Record<string, string>> {
+  const ready = runRequest();
+  await h.client.startRunAndWaitReady(ready);
+  await h.client.completeRun(ready.companyId, ready.heartbeatRunId, { status: 'succeeded' });
+
+  const companyId = uniqueId('co');
+  const env = await h.client.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+  const failed = runRequest({ companyId, environmentId: env.id });
+  await expectRunError(h.client.startRunAndWaitReady(failed), 'workspace_realization_failed');
+  await runEnd(h, failed.companyId, failed.heartbeatRunId);
+
+  const cancelled = runRequest();
+  await h.client.startRunAndWaitReady(cancelled);
+  await h.client.cancelRun(cancelled.companyId, cancelled.heartbeatRunId);
+  return {
+    'history-completed': runWorkflowId(ready.companyId, ready.heartbeatRunId),
+    'history-realization-failed': runWorkflowId(failed.companyId, failed.heartbeatRunId),
+    'history-cancelled': runWorkflowId(cancelled.companyId, cancelled.heartbeatRunId),
+  };
+}
+
+it('replays fresh histories of a completed, a failed and a cancelled run', async () => {
+  // A secret in the worker's environment must never reach a workflow history.
+  process.env.ENVRUN_HOST_SECRET = 'hunter2-host-secret';
+  const scenarios = await recordedScenarios();
+  const cli = await ensureTemporalCli();
+  for (const [name, workflowId] of Object.entries(scenarios)) {
+    const json = execFileSync(cli, ['workflow', 'show', '--address', inject('temporalAddress'), '--workflow-id', workflowId, '--output', 'json']).toString();
+    expect(json).not.toContain('hunter2-host-secret');
+    if (process.env.ENVRUN_RECORD_HISTORY === '1') writeFileSync(fixture(name), json);
+    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundle') }, replayName: name }, JSON.parse(json));
+  }
+});
+
+it.each(['history-completed', 'history-realization-failed', 'history-cancelled'])('replays the committed %s fixture', async (name) => {
+  expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=1`).toBe(true);
+  const history = JSON.parse(readFileSync(fixture(name), 'utf8'));
+  expect(history.events.length).toBeGreaterThan(10);
+  await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundle') }, replayName: name }, history);
+});
