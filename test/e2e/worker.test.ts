@@ -1,0 +1,71 @@
+// The worker process as ops run it: configuration checked at start, a prebuilt workflow bundle, graceful
+// shutdown on SIGTERM.
+import { Client, Connection } from '@temporalio/client';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { createDrivers } from '../../activities/drivers/registry.js';
+import { tsxLoaderUrl } from '../../activities/store/embedded.js';
+import { Store } from '../../activities/store/store.js';
+import { EnvRunClient } from '../../client/client.js';
+import { createProviders } from '../../worker/deps.js';
+import { freshDatabase, uniqueId } from '../support/harness.js';
+import { runRequest } from '../support/runs.js';
+
+const MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
+let db: Awaited<ReturnType<typeof freshDatabase>>;
+
+beforeAll(async () => {
+  db = await freshDatabase();
+});
+afterAll(async () => {
+  await db?.close();
+});
+
+function startWorker(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', tsxLoaderUrl(), MAIN], {
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', ...env },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, exited, out: () => stdout, err: () => stderr };
+}
+
+it('a bad configuration value stops the worker with a message naming it (exit 2)', async () => {
+  const w = startWorker({ ENVRUN_SHUTDOWN_GRACE_MS: 'soon', DATABASE_URL: db.url });
+  expect(await w.exited).toBe(2);
+  expect(w.err()).toContain('ENVRUN_SHUTDOWN_GRACE_MS');
+  const w2 = startWorker({ DATABASE_URL: 'mysql://nope' });
+  expect(await w2.exited).toBe(2);
+  expect(w2.err()).toContain('DATABASE_URL: must be a postgres:// or postgresql:// URL');
+});
+
+it('serves runs from a prebuilt bundle and drains on SIGTERM', async () => {
+  const taskQueue = uniqueId('proc');
+  const w = startWorker({
+    TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url, ENVRUN_TASK_QUEUE: taskQueue,
+    ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_SHUTDOWN_GRACE_MS: '2000', ENVRUN_LOG_LEVEL: 'WARN',
+    ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
+  });
+  for (let i = 0; i < 200 && !w.out().includes('[envrun] worker on'); i++) await new Promise((r) => setTimeout(r, 100));
+  expect(w.out(), w.err()).toContain(`taskQueue=${taskQueue}`);
+  expect(w.out()).not.toContain(new URL(db.url).password || 'no-password-in-url');
+
+  const connection = await Connection.connect({ address: inject('temporalAddress') });
+  const client = new EnvRunClient({
+    client: new Client({ connection }), store: new Store(db.db), taskQueue,
+    drivers: createDrivers(createProviders({ dataDir: `${inject('tmpRoot')}/${taskQueue}` })),
+  });
+  const req = runRequest();
+  const result = await client.startRunAndWaitReady(req);
+  expect(result.executionTarget).toMatchObject({ kind: 'local' });
+  await client.completeRun(req.companyId, req.heartbeatRunId, { status: 'succeeded' });
+  await connection.close();
+
+  w.child.kill('SIGTERM');
+  expect(await w.exited).toBe(0);
+  expect(w.out()).toContain('[envrun] worker stopped');
+});

@@ -1,0 +1,124 @@
+// Activities called directly (the SDK's activity context, a real database, the real fake provider):
+// retries are idempotent and a driver that realizes nothing fails loudly.
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createDrivers } from '../../activities/drivers/registry.js';
+import type { EnvironmentDriver } from '../../activities/drivers/types.js';
+import { createActivities } from '../../activities/index.js';
+import { Store } from '../../activities/store/store.js';
+import { RunRequestSchema, type Environment } from '../../contracts/index.js';
+import { createProviders } from '../../worker/deps.js';
+import { freshDatabase, uniqueId } from '../support/harness.js';
+import { tempWorkspace } from '../support/runs.js';
+
+let db: Awaited<ReturnType<typeof freshDatabase>>;
+let store: Store;
+const dataDir = join(inject('tmpRoot'), uniqueId('acts'));
+const providers = createProviders({ dataDir });
+
+beforeAll(async () => {
+  db = await freshDatabase();
+  store = new Store(db.db);
+});
+afterAll(async () => {
+  await db?.close();
+});
+
+/** Runs an activity as attempt N of workflow W, in the SDK's activity context. */
+const env = (attempt: number, workflowId: string) => ({
+  run: <A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A): Promise<R> =>
+    new MockActivityEnvironment({ attempt, workflowExecution: { workflowId, runId: 'r' } } as never).run(fn, ...args) as Promise<R>,
+});
+
+async function sandboxEnvironment(companyId: string): Promise<Environment> {
+  return store.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake', reuseLease: false } });
+}
+
+describe('acquireLease', () => {
+  const acts = () => createActivities({ store, drivers: createDrivers(providers) });
+
+  it('a retried attempt returns the same lease and the same provider resource', async () => {
+    const companyId = uniqueId('co');
+    const environment = await sandboxEnvironment(companyId);
+    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-1', environmentId: environment.id, workspace: { baseCwd: '/w', cwd: '/w' } });
+    const first = await env(1, 'wf-a').run(acts().acquireLease, { request, environment });
+    const second = await env(2, 'wf-a').run(acts().acquireLease, { request, environment });
+    expect(second.id).toBe(first.id);
+    expect(second.providerLeaseId).toBe(first.providerLeaseId);
+    expect(await store.listRunLeases(companyId, 'run-1')).toHaveLength(1);
+    expect(readdirSync(join(dataDir, 'sandboxes', 'fake', 'leases', 'run-1'))).toHaveLength(1);
+  });
+
+  it('after a crash between the lease row and the provider call, the retry adopts the row', async () => {
+    const companyId = uniqueId('co');
+    const environment = await sandboxEnvironment(companyId);
+    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-2', environmentId: environment.id, workspace: { baseCwd: '/w', cwd: '/w' } });
+    const orphan = await store.insertLease({ companyId, environmentId: environment.id, executionWorkspaceId: null, issueId: null, heartbeatRunId: 'run-2', leasePolicy: 'ephemeral', provider: 'fake', metadata: null, expiresAt: null });
+    const lease = await env(2, 'wf-b').run(acts().acquireLease, { request, environment });
+    expect(lease.id).toBe(orphan.id);
+    expect(lease.providerLeaseId).toMatch(/^fake:\/\/run-2\//);
+    expect(await store.listRunLeases(companyId, 'run-2')).toHaveLength(1);
+  });
+});
+
+describe('realizeWorkspace', () => {
+  it('fails a driver that returns no realization record instead of persisting nothing', async () => {
+    const drivers = createDrivers(providers);
+    const silent: EnvironmentDriver = { ...drivers.local!, realize: async () => null };
+    const acts = createActivities({ store, drivers: { ...drivers, local: silent } });
+    const companyId = uniqueId('co');
+    const environment = await store.ensureLocalEnvironment(companyId);
+    const cwd = tempWorkspace();
+    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-3', workspace: { baseCwd: cwd, cwd } });
+    const lease = await env(1, 'wf-c').run(acts.acquireLease, { request, environment });
+    await expect(env(1, 'wf-c').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null })).rejects.toMatchObject({
+      type: 'workspace_realization_failed',
+      message: 'driver local returned no workspace realization record',
+    });
+  });
+
+  it('git_worktree: makes the worktree on its branch, and a retry adopts it', async () => {
+    const repo = tempWorkspace();
+    const git = (...args: string[]) => execFileSync('git', ['-C', repo, ...args], { env: { PATH: process.env.PATH!, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t', HOME: repo } }).toString().trim();
+    git('init', '-q', '-b', 'main');
+    writeFileSync(join(repo, 'app.txt'), 'v1');
+    git('add', '.');
+    git('commit', '-qm', 'init');
+    const worktreePath = `${repo}-wt`;
+    const acts = createActivities({ store, drivers: createDrivers(providers) });
+    const companyId = uniqueId('co');
+    const environment = await store.ensureLocalEnvironment(companyId);
+    const request = RunRequestSchema.parse({
+      companyId, heartbeatRunId: 'run-4',
+      workspace: { baseCwd: repo, cwd: worktreePath, strategy: 'git_worktree', branchName: 'agent/run-4', worktreePath },
+      runtimeOverlay: { provisionCommand: 'git rev-parse --abbrev-ref HEAD > branch.txt' },
+    });
+    const lease = await env(1, 'wf-d').run(acts.acquireLease, { request, environment });
+    const first = await env(1, 'wf-d').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null });
+    expect(first.record.local).toEqual({ path: worktreePath, strategy: 'git_worktree', branchName: 'agent/run-4' });
+    expect(existsSync(join(worktreePath, 'app.txt'))).toBe(true);
+    const again = await env(2, 'wf-d').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null });
+    expect(again.record.local.path).toBe(worktreePath);
+    expect(execFileSync('cat', [join(worktreePath, 'branch.txt')]).toString().trim()).toBe('agent/run-4');
+    expect(git('worktree', 'list').split('\n')).toHaveLength(2);
+  });
+
+  it('a provision command that outlives its timeout fails the step and is killed', async () => {
+    const acts = createActivities({ store, drivers: createDrivers(providers) });
+    const companyId = uniqueId('co');
+    const environment = await store.ensureLocalEnvironment(companyId);
+    const cwd = tempWorkspace();
+    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-5', workspace: { baseCwd: cwd, cwd }, provisionTimeoutMs: 300, runtimeOverlay: { provisionCommand: 'sleep 5; touch late' } });
+    const lease = await env(1, 'wf-e').run(acts.acquireLease, { request, environment });
+    const started = Date.now();
+    await expect(env(1, 'wf-e').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null })).rejects.toMatchObject({
+      type: 'workspace_realization_failed', message: 'provision command timed out after 300 ms',
+    });
+    expect(Date.now() - started).toBeLessThan(4000);
+    await new Promise((r) => setTimeout(r, 5500));
+    expect(existsSync(join(cwd, 'late'))).toBe(false);
+  }, 20_000);
+});
