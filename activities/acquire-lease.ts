@@ -29,6 +29,9 @@ export function createAcquireLease(deps: ActivityDeps) {
     } catch (err) {
       throw runFailure('unsupported_environment', `environment ${environment.id}: ${(err as Error).message}`, context);
     }
+    if (leasePolicyOf(request, environment) === 'reuse_by_execution_workspace' && !request.executionWorkspaceId) {
+      throw runFailure('invalid_request', 'request.executionWorkspaceId: required by lease policy reuse_by_execution_workspace', context);
+    }
     let lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
     if (lease && lease.environmentId !== environment.id) {
       throw runFailure('lease_conflict', `run ${request.heartbeatRunId} already holds lease ${lease.id} on environment ${lease.environmentId}`, context);

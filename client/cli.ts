@@ -101,6 +101,13 @@ export function buildProgram(): Command {
       const updated = await withClient((c) => c.updateEnvironment(id, { config }));
       print(o, updated, () => `${updated.id}\tupdated`);
     });
+  env.command('probe').description('run the environment\'s probe and print its diagnostics').argument('<id>').addOption(json())
+    .action(async (id: string, o) => {
+      check(z.uuid(), id, 'id');
+      const result = await withClient((c) => c.probeEnvironment(id));
+      print(o, result, () => [`${result.ok ? 'ok' : 'FAILED'}`, ...result.diagnostics.map((d) => `  ${d}`)].join('\n'));
+      if (!result.ok) process.exitCode = EXIT_FAILURE;
+    });
   env.command('archive').description('archive an environment (no new run can lease it)').argument('<id>').addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
@@ -216,6 +223,15 @@ export function buildProgram(): Command {
       const companyId = check(ExternalId, o.company, '--company');
       const leases = await withClient((c) => c.listLeases(companyId, o.status));
       print(o, leases, () => leases.map((l) => `${l.id}\t${l.status}\t${l.environmentId}\trun=${l.heartbeatRunId}\tcleanup=${l.cleanupStatus ?? '-'}`).join('\n') || '(none)');
+    });
+
+  lease.command('release').description('release a lease kept by retain_on_failure (destroys its resource)')
+    .argument('<id>').addOption(company()).addOption(json())
+    .action(async (id: string, o) => {
+      check(z.uuid(), id, 'id');
+      const companyId = check(ExternalId, o.company, '--company');
+      const released = await withClient((c) => c.releaseRetainedLease(companyId, id));
+      print(o, released, () => `${released.id}\t${released.status}\tcleanup=${released.cleanupStatus}`);
     });
 
   // ---- db ---------------------------------------------------------------------------------------

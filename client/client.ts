@@ -8,8 +8,9 @@ import type { z } from 'zod';
 import { createDrivers, type DriverRegistry } from '../activities/drivers/registry.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
 import { Store } from '../activities/store/store.js';
+import type { ProbeResult } from '../activities/providers/types.js';
 import {
-  CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
+  ACTIVITY_ACTIONS, CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, Uuid, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
   RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError, getRunQuery, runWorkflowId,
   waitReadyUpdate,
   type CompleteRun, type Driver, type Environment, type EnvironmentLease, type ExecRequest, type ExecResult,
@@ -17,7 +18,7 @@ import {
 } from '../contracts/index.js';
 import type { environmentRun } from '../workflows/environment-run.js';
 import { loadConfig, type EnvRunConfig } from '../worker/config.js';
-import { createProviders } from '../worker/deps.js';
+import { loadProviders } from '../worker/deps.js';
 import { EnvRunError, InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
 
 export { EnvRunError, InvalidInputError, NotFoundError, RunStateError } from './errors.js';
@@ -59,6 +60,7 @@ export class EnvRunClient {
 
   /** Connects with the same configuration as the worker (environment variables, envconfig profiles). */
   static async connect(config: EnvRunConfig = loadConfig()): Promise<EnvRunClient> {
+    const providers = await loadProviders(config);
     const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const database: Database = await openDatabase(url, 4);
     let connection: Connection;
@@ -72,7 +74,7 @@ export class EnvRunClient {
       client: new Client({ connection, namespace: config.temporal.namespace }),
       store: new Store(database.db),
       taskQueue: config.taskQueue,
-      drivers: createDrivers(createProviders(config)),
+      drivers: createDrivers(providers),
       onClose: async () => {
         await connection.close();
         await database.close();
@@ -278,6 +280,46 @@ export class EnvRunClient {
     return this.store.createExecutionWorkspace({
       companyId, name: input.name, cwd: input.cwd, metadata: input.config ? { config: input.config } : null,
     });
+  }
+
+  /** Runs the environment's probe (driver, provider) and returns its diagnostics. */
+  async probeEnvironment(id: string): Promise<ProbeResult> {
+    const environment = await this.getEnvironment(id);
+    const driver = this.drivers[environment.driver];
+    if (!driver) return { ok: false, diagnostics: [`driver ${environment.driver} is not available in this process`] };
+    if (!driver.probe) return { ok: true, diagnostics: [`driver ${environment.driver} has nothing to probe`] };
+    return driver.probe(environment);
+  }
+
+  /**
+   * Releases a lease kept by `retain_on_failure` once it has been inspected: its provider resource is
+   * destroyed, the lease becomes `released`, and `environment.lease_released` is logged.
+   */
+  async releaseRetainedLease(companyId: string, leaseId: string): Promise<EnvironmentLease> {
+    parse(ExternalId, companyId, 'companyId');
+    parse(Uuid, leaseId, 'leaseId');
+    const lease = await this.store.getLease(companyId, leaseId);
+    if (!lease) throw new NotFoundError(`lease ${leaseId} of company ${companyId} not found`);
+    if (lease.status !== 'retained') throw new RunStateError(`lease ${leaseId} is ${lease.status}, not retained`);
+    const environment = await this.store.getEnvironment(companyId, lease.environmentId);
+    const driver = environment ? this.drivers[environment.driver] : undefined;
+    let cleanupError: string | null = null;
+    try {
+      if (!environment || !driver) throw new Error(`environment ${lease.environmentId} cannot be reached from this process`);
+      await driver.release({ attempt: 1, idempotencyKey: `lease-release/${leaseId}` }, { environment, lease, keep: false });
+    } catch (err) {
+      cleanupError = (err as Error).message;
+    }
+    const released = (await this.store.updateLease(leaseId, {
+      status: 'released', releasedAt: new Date(), cleanupStatus: cleanupError ? 'failed' : 'success',
+    }))!;
+    await this.store.logActivity({
+      eventKey: `lease-release/${leaseId}/${ACTIVITY_ACTIONS.leaseReleased}`, companyId, actorType: 'operator', actorId: 'envrun-cli',
+      action: ACTIVITY_ACTIONS.leaseReleased, entityType: 'environment_lease', entityId: leaseId, agentId: null,
+      runId: lease.heartbeatRunId, details: { environmentId: lease.environmentId, status: 'released', cleanupStatus: released.cleanupStatus, outcome: 'retained_release', cleanupError },
+    });
+    if (cleanupError) throw new Error(`lease ${leaseId} released but its resource could not be destroyed: ${cleanupError}`);
+    return released;
   }
 
   async listLeases(companyId: string, status?: string): Promise<EnvironmentLease[]> {

@@ -43,6 +43,8 @@ const faultSpec = z
   .object({
     fail: z.union([z.literal('always'), z.number().int().positive()]),
     message: z.string().max(500).optional(),
+    /** `after`: the operation takes effect, then reports failure (a timed-out create, a worker that died). */
+    when: z.enum(['before', 'after']).default('before'),
   })
   .strict();
 export type FaultSpec = z.infer<typeof faultSpec>;

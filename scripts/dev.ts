@@ -7,9 +7,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readStoreInfo, stopEmbeddedStore } from '../activities/store/embedded.js';
 import { EnvRunClient } from '../client/client.js';
-import { createDrivers } from '../activities/drivers/registry.js';
 import { loadConfig } from '../worker/config.js';
-import { createProviders, createRuntimeDeps } from '../worker/deps.js';
+import { createRuntimeDeps } from '../worker/deps.js';
 import { ensureSearchAttributes } from '../worker/search-attributes.js';
 import { createWorker } from '../worker/worker.js';
 import { startDevServer, type DevServer } from './dev-server.js';
@@ -56,7 +55,7 @@ async function main(): Promise<void> {
   const clientConnection = await Connection.connect(config.temporal.connection);
   const client = new EnvRunClient({
     client: new Client({ connection: clientConnection, namespace: config.temporal.namespace }),
-    store: deps.store, taskQueue: config.taskQueue, drivers: createDrivers(createProviders(config)),
+    store: deps.store, taskQueue: config.taskQueue, drivers: deps.drivers,
   });
   const companyId = 'demo';
   const existing = (await client.listEnvironments(companyId)).find((e) => e.name === 'demo-sandbox' && e.status === 'active');

@@ -19,6 +19,7 @@ export const EnvSchema = z.object({
   ENVRUN_WORKFLOW_BUNDLE: z.string().min(1).optional(),
   ENVRUN_PROVISION_TIMEOUT_MS: positiveInt.default(10 * 60_000),
   ENVRUN_MAX_CONCURRENT_ACTIVITIES: positiveInt.default(200),
+  ENVRUN_PROVIDER_MODULES: z.string().optional(),
   ENVRUN_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 
@@ -32,6 +33,8 @@ export interface EnvRunConfig {
   provisionTimeoutMs: number;
   maxConcurrentActivities: number;
   logLevel: 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+  /** Sandbox provider modules to load (ENVRUN_PROVIDER_MODULES, comma-separated paths). */
+  providerModules: string[];
 }
 
 export class ConfigError extends Error {
@@ -61,6 +64,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EnvRunConfig {
     provisionTimeoutMs: e.ENVRUN_PROVISION_TIMEOUT_MS,
     maxConcurrentActivities: e.ENVRUN_MAX_CONCURRENT_ACTIVITIES,
     logLevel: e.ENVRUN_LOG_LEVEL,
+    providerModules: (e.ENVRUN_PROVIDER_MODULES ?? '').split(',').map((s) => s.trim()).filter(Boolean),
   };
 }
 

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createDrivers } from '../activities/drivers/registry.js';
 import type { ActivityDeps } from '../activities/index.js';
 import { createFakeProvider } from '../activities/providers/fake.js';
+import { loadProviderModule } from '../activities/providers/load.js';
 import { ProviderRegistry } from '../activities/providers/registry.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
 import { Store } from '../activities/store/store.js';
@@ -14,17 +15,25 @@ export interface RuntimeDeps extends ActivityDeps {
   close(): Promise<void>;
 }
 
+/** The built-in providers (fake). */
 export function createProviders(config: Pick<EnvRunConfig, 'dataDir'>): ProviderRegistry {
   return new ProviderRegistry([createFakeProvider({ rootDir: join(config.dataDir, 'sandboxes', 'fake') })]);
 }
 
+/** The built-in providers plus those loaded from ENVRUN_PROVIDER_MODULES; a duplicate key fails the start. */
+export async function loadProviders(config: Pick<EnvRunConfig, 'dataDir' | 'providerModules'>): Promise<ProviderRegistry> {
+  const registry = createProviders(config);
+  for (const path of config.providerModules) registry.register(await loadProviderModule(path, { dataDir: config.dataDir }));
+  return registry;
+}
+
 export async function createRuntimeDeps(
-  config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs'>,
+  config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs' | 'providerModules'>,
   options: { poolSize?: number; log?: (line: string) => void } = {},
 ): Promise<RuntimeDeps> {
+  const providers = await loadProviders(config);
   const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log: options.log });
   const database = await openDatabase(url, options.poolSize ?? 10);
-  const providers = createProviders(config);
   return {
     database,
     providers,

@@ -50,6 +50,11 @@ export function createLocalDriver(): EnvironmentDriver {
       if (!parsed.success) throw new NonRetryableError(describeZodError(parsed.error, 'config'));
       return parsed.data;
     },
+    async probe() {
+      const shell = await stat('/bin/sh').then(() => true, () => false);
+      const gitOk = await git('/', ['--version']).then((v) => v, () => null);
+      return { ok: shell, diagnostics: [shell ? '/bin/sh present' : '/bin/sh missing', gitOk ?? 'git not found (git_worktree unavailable)'] };
+    },
     async acquire(_ctx, { request }) {
       return { provider: 'local', providerLeaseId: null, metadata: { cwd: request.workspace.cwd }, expiresAt: null };
     },

@@ -8,6 +8,16 @@ import type { SandboxProvider } from '../providers/types.js';
 import { provision } from './provision.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
+/**
+ * Which runs share one provider resource: per environment (`reuse_by_environment`, or the config's
+ * `reuseLease`), per execution workspace (`reuse_by_execution_workspace`), or none (a fresh one per run).
+ */
+export function reuseKeyOf(environment: Environment, lease: EnvironmentLease, reuseLease: boolean): string | null {
+  if (lease.leasePolicy === 'reuse_by_environment' || reuseLease) return `env-${environment.id}`;
+  if (lease.leasePolicy === 'reuse_by_execution_workspace' && lease.executionWorkspaceId) return `ws-${lease.executionWorkspaceId}`;
+  return null;
+}
+
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
   function unsupportedReason(environment: Environment): string | null {
     const key = String(environment.config.provider ?? '');
@@ -48,7 +58,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
     },
     async acquire(ctx, { environment, lease }) {
       const { provider, config } = providerFor(environment);
-      const reuseKey = config.reuseLease ? `env-${environment.id}` : null;
+      const reuseKey = reuseKeyOf(environment, lease, Boolean(config.reuseLease));
       const acquired = await provider.acquireLease(config, {
         ...callContext(ctx, environment, lease), idempotencyKey: ctx.idempotencyKey, reuseKey,
       });
@@ -81,6 +91,12 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         rebuild: { provider: provider.key, providerLeaseId, localPath: request.workspace.cwd, metadata: realized.metadata },
         summary: `Sandbox workspace realized at ${provider.key}:${providerLeaseId}:${realized.cwd}.`,
       };
+    },
+    async probe(environment) {
+      const reason = unsupportedReason(environment);
+      if (reason) return { ok: false, diagnostics: [reason] };
+      const { provider, config } = providerFor(environment);
+      return provider.probe(config);
     },
     async resolveTarget(ctx, { environment, lease, record }) {
       const { provider, config } = providerFor(environment);

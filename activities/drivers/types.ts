@@ -2,7 +2,7 @@ import type {
   Driver, Environment, EnvironmentLease, ExecResult, ExecutionTarget, RunRequest, WorkspaceRealizationRecord,
   WorkspaceRealizationRequest,
 } from '../../contracts/index.js';
-import type { ProviderExecRequest } from '../providers/types.js';
+import type { ProbeResult, ProviderExecRequest } from '../providers/types.js';
 
 export interface StepContext {
   /** The activity attempt, 1-based. */
@@ -40,6 +40,8 @@ export interface EnvironmentDriver {
   providerOf(environment: Environment): string | null;
   /** Checks the environment's config; throws an Error naming the field. */
   validateConfig(config: Record<string, unknown>): Record<string, unknown>;
+  /** Checks that the environment is reachable and usable; diagnostics for operators. */
+  probe?(environment: Environment): Promise<ProbeResult>;
   /** Why this worker cannot run the environment (e.g. its provider is not loaded here), or null. */
   unsupportedReason?(environment: Environment): string | null;
   acquire(ctx: StepContext, input: { environment: Environment; lease: EnvironmentLease; request: RunRequest }): Promise<AcquiredLease>;

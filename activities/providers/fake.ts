@@ -22,9 +22,9 @@ export class FakeFaultError extends Error {
   override name = 'FakeFaultError';
 }
 
-function maybeFail(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext): void {
+function maybeFail(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext, when: 'before' | 'after' = 'before'): void {
   const fault = config.faults[op];
-  if (!fault) return;
+  if (!fault || fault.when !== when) return;
   if (fault.fail === 'always' || ctx.attempt <= fault.fail) {
     throw new FakeFaultError(fault.message ?? `fake provider: injected ${op} failure (attempt ${ctx.attempt})`);
   }
@@ -71,8 +71,10 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
         ? `fake://${safe(ctx.reuseKey)}`
         : `fake://${safe(ctx.heartbeatRunId)}/${idPart(ctx.idempotencyKey)}`;
       const dir = leaseDir(providerLeaseId);
+      const existed = await stat(dir).then(() => true, () => false);
       await mkdir(dir, { recursive: true });
-      return { providerLeaseId, metadata: { root: dir, reused: Boolean(ctx.reuseKey) }, expiresAt: null };
+      maybeFail(config, 'acquire', ctx, 'after');
+      return { providerLeaseId, metadata: { root: dir, reused: Boolean(ctx.reuseKey), adopted: existed }, expiresAt: null };
     },
     async resumeLease(_config, ctx) {
       const dir = leaseDir(ctx.providerLeaseId);

@@ -6,11 +6,10 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { inject } from 'vitest';
 import { createDrivers } from '../../activities/drivers/registry.js';
-import type { SandboxProvider } from '../../activities/providers/types.js';
 import { createDatabaseIfMissing, openDatabase, type Database } from '../../activities/store/db.js';
 import { Store } from '../../activities/store/store.js';
 import { EnvRunClient } from '../../client/client.js';
-import { createProviders } from '../../worker/deps.js';
+import { loadProviders } from '../../worker/deps.js';
 import { createWorker } from '../../worker/worker.js';
 
 let runtimeInstalled = false;
@@ -50,15 +49,14 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function createHarness(options: { extraProviders?: SandboxProvider<any>[] } = {}): Promise<Harness> {
+export async function createHarness(options: { providerModules?: string[] } = {}): Promise<Harness> {
   quietRuntime();
   const database = await freshDatabase();
   const store = new Store(database.db);
   const dataDir = join(inject('tmpRoot'), uniqueId('data'));
   const fakeRoot = join(dataDir, 'sandboxes', 'fake');
   mkdirSync(fakeRoot, { recursive: true });
-  const providers = createProviders({ dataDir });
-  for (const p of options.extraProviders ?? []) providers.register(p);
+  const providers = await loadProviders({ dataDir, providerModules: options.providerModules ?? [] });
   const drivers = createDrivers(providers);
   const address = inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });

@@ -1,0 +1,30 @@
+// Providers are modules: `ENVRUN_PROVIDER_MODULES=./my-provider.js,/opt/x/provider.mjs`. A module exports
+// `createProvider({ dataDir })` (default or named) returning a SandboxProvider, or a `provider` object.
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { SandboxProvider } from './types.js';
+
+export interface ProviderModuleOptions {
+  dataDir: string;
+}
+
+const REQUIRED = ['validateConfig', 'probe', 'acquireLease', 'resumeLease', 'releaseLease', 'destroyLease', 'realizeWorkspace', 'execute'] as const;
+
+export async function loadProviderModule(path: string, options: ProviderModuleOptions): Promise<SandboxProvider<any>> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(pathToFileURL(resolve(path)).href)) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`provider module ${path} could not be loaded: ${(err as Error).message}`);
+  }
+  const factory = (typeof mod.createProvider === 'function' ? mod.createProvider : typeof mod.default === 'function' ? mod.default : null) as
+    | ((o: ProviderModuleOptions) => unknown)
+    | null;
+  const provider = (factory ? await factory(options) : (mod.provider ?? mod.default)) as Partial<SandboxProvider<any>> | undefined;
+  if (!provider || typeof provider !== 'object' || typeof provider.key !== 'string') {
+    throw new Error(`provider module ${path} must export createProvider({dataDir}) or a provider object with a key`);
+  }
+  const missing = REQUIRED.filter((m) => typeof provider[m] !== 'function');
+  if (missing.length) throw new Error(`provider "${provider.key}" from ${path} lacks ${missing.join(', ')}`);
+  return provider as SandboxProvider<any>;
+}
