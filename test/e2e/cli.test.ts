@@ -112,6 +112,25 @@ describe('a run through the CLI', () => {
     expect(refused.stderr).toContain('environment_inactive');
   });
 
+  it('env probe prints the provider\'s diagnostics; lease release frees a retained lease', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'sbx', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 1 } } } });
+    const probe = await envrun(['env', 'probe', env.id]);
+    expect(probe.code, probe.stderr).toBe(0);
+    expect(probe.stdout).toBe(`ok\n  root ${h.fakeRoot} is writable\n  faults configured: realize\n`);
+    const cwd = tempWorkspace();
+    expect((await envrun(['run', 'start', '--company', companyId, '--run', 'keep', '--env', env.id, '--cwd', cwd, '--lease-policy', 'retain_on_failure', '--wait'])).code).toBe(0);
+    expect((await envrun(['run', 'complete', '--company', companyId, '--run', 'keep', '--failed', '--reason', 'flaky'])).code).toBe(0);
+    const [lease] = await h.store.listRunLeases(companyId, 'keep');
+    expect(lease!.status).toBe('retained');
+    const released = await envrun(['lease', 'release', lease!.id, '--company', companyId]);
+    expect(released.code, released.stderr).toBe(0);
+    expect(released.stdout.trim()).toBe(`${lease!.id}\treleased\tcleanup=success`);
+    const again = await envrun(['lease', 'release', lease!.id, '--company', companyId]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('is released, not retained');
+  });
+
   it('run cancel releases the lease; status of an unknown run exits 1', async () => {
     const companyId = uniqueId('co');
     const cwd = tempWorkspace();
