@@ -153,7 +153,7 @@ export const WorkspaceRealizationRequestSchema = z.object({
 });
 export type WorkspaceRealizationRequest = z.infer<typeof WorkspaceRealizationRequestSchema>;
 
-export const SYNC_STRATEGIES = ['none', 'ssh_git_import_export', 'sandbox_archive_upload_download', 'provider_defined'] as const;
+export const SYNC_STRATEGIES = ['none', 'ssh_git_import_export', 'ssh_archive_upload_download', 'sandbox_archive_upload_download', 'provider_defined'] as const;
 
 /** Version 1 of the workspace realization record (DOMAIN.md). */
 export const WorkspaceRealizationRecordSchema = z.object({

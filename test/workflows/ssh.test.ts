@@ -1,0 +1,98 @@
+// The ssh driver against a real OpenSSH server on 127.0.0.1.
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runWorkflowId } from '../../contracts/index.js';
+import { createHarness, uniqueId, type Harness } from '../support/harness.js';
+import { expectRunError, runEnd, runRequest, tempWorkspace } from '../support/runs.js';
+import { startSshd, type Sshd } from '../support/sshd.js';
+
+let h: Harness;
+let sshd: Sshd;
+const remoteRoot = mkdtempSync(join(tmpdir(), 'envrun-remote-'));
+const KEY_VAR = 'ENVRUN_TEST_SSH_KEY';
+
+beforeAll(async () => {
+  sshd = await startSshd(mkdtempSync(join(tmpdir(), 'envrun-sshd-')));
+  process.env[KEY_VAR] = sshd.privateKey; // the worker resolves env:ENVRUN_TEST_SSH_KEY at run time
+  h = await createHarness();
+});
+afterAll(async () => {
+  await h?.close();
+  await sshd?.stop();
+});
+
+const sshConfig = (over: Record<string, unknown> = {}) => ({
+  host: '127.0.0.1', port: sshd.port, username: sshd.username, remoteWorkspacePath: remoteRoot,
+  privateKeySecretRef: `env:${KEY_VAR}`, knownHosts: sshd.knownHosts, ...over,
+});
+
+describe('ssh driver', () => {
+  it('acquires, uploads, provisions remotely, exposes the SSH target, syncs back and removes the run folder', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
+    const cwd = tempWorkspace();
+    writeFileSync(join(cwd, "it's a file.txt"), 'local');
+    const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo provisioned-remotely > remote.txt; env > env.txt' } });
+    const result = await h.client.startRunAndWaitReady(req);
+    expect(result.lease.providerLeaseId).toMatch(new RegExp(`^ssh://${sshd.username}@127\\.0\\.0\\.1:${sshd.port}${remoteRoot}/${req.heartbeatRunId}-[0-9a-f]{12}$`));
+    expect(result.executionTarget).toMatchObject({ kind: 'remote', transport: 'ssh', spec: { host: '127.0.0.1', port: sshd.port, privateKeySecretRef: `env:${KEY_VAR}` } });
+    expect(result.remoteExecution).toEqual((result.executionTarget as { spec: unknown }).spec);
+    expect(result.workspaceRealization).toMatchObject({ transport: 'ssh', sync: { strategy: 'ssh_archive_upload_download' } });
+    expect((result.workspaceRealization as { summary: string }).summary).toMatch(/^SSH workspace realized at .+@127\.0\.0\.1:\d+:\/.+\.$/);
+    const remoteCwd = (result.executionTarget as { remoteCwd: string }).remoteCwd;
+    expect(readFileSync(join(remoteCwd, "it's a file.txt"), 'utf8')).toBe('local');
+    // Provision saw only the explicit environment: no worker variable, and never the key.
+    const envDump = readFileSync(join(remoteCwd, 'env.txt'), 'utf8');
+    expect(envDump).not.toContain(KEY_VAR);
+    expect(envDump).not.toContain('PRIVATE KEY');
+
+    const exec = await h.client.exec(companyId, req.heartbeatRunId, { command: 'sh', args: ['-c', 'cat remote.txt; echo "$1"', 'x', '$(id) ; rm -rf /'], env: { A: 'b' } });
+    expect(exec).toMatchObject({ exitCode: 0, stdout: 'provisioned-remotely\n$(id) ; rm -rf /\n' });
+
+    await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+    expect(readFileSync(join(cwd, 'remote.txt'), 'utf8')).toBe('provisioned-remotely\n'); // synced back
+    expect(existsSync(remoteCwd)).toBe(false);
+
+    // The key is in no lease metadata, activity log entry or workflow history.
+    const leases = JSON.stringify(await h.store.listLeases(companyId));
+    const log = JSON.stringify(await h.store.listActivity(companyId));
+    const history = JSON.stringify(await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).fetchHistory());
+    const keyBody = sshd.privateKey.split('\n')[1]!;
+    for (const text of [leases, log, history]) expect(text).not.toContain(keyBody);
+  });
+
+  it('refuses an unknown host key with strict checking (a clear, non-retried error)', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ knownHosts: '[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl' }) });
+    const req = runRequest({ companyId, environmentId: env.id });
+    const err = await expectRunError(h.client.startRunAndWaitReady(req), 'lease_acquire_failed');
+    expect(err.message).toContain(`host key of 127.0.0.1:${sshd.port} is not in knownHosts`);
+    await runEnd(h, companyId, req.heartbeatRunId);
+    expect(await h.client.probeEnvironment(env.id)).toMatchObject({ ok: false });
+  });
+
+  it('a missing key secret fails plainly; probe reports a reachable host', async () => {
+    const companyId = uniqueId('co');
+    const ok = await h.client.createEnvironment({ companyId, name: 'ssh-ok', driver: 'ssh', config: sshConfig() });
+    const probe = await h.client.probeEnvironment(ok.id);
+    expect(probe.ok).toBe(true);
+    expect(probe.diagnostics[0]).toBe(`connected to ${sshd.username}@127.0.0.1:${sshd.port}`);
+    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ privateKeySecretRef: 'env:ENVRUN_NO_SUCH_KEY' }) });
+    const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'lease_acquire_failed');
+    expect(err.message).toBe('privateKeySecretRef env:ENVRUN_NO_SUCH_KEY: the variable is not set on this worker');
+  });
+
+  it('a failing remote provision reports exit code and first stderr line; the run folder is removed', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
+    const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo "make: *** no rule" >&2; exit 2' } });
+    const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
+    expect(err).toMatchObject({ driver: 'ssh', message: 'provision command exited with code 2: make: *** no rule' });
+    await runEnd(h, companyId, req.heartbeatRunId);
+    const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
+    expect(lease).toMatchObject({ status: 'failed', cleanupStatus: 'success' });
+    expect(existsSync(lease!.providerLeaseId!.replace(/^ssh:\/\/[^/]+/, ''))).toBe(false);
+  });
+});
