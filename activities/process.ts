@@ -12,7 +12,7 @@ export interface RunProcessOptions {
   cwd: string;
   /** The only variables the child sees (PATH defaulted when absent). */
   env: Record<string, string>;
-  stdin?: string | undefined;
+  stdin?: string | Buffer | undefined;
   timeoutMs: number;
   killGraceMs?: number;
   /** Called with each complete output line (progress reporting). */

@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import { createDrivers } from '../activities/drivers/registry.js';
 import type { ActivityDeps } from '../activities/index.js';
+import { createBubblewrapProvider } from '../activities/providers/bubblewrap.js';
 import { createFakeProvider } from '../activities/providers/fake.js';
 import { loadProviderModule } from '../activities/providers/load.js';
 import { ProviderRegistry } from '../activities/providers/registry.js';
@@ -15,9 +16,12 @@ export interface RuntimeDeps extends ActivityDeps {
   close(): Promise<void>;
 }
 
-/** The built-in providers (fake). */
+/** The built-in providers: fake (deterministic, for tests and demos) and bubblewrap (a real local sandbox). */
 export function createProviders(config: Pick<EnvRunConfig, 'dataDir'>): ProviderRegistry {
-  return new ProviderRegistry([createFakeProvider({ rootDir: join(config.dataDir, 'sandboxes', 'fake') })]);
+  return new ProviderRegistry([
+    createFakeProvider({ rootDir: join(config.dataDir, 'sandboxes', 'fake') }),
+    createBubblewrapProvider({ rootDir: join(config.dataDir, 'sandboxes', 'bubblewrap') }),
+  ]);
 }
 
 /** The built-in providers plus those loaded from ENVRUN_PROVIDER_MODULES; a duplicate key fails the start. */

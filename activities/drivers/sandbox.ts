@@ -120,8 +120,10 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
     async release(ctx, { environment, lease, keep }) {
       if (!lease.providerLeaseId) return; // the provider never made anything
       const { provider, config } = providerFor(environment);
+      const realization = lease.metadata?.workspaceRealization as WorkspaceRealizationRecord | undefined;
       await provider.releaseLease(config, {
         ...callContext(ctx, environment, lease), providerLeaseId: lease.providerLeaseId, keep: keep || Boolean(config.reuseLease),
+        syncBackTo: realization?.local.path ?? null,
       });
     },
   };

@@ -44,7 +44,10 @@ export interface SandboxProvider<Config = Record<string, unknown>> {
   acquireLease(config: Config, ctx: ProviderCallContext & { idempotencyKey: string; reuseKey: string | null }): Promise<ProviderLease>;
   resumeLease(config: Config, ctx: ProviderCallContext & { providerLeaseId: string }): Promise<ProviderLease | null>;
   /** Ends this run's use of the resource (a reused resource is kept). */
-  releaseLease(config: Config, ctx: ProviderCallContext & { providerLeaseId: string; keep: boolean }): Promise<void>;
+  releaseLease(
+    config: Config,
+    ctx: ProviderCallContext & { providerLeaseId: string; keep: boolean; /** Local workspace to sync changes back into, if realized. */ syncBackTo?: string | null },
+  ): Promise<void>;
   destroyLease(config: Config, ctx: ProviderCallContext & { providerLeaseId: string }): Promise<void>;
   realizeWorkspace(
     config: Config,

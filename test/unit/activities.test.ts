@@ -64,6 +64,25 @@ describe('acquireLease', () => {
   });
 });
 
+describe('exactly-once create with bubblewrap', () => {
+  it('one run, many attempts (one dying after it created the sandbox), exactly one sandbox', async () => {
+    const acts = createActivities({ store, drivers: createDrivers(providers) });
+    const companyId = uniqueId('co');
+    const environment = await store.createEnvironment({ companyId, name: 'bw', driver: 'sandbox', config: { provider: 'bubblewrap' } });
+    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-bw', environmentId: environment.id, workspace: { baseCwd: '/w', cwd: '/w' } });
+    // Attempt 1 made the sandbox, then its worker died before recording it: only the provider call happened.
+    const bubblewrap = providers.get('bubblewrap')!;
+    await bubblewrap.acquireLease(bubblewrap.validateConfig({ provider: 'bubblewrap' }), { environmentId: environment.id, heartbeatRunId: 'run-bw', attempt: 1, idempotencyKey: 'wf-bw', reuseKey: null });
+    const leases = [];
+    for (const attempt of [2, 3, 4, 5]) leases.push(await env(attempt, 'wf-bw').run(acts.acquireLease, { request, environment }));
+    expect(new Set(leases.map((l) => l.id)).size).toBe(1);
+    expect(new Set(leases.map((l) => l.providerLeaseId)).size).toBe(1);
+    expect(leases[0]!.metadata).toHaveProperty('provider.adopted', true);
+    expect(readdirSync(join(dataDir, 'sandboxes', 'bubblewrap')).filter((d) => d.startsWith('run-bw'))).toHaveLength(1);
+    expect(await store.listRunLeases(companyId, 'run-bw')).toHaveLength(1);
+  });
+});
+
 describe('realizeWorkspace', () => {
   it('fails a driver that returns no realization record instead of persisting nothing', async () => {
     const drivers = createDrivers(providers);
