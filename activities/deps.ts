@@ -34,12 +34,18 @@ export function driverFor(deps: ActivityDeps, environment: Environment): Environ
 }
 
 /** The step context of the running activity: attempt, idempotency key (workflow id), cancellation, progress. */
-export function stepContext(): StepContext {
+export function stepContext(): StepContext & { beat(): void } {
   const ctx = Context.current();
+  let last: { lastLine: string } | undefined;
   return {
     attempt: ctx.info.attempt,
     idempotencyKey: ctx.info.workflowExecution?.workflowId ?? ctx.info.activityId,
     signal: ctx.cancellationSignal,
-    progress: (line) => ctx.heartbeat({ lastLine: line.slice(0, 200) }),
+    progress: (line) => {
+      last = { lastLine: line.slice(0, 200) };
+      ctx.heartbeat(last);
+    },
+    /** Heartbeat again with the latest progress (keeps it visible, and lets a cancel arrive). */
+    beat: () => ctx.heartbeat(last),
   };
 }

@@ -74,9 +74,10 @@ export function createRealizeWorkspace(deps: ActivityDeps) {
     let record: WorkspaceRealizationRecord | null;
     // Heartbeat even while a provision command prints nothing: that is how a cancel reaches this attempt.
     const activity = Context.current();
-    const beat = setInterval(() => activity.heartbeat(), 1000);
+    const step = stepContext();
+    const beat = setInterval(() => step.beat(), 1000);
     try {
-      record = await driver.realize(stepContext(), { ...input, realizationRequest, provisionTimeoutMs });
+      record = await driver.realize(step, { ...input, realizationRequest, provisionTimeoutMs });
     } catch (err) {
       if (activity.cancellationSignal.aborted) throw new CancelledFailure('realization cancelled'); // reported as cancelled, not failed
       throw asRunFailure(err, 'workspace_realization_failed', context);

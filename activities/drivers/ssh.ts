@@ -4,8 +4,9 @@
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { posix } from 'node:path';
+import { existsSync } from 'node:fs';
+import { readFile, realpath } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import { Client } from 'ssh2';
 import {
   SshDriverConfig, describeZodError, type Environment, type EnvironmentLease, type ExecResult, type WorkspaceRealizationRecord,
@@ -18,6 +19,35 @@ import { reuseKeyOf } from './sandbox.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 const execFileAsync = promisify(execFile);
+
+async function isGitRoot(dir: string): Promise<boolean> {
+  try {
+    const { stdout } = await execFileAsync('git', ['-C', dir, 'rev-parse', '--show-toplevel']);
+    return (await realpath(stdout.trim())) === (await realpath(dir));
+  } catch {
+    return false;
+  }
+}
+
+/** `.git` plus what git would ship: tracked files and untracked ones that are not ignored. */
+async function gitFiles(dir: string): Promise<string[]> {
+  const { stdout } = await execFileAsync('git', ['-C', dir, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], { maxBuffer: 256 * 1024 ** 2 });
+  return ['.git', ...stdout.split('\0').filter((f) => f && existsSync(join(dir, f)))];
+}
+
+/** A tar archive of a folder (or of the listed paths in it), in memory. */
+function tarCreate(dir: string, files: string[] | null): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const tar = spawn('tar', files ? ['-C', dir, '-cf', '-', '--null', '-T', '-'] : ['-C', dir, '-cf', '-', '.'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const chunks: Buffer[] = [];
+    let stderr = '';
+    tar.stdout.on('data', (c: Buffer) => chunks.push(c));
+    tar.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    tar.on('error', reject);
+    tar.on('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`tar of ${dir} failed: ${stderr.trim()}`))));
+    tar.stdin.end(files ? files.join('\0') : '');
+  });
+}
 
 /** POSIX single-quote quoting: the remote shell sees each argument as one literal word. */
 export function shellQuote(value: string): string {
@@ -83,6 +113,8 @@ interface RemoteExec {
   stdin?: Buffer | string | undefined;
   timeoutMs: number;
   signal?: AbortSignal | undefined;
+  /** Each complete output line, for heartbeat progress. */
+  onLine?: ((line: string) => void) | undefined;
 }
 
 function remoteExec(client: Client, options: RemoteExec): Promise<ExecResult> {
@@ -101,7 +133,15 @@ function remoteExec(client: Client, options: RemoteExec): Promise<ExecResult> {
         stop();
       }, options.timeoutMs);
       options.signal?.addEventListener('abort', stop, { once: true });
-      channel.on('data', (d: Buffer) => (stdout = (stdout + d.toString()).slice(-1024 * 1024)));
+      let partial = '';
+      channel.on('data', (d: Buffer) => {
+        stdout = (stdout + d.toString()).slice(-1024 * 1024);
+        if (options.onLine) {
+          const lines = (partial + d.toString()).split('\n');
+          partial = lines.pop() ?? '';
+          for (const line of lines) options.onLine(line);
+        }
+      });
       channel.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-1024 * 1024)));
       channel.on('close', (code: number | null, signal?: string) => {
         clearTimeout(timer);
@@ -181,13 +221,15 @@ export function createSshDriver(): EnvironmentDriver {
       const config = parse(input.environment);
       const remote = workspaceOf(input.lease);
       const local = input.request.workspace.cwd;
+      const git = await isGitRoot(local);
       const bootstrap = await withConnection(config, async (c) => {
-        // Archive upload: local tar → ssh → remote tar; no shell on either side interprets a path.
-        const { stdout: archive } = await execFileAsync('tar', ['-C', local, '-cf', '-', '.'], { encoding: 'buffer', maxBuffer: 4 * 1024 ** 3 });
+        // Archive upload: local tar → ssh → remote tar; no shell on either side interprets a path. A git
+        // workspace ships .git and the files git would (tracked, and untracked but not ignored).
+        const archive = await tarCreate(local, git ? await gitFiles(local) : null);
         await mustSucceed(c, 'workspace upload', `mkdir -p -- ${shellQuote(remote)} && tar -C ${shellQuote(remote)} -xf -`, archive);
         ctx.progress?.(`uploaded ${archive.length} bytes from ${local} to ${remote}`);
         return provision(input.realizationRequest.runtimeOverlay.provisionCommand, input.provisionTimeoutMs, remote,
-          (req) => remoteExec(c, { command: remoteCommand(req.cwd ?? remote, req.env, req.command, req.args), timeoutMs: req.timeoutMs, signal: ctx.signal }));
+          (req) => remoteExec(c, { command: remoteCommand(req.cwd ?? remote, req.env, req.command, req.args), timeoutMs: req.timeoutMs, signal: ctx.signal, onLine: ctx.progress }));
       });
       return {
         version: 1,
@@ -198,7 +240,7 @@ export function createSshDriver(): EnvironmentDriver {
         providerLeaseId: input.lease.providerLeaseId,
         local: { path: local, strategy: input.request.workspace.strategy, branchName: input.request.workspace.branchName },
         remote: { path: remote, host: config.host, port: config.port, username: config.username },
-        sync: { strategy: 'ssh_archive_upload_download' },
+        sync: { strategy: git ? 'ssh_git_import_export' : 'ssh_archive_upload_download' },
         bootstrap,
         rebuild: { remoteWorkspacePath: config.remoteWorkspacePath, localPath: local },
         summary: `SSH workspace realized at ${config.username}@${config.host}:${config.port}:${remote}.`,
@@ -233,7 +275,11 @@ export function createSshDriver(): EnvironmentDriver {
         if (realization) {
           // Sync the run's changes back into the local workspace before the remote copy goes.
           const res = await new Promise<ExecResult>((resolve, reject) => {
-            c.exec(`tar -C ${shellQuote(realization.remote.path)} -cf - .`, (err, channel) => {
+            const dir = shellQuote(realization.remote.path);
+            const exportCmd = realization.sync.strategy === 'ssh_git_import_export'
+              ? `cd -- ${dir} && { printf '.git\\0'; git ls-files -z --cached --others --exclude-standard; } | tar -cf - --null -T -`
+              : `tar -C ${dir} -cf - .`;
+            c.exec(exportCmd, (err, channel) => {
               if (err) return reject(err);
               const untar = spawn('tar', ['-C', realization.local.path, '-xf', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
               channel.pipe(untar.stdin);

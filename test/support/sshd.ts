@@ -17,15 +17,15 @@ export interface Sshd {
 
 export const SSHD = '/usr/sbin/sshd';
 
-export async function startSshd(dir: string): Promise<Sshd> {
+export async function startSshd(dir: string, fixedPort?: number): Promise<Sshd> {
   if (!existsSync(SSHD)) throw new Error('sshd not found: apt-get install openssh-server');
   mkdirSync(dir, { recursive: true });
   mkdirSync('/run/sshd', { recursive: true }); // privilege separation directory
   for (const name of ['host_key', 'user_key']) {
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, name)]);
+    if (!existsSync(join(dir, name))) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, name)]);
   }
   writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'user_key.pub')));
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
   writeFileSync(join(dir, 'sshd_config'), [
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${join(dir, 'host_key')}`, `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, 'PasswordAuthentication no', 'KbdInteractiveAuthentication no',

@@ -305,6 +305,26 @@ describe('lifecycle', () => {
     expect((await h.client.getRun(companyId, req.heartbeatRunId))?.phase).toBe('cancelled');
   });
 
+  it('a long provision heartbeats its last output line, visible on the pending activity', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'p', driver: 'sandbox', config: { provider: 'fake' } });
+    const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo installing-deps; sleep 5' } });
+    const { workflowId } = await h.client.startRun(req);
+    let seen: unknown = null;
+    for (let i = 0; i < 80 && !seen; i++) {
+      const desc = await h.client.temporal.workflow.getHandle(workflowId).describe();
+      const pending = desc.raw.pendingActivities?.find((a) => a.activityType?.name === 'realizeWorkspace');
+      const payload = pending?.heartbeatDetails?.payloads?.[0]?.data;
+      if (payload) {
+        const details = JSON.parse(Buffer.from(payload).toString('utf8')) as { lastLine?: string };
+        if (details.lastLine) seen = details;
+      }
+      if (!seen) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(seen).toEqual({ lastLine: 'installing-deps' });
+    await h.client.cancelRun(companyId, req.heartbeatRunId);
+  });
+
   it('cancel when ready releases the lease and logs it', async () => {
     const req = runRequest();
     await h.client.startRunAndWaitReady(req);

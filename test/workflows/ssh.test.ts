@@ -1,8 +1,10 @@
 // The ssh driver against a real OpenSSH server on 127.0.0.1.
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../activities/net.js';
 import { runWorkflowId } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runEnd, runRequest, tempWorkspace } from '../support/runs.js';
@@ -94,5 +96,62 @@ describe('ssh driver', () => {
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'failed', cleanupStatus: 'success' });
     expect(existsSync(lease!.providerLeaseId!.replace(/^ssh:\/\/[^/]+/, ''))).toBe(false);
+  });
+});
+
+describe('ssh driver, more', () => {
+  it('git-aware sync: ships .git and what git would, not ignored files; exports changes back the same way', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
+    const cwd = tempWorkspace();
+    const git = (...args: string[]) => execFileSync('git', ['-C', cwd, ...args], { env: { PATH: process.env.PATH!, HOME: cwd, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } });
+    git('init', '-q', '-b', 'main');
+    writeFileSync(join(cwd, '.gitignore'), 'node_modules/\n*.log\n');
+    writeFileSync(join(cwd, 'app.js'), 'console.log(1)');
+    git('add', '.');
+    git('commit', '-qm', 'init');
+    writeFileSync(join(cwd, 'draft.md'), 'untracked but not ignored');
+    mkdirSync(join(cwd, 'node_modules'));
+    writeFileSync(join(cwd, 'node_modules', 'huge.bin'), 'x'.repeat(1000));
+    const req = runRequest({
+      companyId, cwd, environmentId: env.id,
+      runtimeOverlay: { provisionCommand: 'test ! -e node_modules && test -f draft.md && git log --oneline | wc -l > commits.txt && echo noise > build.log' },
+    });
+    const result = await h.client.startRunAndWaitReady(req);
+    expect(result.workspaceRealization).toMatchObject({ sync: { strategy: 'ssh_git_import_export' } });
+    await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+    expect(readFileSync(join(cwd, 'commits.txt'), 'utf8').trim()).toBe('1');
+    expect(existsSync(join(cwd, 'build.log'))).toBe(false); // ignored: not exported
+  });
+
+  it('a connection that fails at first is retried with backoff and the run becomes ready', async () => {
+    const companyId = uniqueId('co');
+    const port = await freePort();
+    const late = mkdtempSync(join(tmpdir(), 'envrun-sshd-late-'));
+    // The host key must be known before the server exists: make it now, start the server later.
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(late, 'host_key')]);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(late, 'user_key')]);
+    const hostPub = readFileSync(join(late, 'host_key.pub'), 'utf8').trim().split(/\s+/);
+    process.env.ENVRUN_TEST_LATE_KEY = readFileSync(join(late, 'user_key'), 'utf8');
+    const env = await h.client.createEnvironment({
+      companyId, name: 'late', driver: 'ssh',
+      config: sshConfig({ port, privateKeySecretRef: 'env:ENVRUN_TEST_LATE_KEY', knownHosts: `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}` }),
+    });
+    const req = runRequest({ companyId, environmentId: env.id });
+    const ready = h.client.startRunAndWaitReady(req);
+    await new Promise((r) => setTimeout(r, 1200)); // attempts 1 and 2 find nothing listening
+    const server = await startSshd(late, port);
+    try {
+      const result = await ready;
+      expect(result.executionTarget).toMatchObject({ transport: 'ssh' });
+      const history = await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).fetchHistory();
+      const acquire = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'acquireLease');
+      const started = history.events!.find((e) => e.activityTaskStartedEventAttributes && e.activityTaskStartedEventAttributes.scheduledEventId?.toString() === acquire!.eventId!.toString());
+      expect(started!.activityTaskStartedEventAttributes!.attempt).toBeGreaterThanOrEqual(2);
+      expect(started!.activityTaskStartedEventAttributes!.lastFailure?.message).toMatch(/ssh connection to .* failed: .*ECONNREFUSED/);
+      await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+    } finally {
+      await server.stop();
+    }
   });
 });

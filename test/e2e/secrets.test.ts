@@ -1,0 +1,81 @@
+// No secret reaches the worker's logs, the workflow history (`temporal workflow show`), lease metadata or
+// the activity log: a worker process holding an SSH key runs real ssh runs, good and bad, and we search.
+import { Client, Connection } from '@temporalio/client';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { createDrivers } from '../../activities/drivers/registry.js';
+import { tsxLoaderUrl } from '../../activities/store/embedded.js';
+import { Store } from '../../activities/store/store.js';
+import { EnvRunClient } from '../../client/client.js';
+import { runWorkflowId } from '../../contracts/index.js';
+import { ensureTemporalCli } from '../../scripts/temporal-cli.js';
+import { createProviders } from '../../worker/deps.js';
+import { freshDatabase, uniqueId } from '../support/harness.js';
+import { expectRunError, runRequest } from '../support/runs.js';
+import { historyText } from '../support/history.js';
+import { startSshd, type Sshd } from '../support/sshd.js';
+
+let db: Awaited<ReturnType<typeof freshDatabase>>;
+let sshd: Sshd;
+beforeAll(async () => {
+  db = await freshDatabase();
+  sshd = await startSshd(mkdtempSync(join(tmpdir(), 'envrun-sshd-')));
+});
+afterAll(async () => {
+  await sshd?.stop();
+  await db?.close();
+});
+
+it('an SSH key held by the worker appears in no log, history, lease or activity entry', async () => {
+  const taskQueue = uniqueId('secrets');
+  const dataDir = join(inject('tmpRoot'), taskQueue);
+  const worker = spawn(process.execPath, ['--import', tsxLoaderUrl(), fileURLToPath(new URL('../../worker/main.ts', import.meta.url))], {
+    env: {
+      PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url,
+      ENVRUN_TASK_QUEUE: taskQueue, ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_LOG_LEVEL: 'DEBUG', ENVRUN_DATA_DIR: dataDir,
+      ENVRUN_SSH_KEY: sshd.privateKey,
+    },
+  });
+  let logs = '';
+  worker.stdout.on('data', (c: Buffer) => (logs += c.toString()));
+  worker.stderr.on('data', (c: Buffer) => (logs += c.toString()));
+  const exited = new Promise<void>((r) => worker.once('exit', () => r()));
+  for (let i = 0; i < 200 && !logs.includes('[envrun] worker on'); i++) await new Promise((r) => setTimeout(r, 100));
+  expect(logs).toContain('[envrun] worker on');
+
+  const connection = await Connection.connect({ address: inject('temporalAddress') });
+  const client = new EnvRunClient({ client: new Client({ connection }), store: new Store(db.db), taskQueue, drivers: createDrivers(createProviders({ dataDir })) });
+  const companyId = uniqueId('co');
+  const base = { host: '127.0.0.1', port: sshd.port, username: sshd.username, remoteWorkspacePath: mkdtempSync(join(tmpdir(), 'remote-')), privateKeySecretRef: 'env:ENVRUN_SSH_KEY' };
+  const good = await client.createEnvironment({ companyId, name: 'good', driver: 'ssh', config: { ...base, knownHosts: sshd.knownHosts } });
+  const bad = await client.createEnvironment({ companyId, name: 'bad', driver: 'ssh', config: { ...base, knownHosts: 'nothing' } });
+  const ok = runRequest({ companyId, environmentId: good.id, runtimeOverlay: { provisionCommand: 'env; echo to-stderr >&2' } });
+  await client.startRunAndWaitReady(ok);
+  await client.completeRun(companyId, ok.heartbeatRunId, { status: 'succeeded' });
+  const failing = runRequest({ companyId, environmentId: good.id, runtimeOverlay: { provisionCommand: 'exit 9' } });
+  await expectRunError(client.startRunAndWaitReady(failing), 'workspace_realization_failed');
+  const refused = runRequest({ companyId, environmentId: bad.id });
+  await expectRunError(client.startRunAndWaitReady(refused), 'lease_acquire_failed');
+  await new Promise((r) => setTimeout(r, 1000)); // let the failed runs release
+  await connection.close();
+  worker.kill('SIGTERM');
+  await exited;
+
+  const cli = await ensureTemporalCli();
+  const histories = [ok, failing, refused].map((r) => execFileSync(cli, [
+    'workflow', 'show', '--address', inject('temporalAddress'), '--workflow-id', runWorkflowId(companyId, r.heartbeatRunId), '--output', 'json',
+  ]).toString()).map(historyText);
+  const leases = JSON.stringify(await new Store(db.db).listLeases(companyId));
+  const activity = JSON.stringify(await new Store(db.db).listActivity(companyId));
+  expect(logs).toContain('provision command exited with code 9'); // the search looks at real logs
+  expect(histories.join('')).toContain('env:ENVRUN_SSH_KEY'); // decoded payloads: the reference is there, the key is not
+  const keyLines = sshd.privateKey.split('\n').filter((l) => l && !l.startsWith('-----'));
+  expect(keyLines.length).toBeGreaterThan(2);
+  for (const [name, text] of Object.entries({ logs, histories: histories.join('\n'), leases, activity })) {
+    for (const line of keyLines) expect(text.includes(line), `key material found in ${name}`).toBe(false);
+  }
+});
