@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBubblewrapProvider } from '../../activities/providers/bubblewrap.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
-import { runRequest, tempWorkspace } from '../support/runs.js';
+import { expectRunError, runEnd, runRequest, tempWorkspace } from '../support/runs.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -58,12 +58,37 @@ describe('bubblewrap provider', () => {
     expect(existsSync(join(cwd, 'scratch.txt'))).toBe(false);
   });
 
+  it('a failing provision inside the sandbox fails the run and removes the sandbox', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap' } });
+    const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo "cannot reach registry" >&2; exit 4' } });
+    const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
+    expect(err).toMatchObject({ provider: 'bubblewrap', message: 'provision command exited with code 4: cannot reach registry' });
+    await runEnd(h, companyId, req.heartbeatRunId);
+    const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
+    expect(lease).toMatchObject({ status: 'failed', cleanupStatus: 'success' });
+    expect(existsSync((lease!.metadata!.provider as { root: string }).root)).toBe(false);
+  });
+
+  it('network: true keeps the host network namespace', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'net', driver: 'sandbox', config: { provider: 'bubblewrap', network: true } });
+    const req = runRequest({ companyId, environmentId: env.id });
+    await h.client.startRunAndWaitReady(req);
+    const inside = await h.client.exec(companyId, req.heartbeatRunId, { command: 'cat', args: ['/proc/net/dev'] });
+    const host = readFileSync('/proc/net/dev', 'utf8');
+    expect(inside.stdout.trim().split('\n').length).toBe(host.trim().split('\n').length);
+    await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+  });
+
   it('without bwrap, probe says so plainly and acquire fails without retrying', async () => {
     const provider = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: null });
     const config = provider.validateConfig({ provider: 'bubblewrap' });
     expect(await provider.probe(config)).toEqual({ ok: false, diagnostics: ['bwrap is not installed (Debian: apt-get install bubblewrap)'] });
     await expect(provider.acquireLease(config, { environmentId: 'e', heartbeatRunId: 'r', attempt: 1, idempotencyKey: 'k', reuseKey: null }))
       .rejects.toMatchObject({ name: 'NonRetryableError', message: 'bwrap is not installed (Debian: apt-get install bubblewrap)' });
+    const broken = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: '/bin/false' });
+    expect((await broken.probe(config)).diagnostics[0]).toMatch(/^bwrap cannot create namespaces here: /);
     const real = await h.client.probeEnvironment((await h.client.createEnvironment({ companyId: uniqueId('co'), name: 'b', driver: 'sandbox', config: { provider: 'bubblewrap' } })).id);
     expect(real.ok).toBe(true);
   });

@@ -75,6 +75,16 @@ describe('ssh driver', () => {
     expect(await h.client.probeEnvironment(env.id)).toMatchObject({ ok: false });
   });
 
+  it('a file: secret reference works too', async () => {
+    const keyFile = join(mkdtempSync(join(tmpdir(), 'key-')), 'id');
+    writeFileSync(keyFile, sshd.privateKey, { mode: 0o600 });
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'ssh-file', driver: 'ssh', config: sshConfig({ privateKeySecretRef: `file:${keyFile}` }) });
+    const req = runRequest({ companyId, environmentId: env.id });
+    await h.client.startRunAndWaitReady(req);
+    await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+  });
+
   it('a missing key secret fails plainly; probe reports a reachable host', async () => {
     const companyId = uniqueId('co');
     const ok = await h.client.createEnvironment({ companyId, name: 'ssh-ok', driver: 'ssh', config: sshConfig() });
