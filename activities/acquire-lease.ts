@@ -47,7 +47,7 @@ export function createAcquireLease(deps: ActivityDeps) {
           leasePolicy: leasePolicyOf(request, environment),
           provider: context.provider,
           metadata: null,
-          expiresAt: null,
+          expiresAt: new Date((deps.clock?.() ?? new Date()).getTime() + request.leaseTtlMs),
         });
       } catch (err) {
         const constraint = uniqueViolation(err);
@@ -70,7 +70,7 @@ export function createAcquireLease(deps: ActivityDeps) {
       const updated = await deps.store.updateLease(lease.id, {
         provider: acquired.provider,
         providerLeaseId: acquired.providerLeaseId,
-        expiresAt: acquired.expiresAt,
+        expiresAt: acquired.expiresAt ?? lease.expiresAt ? new Date(acquired.expiresAt ?? lease.expiresAt!) : null,
         metadata: { ...(lease.metadata ?? {}), ...acquired.metadata, acquired: true },
       });
       return updated!;

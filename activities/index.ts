@@ -5,6 +5,7 @@ import { createPersistMetadata } from './persist-metadata.js';
 import { createRealizeWorkspace } from './realize-workspace.js';
 import { createReleaseLease } from './release-lease.js';
 import { createResolveEnvironment } from './resolve-environment.js';
+import { createRenewLease } from './renew-lease.js';
 import { createResolveTarget } from './resolve-target.js';
 
 /** Every step of a run as an activity, built over the worker's dependencies (tests pass small real ones). */
@@ -17,6 +18,7 @@ export function createActivities(deps: ActivityDeps) {
     resolveTarget: createResolveTarget(deps),
     logActivity: createLogActivity(deps),
     releaseLease: createReleaseLease(deps),
+    renewLease: createRenewLease(deps),
   };
 }
 

@@ -8,6 +8,8 @@ export interface PersistMetadataInput {
   executionWorkspaceId: string | null;
   realizationRequest: WorkspaceRealizationRequest;
   record: WorkspaceRealizationRecord;
+  /** The lease's expiry is pushed to now + TTL as the run becomes ready. */
+  leaseTtlMs?: number;
 }
 
 export interface PersistMetadataOutput {
@@ -25,6 +27,7 @@ export function createPersistMetadata(deps: ActivityDeps) {
         executionWorkspaceId: input.executionWorkspaceId,
         request: input.realizationRequest,
         record: input.record,
+        expiresAt: input.leaseTtlMs ? new Date((deps.clock?.() ?? new Date()).getTime() + input.leaseTtlMs) : undefined,
       });
       return { lease: stored.lease, persistedExecutionWorkspace: stored.executionWorkspace };
     } catch (err) {

@@ -60,7 +60,9 @@ export function buildRealizationRequest(input: RealizeWorkspaceInput): Workspace
  * that returns no record fails the step: the reference silently persisted nothing in that case.
  */
 export function createRealizeWorkspace(deps: ActivityDeps) {
-  return async function realizeWorkspace(input: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {
+  return async function realizeWorkspace(original: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {
+    // The environment as it is now: an operator may have fixed its config before retrying.
+    const input = { ...original, environment: (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ?? original.environment };
     const context = failureContext(deps, input.environment);
     const driver = driverFor(deps, input.environment);
     if (!driver.realize) {

@@ -23,7 +23,8 @@ export function toRemoteSpec(target: ExecutionTarget): RemoteExecutionSpec {
 
 /** Step 5: how the agent reaches the realized workspace. */
 export function createResolveTarget(deps: ActivityDeps) {
-  return async function resolveTarget(input: ResolveTargetInput): Promise<ResolvedTarget> {
+  return async function resolveTarget(original: ResolveTargetInput): Promise<ResolvedTarget> {
+    const input = { ...original, environment: (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ?? original.environment };
     const context = failureContext(deps, input.environment);
     let target: ExecutionTarget;
     try {

@@ -4,7 +4,9 @@ import { Command, CommanderError, Option } from 'commander';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { stopEmbeddedStore } from '../activities/store/embedded.js';
-import { DriverSchema, ExternalId, RunRequestSchema, describeZodError, type RunRequestInput } from '../contracts/index.js';
+import {
+  DriverSchema, ErrorCodeSchema, ExternalId, RunPhaseSchema, RunRequestSchema, describeZodError, type RunRequestInput,
+} from '../contracts/index.js';
 import { ConfigError, loadConfig } from '../worker/config.js';
 import { EnvRunClient } from './client.js';
 import { EnvRunError, InvalidInputError, NotFoundError, RunStateError } from './errors.js';
@@ -141,6 +143,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--lease-policy <policy>').choices(['ephemeral', 'reuse_by_environment', 'reuse_by_execution_workspace', 'retain_on_failure']))
     .option('--worktree <path>', 'realize as a git worktree at this path (needs --branch)')
     .option('--branch <name>', 'branch of the git worktree')
+    .option('--await-retry-ms <ms>', 'how long a failed realization waits in awaiting_retry for an operator (0: fail at once)')
+    .option('--lease-ttl-ms <ms>', 'a ready run not renewed or completed within this time expires')
     .option('--wait', 'wait until ready and print the execution target')
     .addOption(json())
     .action(async (o) => {
@@ -153,6 +157,8 @@ export function buildProgram(): Command {
           ? { baseCwd: cwd, cwd: resolve(o.worktree), strategy: 'git_worktree', worktreePath: resolve(o.worktree), branchName: o.branch ?? null }
           : { baseCwd: cwd, cwd },
         runtimeOverlay: o.provision ? { provisionCommand: o.provision } : {},
+        ...(o.awaitRetryMs !== undefined ? { awaitRetryMs: check(z.coerce.number().int().min(0), o.awaitRetryMs, '--await-retry-ms') } : {}),
+        ...(o.leaseTtlMs !== undefined ? { leaseTtlMs: check(z.coerce.number().int().min(1000), o.leaseTtlMs, '--lease-ttl-ms') } : {}),
       };
       if (o.worktree && !o.branch) fail('--branch', 'required with --worktree');
       check(ExternalId, o.company, '--company');
@@ -190,6 +196,40 @@ export function buildProgram(): Command {
       const state = await withClient((c) => c.completeRun(companyId, runId, { status: o.failed ? 'failed' : 'succeeded', failureReason: o.reason ?? null }));
       print(o, state, () => `${state.phase}\t${state.releasedLeases.map((l) => `${l.id}:${l.status}`).join(' ')}`);
       if (state.error) throw new EnvRunError(state.error);
+    });
+  run.command('renew').description('the control plane is alive: push the lease\'s expiry out by its TTL')
+    .addOption(company()).addOption(runOpt()).addOption(json())
+    .action(async (o) => {
+      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
+      const state = await withClient((c) => c.renewRun(companyId, runId));
+      print(o, state, () => `renewed\texpires ${state.expiresAt}`);
+    });
+  run.command('retry').description('retry a failed realization: one run (--company --run), or every run --phase awaiting_retry')
+    .option('--company <id>').option('--run <id>').addOption(new Option('--phase <phase>').choices(['awaiting_retry']))
+    .option('--environment <id>', 'with --phase: only runs on this environment').addOption(json())
+    .action(async (o) => {
+      if (o.phase) {
+        if (o.run) fail('--run', 'not with --phase');
+        const filter = {
+          ...(o.company ? { companyId: check(ExternalId, o.company, '--company') } : {}),
+          ...(o.environment ? { environmentId: check(z.uuid(), o.environment, '--environment') } : {}),
+        };
+        const retried = await withClient((c) => c.retryAwaiting(filter));
+        print(o, retried, () => retried.map((r) => `retried\t${r.workflowId}`).join('\n') || '(no run awaiting retry)');
+        return;
+      }
+      if (!o.company || !o.run) fail('--run', 'give --company and --run, or --phase awaiting_retry');
+      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
+      const state = await withClient((c) => c.retryRealization(companyId, runId));
+      print(o, state, () => `retried\t${state.workflowId}\t${state.phase}`);
+    });
+  run.command('list').description('runs from Temporal visibility').option('--company <id>')
+    .option('--phase <phase>').option('--error-code <code>').option('--environment <id>').addOption(json())
+    .action(async (o) => {
+      if (o.phase) check(RunPhaseSchema, o.phase, '--phase');
+      if (o.errorCode) check(ErrorCodeSchema, o.errorCode, '--error-code');
+      const runs = await withClient((c) => c.listRuns({ companyId: o.company, phase: o.phase, errorCode: o.errorCode, environmentId: o.environment }));
+      print(o, runs, () => runs.map((r) => `${r.workflowId}\t${r.phase ?? '-'}\t${r.errorCode ?? '-'}\t${r.status}`).join('\n') || '(none)');
     });
   run.command('cancel').description('cancel a run; its lease is released').addOption(company()).addOption(runOpt()).addOption(json())
     .action(async (o) => {

@@ -4,15 +4,15 @@ import {
   Client, Connection, WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { createDrivers, type DriverRegistry } from '../activities/drivers/registry.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
 import { Store } from '../activities/store/store.js';
 import type { ProbeResult } from '../activities/providers/types.js';
 import {
   ACTIVITY_ACTIONS, CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, Uuid, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
-  RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError, getRunQuery, runWorkflowId,
-  waitReadyUpdate,
+  RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError, getRunQuery, renewUpdate,
+  retryRealizationUpdate, runWorkflowId, waitReadyUpdate,
   type CompleteRun, type Driver, type Environment, type EnvironmentLease, type ExecRequest, type ExecResult,
   type ExecutionWorkspace, type LeaseStatus, type RunRequest, type RunRequestInput, type RunResult, type RunState, type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
@@ -22,6 +22,9 @@ import { loadProviders } from '../worker/deps.js';
 import { EnvRunError, InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
 
 export { EnvRunError, InvalidInputError, NotFoundError, RunStateError } from './errors.js';
+
+/** Values that go into a visibility query: no quotes, nothing a query could be bent with. */
+const SearchValue = ExternalId.or(z.uuid());
 
 function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.output<S> {
   const result = schema.safeParse(value);
@@ -35,6 +38,27 @@ export interface EnvRunClientOptions {
   taskQueue: string;
   drivers: DriverRegistry;
   onClose?: () => Promise<void>;
+  /** Fields every run request gets unless it sets them (e.g. `awaitRetryMs`, `leaseTtlMs`). */
+  runDefaults?: Partial<RunRequestInput>;
+}
+
+/** A run as Temporal visibility lists it (no database involved). */
+export interface ListedRun {
+  workflowId: string;
+  companyId: string | null;
+  heartbeatRunId: string | null;
+  phase: string | null;
+  errorCode: string | null;
+  environmentId: string | null;
+  status: string;
+  startTime: string;
+}
+
+export interface RunFilter {
+  companyId?: string;
+  phase?: string;
+  errorCode?: string;
+  environmentId?: string;
 }
 
 export interface StartedRun {
@@ -49,8 +73,10 @@ export class EnvRunClient {
   readonly taskQueue: string;
   private readonly drivers: DriverRegistry;
   private readonly onClose?: () => Promise<void>;
+  private readonly runDefaults: Partial<RunRequestInput>;
 
   constructor(options: EnvRunClientOptions) {
+    this.runDefaults = options.runDefaults ?? {};
     this.temporal = options.client;
     this.store = options.store;
     this.taskQueue = options.taskQueue;
@@ -107,7 +133,7 @@ export class EnvRunClient {
 
   /** Starts the run (or finds it, when it was already started). Bad input throws InvalidInputError. */
   async startRun(input: RunRequestInput): Promise<StartedRun> {
-    const request = parse(RunRequestSchema, input, 'request');
+    const request = parse(RunRequestSchema, { ...this.runDefaults, ...input }, 'request');
     const options = this.workflowOptions(request);
     try {
       const handle = await this.temporal.workflow.start<typeof environmentRun>(WORKFLOW_TYPE, options);
@@ -123,7 +149,7 @@ export class EnvRunClient {
    * (lease, execution target, …) or throws an EnvRunError with the run's code.
    */
   async startRunAndWaitReady(input: RunRequestInput): Promise<RunResult> {
-    const request = parse(RunRequestSchema, input, 'request');
+    const request = parse(RunRequestSchema, { ...this.runDefaults, ...input }, 'request');
     const options = this.workflowOptions(request);
     const startWorkflowOperation = new WithStartWorkflowOperation<typeof environmentRun>(WORKFLOW_TYPE, options);
     try {
@@ -181,6 +207,73 @@ export class EnvRunClient {
       if (err instanceof WorkflowUpdateFailedError && err.cause) throw new RunStateError(err.cause.message);
       throw toEnvRunError(err) ?? err;
     }
+  }
+
+  /** An operator retries a run's failed realization (refused unless it is awaiting retry). */
+  async retryRealization(companyId: string, heartbeatRunId: string): Promise<RunState> {
+    return this.runUpdate(companyId, heartbeatRunId, retryRealizationUpdate);
+  }
+
+  /** The control plane is alive: push the held lease's expiry out by the run's TTL. */
+  async renewRun(companyId: string, heartbeatRunId: string): Promise<RunState> {
+    return this.runUpdate(companyId, heartbeatRunId, renewUpdate);
+  }
+
+  private async runUpdate(companyId: string, heartbeatRunId: string, update: typeof renewUpdate): Promise<RunState> {
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      return await handle.executeUpdate(update);
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+      if (err instanceof WorkflowUpdateFailedError && err.cause) throw new RunStateError(err.cause.message);
+      throw toEnvRunError(err) ?? err;
+    }
+  }
+
+  /** Runs from Temporal visibility, filtered by envrun's search attributes. */
+  async listRuns(filter: RunFilter = {}, limit = 1000): Promise<ListedRun[]> {
+    const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
+    const add = (key: { name: string }, value: string | undefined, field: string) => {
+      if (value === undefined) return;
+      parse(SearchValue, value, field);
+      clauses.push(`${key.name} = '${value}'`);
+    };
+    add(SEARCH_ATTRIBUTES.companyId, filter.companyId, 'companyId');
+    add(SEARCH_ATTRIBUTES.phase, filter.phase, 'phase');
+    add(SEARCH_ATTRIBUTES.errorCode, filter.errorCode, 'errorCode');
+    add(SEARCH_ATTRIBUTES.environmentId, filter.environmentId, 'environmentId');
+    const runs: ListedRun[] = [];
+    for await (const wf of this.temporal.workflow.list({ query: clauses.join(' AND ') })) {
+      const sa = wf.typedSearchAttributes;
+      runs.push({
+        workflowId: wf.workflowId,
+        companyId: sa.get(SEARCH_ATTRIBUTES.companyId) ?? null,
+        heartbeatRunId: sa.get(SEARCH_ATTRIBUTES.heartbeatRunId) ?? null,
+        phase: sa.get(SEARCH_ATTRIBUTES.phase) ?? null,
+        errorCode: sa.get(SEARCH_ATTRIBUTES.errorCode) ?? null,
+        environmentId: sa.get(SEARCH_ATTRIBUTES.environmentId) ?? null,
+        status: wf.status.name,
+        startTime: wf.startTime.toISOString(),
+      });
+      if (runs.length >= limit) break;
+    }
+    return runs;
+  }
+
+  /** Retries every run awaiting retry that matches the filter; returns the runs retried. */
+  async retryAwaiting(filter: Omit<RunFilter, 'phase'> = {}): Promise<ListedRun[]> {
+    const waiting = await this.listRuns({ ...filter, phase: 'awaiting_retry' });
+    const retried: ListedRun[] = [];
+    for (const run of waiting) {
+      if (!run.companyId || !run.heartbeatRunId) continue;
+      try {
+        await this.temporal.workflow.getHandle(run.workflowId).executeUpdate(retryRealizationUpdate);
+        retried.push(run);
+      } catch (err) {
+        if (!(err instanceof WorkflowUpdateFailedError)) throw err; // no longer awaiting: skipped
+      }
+    }
+    return retried;
   }
 
   /** Cancels the run; its lease is released all the same. Resolves once the workflow has ended. */

@@ -1,4 +1,4 @@
-import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, CancelledFailure, WorkflowFailedError } from '@temporalio/client';
 import { isErrorCode, type Driver, type ErrorCode, type RunFailure } from '../contracts/index.js';
 
 /** A run failed: the error code and the fields every failure carries. */
@@ -53,6 +53,9 @@ export function toEnvRunError(err: unknown): EnvRunError | null {
           provider: details?.provider ?? null,
         });
       }
+    }
+    if (cur instanceof CancelledFailure) {
+      return new EnvRunError({ code: 'run_cancelled', message: 'the run was cancelled', environmentId: null, driver: null, provider: null });
     }
     cur = (cur as { cause?: unknown }).cause;
   }

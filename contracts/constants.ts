@@ -53,6 +53,7 @@ export const RUN_PHASES = [
   'realizing',
   'persisting',
   'resolving_target',
+  'awaiting_retry',
   'ready',
   'releasing',
   'released',
@@ -65,6 +66,7 @@ export const ACTIVITY_ACTIONS = {
   leaseAcquired: 'environment.lease_acquired',
   workspaceRealized: 'environment.workspace_realized',
   leaseReleased: 'environment.lease_released',
+  leaseExpired: 'environment.lease_expired',
 } as const;
 
 /** Failure type of a run cancelled before it was ready (not an environment error code). */

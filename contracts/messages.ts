@@ -1,6 +1,6 @@
 // Workflow message definitions and search attribute keys: shared by the workflow, the worker and the client.
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { CompleteRun, RunResult, RunState } from './run.js';
 
 /** The run's state, answered from the workflow (phase, lease, target, error). */
@@ -9,6 +9,13 @@ export const getRunQuery = defineQuery<RunState>('getRun');
 export const waitReadyUpdate = defineUpdate<RunResult>('waitReady');
 /** The control plane's agent is done: release the lease. Refused unless the run is ready. */
 export const completeUpdate = defineUpdate<RunState, [CompleteRun]>('complete');
+
+/** An operator retries a failed realization. Refused unless the run is awaiting retry. */
+export const retryRealizationUpdate = defineUpdate<RunState>('retryRealization');
+/** The same as a signal, so the Temporal UI's signal action works. */
+export const retryRealizationSignal = defineSignal('retryRealization');
+/** The control plane is alive: push the lease's expiry out by its TTL. Refused unless ready. */
+export const renewUpdate = defineUpdate<RunState>('renew');
 
 export const SEARCH_ATTRIBUTES = {
   phase: defineSearchAttributeKey('EnvRunPhase', SearchAttributeType.KEYWORD),

@@ -22,6 +22,13 @@ export const RunRequestSchema = z
     workspace: RealizedExecutionWorkspaceSchema,
     runtimeOverlay: RuntimeOverlaySchema.partial().default({}),
     provisionTimeoutMs: z.number().int().positive().max(24 * 3600_000).nullish().transform((v) => v ?? null),
+    /**
+     * How long a run whose realization failed (retries spent) waits in `awaiting_retry` for an operator's
+     * retry before it ends with workspace_realization_failed. 0: it ends at once.
+     */
+    awaitRetryMs: z.number().int().min(0).max(7 * 24 * 3600_000).default(30 * 60_000),
+    /** A ready run that is neither renewed nor completed within this time releases its lease as `expired`. */
+    leaseTtlMs: z.number().int().min(1000).max(30 * 24 * 3600_000).default(3600_000),
   })
   .strict();
 export type RunRequestInput = z.input<typeof RunRequestSchema>;
@@ -75,12 +82,18 @@ export const RunStateSchema = z.object({
   completion: z.object({ status: z.enum(['succeeded', 'failed']), failureReason: z.string().nullable() }).nullable(),
   releasedLeases: z.array(EnvironmentLeaseSchema),
   timestamps: RunTimestampsSchema,
+  /** Realization attempts started by operators (0 = only the first). */
+  operatorRetries: z.number().int(),
+  /** The last realization error while awaiting an operator's retry. */
+  lastError: RunFailureSchema.nullable(),
+  /** When the held lease expires unless renewed. */
+  expiresAt: Timestamp.nullable(),
 });
 export type RunState = z.infer<typeof RunStateSchema>;
 
 /** What the workflow returns when it ends without error. */
 export const RunOutcomeSchema = z.object({
-  status: z.enum(['succeeded', 'failed']),
+  status: z.enum(['succeeded', 'failed', 'expired']),
   releasedLeases: z.array(EnvironmentLeaseSchema),
 });
 export type RunOutcome = z.infer<typeof RunOutcomeSchema>;

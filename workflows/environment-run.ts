@@ -2,7 +2,7 @@
 // ready → (complete | cancel) → release. Deterministic code only: every effect is an activity.
 import {
   ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, allHandlersFinished, condition,
-  isCancellation, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
+  isCancellation, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
@@ -14,7 +14,9 @@ import type {
   CompleteRun, Driver, EnvironmentLease, RunFailure, RunOutcome, RunRequestInput, RunResult, RunState,
   WorkspaceRealizationRecord,
 } from '../contracts/index.js';
-import { SEARCH_ATTRIBUTES, completeUpdate, getRunQuery, waitReadyUpdate } from '../contracts/messages.js';
+import {
+  SEARCH_ATTRIBUTES, completeUpdate, getRunQuery, renewUpdate, retryRealizationSignal, retryRealizationUpdate, waitReadyUpdate,
+} from '../contracts/messages.js';
 
 const nonRetryableErrorTypes = [...NON_RETRYABLE_CODES];
 
@@ -43,6 +45,7 @@ const { realizeWorkspace } = proxyActivities<Activities>({
 });
 const { persistMetadata } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'persist realization metadata' });
 const { resolveTarget } = proxyActivities<Activities>({ ...options({ timeout: '1m', attempts: 3, initial: '500ms' }), summary: 'resolve execution target' });
+const { renewLease } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'renew lease' });
 const { logActivity } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'log activity' });
 const RELEASE_ATTEMPTS = 5;
 const { releaseLease } = proxyActivities<Activities>({ ...options({ timeout: '5m', attempts: RELEASE_ATTEMPTS, initial: '500ms' }), summary: 'release lease' });
@@ -91,10 +94,15 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     error: null,
     completion: null,
     releasedLeases: [],
+    operatorRetries: 0,
+    lastError: null,
+    expiresAt: null,
     timestamps: { requested: new Date(info.startTime).toISOString(), leased: null, realized: null, ready: null, released: null },
   };
   let cancelled = false;
   let releaseDone = false;
+  let retryRequested = false;
+  let renewals = 0;
   const context = (): Context => ({ environmentId: state.environmentId, driver: state.driver, provider: state.provider });
 
   const setPhase = (phase: RunPhase) => {
@@ -110,6 +118,34 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     if (state.error) throw failureOf(state.error);
     throw ApplicationFailure.create({ type: RUN_CANCELLED, message: 'the run was cancelled before it was ready', nonRetryable: true });
   });
+  const requestRetry = () => {
+    if (state.phase === 'awaiting_retry') retryRequested = true;
+  };
+  setHandler(retryRealizationSignal, requestRetry);
+  setHandler(
+    retryRealizationUpdate,
+    async () => {
+      requestRetry();
+      await condition(() => state.phase !== 'awaiting_retry');
+      return state;
+    },
+    { validator: () => {
+      if (state.phase !== 'awaiting_retry') throw new Error(`the run is ${state.phase}, not awaiting_retry`);
+    } },
+  );
+  setHandler(
+    renewUpdate,
+    async () => {
+      const renewed = await renewLease({ leaseId: state.leaseId!, companyId: state.companyId, ttlMs: ttlMs });
+      state.expiresAt = renewed.expiresAt;
+      renewals++;
+      setCurrentDetails(describe(state));
+      return state;
+    },
+    { validator: () => {
+      if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
+    } },
+  );
   setHandler(
     completeUpdate,
     async (completion: CompleteRun) => {
@@ -128,6 +164,10 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     },
   );
 
+  // Runs started before operator retry and lease TTLs existed replay (and finish) as they began.
+  const opsFeatures = patched('envrun-ops-retry-ttl');
+  const ttlMs = typeof input.leaseTtlMs === 'number' ? input.leaseTtlMs : 3600_000;
+  let expired = false;
   let leaseAttempted = false;
   let cancellation: unknown = null;
   let step: ErrorCode = 'invalid_request';
@@ -167,14 +207,32 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     if (environment.driver !== 'plugin') {
       setPhase('realizing');
       step = 'workspace_realization_failed';
-      const realized = await realizeWorkspace({ request, environment, lease, executionWorkspace });
+      let realized: Awaited<ReturnType<typeof realizeWorkspace>>;
+      // When the retry policy is spent, wait for an operator (retryRealization) until the deadline.
+      for (;;) {
+        try {
+          realized = await realizeWorkspace({ request, environment, lease, executionWorkspace });
+          break;
+        } catch (err) {
+          if (isCancellation(err) || !opsFeatures || request.awaitRetryMs === 0) throw err;
+          state.lastError = toRunFailure(err, 'workspace_realization_failed', context());
+          upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: state.lastError.code }]);
+          setPhase('awaiting_retry');
+          retryRequested = false;
+          if (!(await condition(() => retryRequested, request.awaitRetryMs))) throw err;
+          state.operatorRetries++;
+          upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: null }]);
+          setPhase('realizing');
+        }
+      }
+      state.lastError = null;
       record = realized.record;
       state.timestamps.realized = now();
 
       setPhase('persisting');
       const stored = await persistMetadata({
         environment, lease, executionWorkspaceId: request.executionWorkspaceId,
-        realizationRequest: realized.realizationRequest, record,
+        realizationRequest: realized.realizationRequest, record, leaseTtlMs: ttlMs,
       });
       lease = stored.lease;
       persistedExecutionWorkspace = stored.persistedExecutionWorkspace;
@@ -199,10 +257,22 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
       persistedExecutionWorkspace,
     };
     state.result = result;
+    state.expiresAt = lease.expiresAt;
     state.timestamps.ready = now();
     setPhase('ready');
 
-    await condition(() => state.completion !== null);
+    // Held until completed; a control plane that stops renewing loses the lease at its expiry.
+    if (!opsFeatures) await condition(() => state.completion !== null);
+    while (opsFeatures) {
+      const remaining = state.expiresAt ? Date.parse(state.expiresAt) - Date.now() : ttlMs;
+      if (remaining <= 0) {
+        expired = true;
+        break;
+      }
+      const seen = renewals;
+      await condition(() => state.completion !== null || renewals !== seen, remaining);
+      if (state.completion) break;
+    }
   } catch (err) {
     if (isCancellation(err) || CancellationScope.current().consideredCancelled) {
       cancelled = true;
@@ -217,18 +287,20 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
   if (leaseAttempted) {
     await CancellationScope.nonCancellable(async () => {
       setPhase('releasing');
-      const outcome = cancelled ? 'cancelled' : state.error ? 'failed' : state.completion!.status;
-      const failureReason = cancelled ? 'run cancelled' : state.error ? `${state.error.code}: ${state.error.message}` : state.completion?.failureReason ?? null;
+      const outcome = cancelled ? 'cancelled' : state.error ? 'failed' : expired ? 'expired' : state.completion!.status;
+      const failureReason = cancelled ? 'run cancelled' : state.error ? `${state.error.code}: ${state.error.message}`
+        : expired ? `not renewed within ${ttlMs} ms` : state.completion?.failureReason ?? null;
       try {
         const released = await releaseLease({
           companyId: input.companyId, heartbeatRunId: input.heartbeatRunId, leaseId: state.leaseId,
           outcome, failureReason, finalAttempt: RELEASE_ATTEMPTS,
         });
         state.releasedLeases = released.leases;
+        const action = expired ? ACTIVITY_ACTIONS.leaseExpired : ACTIVITY_ACTIONS.leaseReleased;
         for (const lease of released.leases) {
           await logActivity({
-            eventKey: `${info.workflowId}:${ACTIVITY_ACTIONS.leaseReleased}:${lease.id}`,
-            companyId: input.companyId, action: ACTIVITY_ACTIONS.leaseReleased, entityType: 'environment_lease',
+            eventKey: `${info.workflowId}:${action}:${lease.id}`,
+            companyId: input.companyId, action, entityType: 'environment_lease',
             entityId: lease.id, agentId: input.agentId ?? null, runId: input.heartbeatRunId,
             details: {
               environmentId: lease.environmentId, status: lease.status, cleanupStatus: lease.cleanupStatus,
@@ -253,7 +325,7 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
   await condition(allHandlersFinished);
   if (cancelled) throw cancellation;
   if (state.error) throw failureOf(state.error);
-  return { status: state.completion!.status, releasedLeases: state.releasedLeases };
+  return { status: expired ? 'expired' : state.completion!.status, releasedLeases: state.releasedLeases };
 }
 
 function providerOf(driver: Driver, config: Record<string, unknown>): string | null {
@@ -272,6 +344,10 @@ function describe(state: RunState): string {
   ];
   const target = state.result?.executionTarget;
   if (target) lines.push(`**target:** ${target.kind === 'local' ? `local ${target.cwd}` : `${target.transport} ${target.remoteCwd}`}`);
-  if (state.error) lines.push(`**error:** \`${state.error.code}\` ${state.error.message}`);
+  if (state.expiresAt) lines.push(`**lease expires:** ${state.expiresAt}`);
+  if (state.operatorRetries) lines.push(`**operator retries:** ${state.operatorRetries}`);
+  const error = state.error ?? state.lastError;
+  if (error) lines.push(`**${state.error ? 'error' : 'last error'}:** \`${error.code}\` ${error.message}`);
+  if (state.phase === 'awaiting_retry') lines.push('Send the `retryRealization` signal (or `envrun run retry`) after fixing the cause.');
   return lines.join('\n\n');
 }

@@ -270,11 +270,15 @@ export class Store {
     executionWorkspaceId: string | null;
     request: WorkspaceRealizationRequest;
     record: WorkspaceRealizationRecord;
+    expiresAt?: Date | undefined;
   }): Promise<{ lease: EnvironmentLease; executionWorkspace: ExecutionWorkspace | null }> {
     return this.db.transaction(async (tx) => {
       const leasePatch = JSON.stringify({ workspaceRealization: input.record });
       const [lease] = await tx.update(environmentLeases)
-        .set({ metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${leasePatch}::jsonb`, updatedAt: new Date() })
+        .set({
+          metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${leasePatch}::jsonb`, updatedAt: new Date(),
+          ...(input.expiresAt ? { expiresAt: input.expiresAt, lastUsedAt: new Date() } : {}),
+        })
         .where(and(eq(environmentLeases.id, input.leaseId), eq(environmentLeases.companyId, input.companyId)))
         .returning();
       if (!lease) throw new Error(`lease ${input.leaseId} not found`);

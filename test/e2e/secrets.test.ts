@@ -48,7 +48,7 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
   expect(logs).toContain('[envrun] worker on');
 
   const connection = await Connection.connect({ address: inject('temporalAddress') });
-  const client = new EnvRunClient({ client: new Client({ connection }), store: new Store(db.db), taskQueue, drivers: createDrivers(createProviders({ dataDir })) });
+  const client = new EnvRunClient({ client: new Client({ connection }), store: new Store(db.db), taskQueue, drivers: createDrivers(createProviders({ dataDir })), runDefaults: { awaitRetryMs: 0 } });
   const companyId = uniqueId('co');
   const base = { host: '127.0.0.1', port: sshd.port, username: sshd.username, remoteWorkspacePath: mkdtempSync(join(tmpdir(), 'remote-')), privateKeySecretRef: 'env:ENVRUN_SSH_KEY' };
   const good = await client.createEnvironment({ companyId, name: 'good', driver: 'ssh', config: { ...base, knownHosts: sshd.knownHosts } });

@@ -71,7 +71,8 @@ export async function createHarness(options: { providerModules?: string[] } = {}
   });
   const running = worker.run();
   const connection = await Connection.connect({ address });
-  const client = new EnvRunClient({ client: new Client({ connection }), store, taskQueue, drivers });
+  // The seed's semantics: a spent realization ends the run (ops tests opt in to awaiting_retry per run).
+  const client = new EnvRunClient({ client: new Client({ connection }), store, taskQueue, drivers, runDefaults: { awaitRetryMs: 0 } });
   return {
     client, store, database, dataDir, fakeRoot, taskQueue, worker,
     async close() {
