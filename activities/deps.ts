@@ -1,4 +1,5 @@
 import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
 import type { Driver, Environment } from '../contracts/index.js';
 import type { DriverRegistry } from './drivers/registry.js';
 import type { EnvironmentDriver, StepContext } from './drivers/types.js';
@@ -7,6 +8,8 @@ import type { Store } from './store/store.js';
 
 export interface ActivityDeps {
   store: Store;
+  /** For activities that look at other workflows (the reaper). */
+  temporal?: Client;
   drivers: DriverRegistry;
   clock?: () => Date;
   /** Default provision timeout when neither the request nor the environment sets one. */

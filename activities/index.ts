@@ -7,6 +7,7 @@ import { createReleaseLease } from './release-lease.js';
 import { createResolveEnvironment } from './resolve-environment.js';
 import { createRenewLease } from './renew-lease.js';
 import { createResolveTarget } from './resolve-target.js';
+import { createSweepOrphanLeases } from './sweep-orphan-leases.js';
 
 /** Every step of a run as an activity, built over the worker's dependencies (tests pass small real ones). */
 export function createActivities(deps: ActivityDeps) {
@@ -19,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
     logActivity: createLogActivity(deps),
     releaseLease: createReleaseLease(deps),
     renewLease: createRenewLease(deps),
+    sweepOrphanLeases: createSweepOrphanLeases(deps),
   };
 }
 

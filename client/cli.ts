@@ -274,6 +274,20 @@ export function buildProgram(): Command {
       print(o, released, () => `${released.id}\t${released.status}\tcleanup=${released.cleanupStatus}`);
     });
 
+  // ---- reaper -------------------------------------------------------------------------------------
+  const reaper = program.command('reaper').description('the sweep of leases whose run is gone').exitOverride();
+  reaper.command('install').description('create the reaper schedule').option('--every <duration>', 'e.g. 5m', '5m')
+    .action(async (o) => {
+      const every = check(z.string().regex(/^\d+(ms|s|m|h)$/, 'must be a duration like 5m'), o.every, '--every');
+      const created = await withClient((c) => c.installReaper(every));
+      console.log(created ? `installed (every ${every})` : 'already installed');
+    });
+  reaper.command('run-once').description('sweep now and print what was released').addOption(json())
+    .action(async (o) => {
+      const reaped = await withClient((c) => c.reaperRunOnce());
+      print(o, reaped, () => reaped.map((r) => `${r.leaseId}\t${r.cleanupStatus}\t${r.reason}`).join('\n') || '(nothing to release)');
+    });
+
   // ---- db ---------------------------------------------------------------------------------------
   const db = program.command('db').description('the embedded PostgreSQL store').exitOverride();
   db.command('stop').description('stop the embedded PostgreSQL server of ENVRUN_DATA_DIR').action(async () => {

@@ -9,6 +9,8 @@ import { createDrivers, type DriverRegistry } from '../activities/drivers/regist
 import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
 import { Store } from '../activities/store/store.js';
 import type { ProbeResult } from '../activities/providers/types.js';
+import { releaseOrphanLease, type ReapedLease } from '../activities/reap.js';
+import { installReaperSchedule } from '../worker/reaper-schedule.js';
 import {
   ACTIVITY_ACTIONS, CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, Uuid, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
   RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError, getRunQuery, renewUpdate,
@@ -360,10 +362,34 @@ export class EnvRunClient {
     return updated!;
   }
 
-  /** Archives an environment: no new run can lease it. */
+  /**
+   * Archives an environment: no new run can lease it, and its active leases are released through their
+   * provider before this returns (a running run is cancelled and releases its own; an orphan is reaped).
+   */
   async archiveEnvironment(id: string): Promise<Environment> {
     await this.getEnvironment(id);
-    return (await this.store.updateEnvironment(id, { status: 'archived' }))!;
+    const archived = (await this.store.updateEnvironment(id, { status: 'archived' }))!;
+    for (const lease of await this.store.listLeasesOfEnvironment(id, ['active'])) {
+      const handle = lease.heartbeatRunId ? this.temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId)) : null;
+      const running = handle ? await handle.describe().then((d) => d.status.name === 'RUNNING', () => false) : false;
+      if (running && handle) {
+        await handle.cancel();
+        await handle.result().catch(() => undefined);
+      } else {
+        await releaseOrphanLease({ store: this.store, drivers: this.drivers }, lease, `environment ${id} archived`);
+      }
+    }
+    return archived;
+  }
+
+  /** Creates the reaper's schedule (the worker does this at start unless ENVRUN_REAPER_EVERY=off). */
+  async installReaper(every = '5m'): Promise<boolean> {
+    return installReaperSchedule(this.temporal, this.taskQueue, every);
+  }
+
+  /** Runs one sweep now, on the worker, and returns what it released. */
+  async reaperRunOnce(): Promise<ReapedLease[]> {
+    return this.temporal.workflow.execute('reaper', { taskQueue: this.taskQueue, workflowId: `envrun-reaper-manual-${Date.now()}`, args: [] });
   }
 
   async createExecutionWorkspace(input: {

@@ -10,6 +10,7 @@ import { EnvRunClient } from '../client/client.js';
 import { loadConfig } from '../worker/config.js';
 import { createRuntimeDeps } from '../worker/deps.js';
 import { ensureSearchAttributes } from '../worker/search-attributes.js';
+import { installReaperSchedule } from '../worker/reaper-schedule.js';
 import { createWorker } from '../worker/worker.js';
 import { startDevServer, type DevServer } from './dev-server.js';
 
@@ -48,6 +49,8 @@ async function main(): Promise<void> {
   const deps = await createRuntimeDeps(config, { log: say });
   const connection = await NativeConnection.connect(config.temporal.connection);
   await ensureSearchAttributes(connection, config.temporal.namespace);
+  deps.temporal = new Client({ connection, namespace: config.temporal.namespace });
+  if (config.reaperEvery) await installReaperSchedule(deps.temporal, config.taskQueue, config.reaperEvery);
   const worker = await createWorker({ connection, namespace: config.temporal.namespace, taskQueue: config.taskQueue, deps, shutdownGraceMs: 2000 });
   const running = worker.run();
   say(`worker polling task queue ${config.taskQueue}`);

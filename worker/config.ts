@@ -20,6 +20,7 @@ export const EnvSchema = z.object({
   ENVRUN_PROVISION_TIMEOUT_MS: positiveInt.default(10 * 60_000),
   ENVRUN_MAX_CONCURRENT_ACTIVITIES: positiveInt.default(200),
   ENVRUN_PROVIDER_MODULES: z.string().optional(),
+  ENVRUN_REAPER_EVERY: z.string().regex(/^(off|\d+(ms|s|m|h))$/, 'must be a duration like 5m, or off').default('5m'),
   ENVRUN_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 
@@ -35,6 +36,8 @@ export interface EnvRunConfig {
   logLevel: 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
   /** Sandbox provider modules to load (ENVRUN_PROVIDER_MODULES, comma-separated paths). */
   providerModules: string[];
+  /** How often the reaper schedule sweeps orphaned leases; null = the worker installs no schedule. */
+  reaperEvery: string | null;
 }
 
 export class ConfigError extends Error {
@@ -64,6 +67,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EnvRunConfig {
     provisionTimeoutMs: e.ENVRUN_PROVISION_TIMEOUT_MS,
     maxConcurrentActivities: e.ENVRUN_MAX_CONCURRENT_ACTIVITIES,
     logLevel: e.ENVRUN_LOG_LEVEL,
+    reaperEvery: e.ENVRUN_REAPER_EVERY === 'off' ? null : e.ENVRUN_REAPER_EVERY,
     providerModules: (e.ENVRUN_PROVIDER_MODULES ?? '').split(',').map((s) => s.trim()).filter(Boolean),
   };
 }

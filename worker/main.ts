@@ -1,9 +1,11 @@
 // `npm run worker`: the envrun worker process.
+import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { redactUrl } from '../activities/store/db.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createRuntimeDeps } from './deps.js';
 import { ensureSearchAttributes } from './search-attributes.js';
+import { REAPER_SCHEDULE_ID, installReaperSchedule } from './reaper-schedule.js';
 import { createWorker } from './worker.js';
 
 async function main(): Promise<void> {
@@ -16,6 +18,11 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect(config.temporal.connection);
   const added = await ensureSearchAttributes(connection, config.temporal.namespace);
   if (added.length) console.log(`[envrun] registered search attributes: ${added.join(', ')}`);
+  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  deps.temporal = temporal;
+  if (config.reaperEvery && (await installReaperSchedule(temporal, config.taskQueue, config.reaperEvery))) {
+    console.log(`[envrun] reaper schedule ${REAPER_SCHEDULE_ID} installed (every ${config.reaperEvery})`);
+  }
   const worker = await createWorker({
     connection,
     namespace: config.temporal.namespace,

@@ -254,6 +254,11 @@ export class Store {
     return rows.map(toLease);
   }
 
+  async listActiveLeases(): Promise<EnvironmentLease[]> {
+    const rows = await this.db.select().from(environmentLeases).where(eq(environmentLeases.status, 'active')).orderBy(asc(environmentLeases.createdAt));
+    return rows.map(toLease);
+  }
+
   async listLeasesOfEnvironment(environmentId: string, statuses: LeaseStatus[]): Promise<EnvironmentLease[]> {
     const rows = await this.db.select().from(environmentLeases)
       .where(and(eq(environmentLeases.environmentId, environmentId), inArray(environmentLeases.status, statuses)));

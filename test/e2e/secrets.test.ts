@@ -36,7 +36,7 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
   const worker = spawn(process.execPath, ['--import', tsxLoaderUrl(), fileURLToPath(new URL('../../worker/main.ts', import.meta.url))], {
     env: {
       PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url,
-      ENVRUN_TASK_QUEUE: taskQueue, ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_LOG_LEVEL: 'DEBUG', ENVRUN_DATA_DIR: dataDir,
+      ENVRUN_TASK_QUEUE: taskQueue, ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_LOG_LEVEL: 'DEBUG', ENVRUN_REAPER_EVERY: 'off', ENVRUN_DATA_DIR: dataDir,
       ENVRUN_SSH_KEY: sshd.privateKey,
     },
   });

@@ -48,7 +48,7 @@ it('serves runs from a prebuilt bundle and drains on SIGTERM', async () => {
   const w = startWorker({
     TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url, ENVRUN_TASK_QUEUE: taskQueue,
     ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_SHUTDOWN_GRACE_MS: '2000', ENVRUN_LOG_LEVEL: 'WARN',
-    ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
+    ENVRUN_REAPER_EVERY: 'off', ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
   });
   for (let i = 0; i < 200 && !w.out().includes('[envrun] worker on'); i++) await new Promise((r) => setTimeout(r, 100));
   expect(w.out(), w.err()).toContain(`taskQueue=${taskQueue}`);

@@ -61,18 +61,19 @@ export async function createHarness(options: { providerModules?: string[] } = {}
   const address = inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });
   const taskQueue = uniqueId('test');
+  const connection = await Connection.connect({ address });
+  const temporal = new Client({ connection });
   const worker = await createWorker({
     connection: nativeConnection,
     namespace: 'default',
     taskQueue,
-    deps: { store, drivers, provisionTimeoutMs: 30_000 },
+    deps: { store, drivers, provisionTimeoutMs: 30_000, temporal },
     workflowBundlePath: inject('workflowBundle'),
     shutdownGraceMs: 1000,
   });
   const running = worker.run();
-  const connection = await Connection.connect({ address });
   // The seed's semantics: a spent realization ends the run (ops tests opt in to awaiting_retry per run).
-  const client = new EnvRunClient({ client: new Client({ connection }), store, taskQueue, drivers, runDefaults: { awaitRetryMs: 0 } });
+  const client = new EnvRunClient({ client: temporal, store, taskQueue, drivers, runDefaults: { awaitRetryMs: 0 } });
   return {
     client, store, database, dataDir, fakeRoot, taskQueue, worker,
     async close() {
