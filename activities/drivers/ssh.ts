@@ -38,14 +38,17 @@ async function gitFiles(dir: string): Promise<string[]> {
 /** A tar archive of a folder (or of the listed paths in it), in memory. */
 function tarCreate(dir: string, files: string[] | null): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const tar = spawn('tar', files ? ['-C', dir, '-cf', '-', '--null', '-T', '-'] : ['-C', dir, '-cf', '-', '.'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const tar = spawn('tar', files ? ['-C', dir, '-cf', '-', '--null', '-T', '-'] : ['-C', dir, '-cf', '-', '.'], { stdio: [files ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const chunks: Buffer[] = [];
     let stderr = '';
-    tar.stdout.on('data', (c: Buffer) => chunks.push(c));
-    tar.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    tar.stdout!.on('data', (c: Buffer) => chunks.push(c));
+    tar.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     tar.on('error', reject);
     tar.on('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`tar of ${dir} failed: ${stderr.trim()}`))));
-    tar.stdin.end(files ? files.join('\0') : '');
+    if (files && tar.stdin) {
+      tar.stdin.on('error', () => undefined); // tar exiting early is reported by its exit code, not a crash
+      tar.stdin.end(files.join('\0'));
+    }
   });
 }
 
@@ -282,6 +285,8 @@ export function createSshDriver(): EnvironmentDriver {
             c.exec(exportCmd, (err, channel) => {
               if (err) return reject(err);
               const untar = spawn('tar', ['-C', realization.local.path, '-xf', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+              untar.stdin.on('error', () => undefined); // reported by tar's exit code
+              untar.on('error', reject);
               channel.pipe(untar.stdin);
               untar.on('close', (code) => resolve({ exitCode: code, signal: null, timedOut: false, stdout: '', stderr: '' }));
             });

@@ -64,6 +64,7 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
   await connection.close();
   worker.kill('SIGTERM');
   await exited;
+  expect(worker.exitCode, 'the worker must not crash').toBe(0);
 
   const cli = await ensureTemporalCli();
   const histories = [ok, failing, refused].map((r) => execFileSync(cli, [
