@@ -274,6 +274,17 @@ export function buildProgram(): Command {
       print(o, released, () => `${released.id}\t${released.status}\tcleanup=${released.cleanupStatus}`);
     });
 
+  // ---- stats ----
+  program.command('stats').description('p50/p95 of requested→ready per driver/provider (from visibility)')
+    .option('--since <duration>', 'e.g. 30m, 1h, 2d', '1h').addOption(json())
+    .action(async (o) => {
+      const m = /^(\d+)(m|h|d)$/.exec(o.since);
+      if (!m) fail('--since', 'must be a duration like 30m, 1h or 2d');
+      const sinceMs = Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd'];
+      const stats = await withClient((c) => c.stats(sinceMs));
+      print(o, stats, () => ['driver/provider\truns\tp50 ms\tp95 ms', ...stats.map((s) => `${s.driver}/${s.provider}\t${s.runs}\t${s.p50Ms}\t${s.p95Ms}`)].join('\n'));
+    });
+
   // ---- reaper -------------------------------------------------------------------------------------
   const reaper = program.command('reaper').description('the sweep of leases whose run is gone').exitOverride();
   reaper.command('install').description('create the reaper schedule').option('--every <duration>', 'e.g. 5m', '5m')

@@ -56,6 +56,14 @@ export interface ListedRun {
   startTime: string;
 }
 
+export interface ReadinessStats {
+  driver: string;
+  provider: string;
+  runs: number;
+  p50Ms: number;
+  p95Ms: number;
+}
+
 export interface RunFilter {
   companyId?: string;
   phase?: string;
@@ -260,6 +268,24 @@ export class EnvRunClient {
       if (runs.length >= limit) break;
     }
     return runs;
+  }
+
+  /** p50/p95 of requested→ready per driver/provider, for runs started within the last `sinceMs`. */
+  async stats(sinceMs: number): Promise<ReadinessStats[]> {
+    const since = new Date(Date.now() - sinceMs).toISOString();
+    const groups = new Map<string, number[]>();
+    for await (const wf of this.temporal.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}' AND StartTime > '${since}'` })) {
+      const memo = (wf.memo ?? {}) as { requestedToReadyMs?: number; driver?: string; provider?: string };
+      if (typeof memo.requestedToReadyMs !== 'number') continue;
+      const key = `${memo.driver}/${memo.provider}`;
+      groups.set(key, [...(groups.get(key) ?? []), memo.requestedToReadyMs]);
+    }
+    const rank = (sorted: number[], p: number) => sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
+    return [...groups.entries()].sort().map(([key, values]) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      const [driver, provider] = key.split('/') as [string, string];
+      return { driver, provider, runs: sorted.length, p50Ms: rank(sorted, 50), p95Ms: rank(sorted, 95) };
+    });
   }
 
   /** Retries every run awaiting retry that matches the filter; returns the runs retried. */

@@ -20,6 +20,7 @@ export const EnvSchema = z.object({
   ENVRUN_PROVISION_TIMEOUT_MS: positiveInt.default(10 * 60_000),
   ENVRUN_MAX_CONCURRENT_ACTIVITIES: positiveInt.default(200),
   ENVRUN_PROVIDER_MODULES: z.string().optional(),
+  ENVRUN_METRICS_ADDRESS: hostPort.optional(),
   ENVRUN_REAPER_EVERY: z.string().regex(/^(off|\d+(ms|s|m|h))$/, 'must be a duration like 5m, or off').default('5m'),
   ENVRUN_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
@@ -38,6 +39,8 @@ export interface EnvRunConfig {
   providerModules: string[];
   /** How often the reaper schedule sweeps orphaned leases; null = the worker installs no schedule. */
   reaperEvery: string | null;
+  /** host:port of the Prometheus endpoint (/metrics); none when absent. */
+  metricsAddress: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -67,6 +70,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EnvRunConfig {
     provisionTimeoutMs: e.ENVRUN_PROVISION_TIMEOUT_MS,
     maxConcurrentActivities: e.ENVRUN_MAX_CONCURRENT_ACTIVITIES,
     logLevel: e.ENVRUN_LOG_LEVEL,
+    metricsAddress: e.ENVRUN_METRICS_ADDRESS,
     reaperEvery: e.ENVRUN_REAPER_EVERY === 'off' ? null : e.ENVRUN_REAPER_EVERY,
     providerModules: (e.ENVRUN_PROVIDER_MODULES ?? '').split(',').map((s) => s.trim()).filter(Boolean),
   };

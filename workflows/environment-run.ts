@@ -2,7 +2,7 @@
 // ready → (complete | cancel) → release. Deterministic code only: every effect is an activity.
 import {
   ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, allHandlersFinished, condition,
-  isCancellation, patched, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
+  isCancellation, metricMeter, patched, proxyActivities, upsertMemo, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
@@ -19,6 +19,12 @@ import {
 } from '../contracts/messages.js';
 
 const nonRetryableErrorTypes = [...NON_RETRYABLE_CODES];
+
+// envrun's own metrics, exported with Temporal's runtime metrics (Prometheus on the worker).
+const phaseCounter = metricMeter.createCounter('envrun_run_phase_entered', 'runs', 'runs entering each phase');
+const errorCounter = metricMeter.createCounter('envrun_run_errors', 'runs', 'runs failing, by error code');
+const readyHistogram = metricMeter.createHistogram('envrun_requested_to_ready', 'int', 'ms', 'time from start to ready');
+const realizationHistogram = metricMeter.createHistogram('envrun_realization', 'int', 'ms', 'time to realize the workspace');
 
 function options(o: { timeout: string; attempts: number; initial?: string } & Partial<ActivityOptions>): ActivityOptions {
   const { timeout, attempts, initial, ...rest } = o;
@@ -107,6 +113,7 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
 
   const setPhase = (phase: RunPhase) => {
     state.phase = phase;
+    phaseCounter.add(1, { phase });
     upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.phase, value: phase }]);
     setCurrentDetails(describe(state));
   };
@@ -207,6 +214,7 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     if (environment.driver !== 'plugin') {
       setPhase('realizing');
       step = 'workspace_realization_failed';
+      const realizeStarted = Date.now();
       let realized: Awaited<ReturnType<typeof realizeWorkspace>>;
       // When the retry policy is spent, wait for an operator (retryRealization) until the deadline.
       for (;;) {
@@ -226,6 +234,7 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
         }
       }
       state.lastError = null;
+      realizationHistogram.record(Date.now() - realizeStarted, { driver: environment.driver, provider: state.provider ?? 'none' });
       record = realized.record;
       state.timestamps.realized = now();
 
@@ -260,6 +269,9 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     state.expiresAt = lease.expiresAt;
     state.timestamps.ready = now();
     setPhase('ready');
+    const requestedToReadyMs = Date.now() - info.startTime.getTime();
+    readyHistogram.record(requestedToReadyMs, { driver: environment.driver, provider: state.provider ?? 'none' });
+    if (opsFeatures) upsertMemo({ requestedToReadyMs, driver: environment.driver, provider: state.provider ?? 'none' });
 
     // Held until completed; a control plane that stops renewing loses the lease at its expiry.
     if (!opsFeatures) await condition(() => state.completion !== null);
@@ -321,6 +333,7 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     });
   }
   releaseDone = true;
+  if (state.error) errorCounter.add(1, { code: state.error.code });
   setPhase(cancelled ? 'cancelled' : state.error ? 'failed' : 'released');
   await condition(allHandlersFinished);
   if (cancelled) throw cancellation;

@@ -8,6 +8,7 @@ import { createDrivers } from '../../activities/drivers/registry.js';
 import { tsxLoaderUrl } from '../../activities/store/embedded.js';
 import { Store } from '../../activities/store/store.js';
 import { EnvRunClient } from '../../client/client.js';
+import { freePort } from '../../activities/net.js';
 import { createProviders } from '../../worker/deps.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 import { runRequest } from '../support/runs.js';
@@ -43,12 +44,13 @@ it('a bad configuration value stops the worker with a message naming it (exit 2)
   expect(w2.err()).toContain('DATABASE_URL: must be a postgres:// or postgresql:// URL');
 });
 
-it('serves runs from a prebuilt bundle and drains on SIGTERM', async () => {
+it('serves runs from a prebuilt bundle, exports Prometheus metrics, and drains on SIGTERM', async () => {
   const taskQueue = uniqueId('proc');
+  const metricsAddress = `127.0.0.1:${await freePort()}`;
   const w = startWorker({
     TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url, ENVRUN_TASK_QUEUE: taskQueue,
     ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_SHUTDOWN_GRACE_MS: '2000', ENVRUN_LOG_LEVEL: 'WARN',
-    ENVRUN_REAPER_EVERY: 'off', ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
+    ENVRUN_REAPER_EVERY: 'off', ENVRUN_METRICS_ADDRESS: metricsAddress, ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
   });
   for (let i = 0; i < 200 && !w.out().includes('[envrun] worker on'); i++) await new Promise((r) => setTimeout(r, 100));
   expect(w.out(), w.err()).toContain(`taskQueue=${taskQueue}`);
@@ -64,6 +66,14 @@ it('serves runs from a prebuilt bundle and drains on SIGTERM', async () => {
   expect(result.executionTarget).toMatchObject({ kind: 'local' });
   await client.completeRun(req.companyId, req.heartbeatRunId, { status: 'succeeded' });
   await connection.close();
+  let metrics = '';
+  for (let i = 0; i < 40 && !metrics.includes('envrun_requested_to_ready'); i++) {
+    metrics = await fetch(`http://${metricsAddress}/metrics`).then((r) => r.text(), () => '');
+    if (!metrics.includes('envrun_requested_to_ready')) await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(metrics).toMatch(/^envrun_run_phase_entered\{.*phase="ready".*\} 1$/m);
+  expect(metrics).toMatch(/^envrun_requested_to_ready_bucket\{.*driver="local".*\} \d+$/m);
+  expect(metrics).toMatch(/^temporal_workflow_completed\{/m); // Temporal's own runtime metrics
 
   w.child.kill('SIGTERM');
   expect(await w.exited).toBe(0);

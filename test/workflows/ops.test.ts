@@ -64,14 +64,14 @@ describe('operator retry', () => {
 
     const env = await h.client.createEnvironment({ companyId, name: 'twice', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 3 } } } });
     const req = runRequest({ companyId, environmentId: env.id, awaitRetryMs: 120_000 });
-    const ready = h.client.startRunAndWaitReady(req);
+    const ready = h.client.startRunAndWaitReady(req).then((r) => r, (e: unknown) => e); // settles when cancelled below
     await until('awaiting retry', async () => (await phaseOf(companyId, req.heartbeatRunId)) === 'awaiting_retry');
     // Attempts 1-3 failed; the operator's retry is attempt 1 of a fresh policy, so it would fail again:
     // the fault counts activity attempts, and the signal (the UI's action) starts the next round.
     await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).signal(retryRealizationSignal);
     await until('retried', async () => ((await h.client.getRun(companyId, req.heartbeatRunId))?.operatorRetries ?? 0) >= 1);
     await h.client.cancelRun(companyId, req.heartbeatRunId);
-    await expectRunError(ready, 'run_cancelled');
+    await expectRunError(ready.then((e) => Promise.reject(e)), 'run_cancelled');
     expect((await h.store.listRunLeases(companyId, req.heartbeatRunId))[0]!.status).toBe('released');
   });
 
@@ -82,6 +82,25 @@ describe('operator retry', () => {
     await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     await runEnd(h, companyId, req.heartbeatRunId);
     expect((await h.store.listRunLeases(companyId, req.heartbeatRunId))[0]).toMatchObject({ status: 'failed' });
+  });
+});
+
+describe('readiness statistics', () => {
+  it('stats gives p50/p95 of requested→ready per driver/provider from visibility', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'stats', driver: 'sandbox', config: { provider: 'fake' } });
+    for (let i = 0; i < 3; i++) {
+      const req = runRequest({ companyId, environmentId: env.id });
+      await h.client.startRunAndWaitReady(req);
+      await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+    }
+    const fake = await until('stats', async () => {
+      const s = (await h.client.stats(3600_000)).find((g) => g.driver === 'sandbox' && g.provider === 'fake');
+      return s && s.runs >= 3 ? s : null;
+    });
+    expect(fake.p50Ms).toBeGreaterThan(0);
+    expect(fake.p95Ms).toBeGreaterThanOrEqual(fake.p50Ms);
+    expect(fake.p95Ms).toBeLessThan(30_000);
   });
 });
 
