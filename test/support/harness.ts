@@ -49,7 +49,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function createHarness(options: { providerModules?: string[] } = {}): Promise<Harness> {
+export async function createHarness(options: { providerModules?: string[]; temporalAddress?: string } = {}): Promise<Harness> {
   quietRuntime();
   const database = await freshDatabase();
   const store = new Store(database.db);
@@ -58,7 +58,7 @@ export async function createHarness(options: { providerModules?: string[] } = {}
   mkdirSync(fakeRoot, { recursive: true });
   const providers = await loadProviders({ dataDir, providerModules: options.providerModules ?? [] });
   const drivers = createDrivers(providers);
-  const address = inject('temporalAddress');
+  const address = options.temporalAddress ?? inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });
   const taskQueue = uniqueId('test');
   const connection = await Connection.connect({ address });
