@@ -6,6 +6,7 @@ import { createRealizeWorkspace } from './realize-workspace.js';
 import { createReleaseLease } from './release-lease.js';
 import { createResolveEnvironment } from './resolve-environment.js';
 import { createRenewLease } from './renew-lease.js';
+import { createRequestSlot } from './request-slot.js';
 import { createResolveTarget } from './resolve-target.js';
 import { createSweepOrphanLeases } from './sweep-orphan-leases.js';
 
@@ -21,6 +22,7 @@ export function createActivities(deps: ActivityDeps) {
     releaseLease: createReleaseLease(deps),
     renewLease: createRenewLease(deps),
     sweepOrphanLeases: createSweepOrphanLeases(deps),
+    requestSlot: createRequestSlot(deps),
   };
 }
 

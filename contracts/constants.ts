@@ -54,6 +54,7 @@ export const RUN_PHASES = [
   'persisting',
   'resolving_target',
   'awaiting_retry',
+  'waiting_for_capacity',
   'ready',
   'releasing',
   'released',

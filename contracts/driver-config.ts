@@ -15,6 +15,10 @@ const common = {
   leasePolicy: LeasePolicySchema.optional(),
   /** Default timeout of the provision command. */
   provisionTimeoutMs: z.number().int().positive().max(24 * 3600_000).optional(),
+  /** Admission control: runs beyond this many held leases wait in `waiting_for_capacity`, in arrival order. */
+  maxConcurrentLeases: z.number().int().positive().max(10_000).optional(),
+  /** A second ephemeral run on a leased execution workspace: `fail` with lease_conflict, or `wait` its turn. */
+  singleFlight: z.enum(['fail', 'wait']).optional(),
 };
 
 export const LocalDriverConfig = z.object({ ...common }).strict();

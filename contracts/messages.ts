@@ -17,6 +17,18 @@ export const retryRealizationSignal = defineSignal('retryRealization');
 /** The control plane is alive: push the lease's expiry out by its TTL. Refused unless ready. */
 export const renewUpdate = defineUpdate<RunState>('renew');
 
+/** Capacity gates (one workflow per environment or execution workspace): a FIFO of runs and its holders. */
+export const requestSlotSignal = defineSignal<[string]>('requestSlot');
+export const releaseSlotSignal = defineSignal<[string]>('releaseSlot');
+/** Sent by a gate to the run it admits, with the gate's workflow id. */
+export const slotGrantedSignal = defineSignal<[string]>('slotGranted');
+export interface GateState {
+  capacity: number;
+  holders: string[];
+  queue: string[];
+}
+export const getGateQuery = defineQuery<GateState>('getGate');
+
 export const SEARCH_ATTRIBUTES = {
   phase: defineSearchAttributeKey('EnvRunPhase', SearchAttributeType.KEYWORD),
   errorCode: defineSearchAttributeKey('EnvRunErrorCode', SearchAttributeType.KEYWORD),

@@ -1,7 +1,7 @@
 // One heartbeat run's environment, as a durable workflow: resolve → lease → realize → persist → target →
 // ready → (complete | cancel) → release. Deterministic code only: every effect is an activity.
 import {
-  ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, allHandlersFinished, condition,
+  ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, getExternalWorkflowHandle, allHandlersFinished, condition,
   isCancellation, metricMeter, patched, proxyActivities, upsertMemo, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
@@ -15,7 +15,8 @@ import type {
   WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import {
-  SEARCH_ATTRIBUTES, completeUpdate, getRunQuery, renewUpdate, retryRealizationSignal, retryRealizationUpdate, waitReadyUpdate,
+  SEARCH_ATTRIBUTES, completeUpdate, getRunQuery, releaseSlotSignal, renewUpdate, retryRealizationSignal, retryRealizationUpdate,
+  slotGrantedSignal, waitReadyUpdate,
 } from '../contracts/messages.js';
 
 const nonRetryableErrorTypes = [...NON_RETRYABLE_CODES];
@@ -51,6 +52,7 @@ const { realizeWorkspace } = proxyActivities<Activities>({
 });
 const { persistMetadata } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'persist realization metadata' });
 const { resolveTarget } = proxyActivities<Activities>({ ...options({ timeout: '1m', attempts: 3, initial: '500ms' }), summary: 'resolve execution target' });
+const { requestSlot } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'join capacity queue' });
 const { renewLease } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'renew lease' });
 const { logActivity } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'log activity' });
 const RELEASE_ATTEMPTS = 5;
@@ -119,6 +121,11 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
   };
 
   setHandler(getRunQuery, () => state);
+  const granted = new Set<string>();
+  const joinedGates: string[] = [];
+  setHandler(slotGrantedSignal, (gateId: string) => {
+    granted.add(gateId);
+  });
   setHandler(waitReadyUpdate, async () => {
     await condition(() => state.result !== null || state.error !== null || cancelled);
     if (state.result) return state.result;
@@ -191,6 +198,24 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
       { key: SEARCH_ATTRIBUTES.driver, value: environment.driver },
       ...(state.provider ? [{ key: SEARCH_ATTRIBUTES.provider, value: state.provider }] : []),
     ]);
+
+    // Capacity: single flight in wait mode (per execution workspace), then admission control (per
+    // environment). Each is a gate workflow that admits runs in arrival order.
+    const config = environment.config as { maxConcurrentLeases?: number; singleFlight?: string; leasePolicy?: string };
+    const gates: { id: string; capacity: number }[] = [];
+    const policy = request.leasePolicy ?? config.leasePolicy ?? 'ephemeral';
+    if (request.executionWorkspaceId && config.singleFlight === 'wait' && policy === 'ephemeral') {
+      gates.push({ id: `envrun-gate/workspace/${request.executionWorkspaceId}`, capacity: 1 });
+    }
+    if (typeof config.maxConcurrentLeases === 'number') {
+      gates.push({ id: `envrun-gate/environment/${environment.id}`, capacity: config.maxConcurrentLeases });
+    }
+    for (const gate of gates) {
+      setPhase('waiting_for_capacity');
+      joinedGates.push(gate.id);
+      await requestSlot({ gateId: gate.id, capacity: gate.capacity, runWorkflowId: info.workflowId, taskQueue: info.taskQueue });
+      await condition(() => granted.has(gate.id));
+    }
 
     setPhase('leasing');
     step = 'lease_acquire_failed';
@@ -330,6 +355,14 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
       }
       if (state.error) upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: state.error.code }]);
       state.timestamps.released = now();
+    });
+  }
+  // Give back capacity slots (or leave their queues), newest first.
+  if (joinedGates.length) {
+    await CancellationScope.nonCancellable(async () => {
+      for (const gateId of [...joinedGates].reverse()) {
+        await getExternalWorkflowHandle(gateId).signal(releaseSlotSignal, info.workflowId).catch(() => undefined);
+      }
     });
   }
   releaseDone = true;

@@ -1,3 +1,4 @@
 // What the workflow bundle exports.
+export { capacityGate } from './capacity-gate.js';
 export { environmentRun } from './environment-run.js';
 export { reaper } from './reaper.js';
