@@ -131,6 +131,35 @@ describe('a run through the CLI', () => {
     expect(again.stderr).toContain('is released, not retained');
   });
 
+  it('ops commands: run list, bulk run retry, run renew, stats, reaper run-once', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.client.createEnvironment({ companyId, name: 'flaky', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+    const cwd = tempWorkspace();
+    expect((await envrun(['run', 'start', '--company', companyId, '--run', 'stuck', '--env', env.id, '--cwd', cwd, '--await-retry-ms', '600000'])).code).toBe(0);
+    let listed: Array<{ heartbeatRunId: string; errorCode: string }> = [];
+    for (let i = 0; i < 60 && listed.length === 0; i++) {
+      const list = await envrun(['run', 'list', '--company', companyId, '--phase', 'awaiting_retry', '--json']);
+      listed = JSON.parse(list.stdout);
+      if (listed.length === 0) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(listed).toMatchObject([{ heartbeatRunId: 'stuck', errorCode: 'workspace_realization_failed' }]);
+    expect((await envrun(['run', 'list', '--phase', 'sideways'])).code).toBe(2);
+    await h.client.updateEnvironment(env.id, { config: { provider: 'fake' } });
+    const retry = await envrun(['run', 'retry', '--phase', 'awaiting_retry', '--environment', env.id]);
+    expect(retry.code, retry.stderr).toBe(0);
+    expect(retry.stdout.trim()).toBe(`retried\tenvrun/${companyId}/stuck`);
+    await h.client.waitReady(companyId, 'stuck');
+    const renew = await envrun(['run', 'renew', '--company', companyId, '--run', 'stuck', '--json']);
+    expect(Date.parse(JSON.parse(renew.stdout).expiresAt)).toBeGreaterThan(Date.now());
+    await h.client.completeRun(companyId, 'stuck', { status: 'succeeded' });
+    const stats = await envrun(['stats', '--since', '1h', '--json']);
+    expect(JSON.parse(stats.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ driver: 'sandbox', provider: 'fake' })]));
+    expect((await envrun(['stats', '--since', 'forever'])).code).toBe(2);
+    const reaped = await envrun(['reaper', 'run-once', '--json']);
+    expect(reaped.code, reaped.stderr).toBe(0);
+    expect(Array.isArray(JSON.parse(reaped.stdout))).toBe(true);
+  });
+
   it('run cancel releases the lease; status of an unknown run exits 1', async () => {
     const companyId = uniqueId('co');
     const cwd = tempWorkspace();
