@@ -50,3 +50,14 @@ export async function runEnd(h: Harness, companyId: string, heartbeatRunId: stri
     (e: unknown) => e,
   );
 }
+
+/** Polls until the probe answers something truthy, and returns it. */
+export async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 120));
+  }
+}

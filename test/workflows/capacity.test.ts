@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getGateQuery } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
-import { expectRunError, runRequest, tempWorkspace } from '../support/runs.js';
+import { until, expectRunError, runRequest, tempWorkspace } from '../support/runs.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -13,13 +13,6 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 const phase = async (companyId: string, run: string) => (await h.client.getRun(companyId, run))?.phase;
 
 describe('capacity', () => {

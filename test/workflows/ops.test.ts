@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ACTIVITY_ACTIONS, retryRealizationSignal, runWorkflowId, type RunState } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
-import { expectRunError, runEnd, runRequest } from '../support/runs.js';
+import { until, expectRunError, runEnd, runRequest } from '../support/runs.js';
 
 let h: Harness;
 beforeAll(async () => {
@@ -12,15 +12,6 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
 
 const phaseOf = async (companyId: string, run: string) => (await h.client.getRun(companyId, run))?.phase;
 
