@@ -21,11 +21,16 @@ import {
 
 const nonRetryableErrorTypes = [...NON_RETRYABLE_CODES];
 
-// envrun's own metrics, exported with Temporal's runtime metrics (Prometheus on the worker).
-const phaseCounter = metricMeter.createCounter('envrun_run_phase_entered', 'runs', 'runs entering each phase');
-const errorCounter = metricMeter.createCounter('envrun_run_errors', 'runs', 'runs failing, by error code');
-const readyHistogram = metricMeter.createHistogram('envrun_requested_to_ready', 'int', 'ms', 'time from start to ready');
-const realizationHistogram = metricMeter.createHistogram('envrun_realization', 'int', 'ms', 'time to realize the workspace');
+// envrun's own metrics, exported with Temporal's runtime metrics (Prometheus on the worker). Made inside
+// the workflow: the meter exists only in workflow context.
+function runMetrics() {
+  return {
+    phaseCounter: metricMeter.createCounter('envrun_run_phase_entered', 'runs', 'runs entering each phase'),
+    errorCounter: metricMeter.createCounter('envrun_run_errors', 'runs', 'runs failing, by error code'),
+    readyHistogram: metricMeter.createHistogram('envrun_requested_to_ready', 'int', 'ms', 'time from start to ready'),
+    realizationHistogram: metricMeter.createHistogram('envrun_realization', 'int', 'ms', 'time to realize the workspace'),
+  };
+}
 
 function options(o: { timeout: string; attempts: number; initial?: string } & Partial<ActivityOptions>): ActivityOptions {
   const { timeout, attempts, initial, ...rest } = o;
@@ -88,6 +93,7 @@ function failureOf(error: RunFailure): ApplicationFailure {
 
 export async function environmentRun(input: RunRequestInput): Promise<RunOutcome> {
   const info = workflowInfo();
+  const { phaseCounter, errorCounter, readyHistogram, realizationHistogram } = runMetrics();
   const now = () => new Date().toISOString();
   const state: RunState = {
     workflowId: info.workflowId,
