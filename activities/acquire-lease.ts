@@ -70,7 +70,8 @@ export function createAcquireLease(deps: ActivityDeps) {
       const updated = await deps.store.updateLease(lease.id, {
         provider: acquired.provider,
         providerLeaseId: acquired.providerLeaseId,
-        expiresAt: acquired.expiresAt ?? lease.expiresAt ? new Date(acquired.expiresAt ?? lease.expiresAt!) : null,
+        // The provider's own expiry when it has one, else the run's TTL set when the row was written.
+        expiresAt: acquired.expiresAt ?? (lease.expiresAt ? new Date(lease.expiresAt) : null),
         metadata: { ...(lease.metadata ?? {}), ...acquired.metadata, acquired: true },
       });
       return updated!;
