@@ -21,7 +21,7 @@ import {
 import type { environmentRun } from '../workflows/environment-run.js';
 import { loadConfig, type EnvRunConfig } from '../worker/config.js';
 import { loadProviders } from '../worker/deps.js';
-import { EnvRunError, InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
+import { InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
 
 export { EnvRunError, InvalidInputError, NotFoundError, RunStateError } from './errors.js';
 
@@ -473,5 +473,3 @@ export class EnvRunClient {
   }
 }
 
-export { toEnvRunError };
-export type { RunResult, RunState, RunRequestInput, EnvRunError as EnvRunErrorType };

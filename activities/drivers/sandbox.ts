@@ -6,17 +6,8 @@ import { NonRetryableError } from '../errors.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import type { SandboxProvider } from '../providers/types.js';
 import { provision } from './provision.js';
+import { reuseKeyOf } from './reuse.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
-
-/**
- * Which runs share one provider resource: per environment (`reuse_by_environment`, or the config's
- * `reuseLease`), per execution workspace (`reuse_by_execution_workspace`), or none (a fresh one per run).
- */
-export function reuseKeyOf(environment: Environment, lease: EnvironmentLease, reuseLease: boolean): string | null {
-  if (lease.leasePolicy === 'reuse_by_environment' || reuseLease) return `env-${environment.id}`;
-  if (lease.leasePolicy === 'reuse_by_execution_workspace' && lease.executionWorkspaceId) return `ws-${lease.executionWorkspaceId}`;
-  return null;
-}
 
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
   function unsupportedReason(environment: Environment): string | null {

@@ -15,7 +15,7 @@ import { NonRetryableError } from '../errors.js';
 import { DEFAULT_PATH } from '../process.js';
 import type { ProviderExecRequest } from '../providers/types.js';
 import { provision } from './provision.js';
-import { reuseKeyOf } from './sandbox.js';
+import { reuseKeyOf } from './reuse.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 const execFileAsync = promisify(execFile);
