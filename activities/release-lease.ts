@@ -81,7 +81,7 @@ export function createReleaseLease(deps: ActivityDeps) {
         if (attempt < input.finalAttempt) {
           retryable.push(`${lease.id}: ${message}`);
         } else {
-          lease = (await store.mergeLeaseMetadata(lease.id, { cleanupError: message }))!;
+          lease = (await store.mergeLeaseMetadata(lease.id, { cleanupError: message, cleanupAttempts: attempt }))!;
           lease = (await store.updateLease(lease.id, { cleanupStatus: 'failed' }))!;
           cleanupFailures.push({ leaseId: lease.id, message });
         }

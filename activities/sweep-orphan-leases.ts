@@ -5,20 +5,24 @@ import { releaseOrphanLease, type ReapedLease } from './reap.js';
 
 /**
  * The reaper's sweep: every `active` lease whose workflow is closed or missing is released through its
- * driver. One lease's failure never stops the sweep.
+ * driver, and every ended lease whose provider cleanup failed (or was cut short) is cleaned up again once
+ * its workflow is closed. One lease's failure never stops the sweep.
  */
 export function createSweepOrphanLeases(deps: ActivityDeps & { temporal?: Client }) {
   return async function sweepOrphanLeases(): Promise<ReapedLease[]> {
     const temporal = deps.temporal;
     if (!temporal) throw new Error('the reaper needs a Temporal client in its activity dependencies');
     const reaped: ReapedLease[] = [];
-    for (const lease of await deps.store.listActiveLeases()) {
+    const candidates = [...await deps.store.listActiveLeases(), ...await deps.store.listUnfinishedCleanups()];
+    for (const lease of candidates) {
       let reason: string | null = null;
       try {
         const desc = await temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId ?? '')).describe();
-        if (desc.status.name !== 'RUNNING') reason = `reaped: run workflow is ${desc.status.name.toLowerCase()}`;
+        if (desc.status.name !== 'RUNNING') {
+          reason = lease.status === 'active' ? `reaped: run workflow is ${desc.status.name.toLowerCase()}` : `cleanup retried: ${lease.cleanupStatus} after the run ended`;
+        }
       } catch (err) {
-        if (err instanceof WorkflowNotFoundError) reason = 'reaped: run workflow not found';
+        if (err instanceof WorkflowNotFoundError) reason = lease.status === 'active' ? 'reaped: run workflow not found' : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
         else continue; // cannot tell: leave it for the next sweep
       }
       if (reason) reaped.push(await releaseOrphanLease(deps, lease, reason));

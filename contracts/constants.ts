@@ -68,6 +68,8 @@ export const ACTIVITY_ACTIONS = {
   workspaceRealized: 'environment.workspace_realized',
   leaseReleased: 'environment.lease_released',
   leaseExpired: 'environment.lease_expired',
+  /** The reaper freed the provider resource of an ended lease whose own cleanup had failed. */
+  leaseCleanedUp: 'environment.lease_cleaned_up',
 } as const;
 
 /** Failure type of a run cancelled before it was ready (not an environment error code). */

@@ -18,6 +18,8 @@ export interface DevServerOptions {
   namespace?: string;
   logFile?: string;
   ip?: string;
+  /** `--dynamic-config-value KEY=VALUE` settings for the server. */
+  dynamicConfig?: Record<string, string | number | boolean>;
 }
 
 export interface DevServer {
@@ -43,6 +45,10 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
     args.push('--db-filename', resolve(options.dbFilename));
   }
   for (const sa of SEARCH_ATTRIBUTE_REGISTRATIONS) args.push('--search-attribute', `${sa.name}=${sa.type}`);
+  // Eager activity dispatch: an activity scheduled by a workflow task goes straight back to the worker
+  // that completed it, without a trip through the task queue (off by default in the server).
+  const dynamicConfig = { 'system.enableActivityEagerExecution': true, ...options.dynamicConfig };
+  for (const [key, value] of Object.entries(dynamicConfig)) args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
   const out = options.logFile ? openSync(options.logFile, 'a') : 'ignore';
   const child = spawn(cli, args, { stdio: ['ignore', out, out] });
   const address = `${ip}:${port}`;

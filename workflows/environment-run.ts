@@ -2,7 +2,7 @@
 // ready → (complete | cancel) → release. Deterministic code only: every effect is an activity.
 import {
   ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, CancelledFailure, getExternalWorkflowHandle, allHandlersFinished, condition,
-  isCancellation, metricMeter, patched, proxyActivities, upsertMemo, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
+  isCancellation, metricMeter, patched, proxyActivities, proxyLocalActivities, upsertMemo, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
@@ -36,13 +36,39 @@ function options(o: { timeout: string; attempts: number; initial?: string } & Pa
   const { timeout, attempts, initial, ...rest } = o;
   return {
     startToCloseTimeout: timeout,
-    retry: { maximumAttempts: attempts, initialInterval: initial ?? '200ms', backoffCoefficient: 2, maximumInterval: '20s', nonRetryableErrorTypes },
+    // attempts 0: no attempt limit (the timeouts bound it).
+    retry: { ...(attempts ? { maximumAttempts: attempts } : {}), initialInterval: initial ?? '200ms', backoffCoefficient: 2, maximumInterval: '20s', nonRetryableErrorTypes },
     ...rest,
   };
 }
 
 // Each step has its own retry policy (the reference had none: one flaky call failed the run).
-const { resolveEnvironment } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 5 }), summary: 'resolve environment' });
+const remote = {
+  resolveEnvironment: proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 5 }), summary: 'resolve environment' }).resolveEnvironment,
+  persistMetadata: proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'persist realization metadata' }).persistMetadata,
+  logActivity: proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'log activity' }).logActivity,
+  renewLease: proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'renew lease' }).renewLease,
+};
+// The short database steps run as local activities: in the worker that holds the workflow task, recorded
+// as markers, with no task queue round trip. A retry of any of them is harmless (reads, idempotent upserts,
+// event-keyed log rows). They retry through a database outage for minutes, not a fixed few attempts, and a
+// cancelled run waits for one in flight to finish before it releases.
+function local(summary: string, window: string) {
+  return proxyLocalActivities<Activities>({
+    startToCloseTimeout: '30s',
+    scheduleToCloseTimeout: window,
+    localRetryThreshold: '5s',
+    retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumInterval: '10s', nonRetryableErrorTypes },
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    summary,
+  });
+}
+const fast = {
+  resolveEnvironment: local('resolve environment', '5m').resolveEnvironment,
+  persistMetadata: local('persist realization metadata', '10m').persistMetadata,
+  logActivity: local('log activity', '10m').logActivity,
+  renewLease: local('renew lease', '2m').renewLease,
+};
 const { acquireLease } = proxyActivities<Activities>({
   ...options({ timeout: '2m', attempts: 5, initial: '500ms' }),
   // Wait for a cancelled acquire to really stop, so release never races a resource still being made.
@@ -55,13 +81,20 @@ const { realizeWorkspace } = proxyActivities<Activities>({
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   summary: 'realize workspace',
 });
-const { persistMetadata } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'persist realization metadata' });
-const { resolveTarget } = proxyActivities<Activities>({ ...options({ timeout: '1m', attempts: 3, initial: '500ms' }), summary: 'resolve execution target' });
+const { resolveTarget } = proxyActivities<Activities>({
+  ...options({ timeout: '1m', attempts: 3, initial: '500ms' }),
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  summary: 'resolve execution target',
+});
 const { requestSlot } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'join capacity queue' });
-const { renewLease } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'renew lease' });
-const { logActivity } = proxyActivities<Activities>({ ...options({ timeout: '30s', attempts: 10 }), summary: 'log activity' });
 const RELEASE_ATTEMPTS = 5;
-const { releaseLease } = proxyActivities<Activities>({ ...options({ timeout: '5m', attempts: RELEASE_ATTEMPTS, initial: '500ms' }), summary: 'release lease' });
+// Release retries a database outage for up to half an hour; a provider that still fails on attempt
+// RELEASE_ATTEMPTS is recorded (cleanupStatus: failed) and the reaper tries it again later.
+const { releaseLease } = proxyActivities<Activities>({
+  ...options({ timeout: '5m', attempts: 0, initial: '500ms' }),
+  scheduleToCloseTimeout: '30m',
+  summary: 'release lease',
+});
 
 interface Context {
   environmentId: string | null;
@@ -184,8 +217,10 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     },
   );
 
-  // Runs started before operator retry and lease TTLs existed replay (and finish) as they began.
+  // Runs started before operator retry and lease TTLs existed replay (and finish) as they began; so do
+  // runs started before the short steps became local activities.
   const opsFeatures = patched('envrun-ops-retry-ttl');
+  const { resolveEnvironment, persistMetadata, logActivity, renewLease } = patched('envrun-local-steps') ? fast : remote;
   const ttlMs = typeof input.leaseTtlMs === 'number' ? input.leaseTtlMs : 3600_000;
   let expired = false;
   let leaseAttempted = false;

@@ -1,8 +1,9 @@
 // The deterministic fake sandbox provider (DOMAIN.md): a temp directory per lease, `fake://<env>` when the
 // resource is reused, `fake://<run>/<id>` otherwise; execute spawns without a shell with only the explicit
-// env. Its `faults` config makes every failure path reachable end to end without mocks.
+// env. Its `faults` config makes every failure path reachable end to end without mocks, and `chaos` fails a
+// seeded random share of all its calls (before or after the call takes effect) for the fault suite.
 import { createHash } from 'node:crypto';
-import { cp, mkdir, rm, stat } from 'node:fs/promises';
+import { appendFile, cp, mkdir, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { FaultsConfig, describeZodError, type FaultOperation } from '../../contracts/index.js';
@@ -15,6 +16,8 @@ const FakeConfig = z.object({
   reuseLease: z.boolean().default(false),
   timeoutMs: z.number().int().positive().optional(),
   faults: FaultsConfig.default({}),
+  /** Fail this share of calls; which ones is decided by hashing (seed, operation, run, attempt). */
+  chaos: z.object({ rate: z.number().min(0).max(1), seed: z.number().int() }).strict().optional(),
 }).passthrough();
 export type FakeConfig = z.infer<typeof FakeConfig>;
 
@@ -28,6 +31,14 @@ function maybeFail(config: FakeConfig, op: FaultOperation, ctx: ProviderCallCont
   if (fault.fail === 'always' || ctx.attempt <= fault.fail) {
     throw new FakeFaultError(fault.message ?? `fake provider: injected ${op} failure (attempt ${ctx.attempt})`);
   }
+}
+
+/** The chaos draw for one call: deterministic, so a seed replays the same faults whatever the timing. */
+function chaosDraw(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext): 'before' | 'after' | null {
+  if (!config.chaos) return null;
+  const digest = createHash('sha256').update(`${config.chaos.seed}/${op}/${ctx.heartbeatRunId}/${ctx.attempt}`).digest();
+  if (digest.readUInt32BE(0) / 2 ** 32 >= config.chaos.rate) return null;
+  return digest[4]! & 1 ? 'after' : 'before';
 }
 
 const idPart = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
@@ -52,6 +63,14 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
     return target;
   }
 
+  async function chaos(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext, when: 'before' | 'after'): Promise<void> {
+    maybeFail(config, op, ctx, when);
+    if (chaosDraw(config, op, ctx) !== when) return;
+    await mkdir(root, { recursive: true });
+    await appendFile(join(root, 'chaos.log'), `${op} ${when} ${ctx.heartbeatRunId} attempt ${ctx.attempt}\n`);
+    throw new FakeFaultError(`fake provider: chaos ${op} failure ${when} the call (attempt ${ctx.attempt})`);
+  }
+
   return {
     key: 'fake',
     validateConfig(config) {
@@ -65,7 +84,7 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
       return { ok: true, diagnostics: [`root ${root} is writable`, faults.length ? `faults configured: ${faults.join(', ')}` : 'no faults configured'] };
     },
     async acquireLease(config, ctx) {
-      maybeFail(config, 'acquire', ctx);
+      await chaos(config, 'acquire', ctx, 'before');
       // Deterministic from the idempotency key: a retried acquire adopts the resource it may have made.
       const providerLeaseId = ctx.reuseKey
         ? `fake://${safe(ctx.reuseKey)}`
@@ -73,7 +92,7 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
       const dir = leaseDir(providerLeaseId);
       const existed = await stat(dir).then(() => true, () => false);
       await mkdir(dir, { recursive: true });
-      maybeFail(config, 'acquire', ctx, 'after');
+      await chaos(config, 'acquire', ctx, 'after');
       return { providerLeaseId, metadata: { root: dir, reused: Boolean(ctx.reuseKey), adopted: existed }, expiresAt: null };
     },
     async resumeLease(_config, ctx) {
@@ -82,36 +101,41 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
       return exists ? { providerLeaseId: ctx.providerLeaseId, metadata: { root: dir, resumed: true }, expiresAt: null } : null;
     },
     async releaseLease(config, ctx) {
-      maybeFail(config, 'release', ctx);
+      await chaos(config, 'release', ctx, 'before');
       if (!ctx.keep) await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
+      await chaos(config, 'release', ctx, 'after');
     },
     async destroyLease(_config, ctx) {
       await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
     },
     async realizeWorkspace(config, ctx) {
-      maybeFail(config, 'realize', ctx);
+      await chaos(config, 'realize', ctx, 'before');
       const cwd = join(leaseDir(ctx.providerLeaseId), 'workspace');
       await mkdir(cwd, { recursive: true });
       await cp(ctx.localPath, cwd, { recursive: true, force: true });
+      await chaos(config, 'realize', ctx, 'after');
       return { cwd, metadata: { copiedFrom: ctx.localPath } };
     },
     async execute(config, ctx, request) {
-      maybeFail(config, 'execute', ctx);
+      await chaos(config, 'execute', ctx, 'before');
       const dir = leaseDir(ctx.providerLeaseId);
       if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
         throw new NonRetryableError(`fake provider: no sandbox ${ctx.providerLeaseId} under ${root}`);
       }
       const cwd = insideLease(ctx.providerLeaseId, request.cwd, join(dir, 'workspace'));
       await mkdir(cwd, { recursive: true });
-      return runProcess({
+      const result = await runProcess({
         command: request.command, args: request.args, cwd, env: request.env, stdin: request.stdin,
         timeoutMs: request.timeoutMs, signal: ctx.signal, onLine: ctx.onProgress,
       });
+      await chaos(config, 'execute', ctx, 'after');
+      return result;
     },
     async resolveTarget(config, ctx) {
-      maybeFail(config, 'target', ctx);
+      await chaos(config, 'target', ctx, 'before');
       const exists = await stat(ctx.cwd).then((s) => s.isDirectory(), () => false);
       if (!exists) throw new Error(`fake provider: sandbox ${ctx.providerLeaseId} has no workspace at ${ctx.cwd}`);
+      await chaos(config, 'target', ctx, 'after');
       return { remoteCwd: ctx.cwd };
     },
   };

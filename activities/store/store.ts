@@ -259,6 +259,14 @@ export class Store {
     return rows.map(toLease);
   }
 
+  /** Leases whose run ended but whose provider resource was never freed (cleanup failed or cut short). */
+  async listUnfinishedCleanups(): Promise<EnvironmentLease[]> {
+    const rows = await this.db.select().from(environmentLeases)
+      .where(and(inArray(environmentLeases.status, ['released', 'failed', 'expired']), inArray(environmentLeases.cleanupStatus, ['failed', 'pending'])))
+      .orderBy(asc(environmentLeases.createdAt));
+    return rows.map(toLease);
+  }
+
   async listLeasesOfEnvironment(environmentId: string, statuses: LeaseStatus[]): Promise<EnvironmentLease[]> {
     const rows = await this.db.select().from(environmentLeases)
       .where(and(eq(environmentLeases.environmentId, environmentId), inArray(environmentLeases.status, statuses)));

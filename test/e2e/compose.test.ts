@@ -1,6 +1,8 @@
 // docker-compose.yml is for users (no Docker engine here): the Compose client validates it, and it must
 // stay in step with envrun (search attributes, pinned images, two workers on the shared store).
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { SEARCH_ATTRIBUTE_REGISTRATIONS } from '../../contracts/index.js';
@@ -23,6 +25,9 @@ it('docker compose config accepts the file; images are pinned; workers share Pos
   expect(images.length).toBeGreaterThanOrEqual(6);
   for (const image of images) expect(image, image).toMatch(/:[0-9][\w.-]*$/); // a version tag, never latest
   expect(out).toMatch(/replicas: 2/);
+  // The server gets envrun's dynamic config (eager activity dispatch), from a file that says so.
+  expect(out).toContain('DYNAMIC_CONFIG_FILE_PATH: config/dynamicconfig/envrun.yaml');
+  expect(readFileSync(join(ROOT, 'deploy/dynamicconfig.yaml'), 'utf8')).toMatch(/system\.enableActivityEagerExecution:\n\s+- value: true/);
   expect(out).toContain('DATABASE_URL: postgres://envrun:');
   // The setup service creates exactly envrun's search attributes (YAML may fold the line: compare words).
   const setup = out.slice(out.indexOf('  temporal-setup:'), out.indexOf('  temporal-ui:'));

@@ -1,6 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { expect } from 'vitest';
 import { EnvRunError } from '../../client/errors.js';
 import type { ErrorCode, RunRequestInput } from '../../contracts/index.js';
@@ -35,12 +36,21 @@ export async function expectRunError(promise: Promise<unknown>, code: ErrorCode 
   return err as EnvRunError;
 }
 
-/** The activity types the workflow scheduled, in order, read from its real history. */
+/**
+ * The steps the workflow ran, in order, read from its real history: scheduled activities, and local
+ * activities (recorded as markers); `local:` marks the latter.
+ */
 export async function scheduledActivities(h: Harness, companyId: string, heartbeatRunId: string): Promise<string[]> {
   const history = await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, heartbeatRunId)).fetchHistory();
-  return (history.events ?? [])
-    .map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)
-    .filter((n): n is string => Boolean(n));
+  return (history.events ?? []).flatMap((e) => {
+    const scheduled = e.activityTaskScheduledEventAttributes?.activityType?.name;
+    if (scheduled) return [scheduled];
+    const marker = e.markerRecordedEventAttributes;
+    const data = marker?.markerName === 'core_local_activity' ? marker.details?.data?.payloads?.[0] : undefined;
+    if (!data) return [];
+    const { activity_type: type } = defaultPayloadConverter.fromPayload<{ activity_type: string }>(data);
+    return [`local:${type}`];
+  });
 }
 
 /** Waits for the workflow to close and returns how it ended. */

@@ -24,7 +24,7 @@ describe('happy path', () => {
     expect(result.remoteExecution).toBeNull();
     expect(result.workspaceRealization).toMatchObject({ version: 1, transport: 'local', sync: { strategy: 'none' } });
     expect(await scheduledActivities(h, req.companyId, req.heartbeatRunId)).toEqual([
-      'resolveEnvironment', 'acquireLease', 'logActivity', 'realizeWorkspace', 'persistMetadata', 'resolveTarget', 'logActivity',
+      'local:resolveEnvironment', 'acquireLease', 'local:logActivity', 'realizeWorkspace', 'local:persistMetadata', 'resolveTarget', 'local:logActivity',
     ]);
     // The company's local environment was ensured on demand, exactly one.
     const envs = await h.client.listEnvironments(req.companyId);
@@ -94,7 +94,7 @@ describe('happy path', () => {
     expect(result.lease.providerLeaseId).toBe(`plugin://acme/vm/${req.heartbeatRunId}`);
     const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
     expect(steps).not.toContain('realizeWorkspace');
-    expect(steps).not.toContain('persistMetadata');
+    expect(steps).not.toContain('local:persistMetadata');
     expect(steps).toContain('resolveTarget');
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
@@ -114,7 +114,7 @@ describe('failures', () => {
     expect(end).toBeInstanceOf(WorkflowFailedError);
     const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
     expect(steps).not.toContain('resolveTarget');
-    expect(steps).not.toContain('persistMetadata');
+    expect(steps).not.toContain('local:persistMetadata');
     expect(steps.filter((s) => s === 'realizeWorkspace')).toHaveLength(1); // one activity, retried inside by policy
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'failed', cleanupStatus: 'success' });

@@ -42,7 +42,18 @@ it('a sweep releases every active lease whose run is closed or missing; one fail
   expect((await h.store.listLeases(companyId, 'active')).map((l) => l.id)).toEqual([alive.lease.id]);
   const logged = await h.store.listActivity(companyId, { action: ACTIVITY_ACTIONS.leaseReleased });
   expect(logged.filter((l) => (l.details as { reason?: string }).reason?.startsWith('reaped'))).toHaveLength(3);
-  // Nothing left to do: a second sweep releases nothing of this company.
+  // A second sweep only tries the failed cleanup again (attempts keep counting), and it still fails.
+  const again = (await h.client.reaperRunOnce()).filter((r) => r.companyId === companyId);
+  expect(again).toMatchObject([{ leaseId: failing.id, cleanupStatus: 'failed', error: 'API down', reason: 'cleanup retried: failed after the run ended' }]);
+  expect((await h.store.getLease(companyId, failing.id))!.metadata).toMatchObject({ cleanupAttempts: 2, cleanupError: 'API down' });
+  // Once the provider works again, the next sweep frees the resource; the lease keeps its status.
+  await h.client.updateEnvironment(sticky.id, { config: { provider: 'fake' } });
+  const fixed = (await h.client.reaperRunOnce()).filter((r) => r.companyId === companyId);
+  expect(fixed).toMatchObject([{ leaseId: failing.id, cleanupStatus: 'success', error: null }]);
+  expect(existsSync(dirOf(failing))).toBe(false);
+  expect(await h.store.getLease(companyId, failing.id)).toMatchObject({ status: 'released', cleanupStatus: 'success', failureReason: 'reaped: run workflow is terminated' });
+  expect(await h.store.listActivity(companyId, { action: ACTIVITY_ACTIONS.leaseCleanedUp })).toHaveLength(1);
+  // Nothing left to do: a further sweep touches nothing of this company.
   expect((await h.client.reaperRunOnce()).filter((r) => r.companyId === companyId)).toEqual([]);
   await h.client.completeRun(companyId, 'alive', { status: 'succeeded' });
 });
