@@ -1,6 +1,7 @@
 // Determinism: recorded histories replay against today's workflow code without a non-determinism error.
 // The committed fixtures were recorded from real runs with `temporal workflow show --output json`;
-// ENVRUN_RECORD_HISTORY=1 records them again (after an intended, versioned change to the workflow).
+// ENVRUN_RECORD_HISTORY=v3 records a new set, `history-<scenario>-v3.json`, after an intended, versioned
+// change to the workflow; every set stays and keeps replaying (v1: the first release; v3: local steps).
 import { Worker } from '@temporalio/worker';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -55,13 +56,15 @@ it('replays fresh histories of a completed, a failed and a cancelled run', async
     const text = historyText(json);
     expect(text).toContain(runRequestMarker); // decoded payloads are searched, not just base64
     expect(text).not.toContain('hunter2-host-secret');
-    if (process.env.ENVRUN_RECORD_HISTORY === '1') writeFileSync(fixture(name), json);
+    const version = process.env.ENVRUN_RECORD_HISTORY;
+    if (version) writeFileSync(fixture(`${name}-${version}`), json);
     await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundle') }, replayName: name }, JSON.parse(json));
   }
 });
 
-it.each(['history-completed', 'history-realization-failed', 'history-cancelled'])('replays the committed %s fixture', async (name) => {
-  expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=1`).toBe(true);
+const scenarios = ['history-completed', 'history-realization-failed', 'history-cancelled'];
+it.each([...scenarios, ...scenarios.map((s) => `${s}-v3`)])('replays the committed %s fixture', async (name) => {
+  expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=<version>`).toBe(true);
   const history = JSON.parse(readFileSync(fixture(name), 'utf8'));
   expect(history.events.length).toBeGreaterThan(10);
   await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundle') }, replayName: name }, history);
