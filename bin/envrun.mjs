@@ -3,4 +3,5 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('../client/cli.ts');
+const { main } = await import('../client/cli.ts');
+process.exit(await main(process.argv.slice(2)));

@@ -1,5 +1,5 @@
 // The `envrun` CLI, built on EnvRunClient. Every command takes --json. Bad input: a message naming the
-// field, exit code 2, nothing started or written.
+// field, exit code 2, nothing started or written. bin/envrun.mjs runs main(); importing this module runs nothing.
 import { Command, CommanderError, Option } from 'commander';
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -34,6 +34,15 @@ function parseJsonObject(text: string | undefined, field: string): Record<string
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(field, 'must be a JSON object');
   return value as Record<string, unknown>;
+}
+
+/** Milliseconds as typed: digits only ('' or ' ' is not 0, nor is 0x10 sixteen). */
+const millis = (min: number) => z.string().regex(/^\d+$/, 'must be a whole number of milliseconds').transform(Number).pipe(z.number().int().min(min));
+
+/** A path on this machine, resolved against the current directory; an empty one is a mistake, not ".". */
+function localPath(value: string, field: string): string {
+  if (value === '') fail(field, 'must not be empty');
+  return resolve(value);
 }
 
 function parseEnvAssignments(values: string[] | undefined): Record<string, string> {
@@ -126,7 +135,8 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const companyId = check(ExternalId, o.company, '--company');
       const config = parseJsonObject(o.config, '--config');
-      const ws = await withClient((c) => c.createExecutionWorkspace({ companyId, name: o.name, cwd: resolve(o.cwd), config }));
+      const cwd = localPath(o.cwd, '--cwd');
+      const ws = await withClient((c) => c.createExecutionWorkspace({ companyId, name: o.name, cwd, config }));
       print(o, ws, () => `${ws.id}\t${ws.cwd}`);
     });
 
@@ -148,19 +158,20 @@ export function buildProgram(): Command {
     .option('--wait', 'wait until ready and print the execution target')
     .addOption(json())
     .action(async (o) => {
-      const cwd = resolve(o.cwd);
+      const cwd = localPath(o.cwd, '--cwd');
+      const worktree = o.worktree === undefined ? undefined : localPath(o.worktree, '--worktree');
       const request: RunRequestInput = {
         companyId: o.company, heartbeatRunId: o.run, environmentId: o.env ?? null,
         executionWorkspaceId: o.workspace ?? null, issueId: o.issue ?? null, adapterType: o.adapter,
         leasePolicy: o.leasePolicy ?? null,
-        workspace: o.worktree
-          ? { baseCwd: cwd, cwd: resolve(o.worktree), strategy: 'git_worktree', worktreePath: resolve(o.worktree), branchName: o.branch ?? null }
+        workspace: worktree
+          ? { baseCwd: cwd, cwd: worktree, strategy: 'git_worktree', worktreePath: worktree, branchName: o.branch ?? null }
           : { baseCwd: cwd, cwd },
         runtimeOverlay: o.provision ? { provisionCommand: o.provision } : {},
-        ...(o.awaitRetryMs !== undefined ? { awaitRetryMs: check(z.coerce.number().int().min(0), o.awaitRetryMs, '--await-retry-ms') } : {}),
-        ...(o.leaseTtlMs !== undefined ? { leaseTtlMs: check(z.coerce.number().int().min(1000), o.leaseTtlMs, '--lease-ttl-ms') } : {}),
+        ...(o.awaitRetryMs !== undefined ? { awaitRetryMs: check(millis(0), o.awaitRetryMs, '--await-retry-ms') } : {}),
+        ...(o.leaseTtlMs !== undefined ? { leaseTtlMs: check(millis(1000), o.leaseTtlMs, '--lease-ttl-ms') } : {}),
       };
-      if (o.worktree && !o.branch) fail('--branch', 'required with --worktree');
+      if (worktree && !o.branch) fail('--branch', 'required with --worktree');
       check(ExternalId, o.company, '--company');
       check(ExternalId, o.run, '--run');
       check(RunRequestSchema, request, 'request'); // before connecting: bad input starts nothing
@@ -211,8 +222,9 @@ export function buildProgram(): Command {
       if (o.phase) {
         if (o.run) fail('--run', 'not with --phase');
         const filter = {
-          ...(o.company ? { companyId: check(ExternalId, o.company, '--company') } : {}),
-          ...(o.environment ? { environmentId: check(z.uuid(), o.environment, '--environment') } : {}),
+          // An empty value is refused, never read as "no filter" (that would retry every company's runs).
+          ...(o.company !== undefined ? { companyId: check(ExternalId, o.company, '--company') } : {}),
+          ...(o.environment !== undefined ? { environmentId: check(z.uuid(), o.environment, '--environment') } : {}),
         };
         const retried = await withClient((c) => c.retryAwaiting(filter));
         print(o, retried, () => retried.map((r) => `retried\t${r.workflowId}`).join('\n') || '(no run awaiting retry)');
@@ -245,7 +257,7 @@ export function buildProgram(): Command {
     .action(async (command: string, args: string[], o) => {
       const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
       const env = parseEnvAssignments(o.envVar);
-      const timeoutMs = check(z.coerce.number().int().positive(), o.timeout, '--timeout');
+      const timeoutMs = check(millis(1), o.timeout, '--timeout');
       const result = await withClient((c) => c.exec(companyId, runId, { command, args, env, timeoutMs }));
       if (o.json) console.log(JSON.stringify(result, null, 2));
       else {
@@ -334,5 +346,3 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const code = await main(process.argv.slice(2));
-process.exit(code);

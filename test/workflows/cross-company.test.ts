@@ -1,0 +1,129 @@
+// One company can never read, lease or release another company's environments, leases or runs. Company A
+// holds a ready run, a retained lease and a run awaiting retry; company B tries every company-scoped client
+// path and the CLI on A's ids. Afterwards A's rows and runs are exactly as they were, and A still controls them.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { NotFoundError } from '../../client/errors.js';
+import type { Environment, EnvironmentLease, ExecutionWorkspace } from '../../contracts/index.js';
+import { createHarness, uniqueId, type Harness } from '../support/harness.js';
+import { expectRunError, runRequest, tempWorkspace, until } from '../support/runs.js';
+
+const BIN = fileURLToPath(new URL('../../bin/envrun.mjs', import.meta.url));
+const A = uniqueId('co-a');
+const B = uniqueId('co-b');
+let h: Harness;
+let envA: Environment;
+let flakyA: Environment;
+let wsA: ExecutionWorkspace;
+let retainedA: EnvironmentLease;
+let snapshot: unknown;
+
+/** Everything company A has, as the store and its workflows report it. */
+async function stateOfA() {
+  return {
+    environments: await h.store.listEnvironments(A),
+    leases: await h.store.listLeases(A),
+    activity: await h.store.listActivity(A),
+    workspace: await h.store.getExecutionWorkspace(A, wsA.id),
+    ready: await h.client.getRun(A, 'ready'),
+    stuck: await h.client.getRun(A, 'stuck'),
+  };
+}
+
+function envrun(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TEMPORAL_ADDRESS: inject('temporalAddress'),
+        DATABASE_URL: h.database.url, ENVRUN_TASK_QUEUE: h.taskQueue, ENVRUN_DATA_DIR: h.dataDir,
+      },
+    }, (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+  });
+}
+
+beforeAll(async () => {
+  h = await createHarness();
+  envA = await h.client.createEnvironment({ companyId: A, name: 'a-sbx', driver: 'sandbox', config: { provider: 'fake' } });
+  flakyA = await h.client.createEnvironment({ companyId: A, name: 'a-flaky', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+  wsA = await h.client.createExecutionWorkspace({ companyId: A, name: 'a-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
+  await h.client.startRunAndWaitReady(runRequest({ companyId: A, heartbeatRunId: 'ready', environmentId: envA.id, executionWorkspaceId: wsA.id }));
+  await h.client.startRunAndWaitReady(runRequest({ companyId: A, heartbeatRunId: 'kept', environmentId: envA.id, leasePolicy: 'retain_on_failure' }));
+  await h.client.completeRun(A, 'kept', { status: 'failed', failureReason: 'inspect me' });
+  retainedA = (await h.store.listRunLeases(A, 'kept'))[0]!;
+  expect(retainedA.status).toBe('retained');
+  await h.client.startRun(runRequest({ companyId: A, heartbeatRunId: 'stuck', environmentId: flakyA.id, awaitRetryMs: 600_000 }));
+  await until('A\'s run awaiting retry in visibility', async () => (await h.client.listRuns({ companyId: A, phase: 'awaiting_retry' })).length === 1);
+  snapshot = await stateOfA();
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+describe('company B against company A', () => {
+  it('reads nothing of A: environments, leases, activity, workspaces, runs', async () => {
+    expect(await h.client.listEnvironments(B)).toEqual([]);
+    expect(await h.client.listLeases(B)).toEqual([]);
+    expect(await h.client.listLeases(B, 'retained')).toEqual([]);
+    expect(await h.store.listActivity(B)).toEqual([]);
+    expect(await h.store.getEnvironment(B, envA.id)).toBeNull();
+    expect(await h.store.getLease(B, retainedA.id)).toBeNull();
+    expect(await h.store.getExecutionWorkspace(B, wsA.id)).toBeNull();
+    expect(await h.client.getRun(B, 'ready')).toBeNull();
+    expect(await h.client.listRuns({ companyId: B })).toEqual([]);
+    expect(await h.client.listRuns({ companyId: B, environmentId: flakyA.id })).toEqual([]);
+  });
+
+  it('cannot lease A\'s environment or execution workspace; a run with the same id as A\'s gets its own lease', async () => {
+    const onEnv = runRequest({ companyId: B, heartbeatRunId: 'on-a-env', environmentId: envA.id });
+    expect((await expectRunError(h.client.startRunAndWaitReady(onEnv), 'environment_not_found')).environmentId).toBe(envA.id);
+    const onWs = runRequest({ companyId: B, heartbeatRunId: 'via-ws', executionWorkspaceId: wsA.id });
+    expect((await expectRunError(h.client.startRunAndWaitReady(onWs), 'invalid_request')).message).toContain(`execution workspace ${wsA.id} not found`);
+    expect(await h.store.listLeases(B)).toEqual([]);
+
+    // A's run "kept" holds a retained lease: B's own "kept" neither adopts it nor conflicts with it.
+    const own = await h.client.startRunAndWaitReady(runRequest({ companyId: B, heartbeatRunId: 'kept' }));
+    expect(own.lease).toMatchObject({ companyId: B, heartbeatRunId: 'kept', status: 'active' });
+    expect(own.lease.id).not.toBe(retainedA.id);
+    expect(own.lease.environmentId).not.toBe(envA.id);
+    await h.client.completeRun(B, 'kept', { status: 'succeeded' });
+    expect((await h.store.listLeases(B)).map((l) => l.status)).toEqual(['released']);
+  });
+
+  it('cannot release, renew, complete, cancel, retry or exec in A\'s leases and runs', async () => {
+    await expect(h.client.releaseRetainedLease(B, retainedA.id)).rejects.toThrow(NotFoundError);
+    await expect(h.client.renewRun(B, 'ready')).rejects.toThrow(NotFoundError);
+    await expect(h.client.completeRun(B, 'ready', { status: 'failed', failureReason: 'hijack' })).rejects.toThrow(NotFoundError);
+    await expect(h.client.retryRealization(B, 'stuck')).rejects.toThrow(NotFoundError);
+    await expect(h.client.cancelRun(B, 'ready')).rejects.toThrow(NotFoundError);
+    const sentinel = join(tempWorkspace(), 'b-was-here');
+    await expect(h.client.exec(B, 'ready', { command: 'touch', args: [sentinel], env: {} })).rejects.toThrow(NotFoundError);
+    expect(existsSync(sentinel)).toBe(false);
+    // A bulk retry filtered to B (or to B and A's environment) retries none of A's runs.
+    expect(await h.client.retryAwaiting({ companyId: B })).toEqual([]);
+    expect(await h.client.retryAwaiting({ companyId: B, environmentId: flakyA.id })).toEqual([]);
+  });
+
+  it('the CLI as B: lease release, run complete/cancel/renew exit 1 "not found"; lease list shows nothing of A', async () => {
+    const released = await envrun(['lease', 'release', retainedA.id, '--company', B]);
+    expect(released.code, released.stderr).toBe(1);
+    expect(released.stderr).toContain(`lease ${retainedA.id} of company ${B} not found`);
+    for (const cmd of ['complete', 'cancel', 'renew']) {
+      const res = await envrun(['run', cmd, '--company', B, '--run', 'ready']);
+      expect(res.code, res.stderr).toBe(1);
+      expect(res.stderr).toContain(`run ready of company ${B} not found`);
+    }
+    const leases = await envrun(['lease', 'list', '--company', B, '--json']);
+    expect(JSON.parse(leases.stdout).map((l: EnvironmentLease) => l.companyId)).toEqual([B]); // B's own, released
+  });
+
+  it('afterwards A\'s rows and runs are exactly as they were, and A still controls them', async () => {
+    expect(await stateOfA()).toEqual(snapshot);
+    expect((await h.client.completeRun(A, 'ready', { status: 'succeeded' })).releasedLeases.map((l) => l.status)).toEqual(['released']);
+    expect((await h.client.releaseRetainedLease(A, retainedA.id)).status).toBe('released');
+    await h.client.cancelRun(A, 'stuck');
+    expect(await h.store.listLeases(A, 'active')).toEqual([]);
+  });
+});
