@@ -32,5 +32,6 @@ it(`${RUNS} concurrent runs all complete and the audit holds`, async () => {
   const sorted = [...latencies].sort((a, b) => a - b);
   const p95 = sorted[Math.ceil(0.95 * sorted.length) - 1]!;
   console.log(`load: ${RUNS} runs in ${seconds.toFixed(1)} s = ${(RUNS / seconds).toFixed(1)} runs/s end to end; start→ready p95 ${Math.round(p95)} ms`);
-  await audit(h, companyId, ids);
+  const outcomes = await audit(h, companyId, ids);
+  expect(new Set(outcomes.values())).toEqual(new Set(['completed']));
 }, 600_000);

@@ -10,7 +10,7 @@ import { Store } from '../../activities/store/store.js';
 import { EnvRunClient } from '../../client/client.js';
 import { createProviders } from '../../worker/deps.js';
 import { audit } from '../support/audit.js';
-import { freshDatabase, uniqueId, type Harness } from '../support/harness.js';
+import { freshDatabase, uniqueId } from '../support/harness.js';
 import { runRequest, until } from '../support/runs.js';
 
 const MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
@@ -61,8 +61,8 @@ it('kill -9 during realization: a new worker finishes the run, exactly one lease
   const result = await client.waitReady(companyId, req.heartbeatRunId);
   expect(result.executionTarget).toMatchObject({ transport: 'sandbox' });
   await client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
-  const harnessLike = { store, fakeRoot: join(dataDir, 'sandboxes', 'fake') } as unknown as Harness;
-  await audit(harnessLike, companyId, [req.heartbeatRunId]);
+  const outcomes = await audit({ client, store, fakeRoot: join(dataDir, 'sandboxes', 'fake') }, companyId, [req.heartbeatRunId]);
+  expect([...outcomes.values()]).toEqual(['completed']);
   second.child.kill('SIGTERM');
   await new Promise((r) => second.child.once('exit', r));
   await connection.close();

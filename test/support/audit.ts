@@ -1,20 +1,53 @@
-// The audit every load or fault case ends with: every run accounted for, one lease per run, no active
-// lease left, no leaked provider folder, no duplicate activity-log entry.
+// The audit every load or fault case ends with: every run accounted for (ready, completed, or failed with
+// a declared code), one lease per run, no active lease left, no leaked provider folder, no duplicate
+// activity-log entry.
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { ERROR_CODES, RUN_CANCELLED, runWorkflowId } from '../../contracts/index.js';
 import type { Harness } from './harness.js';
 
-export async function audit(h: Harness, companyId: string, runIds: string[]): Promise<void> {
+export interface AuditOptions {
+  /** Runs that never reached acquire (cancelled while resolving, say): they must have no lease at all. */
+  leaseless?: string[];
+}
+
+export type RunOutcome = 'completed' | 'ready' | `failed:${string}`;
+
+/** How each run ended, from Temporal: completed, still held at ready, or failed with its error code. */
+export async function runOutcomes(h: Pick<Harness, 'client'>, companyId: string, runIds: string[]): Promise<Map<string, RunOutcome>> {
+  const outcomes = new Map<string, RunOutcome>();
+  for (const run of runIds) {
+    const handle = h.client.temporal.workflow.getHandle(runWorkflowId(companyId, run));
+    const { status } = await handle.describe();
+    if (status.name === 'RUNNING') {
+      const state = await h.client.getRun(companyId, run);
+      outcomes.set(run, state?.phase === 'ready' ? 'ready' : `failed:still ${state?.phase}`);
+      continue;
+    }
+    const end = await handle.result().then(() => null, (e: unknown) => e as { cause?: { type?: string } });
+    outcomes.set(run, end === null ? 'completed' : `failed:${end.cause?.type ?? 'unknown'}`);
+  }
+  return outcomes;
+}
+
+export async function audit(h: Pick<Harness, 'client' | 'store' | 'fakeRoot'>, companyId: string, runIds: string[], options: AuditOptions = {}): Promise<Map<string, RunOutcome>> {
+  const outcomes = await runOutcomes(h, companyId, runIds);
+  const known = new Set<string>([...ERROR_CODES, RUN_CANCELLED]);
+  for (const [run, outcome] of outcomes) {
+    if (outcome.startsWith('failed:')) expect(known.has(outcome.slice('failed:'.length)), `${run} ended ${outcome}`).toBe(true);
+  }
   const leases = await h.store.listLeases(companyId);
   const perRun = new Map<string, number>();
   for (const l of leases) perRun.set(l.heartbeatRunId ?? '', (perRun.get(l.heartbeatRunId ?? '') ?? 0) + 1);
-  for (const run of runIds) expect(perRun.get(run), `leases of ${run}`).toBe(1);
-  expect(leases.filter((l) => l.status === 'active')).toEqual([]);
+  const leaseless = new Set(options.leaseless ?? []);
+  for (const run of runIds) expect(perRun.get(run) ?? 0, `leases of ${run}`).toBe(leaseless.has(run) ? 0 : 1);
+  expect(leases.filter((l) => l.status === 'active' && outcomes.get(l.heartbeatRunId ?? '') !== 'ready')).toEqual([]);
   const leaseRoot = join(h.fakeRoot, 'leases');
-  const leftovers = existsSync(leaseRoot) ? runIds.filter((r) => existsSync(join(leaseRoot, r)) && readdirSync(join(leaseRoot, r)).length > 0) : [];
+  const leftovers = existsSync(leaseRoot) ? runIds.filter((r) => outcomes.get(r) !== 'ready' && existsSync(join(leaseRoot, r)) && readdirSync(join(leaseRoot, r)).length > 0) : [];
   expect(leftovers).toEqual([]);
   const log = await h.store.listActivity(companyId);
   const keys = log.map((e) => `${e.action}/${e.entityId}`);
-  expect(new Set(keys).size).toBe(keys.length);
+  expect(keys.filter((k, i) => keys.indexOf(k) !== i)).toEqual([]);
+  return outcomes;
 }

@@ -16,10 +16,12 @@ export function findDebianPostgresBin(): string | null {
 
 export interface DebianPostgres {
   url: string;
+  port: number;
   stop(): Promise<void>;
 }
 
-export async function startDebianPostgres(dir: string): Promise<DebianPostgres> {
+/** Starts a server on `dir`: a new cluster, or the existing one again (on the given port) after a stop. */
+export async function startDebianPostgres(dir: string, options: { port?: number } = {}): Promise<DebianPostgres> {
   const bin = findDebianPostgresBin();
   if (!bin) throw new Error('Debian PostgreSQL server not found under /usr/lib/postgresql (apt-get install postgresql)');
   const asRoot = userInfo().uid === 0;
@@ -31,9 +33,11 @@ export async function startDebianPostgres(dir: string): Promise<DebianPostgres> 
     const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
     chownSync(dir, uid, gid);
   }
-  const [initCmd, initArgs] = run(join(bin, 'initdb'), ['-D', dir, '--auth=trust', '-U', 'envrun', '--no-sync']);
-  execFileSync(initCmd, initArgs, { stdio: 'ignore' });
-  const port = await freePort();
+  if (!existsSync(join(dir, 'PG_VERSION'))) {
+    const [initCmd, initArgs] = run(join(bin, 'initdb'), ['-D', dir, '--auth=trust', '-U', 'envrun', '--no-sync']);
+    execFileSync(initCmd, initArgs, { stdio: 'ignore' });
+  }
+  const port = options.port ?? (await freePort());
   const [cmd, args] = run(join(bin, 'postgres'), ['-D', dir, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off']);
   const child: ChildProcess = spawn(cmd, args, { stdio: 'ignore' });
   const url = `postgres://envrun@127.0.0.1:${port}/postgres`;
@@ -52,6 +56,7 @@ export async function startDebianPostgres(dir: string): Promise<DebianPostgres> 
   }
   return {
     url,
+    port,
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise<void>((r) => child.once('exit', () => r()));

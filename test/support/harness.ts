@@ -1,6 +1,6 @@
 // A real worker on the suite's Temporal dev server, over a fresh database and a fake provider root.
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, type Worker, type WorkerOptions } from '@temporalio/worker';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,9 +49,18 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function createHarness(options: { providerModules?: string[]; temporalAddress?: string } = {}): Promise<Harness> {
+export interface HarnessOptions {
+  providerModules?: string[];
+  temporalAddress?: string;
+  /** The PostgreSQL server for the fresh database (the suite's embedded one by default). */
+  adminUrl?: string;
+  /** More Worker options (interceptors, for instance). */
+  workerExtra?: Partial<WorkerOptions>;
+}
+
+export async function createHarness(options: HarnessOptions = {}): Promise<Harness> {
   quietRuntime();
-  const database = await freshDatabase();
+  const database = await freshDatabase(options.adminUrl);
   const store = new Store(database.db);
   const dataDir = join(inject('tmpRoot'), uniqueId('data'));
   const fakeRoot = join(dataDir, 'sandboxes', 'fake');
@@ -70,6 +79,7 @@ export async function createHarness(options: { providerModules?: string[]; tempo
     deps: { store, drivers, provisionTimeoutMs: 30_000, temporal },
     workflowBundlePath: inject('workflowBundle'),
     shutdownGraceMs: 1000,
+    ...(options.workerExtra ? { extra: options.workerExtra } : {}),
   });
   const running = worker.run();
   // The seed's semantics: a spent realization ends the run (ops tests opt in to awaiting_retry per run).
