@@ -409,7 +409,8 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
   releaseDone = true;
   if (state.error) errorCounter.add(1, { code: state.error.code });
   setPhase(cancelled ? 'cancelled' : state.error ? 'failed' : 'released');
-  await condition(allHandlersFinished);
+  // Let update handlers (complete) return; a cancel that arrives after completion does not undo it.
+  await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
   if (cancelled) throw cancellation;
   if (state.error) throw failureOf(state.error);
   return { status: expired ? 'expired' : state.completion!.status, releasedLeases: state.releasedLeases };

@@ -1,6 +1,7 @@
 // The audit every load or fault case ends with: every run accounted for (ready, completed, or failed with
 // a declared code), one lease per run, no active lease left, no leaked provider folder, no duplicate
 // activity-log entry.
+import { CancelledFailure } from '@temporalio/common';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
@@ -12,7 +13,7 @@ export interface AuditOptions {
   leaseless?: string[];
 }
 
-export type RunOutcome = 'completed' | 'ready' | `failed:${string}`;
+export type RunOutcome = 'completed' | 'ready' | 'cancelled' | `failed:${string}`;
 
 /** How each run ended, from Temporal: completed, still held at ready, or failed with its error code. */
 export async function runOutcomes(h: Pick<Harness, 'client'>, companyId: string, runIds: string[]): Promise<Map<string, RunOutcome>> {
@@ -25,8 +26,10 @@ export async function runOutcomes(h: Pick<Harness, 'client'>, companyId: string,
       outcomes.set(run, state?.phase === 'ready' ? 'ready' : `failed:still ${state?.phase}`);
       continue;
     }
-    const end = await handle.result().then(() => null, (e: unknown) => e as { cause?: { type?: string } });
-    outcomes.set(run, end === null ? 'completed' : `failed:${end.cause?.type ?? 'unknown'}`);
+    const end = await handle.result().then(() => null, (e: unknown) => e as { cause?: unknown });
+    if (end === null) outcomes.set(run, 'completed');
+    else if (end.cause instanceof CancelledFailure) outcomes.set(run, 'cancelled');
+    else outcomes.set(run, `failed:${(end.cause as { type?: string } | undefined)?.type ?? 'unknown'}`);
   }
   return outcomes;
 }
