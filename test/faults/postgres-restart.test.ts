@@ -33,7 +33,7 @@ it('stop PostgreSQL mid-run and start it again: activities retry, every run fini
   // While it is down: ready runs are completed (their release waits), new runs are started (their
   // resolve waits), and the slow runs finish provisioning (their persist waits).
   const completing = ready.map((id) => h!.client.completeRun(companyId, id, { status: 'succeeded' }));
-  completing.forEach((p) => p.catch(() => undefined));
+  for (const p of completing) p.catch(() => undefined);
   const late = ['late-0', 'late-1'];
   for (const id of late) await h.client.startRun(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id }));
   await until('persist and release waiting on the database', async () => {
