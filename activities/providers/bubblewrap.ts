@@ -1,19 +1,17 @@
 // The bubblewrap provider: a real local sandbox. Each lease is a folder; commands run under `bwrap` in new
 // user/pid/mount/ipc/uts (and, unless allowed, network) namespaces, with the workspace bind-mounted
 // read-write at /workspace, the system folders read-only, and nothing else of the host visible.
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { cp, mkdir, rm, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { z } from 'zod';
 import { describeZodError } from '../../contracts/index.js';
 import { NonRetryableError } from '../errors.js';
 import { runProcess } from '../process.js';
 import type { SandboxProvider } from './types.js';
 
-const execFileAsync = promisify(execFile);
 const SANDBOX_CWD = '/workspace';
 const READ_ONLY = ['/usr', '/bin', '/sbin', '/lib', '/lib64', '/lib32', '/etc/alternatives', '/etc/ld.so.cache', '/etc/ssl'];
 
@@ -75,12 +73,12 @@ export function createBubblewrapProvider(options: { rootDir: string; bwrapPath?:
         : null;
     },
     async realizeWorkspace(_config, ctx) {
-      // Archive upload: the local workspace goes in as a tar stream, as it would to a remote sandbox.
-      const { stdout: archive } = await execFileAsync('tar', ['-C', ctx.localPath, '-cf', '-', '.'], { encoding: 'buffer', maxBuffer: 4 * 1024 ** 3 });
+      // The upload: the sandbox's filesystem is on this host, so the workspace is copied straight into
+      // the folder bind-mounted at /workspace (no archive and no tar processes: this is the realize path
+      // the benchmark measures). Symlinks are copied as links, never followed out of the workspace.
       const target = workspaceOf(ctx.providerLeaseId);
-      const untar = await runProcess({ command: 'tar', args: ['-C', target, '-xf', '-'], cwd: target, env: {}, stdin: archive, timeoutMs: 10 * 60_000 });
-      if (untar.exitCode !== 0) throw new Error(`bubblewrap: upload into ${target} failed: ${untar.stderr.trim()}`);
-      ctx.onProgress?.(`uploaded ${archive.length} bytes`);
+      await cp(ctx.localPath, target, { recursive: true, force: true, verbatimSymlinks: true, preserveTimestamps: true });
+      ctx.onProgress?.(`uploaded ${ctx.localPath} into the sandbox`);
       return { cwd: SANDBOX_CWD, metadata: { syncStrategy: 'sandbox_archive_upload_download', hostPath: target, localPath: ctx.localPath } };
     },
     async execute(config, ctx, request) {
@@ -103,10 +101,8 @@ export function createBubblewrapProvider(options: { rootDir: string; bwrapPath?:
     async releaseLease(config, ctx) {
       const workspace = workspaceOf(ctx.providerLeaseId);
       if (ctx.syncBackTo && !config.discardChanges && existsSync(workspace)) {
-        // Archive download: the sandbox's changes come back into the local workspace.
-        const { stdout: archive } = await execFileAsync('tar', ['-C', workspace, '-cf', '-', '.'], { encoding: 'buffer', maxBuffer: 4 * 1024 ** 3 });
-        const untar = await runProcess({ command: 'tar', args: ['-C', ctx.syncBackTo, '-xf', '-'], cwd: ctx.syncBackTo, env: {}, stdin: archive, timeoutMs: 10 * 60_000 });
-        if (untar.exitCode !== 0) throw new Error(`bubblewrap: sync back into ${ctx.syncBackTo} failed: ${untar.stderr.trim()}`);
+        // The download: the sandbox's changes come back into the local workspace (links stay links).
+        await cp(workspace, ctx.syncBackTo, { recursive: true, force: true, verbatimSymlinks: true, preserveTimestamps: true });
       }
       if (!ctx.keep) await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
     },

@@ -10,7 +10,8 @@ import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runEnd, runRequest, until } from '../support/runs.js';
 
 /** Which step to hold open, and for how long: set per case. `entered` fires when the step starts. */
-let hold: { activity: string; action?: string; ms: number } | null = null;
+interface Hold { activity: string; action?: string; ms: number }
+let hold: Hold | null = null;
 let entered: () => void = () => undefined;
 const holdStep = (type: string): ActivityInboundCallsInterceptor => ({
   async execute(input, next) {
@@ -33,7 +34,7 @@ afterAll(async () => {
 
 interface Case {
   step: string;
-  hold?: typeof hold;
+  hold?: Hold;
   provision?: string;
   /** True when the run is inside the step (for steps not held by the interceptor; a workflow running a
    * local activity answers no query until it is done, so held steps report themselves instead). */
