@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { stopEmbeddedStore } from '../activities/store/embedded.js';
 import {
-  DriverSchema, ErrorCodeSchema, ExternalId, RunPhaseSchema, RunRequestSchema, describeZodError, type RunRequestInput,
+  DriverSchema, ErrorCodeSchema, ExternalId, NewExecutionWorkspaceSchema, RunPhaseSchema, RunRequestSchema, describeZodError, type RunRequestInput,
 } from '../contracts/index.js';
 import { ConfigError, loadConfig } from '../worker/config.js';
 import { EnvRunClient } from './client.js';
@@ -104,25 +104,29 @@ export function buildProgram(): Command {
       const list = await withClient((c) => c.listEnvironments(companyId));
       print(o, list, () => list.map((e) => `${e.id}\t${e.driver}\t${e.status}\t${e.name}`).join('\n') || '(none)');
     });
-  env.command('update').description('replace an environment\'s config').argument('<id>')
+  // By id, always within --company: another company's environment is "not found", exactly like a missing one.
+  env.command('update').description('replace an environment\'s config').argument('<id>').addOption(company())
     .requiredOption('--config <json>', 'driver config as a JSON object').addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
+      const companyId = check(ExternalId, o.company, '--company');
       const config = parseJsonObject(o.config, '--config');
-      const updated = await withClient((c) => c.updateEnvironment(id, { config }));
+      const updated = await withClient((c) => c.updateEnvironment(companyId, id, { config }));
       print(o, updated, () => `${updated.id}\tupdated`);
     });
-  env.command('probe').description('run the environment\'s probe and print its diagnostics').argument('<id>').addOption(json())
+  env.command('probe').description('run the environment\'s probe and print its diagnostics').argument('<id>').addOption(company()).addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
-      const result = await withClient((c) => c.probeEnvironment(id));
+      const companyId = check(ExternalId, o.company, '--company');
+      const result = await withClient((c) => c.probeEnvironment(companyId, id));
       print(o, result, () => [`${result.ok ? 'ok' : 'FAILED'}`, ...result.diagnostics.map((d) => `  ${d}`)].join('\n'));
       if (!result.ok) process.exitCode = EXIT_FAILURE;
     });
-  env.command('archive').description('archive an environment (no new run can lease it)').argument('<id>').addOption(json())
+  env.command('archive').description('archive an environment (no new run can lease it)').argument('<id>').addOption(company()).addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
-      const archived = await withClient((c) => c.archiveEnvironment(id));
+      const companyId = check(ExternalId, o.company, '--company');
+      const archived = await withClient((c) => c.archiveEnvironment(companyId, id));
       print(o, archived, () => `${archived.id}\tarchived`);
     });
 
@@ -136,7 +140,8 @@ export function buildProgram(): Command {
       const companyId = check(ExternalId, o.company, '--company');
       const config = parseJsonObject(o.config, '--config');
       const cwd = localPath(o.cwd, '--cwd');
-      const ws = await withClient((c) => c.createExecutionWorkspace({ companyId, name: o.name, cwd, config }));
+      const input = check(NewExecutionWorkspaceSchema, { companyId, name: o.name, cwd, config }, ''); // before connecting
+      const ws = await withClient((c) => c.createExecutionWorkspace(input));
       print(o, ws, () => `${ws.id}\t${ws.cwd}`);
     });
 

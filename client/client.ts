@@ -2,7 +2,7 @@
 // cancels them, and manages environments. Every input is parsed here, once, before anything starts.
 import {
   Client, Connection, WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError,
-  type WorkflowHandle,
+  type WorkflowExecutionStatusName, type WorkflowHandle,
 } from '@temporalio/client';
 import { z } from 'zod';
 import { createDrivers, type DriverRegistry } from '../activities/drivers/registry.js';
@@ -12,21 +12,27 @@ import type { ProbeResult } from '../activities/providers/types.js';
 import { releaseOrphanLease, type ReapedLease } from '../activities/reap.js';
 import { installReaperSchedule } from '../worker/reaper-schedule.js';
 import {
-  ACTIVITY_ACTIONS, CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, Uuid, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
-  RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError, getRunQuery, renewUpdate,
+  ACTIVITY_ACTIONS, CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, DisplayName, Uuid, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
+  NewExecutionWorkspaceSchema, RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError, getRunQuery, renewUpdate,
   retryRealizationUpdate, runWorkflowId, waitReadyUpdate,
   type CompleteRun, type Driver, type Environment, type EnvironmentLease, type ExecRequest, type ExecResult,
-  type ExecutionWorkspace, type LeaseStatus, type RunRequest, type RunRequestInput, type RunResult, type RunState, type WorkspaceRealizationRecord,
+  type ExecutionWorkspace, type LeaseStatus, type NewExecutionWorkspaceInput, type RunRequest, type RunRequestInput, type RunResult, type RunState, type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import type { environmentRun } from '../workflows/environment-run.js';
 import { loadConfig, type EnvRunConfig } from '../worker/config.js';
 import { loadProviders } from '../worker/deps.js';
-import { InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
+import { InvalidInputError, NotFoundError, RunEndedError, RunStateError, toEnvRunError, type RunOutcome } from './errors.js';
 
-export { EnvRunError, InvalidInputError, NotFoundError, RunStateError } from './errors.js';
+export { EnvRunError, InvalidInputError, NotFoundError, RunEndedError, RunStateError, type RunOutcome } from './errors.js';
 
 /** Values that go into a visibility query: no quotes, nothing a query could be bent with. */
 const SearchValue = ExternalId.or(z.uuid());
+
+/** Temporal's closed statuses, as a run's outcome; any other status (running, paused) is an open run. */
+const CLOSED: Partial<Record<WorkflowExecutionStatusName, RunOutcome>> = {
+  COMPLETED: 'completed', FAILED: 'failed', CANCELLED: 'cancelled', TERMINATED: 'terminated', TIMED_OUT: 'timed_out',
+  CONTINUED_AS_NEW: 'continued_as_new',
+};
 
 function parse<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.output<S> {
   const result = schema.safeParse(value);
@@ -304,9 +310,20 @@ export class EnvRunClient {
     return retried;
   }
 
-  /** Cancels the run; its lease is released all the same. Resolves once the workflow has ended. */
+  /**
+   * Cancels the run; its lease is released all the same. Resolves once the workflow has ended. A run that
+   * had already ended is refused with RunEndedError saying how it ended: Temporal itself accepts a cancel
+   * request for a closed workflow and does nothing. (A cancel that reaches a run still open, but already
+   * completing, is accepted: the run ends as its completion says, and its lease is released either way.)
+   */
   async cancelRun(companyId: string, heartbeatRunId: string): Promise<void> {
     const handle = this.handle(companyId, heartbeatRunId);
+    const alreadyEnded = ({ outcome, detail }: { outcome: RunOutcome; detail: string | null }) => {
+      const how = detail ? `${outcome}, ${outcome === 'failed' ? 'error' : 'status'} ${detail}` : outcome;
+      return new RunEndedError(`run ${heartbeatRunId} of company ${companyId} already ended, nothing to cancel: ${how}`, outcome, detail);
+    };
+    const before = await this.runOutcome(handle, companyId, heartbeatRunId);
+    if (before) throw alreadyEnded(before);
     try {
       await handle.cancel();
     } catch (err) {
@@ -314,6 +331,30 @@ export class EnvRunClient {
       throw err;
     }
     await handle.result().catch(() => undefined);
+    // The run may have closed between the check above and the request: then the request left no trace.
+    const after = await this.runOutcome(handle, companyId, heartbeatRunId);
+    if (after && after.outcome !== 'cancelled') {
+      const { events } = await handle.fetchHistory();
+      if (!events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes)) throw alreadyEnded(after);
+    }
+  }
+
+  /** How the run's workflow ended (with its error code, or its completion's status), or null while it is open. */
+  private async runOutcome(
+    handle: WorkflowHandle<typeof environmentRun>, companyId: string, heartbeatRunId: string,
+  ): Promise<{ outcome: RunOutcome; detail: string | null } | null> {
+    let description: Awaited<ReturnType<typeof handle.describe>>;
+    try {
+      description = await handle.describe();
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+      throw err;
+    }
+    const outcome = CLOSED[description.status.name];
+    if (!outcome) return null;
+    if (outcome === 'failed') return { outcome, detail: description.typedSearchAttributes.get(SEARCH_ATTRIBUTES.errorCode) ?? null };
+    if (outcome === 'completed') return { outcome, detail: await handle.result().then((r) => r.status, () => null) };
+    return { outcome, detail: null };
   }
 
   /** Runs a command in a ready run's target through its driver, with only the given environment. */
@@ -361,30 +402,38 @@ export class EnvRunClient {
   }): Promise<Environment> {
     const companyId = parse(ExternalId, input.companyId, 'companyId');
     const driver = parse(DriverSchema, input.driver, 'driver');
-    if (typeof input.name !== 'string' || input.name.trim() === '' || input.name.length > 200) {
-      throw new InvalidInputError('name: must be a non-empty string of at most 200 characters');
-    }
+    const name = parse(DisplayName, input.name, 'name');
     const config = this.validateEnvironmentConfig(driver, input.config);
     if (driver === 'local' && (await this.store.listEnvironments(companyId)).some((e) => e.driver === 'local')) {
       throw new InvalidInputError(`driver: company ${companyId} already has a local environment`);
     }
-    return this.store.createEnvironment({ companyId, name: input.name.trim(), driver, config, description: input.description ?? null });
+    return this.store.createEnvironment({ companyId, name, driver, config, description: input.description ?? null });
   }
 
   async listEnvironments(companyId: string): Promise<Environment[]> {
     return this.store.listEnvironments(parse(ExternalId, companyId, 'companyId'));
   }
 
-  async getEnvironment(id: string): Promise<Environment> {
-    const env = await this.store.getEnvironmentById(id);
-    if (!env) throw new NotFoundError(`environment ${id} not found`);
+  /**
+   * One of the company's environments. Another company's environment is indistinguishable from a missing
+   * one: both are NotFoundError with the same message, so a control plane acting for a company can pass a
+   * user-supplied id without leaking (or touching) another company's rows.
+   */
+  async getEnvironment(companyId: string, id: string): Promise<Environment> {
+    const company = parse(ExternalId, companyId, 'companyId');
+    parse(Uuid, id, 'id');
+    const env = await this.store.getEnvironment(company, id);
+    if (!env) throw new NotFoundError(`environment ${id} of company ${company} not found`);
     return env;
   }
 
-  async updateEnvironment(id: string, patch: { config?: unknown; name?: string; description?: string | null }): Promise<Environment> {
-    const current = await this.getEnvironment(id);
+  async updateEnvironment(
+    companyId: string, id: string, patch: { config?: unknown; name?: string; description?: string | null },
+  ): Promise<Environment> {
+    const current = await this.getEnvironment(companyId, id);
+    const name = patch.name === undefined ? undefined : parse(DisplayName, patch.name, 'name');
     const config = patch.config === undefined ? undefined : this.validateEnvironmentConfig(current.driver, patch.config);
-    const updated = await this.store.updateEnvironment(id, { config, name: patch.name, description: patch.description });
+    const updated = await this.store.updateEnvironment(current.id, { config, name, description: patch.description });
     return updated!;
   }
 
@@ -392,17 +441,17 @@ export class EnvRunClient {
    * Archives an environment: no new run can lease it, and its active leases are released through their
    * provider before this returns (a running run is cancelled and releases its own; an orphan is reaped).
    */
-  async archiveEnvironment(id: string): Promise<Environment> {
-    await this.getEnvironment(id);
-    const archived = (await this.store.updateEnvironment(id, { status: 'archived' }))!;
-    for (const lease of await this.store.listLeasesOfEnvironment(id, ['active'])) {
+  async archiveEnvironment(companyId: string, id: string): Promise<Environment> {
+    const current = await this.getEnvironment(companyId, id);
+    const archived = (await this.store.updateEnvironment(current.id, { status: 'archived' }))!;
+    for (const lease of await this.store.listLeasesOfEnvironment(current.id, ['active'])) {
       const handle = lease.heartbeatRunId ? this.temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId)) : null;
       const running = handle ? await handle.describe().then((d) => d.status.name === 'RUNNING', () => false) : false;
       if (running && handle) {
         await handle.cancel();
         await handle.result().catch(() => undefined);
       } else {
-        await releaseOrphanLease({ store: this.store, drivers: this.drivers }, lease, `environment ${id} archived`);
+        await releaseOrphanLease({ store: this.store, drivers: this.drivers }, lease, `environment ${current.id} archived`);
       }
     }
     return archived;
@@ -418,18 +467,24 @@ export class EnvRunClient {
     return this.temporal.workflow.execute('reaper', { taskQueue: this.taskQueue, workflowId: `envrun-reaper-manual-${Date.now()}`, args: [] });
   }
 
-  async createExecutionWorkspace(input: {
-    companyId: string; name: string; cwd: string; config?: Record<string, unknown>;
-  }): Promise<ExecutionWorkspace> {
-    const companyId = parse(ExternalId, input.companyId, 'companyId');
-    return this.store.createExecutionWorkspace({
-      companyId, name: input.name, cwd: input.cwd, metadata: input.config ? { config: input.config } : null,
-    });
+  /**
+   * Persists an execution workspace; its runtime config goes to `metadata.config`. The input is parsed
+   * first (the message names the field) and `config.environmentId` must be one of the company's
+   * environments: on bad input nothing is written.
+   */
+  async createExecutionWorkspace(input: NewExecutionWorkspaceInput): Promise<ExecutionWorkspace> {
+    const { companyId, name, cwd, config } = parse(NewExecutionWorkspaceSchema, input, '');
+    const environmentId = config?.environmentId;
+    if (environmentId && !(await this.store.getEnvironment(companyId, environmentId))) {
+      // Another company's environment reads as a missing one.
+      throw new InvalidInputError(`config.environmentId: environment ${environmentId} of company ${companyId} not found`);
+    }
+    return this.store.createExecutionWorkspace({ companyId, name, cwd, metadata: config ? { config } : null });
   }
 
   /** Runs the environment's probe (driver, provider) and returns its diagnostics. */
-  async probeEnvironment(id: string): Promise<ProbeResult> {
-    const environment = await this.getEnvironment(id);
+  async probeEnvironment(companyId: string, id: string): Promise<ProbeResult> {
+    const environment = await this.getEnvironment(companyId, id);
     const driver = this.drivers[environment.driver];
     if (!driver) return { ok: false, diagnostics: [`driver ${environment.driver} is not available in this process`] };
     if (!driver.probe) return { ok: true, diagnostics: [`driver ${environment.driver} has nothing to probe`] };

@@ -33,6 +33,25 @@ export class RunStateError extends Error {
   override name = 'RunStateError';
 }
 
+/** How a run's workflow ended, as Temporal closed it. */
+export type RunOutcome = 'completed' | 'failed' | 'cancelled' | 'terminated' | 'timed_out' | 'continued_as_new';
+
+/**
+ * The run already ended, so there is nothing left to cancel: `outcome` says how it ended; `detail` is the
+ * run's error code when it failed, or its final status (succeeded, failed, expired) when it completed.
+ */
+export class RunEndedError extends RunStateError {
+  override name = 'RunEndedError';
+  readonly outcome: RunOutcome;
+  readonly detail: string | null;
+
+  constructor(message: string, outcome: RunOutcome, detail: string | null) {
+    super(message);
+    this.outcome = outcome;
+    this.detail = detail;
+  }
+}
+
 export class NotFoundError extends Error {
   override name = 'NotFoundError';
 }

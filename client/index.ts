@@ -1,3 +1,3 @@
 export { EnvRunClient, type StartedRun } from './client.js';
-export { EnvRunError, InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
+export { EnvRunError, InvalidInputError, NotFoundError, RunEndedError, RunStateError, toEnvRunError, type RunOutcome } from './errors.js';
 export type * from '../contracts/index.js';

@@ -11,6 +11,11 @@ export const ExternalId = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'must start with a letter or digit and use only letters, digits, . _ : -');
 
 export const Uuid = z.uuid();
+
+const DISPLAY_NAME = 'must be a non-empty string of at most 200 characters';
+/** A display name (environment, execution workspace): trimmed, then non-empty and at most 200 characters. */
+export const DisplayName = z.string({ error: DISPLAY_NAME }).trim().min(1, DISPLAY_NAME).max(200, DISPLAY_NAME);
+
 export const Timestamp = z.string(); // ISO-8601, produced by the store
 export const JsonObject = z.record(z.string(), z.unknown());
 

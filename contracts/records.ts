@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import {
-  AbsolutePath, CleanupStatusSchema, DriverSchema, EnvironmentStatusSchema, JsonObject, LeasePolicySchema,
-  LeaseStatusSchema, Timestamp,
+  AbsolutePath, CleanupStatusSchema, DisplayName, DriverSchema, EnvironmentStatusSchema, ExternalId, JsonObject, LeasePolicySchema,
+  LeaseStatusSchema, Timestamp, Uuid,
 } from './common.js';
 
 export const EnvironmentSchema = z.object({
@@ -50,6 +50,29 @@ export const ExecutionWorkspaceRuntimeConfig = z
     environmentId: z.string().nullish(),
   })
   .passthrough();
+
+/**
+ * What a control plane sends to persist an execution workspace (`createExecutionWorkspace`). Stricter than
+ * the stored runtime config above: an unknown key (a misspelt `provisionComand`) is refused rather than
+ * silently ignored, and `environmentId` must be an environment id.
+ */
+export const NewExecutionWorkspaceSchema = z
+  .object({
+    companyId: ExternalId,
+    name: DisplayName,
+    cwd: AbsolutePath,
+    config: z
+      .object({
+        provisionCommand: z.string().max(10_000).nullish(),
+        teardownCommand: z.string().max(10_000).nullish(),
+        cleanupCommand: z.string().max(10_000).nullish(),
+        environmentId: Uuid.nullish(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type NewExecutionWorkspaceInput = z.input<typeof NewExecutionWorkspaceSchema>;
 
 export const ExecutionWorkspaceSchema = z.object({
   id: z.string(),

@@ -14,13 +14,22 @@ async function isDirectory(path: string): Promise<boolean> {
   return stat(path).then((s) => s.isDirectory(), () => false);
 }
 
+/**
+ * The line of git's stderr that says what went wrong: its first `fatal:` line, else its first `error:` line,
+ * else its first line. (Git often starts with progress, e.g. "Preparing worktree (new branch …)".)
+ */
+export function gitErrorLine(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim());
+  return lines.find((l) => l.startsWith('fatal:')) ?? lines.find((l) => l.startsWith('error:')) ?? firstLine(stderr);
+}
+
 async function git(cwd: string, args: string[]): Promise<string> {
   try {
     const { stdout } = await execFileAsync('git', args, { cwd, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
     return stdout.trim();
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`git ${args[0]} failed: ${firstLine(e.stderr ?? '') || e.message}`);
+    throw new Error(`git ${args[0]} failed: ${gitErrorLine(e.stderr ?? '') || e.message}`);
   }
 }
 

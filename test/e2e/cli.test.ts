@@ -57,7 +57,10 @@ describe('bad input: exit 2, a message naming the field, nothing started or writ
     [['run', 'complete', '--company', companyId, '--run', 'r1', '--reason', 'x'], /--reason: only with --failed/],
     [['run', 'exec', '--company', companyId, '--run', 'r1', '--env-var', 'NOEQUALS', '--', 'true'], /--env-var/],
     [['lease', 'list', '--company', companyId, '--status', 'weird'], /--status/],
-    [['env', 'update', 'not-a-uuid', '--config', '{}'], /id: /],
+    [['env', 'update', 'not-a-uuid', '--company', companyId, '--config', '{}'], /id: /],
+    [['env', 'update', '00000000-0000-4000-8000-000000000000', '--config', '{}'], /required option '--company <id>'/],
+    [['env', 'archive', '00000000-0000-4000-8000-000000000000'], /required option '--company <id>'/],
+    [['env', 'probe', '00000000-0000-4000-8000-000000000000', '--company', 'a b'], /--company/],
   ])('%j', async (args, message) => {
     const res = await envrun(args as string[]);
     expect(res.code, res.stderr).toBe(2);
@@ -83,7 +86,7 @@ describe('a run through the CLI', () => {
     expect(env.config).toEqual({ provider: 'fake', reuseLease: false });
     const list = await envrun(['env', 'list', '--company', companyId, '--json']);
     expect(JSON.parse(list.stdout).map((e: { id: string }) => e.id)).toEqual([env.id]);
-    const updated = await envrun(['env', 'update', env.id, '--config', '{"provider":"fake","timeoutMs":5000}', '--json']);
+    const updated = await envrun(['env', 'update', env.id, '--company', companyId, '--config', '{"provider":"fake","timeoutMs":5000}', '--json']);
     expect(JSON.parse(updated.stdout).config).toMatchObject({ timeoutMs: 5000 });
 
     const cwd = tempWorkspace();
@@ -105,7 +108,7 @@ describe('a run through the CLI', () => {
     const after = await envrun(['lease', 'list', '--company', companyId, '--json']);
     expect(JSON.parse(after.stdout)[0]).toMatchObject({ status: 'failed', failureReason: 'tests red' });
 
-    const archived = await envrun(['env', 'archive', env.id]);
+    const archived = await envrun(['env', 'archive', env.id, '--company', companyId]);
     expect(archived.stdout.trim()).toBe(`${env.id}\tarchived`);
     const refused = await envrun(['run', 'start', '--company', companyId, '--run', 'r2', '--env', env.id, '--cwd', cwd, '--wait']);
     expect(refused.code).toBe(1);
@@ -115,7 +118,7 @@ describe('a run through the CLI', () => {
   it('env probe prints the provider\'s diagnostics; lease release frees a retained lease', async () => {
     const companyId = uniqueId('co');
     const env = await h.client.createEnvironment({ companyId, name: 'sbx', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 1 } } } });
-    const probe = await envrun(['env', 'probe', env.id]);
+    const probe = await envrun(['env', 'probe', env.id, '--company', companyId]);
     expect(probe.code, probe.stderr).toBe(0);
     expect(probe.stdout).toBe(`ok\n  root ${h.fakeRoot} is writable\n  faults configured: realize\n`);
     const cwd = tempWorkspace();
@@ -144,7 +147,7 @@ describe('a run through the CLI', () => {
     }
     expect(listed).toMatchObject([{ heartbeatRunId: 'stuck', errorCode: 'workspace_realization_failed' }]);
     expect((await envrun(['run', 'list', '--phase', 'sideways'])).code).toBe(2);
-    await h.client.updateEnvironment(env.id, { config: { provider: 'fake' } });
+    await h.client.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
     const retry = await envrun(['run', 'retry', '--phase', 'awaiting_retry', '--environment', env.id]);
     expect(retry.code, retry.stderr).toBe(0);
     expect(retry.stdout.trim()).toBe(`retried\tenvrun/${companyId}/stuck`);
@@ -160,13 +163,27 @@ describe('a run through the CLI', () => {
     expect(Array.isArray(JSON.parse(reaped.stdout))).toBe(true);
   });
 
-  it('run cancel releases the lease; status of an unknown run exits 1', async () => {
+  it('run cancel releases the lease; a run that already ended is refused, saying how it ended; status of an unknown run exits 1', async () => {
     const companyId = uniqueId('co');
     const cwd = tempWorkspace();
     expect((await envrun(['run', 'start', '--company', companyId, '--run', 'r1', '--cwd', cwd, '--wait'])).code).toBe(0);
     const cancel = await envrun(['run', 'cancel', '--company', companyId, '--run', 'r1']);
     expect(cancel.code, cancel.stderr).toBe(0);
+    expect(cancel.stdout.trim()).toBe('cancelled');
     expect((await h.store.listRunLeases(companyId, 'r1'))[0]!.status).toBe('released');
+    const again = await envrun(['run', 'cancel', '--company', companyId, '--run', 'r1', '--json']);
+    expect(again.code, again.stderr).toBe(1);
+    expect(again.stdout).toBe('');
+    expect(again.stderr.trim()).toBe(`envrun: run r1 of company ${companyId} already ended, nothing to cancel: cancelled`);
+
+    expect((await envrun(['run', 'start', '--company', companyId, '--run', 'r2', '--cwd', cwd, '--wait'])).code).toBe(0);
+    expect((await envrun(['run', 'complete', '--company', companyId, '--run', 'r2'])).code).toBe(0);
+    const leasesBefore = await h.store.listRunLeases(companyId, 'r2');
+    const late = await envrun(['run', 'cancel', '--company', companyId, '--run', 'r2']);
+    expect(late.code, late.stderr).toBe(1);
+    expect(late.stderr.trim()).toBe(`envrun: run r2 of company ${companyId} already ended, nothing to cancel: completed, status succeeded`);
+    expect(await h.store.listRunLeases(companyId, 'r2')).toEqual(leasesBefore);
+    expect((await h.client.getRun(companyId, 'r2'))?.phase).toBe('released');
     const unknown = await envrun(['run', 'status', '--company', companyId, '--run', 'nope']);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('not found');

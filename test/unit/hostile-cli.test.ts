@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { main } from '../../client/cli.js';
+import { InvalidInputError } from '../../client/errors.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { tempWorkspace } from '../support/runs.js';
 
@@ -88,6 +89,7 @@ const sshBase = { host: 'h.example', username: 'u', remoteWorkspacePath: '/srv',
 type Case = { field: string; args: string[] };
 const c = (field: string, args: string[]): Case => ({ field, args });
 const create = (over: Record<string, string>) => ['env', 'create', ...Object.entries({ '--company': CO, '--name': 'x', '--driver': 'local', ...over }).flat()];
+const wsCreate = (config: Record<string, unknown>) => ['workspace', 'create', '--company', CO, '--name', 'w', '--cwd', cwd, '--config', JSON.stringify(config)];
 const start = (...extra: string[]) => ['run', 'start', '--company', CO, '--run', RUN, '--cwd', cwd, ...extra];
 
 const envCommands = fc.oneof(
@@ -97,14 +99,24 @@ const envCommands = fc.oneof(
   // Refused by the client after connecting: still exit 2, still no row.
   fc.constantFrom('-oProxyCommand=touch /tmp/x', 'a b', 'h;id', '$(id)').map((v) => c('config.host', create({ '--driver': 'ssh', '--config': JSON.stringify({ ...sshBase, host: v }) }))),
   fc.constantFrom('', ' ', '\t').map((v) => c('name:', create({ '--name': v }))),
-  badArgUuid.map((v) => c('envrun: id:', ['env', 'update', v, '--config', '{}'])),
-  fc.oneof(badJson, nonObjectJson).map((v) => c('--config', ['env', 'update', envId, '--config', v])),
-  fc.constantFrom('Bad Key', '../x', '').map((v) => c('config.provider', ['env', 'update', envId, '--config', JSON.stringify({ provider: v })])),
-  badArgUuid.map((v) => c('envrun: id:', ['env', 'archive', v])),
+  badArgUuid.map((v) => c('envrun: id:', ['env', 'update', v, '--company', CO, '--config', '{}'])),
+  fc.oneof(badJson, nonObjectJson).map((v) => c('--config', ['env', 'update', envId, '--company', CO, '--config', v])),
+  fc.constantFrom('Bad Key', '../x', '').map((v) => c('config.provider', ['env', 'update', envId, '--company', CO, '--config', JSON.stringify({ provider: v })])),
+  badArgUuid.map((v) => c('envrun: id:', ['env', 'archive', v, '--company', CO])),
+  // By id, always within a company: without --company (or with a bad one) nothing is looked up.
+  fc.constantFrom('update', 'archive', 'probe').map((cmd) => c("required option '--company <id>'", ['env', cmd, envId, ...(cmd === 'update' ? ['--config', '{}'] : [])])),
+  fc.tuple(fc.constantFrom('update', 'archive', 'probe'), badId).map(([cmd, v]) => c('--company', ['env', cmd, envId, '--company', v, ...(cmd === 'update' ? ['--config', '{}'] : [])])),
   badId.map((v) => c('--company', ['workspace', 'create', '--company', v, '--name', 'w', '--cwd', cwd])),
   fc.oneof(badJson, nonObjectJson).map((v) => c('--config', ['workspace', 'create', '--company', CO, '--name', 'w', '--cwd', cwd, '--config', v])),
   fc.constant(c("required option '--cwd <path>'", ['workspace', 'create', '--company', CO, '--name', 'w'])),
   fc.constant(c('--cwd: must not be empty', ['workspace', 'create', '--company', CO, '--name', 'w', '--cwd', ''])),
+  fc.constantFrom('', ' ', '\t', 'x'.repeat(201)).map((v) => c('name: must be a non-empty string', ['workspace', 'create', '--company', CO, '--name', v, '--cwd', cwd])),
+  fc.oneof<[fc.Arbitrary<unknown>, fc.Arbitrary<unknown>]>(badUuid, fc.integer()).map((v) => c('config.environmentId', wsCreate({ environmentId: v }))),
+  fc.constantFrom('provisionComand', 'environment', 'env').map((k) => c(`config: Unrecognized key: "${k}"`, wsCreate({ [k]: 'x' }))),
+  fc.constantFrom(5, true, ['make'], { cmd: 'make' }).map((v) => c('config.provisionCommand', wsCreate({ provisionCommand: v }))),
+  fc.constant(c('config.teardownCommand', wsCreate({ teardownCommand: 'x'.repeat(10_001) }))),
+  // Well formed, but no environment of CO: refused by the client after connecting, still exit 2, still no row.
+  fc.uuid().map((v) => c(`config.environmentId: environment ${v} of company ${CO} not found`, wsCreate({ environmentId: v }))),
 );
 
 const runStart = fc.oneof(
@@ -170,3 +182,40 @@ it('1,000 invalid CLI argument vectors: exit 2, stderr names the option or field
   for await (const wf of h.client.temporal.workflow.list({ query: `TaskQueue = '${h.taskQueue}'` })) onQueue.push(wf.workflowId);
   expect(onQueue).toEqual([]);
 }, 300_000);
+
+it('createExecutionWorkspace through the client: bad input is refused naming the field, and nothing is written', async () => {
+  const otherCompanysEnv = await h.client.createEnvironment({ companyId: uniqueId('other-co'), name: 'theirs', driver: 'sandbox', config: { provider: 'fake' } });
+  const before = await rowCounts();
+  const good = { companyId: CO, name: 'ws', cwd };
+  const cases: [string, Record<string, unknown>][] = [
+    ['companyId: ', { companyId: 'a b' }],
+    ['name: must be a non-empty string of at most 200 characters', { name: '' }],
+    ['name: must be a non-empty string of at most 200 characters', { name: '  ' }],
+    ['name: must be a non-empty string of at most 200 characters', { name: 'n'.repeat(201) }],
+    ['name: ', { name: 42 }],
+    ['cwd: must be an absolute path', { cwd: 'relative/dir' }],
+    ['cwd: must not contain ".." segments', { cwd: `${cwd}/../..` }],
+    ['cwd: ', { cwd: undefined }],
+    ['config.environmentId: ', { config: { environmentId: 'not-a-uuid' } }],
+    ['config.environmentId: ', { config: { environmentId: 17 } }],
+    // Another company's environment reads exactly like a missing one.
+    [`config.environmentId: environment ${otherCompanysEnv.id} of company ${CO} not found`, { config: { environmentId: otherCompanysEnv.id } }],
+    ['config.provisionCommand: ', { config: { provisionCommand: ['make'] } }],
+    ['config: Unrecognized key: "provisionComand"', { config: { provisionComand: 'make' } }],
+    ['config: ', { config: 'make' }],
+    [': Unrecognized key: "metadata"', { metadata: { config: {} } }],
+  ];
+  for (const [field, over] of cases) {
+    const attempt = h.client.createExecutionWorkspace({ ...good, ...over } as Parameters<Harness['client']['createExecutionWorkspace']>[0]);
+    const err = await attempt.then(() => null, (e: unknown) => e);
+    expect(err, JSON.stringify(over)).toBeInstanceOf(InvalidInputError);
+    expect((err as Error).message, JSON.stringify(over)).toContain(field);
+  }
+  expect(await rowCounts()).toEqual(before);
+
+  // Good input is stored as given (the name trimmed), its config under metadata.config.
+  const config = { provisionCommand: 'make setup', teardownCommand: null, environmentId: envId };
+  const ws = await h.client.createExecutionWorkspace({ ...good, name: '  ws  ', config });
+  expect(ws).toMatchObject({ companyId: CO, name: 'ws', cwd, metadata: { config } });
+  expect(await h.store.getExecutionWorkspace(CO, ws.id)).toEqual(ws);
+});

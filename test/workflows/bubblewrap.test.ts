@@ -89,7 +89,8 @@ describe('bubblewrap provider', () => {
       .rejects.toMatchObject({ name: 'NonRetryableError', message: 'bwrap is not installed (Debian: apt-get install bubblewrap)' });
     const broken = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: '/bin/false' });
     expect((await broken.probe(config)).diagnostics[0]).toMatch(/^bwrap cannot create namespaces here: /);
-    const real = await h.client.probeEnvironment((await h.client.createEnvironment({ companyId: uniqueId('co'), name: 'b', driver: 'sandbox', config: { provider: 'bubblewrap' } })).id);
+    const real = await h.client.createEnvironment({ companyId: uniqueId('co'), name: 'b', driver: 'sandbox', config: { provider: 'bubblewrap' } })
+      .then((env) => h.client.probeEnvironment(env.companyId, env.id));
     expect(real.ok).toBe(true);
   });
 });

@@ -2,11 +2,12 @@
 // holds a ready run, a retained lease and a run awaiting retry; company B tries every company-scoped client
 // path and the CLI on A's ids. Afterwards A's rows and runs are exactly as they were, and A still controls them.
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { NotFoundError } from '../../client/errors.js';
+import { InvalidInputError, NotFoundError } from '../../client/errors.js';
 import type { Environment, EnvironmentLease, ExecutionWorkspace } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runRequest, tempWorkspace, until } from '../support/runs.js';
@@ -90,6 +91,51 @@ describe('company B against company A', () => {
     expect(own.lease.environmentId).not.toBe(envA.id);
     await h.client.completeRun(B, 'kept', { status: 'succeeded' });
     expect((await h.store.listLeases(B)).map((l) => l.status)).toEqual(['released']);
+  });
+
+  it('cannot get, update, archive or probe A\'s environment by id, nor point a workspace at it: "not found", as for a missing id', async () => {
+    const before = await h.store.getEnvironmentById(envA.id);
+    expect(before).toMatchObject({ companyId: A, status: 'active' });
+    const notFound = (id: string) => `environment ${id} of company ${B} not found`;
+    const attempts: [string, () => Promise<unknown>][] = [
+      ['get', () => h.client.getEnvironment(B, envA.id)],
+      ['update', () => h.client.updateEnvironment(B, envA.id, { config: { provider: 'fake', faults: { acquire: { fail: 'always' } } }, name: 'hijacked' })],
+      ['archive', () => h.client.archiveEnvironment(B, envA.id)],
+      ['probe', () => h.client.probeEnvironment(B, envA.id)],
+    ];
+    for (const [what, attempt] of attempts) {
+      const err = await attempt().then(() => null, (e: unknown) => e);
+      expect(err, what).toBeInstanceOf(NotFoundError);
+      expect((err as Error).message, what).toBe(notFound(envA.id));
+    }
+    // Exactly what an id that exists nowhere gets: nothing tells B that A's id is taken.
+    const missing = randomUUID();
+    const err = await h.client.getEnvironment(B, missing).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(NotFoundError);
+    expect((err as Error).message).toBe(notFound(missing));
+    // An execution workspace of B cannot name A's environment either.
+    const ws = h.client.createExecutionWorkspace({ companyId: B, name: 'b-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
+    await expect(ws).rejects.toThrow(InvalidInputError);
+    await expect(ws).rejects.toThrow(`config.environmentId: environment ${envA.id} of company ${B} not found`);
+    const { rows } = await h.database.pool.query('select count(*)::int as n from execution_workspaces where company_id = $1', [B]);
+    expect(rows[0].n).toBe(0);
+
+    expect(await h.store.getEnvironmentById(envA.id)).toEqual(before);
+    expect(await h.client.getEnvironment(A, envA.id)).toEqual(before); // A still reads its own
+  });
+
+  it('the CLI as B: env update/archive/probe of A\'s environment exit 1 "not found"; the row is unchanged and active', async () => {
+    const before = await h.store.getEnvironmentById(envA.id);
+    for (const args of [['update', envA.id, '--config', '{"provider":"fake","faults":{"acquire":{"fail":"always"}}}'], ['archive', envA.id], ['probe', envA.id]]) {
+      const res = await envrun(['env', ...args, '--company', B, '--json']);
+      expect(res.code, res.stderr).toBe(1);
+      expect(res.stdout).toBe('');
+      expect(res.stderr).toBe(`envrun: environment ${envA.id} of company ${B} not found\n`);
+    }
+    const after = await h.store.getEnvironmentById(envA.id);
+    expect(after).toEqual(before);
+    expect(after?.status).toBe('active');
+    expect((await h.client.getRun(A, 'ready'))?.phase).toBe('ready'); // archiving would have cancelled it
   });
 
   it('cannot release, renew, complete, cancel, retry or exec in A\'s leases and runs', async () => {

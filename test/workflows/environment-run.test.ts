@@ -2,6 +2,7 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NotFoundError, RunEndedError, RunStateError } from '../../client/errors.js';
 import { ACTIVITY_ACTIONS } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runEnd, runRequest, scheduledActivities, tempWorkspace } from '../support/runs.js';
@@ -180,7 +181,7 @@ describe('failures', () => {
   it('environment_inactive for an archived environment', async () => {
     const companyId = uniqueId('co');
     const env = await h.client.createEnvironment({ companyId, name: 'old', driver: 'sandbox', config: { provider: 'fake' } });
-    await h.client.archiveEnvironment(env.id);
+    await h.client.archiveEnvironment(companyId, env.id);
     const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'environment_inactive');
     expect(err).toMatchObject({ environmentId: env.id, driver: 'sandbox' });
   });
@@ -334,6 +335,33 @@ describe('lifecycle', () => {
     const released = await h.store.listActivity(req.companyId, { runId: req.heartbeatRunId, action: ACTIVITY_ACTIONS.leaseReleased });
     expect(released).toHaveLength(1);
     expect(released[0]!.details).toMatchObject({ outcome: 'cancelled', status: 'released' });
+  });
+
+  it('cancelling a run that already ended is refused with RunEndedError, saying how it ended; nothing changes', async () => {
+    const companyId = uniqueId('co');
+    await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'completed' }));
+    await h.client.completeRun(companyId, 'completed', { status: 'failed', failureReason: 'tests red' });
+    const flaky = await h.client.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+    await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'failed', environmentId: flaky.id })), 'workspace_realization_failed');
+    await runEnd(h, companyId, 'failed');
+    await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'cancelled' }));
+    await h.client.cancelRun(companyId, 'cancelled');
+    const before = { leases: await h.store.listLeases(companyId), activity: await h.store.listActivity(companyId) };
+
+    for (const [run, outcome, detail, how] of [
+      ['completed', 'completed', 'failed', 'completed, status failed'],
+      ['failed', 'failed', 'workspace_realization_failed', 'failed, error workspace_realization_failed'],
+      ['cancelled', 'cancelled', null, 'cancelled'],
+    ] as const) {
+      const err = await h.client.cancelRun(companyId, run).then(() => null, (e: unknown) => e);
+      expect(err, run).toBeInstanceOf(RunEndedError);
+      expect(err).toBeInstanceOf(RunStateError);
+      expect(err).toMatchObject({ outcome, detail, message: `run ${run} of company ${companyId} already ended, nothing to cancel: ${how}` });
+    }
+    expect({ leases: await h.store.listLeases(companyId), activity: await h.store.listActivity(companyId) }).toEqual(before);
+    const phases = await Promise.all(['completed', 'failed', 'cancelled'].map(async (run) => (await h.client.getRun(companyId, run))?.phase));
+    expect(phases).toEqual(['released', 'failed', 'cancelled']);
+    await expect(h.client.cancelRun(companyId, 'never-started')).rejects.toThrow(NotFoundError);
   });
 
   it('getRun reports phase, lease and target', async () => {

@@ -33,6 +33,16 @@ function gitRepo(dir: string): string {
   return dir;
 }
 
+/** The stderr of a git command that must fail. */
+function gitFailure(dir: string, args: string[]): string {
+  try {
+    execFileSync('git', ['-C', dir, ...args], { env: { PATH: process.env.PATH!, HOME: root }, stdio: 'pipe' });
+  } catch (err) {
+    return String((err as { stderr: Buffer }).stderr);
+  }
+  throw new Error(`git ${args.join(' ')} succeeded`);
+}
+
 beforeAll(async () => {
   sshd = await startSshd(mkdtempSync(join(tmpdir(), 'envrun-sshd-')));
   process.env[KEY_VAR] = sshd.privateKey;
@@ -84,11 +94,11 @@ describe('refused by the worker, naming the field, even around the client', () =
     expect(err.message).toContain(field);
     await runEnd(h, companyId, req.heartbeatRunId);
     expect(await h.store.listRunLeases(companyId, req.heartbeatRunId)).toEqual([]);
-    await expect(h.client.probeEnvironment(env.id)).rejects.toThrow(field);
+    await expect(h.client.probeEnvironment(companyId, env.id)).rejects.toThrow(field);
 
     // Through the client, an update to the same value is refused and the row is left as it was.
     const good = await h.client.createEnvironment({ companyId, name: 'good', driver: 'ssh', config: sshConfig() });
-    const update = h.client.updateEnvironment(good.id, { config: { ...good.config, ...hostile } });
+    const update = h.client.updateEnvironment(companyId, good.id, { config: { ...good.config, ...hostile } });
     await expect(update).rejects.toThrow(InvalidInputError);
     await expect(update).rejects.toThrow(field);
     expect(await h.store.getEnvironmentById(good.id)).toEqual(good);
@@ -126,10 +136,30 @@ describe('passed as data, never to a shell', () => {
       workspace: { baseCwd: repo, cwd: worktreePath, strategy: 'git_worktree', branchName: 'agent/ref', worktreePath, repoRef: `--upload-pack=x ${pwn('ref')}` },
     });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
-    expect(err.message).toMatch(/^git worktree failed: /);
+    // git's own complaint, not its "Preparing worktree (new branch …)" progress line.
+    expect(err.message).toMatch(/^git worktree failed: (fatal|error): /);
     await runEnd(h, companyId, req.heartbeatRunId);
     expect(existsSync(worktreePath)).toBe(false);
     expect(execFileSync('git', ['-C', repo, 'branch', '--list', 'agent/ref']).toString()).toBe('');
+  });
+
+  it('a base ref that does not exist: the run fails with git\'s fatal line, naming the ref', async () => {
+    const companyId = uniqueId('co');
+    const repo = gitRepo(join(root, uniqueId('repo')));
+    const worktreePath = join(root, uniqueId('wt'));
+    const req = runRequest({
+      companyId,
+      workspace: { baseCwd: repo, cwd: worktreePath, strategy: 'git_worktree', branchName: 'agent/missing-base', worktreePath, repoRef: 'no-such-base' },
+    });
+    const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
+    // The same line git prints for it, e.g. "fatal: invalid reference: no-such-base" or "fatal: not a valid object name: 'no-such-base'".
+    const direct = gitFailure(repo, ['worktree', 'add', '-b', 'probe-branch', '--', join(root, uniqueId('probe-wt')), 'no-such-base']);
+    const fatal = direct.split('\n').find((l) => l.startsWith('fatal:'));
+    expect(fatal).toContain('no-such-base');
+    expect(err.message).toBe(`git worktree failed: ${fatal}`);
+    expect(err.message).not.toContain('Preparing worktree');
+    await runEnd(h, companyId, req.heartbeatRunId);
+    expect(existsSync(worktreePath)).toBe(false);
   });
 
   it('ssh: local and remote paths full of shell code; provision, exec, sync back and removal all quote them', async () => {

@@ -37,7 +37,7 @@ describe('operator retry', () => {
     await h.client.retryRealization(companyId, 'a');
     await until('a awaiting again', async () => (await h.client.getRun(companyId, 'a'))?.operatorRetries === 1 && (await phaseOf(companyId, 'a')) === 'awaiting_retry');
 
-    await h.client.updateEnvironment(env.id, { config: { provider: 'fake' } });
+    await h.client.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
     const retried = await h.client.retryAwaiting({ environmentId: env.id });
     expect(retried.map((r) => r.heartbeatRunId).sort()).toEqual(['a', 'b']);
     const results = await Promise.all(ready);

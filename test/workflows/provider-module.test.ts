@@ -32,7 +32,7 @@ it('runs a run through a module-loaded provider, realize to release', async () =
   const cwd = (result.executionTarget as { remoteCwd: string }).remoteCwd;
   expect(readFileSync(join(cwd, 'src.txt'), 'utf8')).toBe('source');
   expect(readFileSync(join(cwd, 'out.txt'), 'utf8')).toBe('made-by-dirbox\n');
-  expect(await h.client.probeEnvironment(env.id)).toEqual({ ok: true, diagnostics: [`dirbox root ${join(h.dataDir, 'dirbox')}`] });
+  expect(await h.client.probeEnvironment(companyId, env.id)).toEqual({ ok: true, diagnostics: [`dirbox root ${join(h.dataDir, 'dirbox')}`] });
   await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   expect(existsSync(cwd)).toBe(false);
 });
@@ -49,7 +49,7 @@ it('a reply off the contract fails the step with a message naming the provider',
   expect(err.message).toMatch(/^sandbox provider "liar" returned an invalid reply to acquireLease: reply\.providerLeaseId/);
   expect(err.provider).toBe('liar');
   await runEnd(h, companyId, req.heartbeatRunId);
-  await expect(h.client.probeEnvironment(env.id)).rejects.toThrow(/"liar" returned an invalid reply to probe/);
+  await expect(h.client.probeEnvironment(companyId, env.id)).rejects.toThrow(/"liar" returned an invalid reply to probe/);
 });
 
 it('a duplicate provider key is refused at start', async () => {

@@ -47,7 +47,7 @@ it('a sweep releases every active lease whose run is closed or missing; one fail
   expect(again).toMatchObject([{ leaseId: failing.id, cleanupStatus: 'failed', error: 'API down', reason: 'cleanup retried: failed after the run ended' }]);
   expect((await h.store.getLease(companyId, failing.id))!.metadata).toMatchObject({ cleanupAttempts: 2, cleanupError: 'API down' });
   // Once the provider works again, the next sweep frees the resource; the lease keeps its status.
-  await h.client.updateEnvironment(sticky.id, { config: { provider: 'fake' } });
+  await h.client.updateEnvironment(companyId, sticky.id, { config: { provider: 'fake' } });
   const fixed = (await h.client.reaperRunOnce()).filter((r) => r.companyId === companyId);
   expect(fixed).toMatchObject([{ leaseId: failing.id, cleanupStatus: 'success', error: null }]);
   expect(existsSync(dirOf(failing))).toBe(false);
@@ -63,7 +63,7 @@ it('archiving an environment releases its leases through the provider before it 
   const env = await h.client.createEnvironment({ companyId, name: 'old', driver: 'sandbox', config: { provider: 'fake' } });
   const running = await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'running', environmentId: env.id }));
   const orphan = await orphanedRun(companyId, env.id, 'orphan');
-  const archived = await h.client.archiveEnvironment(env.id);
+  const archived = await h.client.archiveEnvironment(companyId, env.id);
   expect(archived.status).toBe('archived');
   const leases = await h.store.listLeases(companyId);
   expect(leases.map((l) => [l.heartbeatRunId, l.status, l.cleanupStatus]).sort()).toEqual([['orphan', 'released', 'success'], ['running', 'released', 'success']]);

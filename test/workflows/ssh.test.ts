@@ -72,7 +72,7 @@ describe('ssh driver', () => {
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'lease_acquire_failed');
     expect(err.message).toContain(`host key of 127.0.0.1:${sshd.port} is not in knownHosts`);
     await runEnd(h, companyId, req.heartbeatRunId);
-    expect(await h.client.probeEnvironment(env.id)).toMatchObject({ ok: false });
+    expect(await h.client.probeEnvironment(companyId, env.id)).toMatchObject({ ok: false });
   });
 
   it('a file: secret reference works too', async () => {
@@ -88,7 +88,7 @@ describe('ssh driver', () => {
   it('a missing key secret fails plainly; probe reports a reachable host', async () => {
     const companyId = uniqueId('co');
     const ok = await h.client.createEnvironment({ companyId, name: 'ssh-ok', driver: 'ssh', config: sshConfig() });
-    const probe = await h.client.probeEnvironment(ok.id);
+    const probe = await h.client.probeEnvironment(companyId, ok.id);
     expect(probe.ok).toBe(true);
     expect(probe.diagnostics[0]).toBe(`connected to ${sshd.username}@127.0.0.1:${sshd.port}`);
     const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ privateKeySecretRef: 'env:ENVRUN_NO_SUCH_KEY' }) });
