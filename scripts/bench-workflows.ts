@@ -1,9 +1,6 @@
-// Workflows for `npm run bench` only: envrun's own, plus the bare baseline — a plain workflow with as
-// many sequential no-op activities as an envrun run has steps, the same ready/complete shape.
-import { allHandlersFinished, condition, proxyActivities, setHandler } from '@temporalio/workflow';
-import { defineUpdate } from '@temporalio/workflow';
-
-export { environmentRun } from '../workflows/environment-run.js';
+// The bare baseline of `npm run bench`: a plain workflow with as many sequential no-op activities as an
+// envrun run has steps, and the same ready/complete shape (update waitReady, update complete).
+import { allHandlersFinished, condition, defineUpdate, proxyActivities, setHandler } from '@temporalio/workflow';
 
 export const bareReady = defineUpdate<string>('waitReady');
 export const bareComplete = defineUpdate<string>('complete');

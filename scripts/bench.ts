@@ -1,21 +1,26 @@
 // `npm run bench`: figures, not timed tests. One dev server, one machine, one run: the bare Temporal
-// baseline, envrun, the same steps in-process (no Temporal), bubblewrap realize→first command, and a scale
-// series of runs held at ready. Prints a table and writes JSON under bench/results/.
+// baseline, envrun, the same steps in-process (no Temporal), bubblewrap realize→first command, a scale
+// series of runs held at ready, and each target checked. Workers run in their own processes (envrun's is
+// the real `worker/main.ts`), so "worker RSS" is the worker's alone. Prints tables; writes JSON under
+// bench/results/.
 import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/client';
 import { defineUpdate } from '@temporalio/workflow';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
-import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createDrivers } from '../activities/drivers/registry.js';
 import { createActivities } from '../activities/index.js';
 import { createDatabaseIfMissing, openDatabase } from '../activities/store/db.js';
-import { ensureEmbeddedStore, stopEmbeddedStore } from '../activities/store/embedded.js';
+import { ensureEmbeddedStore, stopEmbeddedStore, tsxLoaderUrl } from '../activities/store/embedded.js';
 import { Store } from '../activities/store/store.js';
 import { EnvRunClient } from '../client/client.js';
+import { DEFAULT_MAX_CACHED_WORKFLOWS } from '../worker/config.js';
 import { createProviders } from '../worker/deps.js';
+import { bundleWorkflows } from './bundle-workflows.js';
 import { startDevServer } from './dev-server.js';
 
 // The bare baseline's updates (scripts/bench-workflows.ts), by name: workflow modules stay out of this process.
@@ -23,33 +28,80 @@ const bareReady = defineUpdate<string>('waitReady');
 const bareComplete = defineUpdate<string>('complete');
 const N = Number(process.env.BENCH_RUNS ?? 200);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 10);
+const CEILING_CONCURRENCY = Number(process.env.BENCH_CEILING_CONCURRENCY ?? 50);
 const SCALE = (process.env.BENCH_SCALE ?? '1,10,100,1000').split(',').map(Number);
+const CACHE = Number(process.env.ENVRUN_MAX_CACHED_WORKFLOWS ?? DEFAULT_MAX_CACHED_WORKFLOWS);
 
-interface Series { name: string; latenciesMs: number[]; wallMs: number; peakRssMb: number }
-
-let peakRss = 0;
-const rssTimer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 50);
-const mb = (b: number) => Math.round(b / 1024 / 1024);
+const mb = (bytes: number) => Math.round(bytes / 1024 / 1024);
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? Math.round(s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)]! * 10) / 10 : NaN;
 };
+const round2 = (x: number) => Math.round(x * 100) / 100;
 
-async function measure(name: string, one: (i: number) => Promise<number>): Promise<Series> {
-  peakRss = process.memoryUsage().rss;
+/** Resident memory of one process (from /proc), sampled every 50 ms; `peak` since the last reset. */
+class RssProbe {
+  peak = 0;
+  private timer: NodeJS.Timeout;
+  constructor(readonly pid: number) {
+    this.timer = setInterval(() => (this.peak = Math.max(this.peak, this.now())), 50);
+  }
+  now(): number {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
+      return m ? Number(m[1]) * 1024 : 0;
+    } catch {
+      return 0;
+    }
+  }
+  reset(): void {
+    this.peak = this.now();
+  }
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+function spawnWorker(script: string, env: Record<string, string>, logFile: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', tsxLoaderUrl(), script], {
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onData = (c: Buffer) => {
+      out += c.toString();
+      writeFileSync(logFile, out);
+      if (out.includes('[envrun] worker on')) resolve(child);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`worker ${script} exited with ${code}: ${out.slice(-2000)}`)));
+  });
+}
+
+interface Series { mode: string; concurrency: number; latenciesMs: number[]; wallMs: number; peakRssMb: number; rssOf: string }
+
+async function measure(mode: string, rss: RssProbe, rssOf: string, concurrency: number, one: (i: number) => Promise<number>): Promise<Series> {
+  rss.reset();
   const latenciesMs: number[] = [];
   let next = 0;
   const started = performance.now();
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+  await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < N) latenciesMs.push(await one(next++));
   }));
-  return { name, latenciesMs, wallMs: performance.now() - started, peakRssMb: mb(peakRss) };
+  return { mode, concurrency, latenciesMs, wallMs: performance.now() - started, peakRssMb: mb(rss.peak), rssOf };
 }
+
+const row = (s: Series) => ({
+  mode: s.mode, concurrency: s.concurrency, runsPerSec: Math.round((N / s.wallMs) * 1000 * 10) / 10,
+  p50: pct(s.latenciesMs, 50), p95: pct(s.latenciesMs, 95), p99: pct(s.latenciesMs, 99), peakRssMb: s.peakRssMb, rssOf: s.rssOf,
+});
 
 async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const tmp = mkdtempSync(join(tmpdir(), 'envrun-bench-'));
   chmodSync(tmp, 0o755); // the embedded server runs as an unprivileged user when we are root
+  const children: ChildProcess[] = [];
   const server = await startDevServer({ headless: true, logFile: join(tmp, 'temporal.log') });
   const adminUrl = await ensureEmbeddedStore(join(tmp, 'store'));
   await createDatabaseIfMissing(adminUrl, 'bench');
@@ -58,66 +110,76 @@ async function main(): Promise<void> {
   const database = await openDatabase(url.toString(), 20);
   const store = new Store(database.db);
   const dataDir = join(tmp, 'data');
+  const bundle = await bundleWorkflows(join(tmp, 'workflow-bundle.js'));
+  const common = { TEMPORAL_ADDRESS: server.address, ENVRUN_MAX_CACHED_WORKFLOWS: String(CACHE) };
+  const [envrunWorker, bareWorker] = await Promise.all([
+    spawnWorker(fileURLToPath(new URL('../worker/main.ts', import.meta.url)), {
+      ...common, DATABASE_URL: url.toString(), ENVRUN_TASK_QUEUE: 'bench', ENVRUN_DATA_DIR: dataDir, ENVRUN_WORKFLOW_BUNDLE: bundle,
+      ENVRUN_REAPER_EVERY: 'off', ENVRUN_LOG_LEVEL: 'WARN',
+    }, join(tmp, 'envrun-worker.log')),
+    spawnWorker(fileURLToPath(new URL('./bench-bare-worker.ts', import.meta.url)), { ...common, ENVRUN_TASK_QUEUE: 'bench-bare' }, join(tmp, 'bare-worker.log')),
+  ]);
+  children.push(envrunWorker, bareWorker);
+  const envrunRss = new RssProbe(envrunWorker.pid!);
+  const bareRss = new RssProbe(bareWorker.pid!);
+  const selfRss = new RssProbe(process.pid);
+
   const providers = createProviders({ dataDir });
   const drivers = createDrivers(providers);
-  const connection = await NativeConnection.connect({ address: server.address });
   const clientConnection = await Connection.connect({ address: server.address });
   const temporal = new Client({ connection: clientConnection });
-  const { code } = await bundleWorkflowCode({ workflowsPath: fileURLToPath(new URL('./bench-workflows.ts', import.meta.url)), logger: new DefaultLogger('WARN') });
-  const deps = { store, drivers, temporal };
-  const worker = await Worker.create({
-    connection, taskQueue: 'bench', workflowBundle: { code },
-    activities: { ...createActivities(deps), noop: async (s: string) => s },
-    maxConcurrentActivityTaskExecutions: 200, maxCachedWorkflows: 2000,
-  });
-  const running = worker.run();
   const client = new EnvRunClient({ client: temporal, store, taskQueue: 'bench', drivers, runDefaults: { awaitRetryMs: 0 } });
   const env = await client.createEnvironment({ companyId: 'bench', name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
   const cwd = mkdtempSync(join(tmpdir(), 'bench-ws-'));
-  const results: Record<string, unknown> = { runs: N, concurrency: CONCURRENCY, machine: `${process.platform} ${process.arch}, node ${process.version}` };
+  const request = (id: string) => ({ companyId: 'bench', heartbeatRunId: id, environmentId: env.id, workspace: { baseCwd: cwd, cwd } });
 
-  // Warm-up (bundle caches, connections, JIT) outside the figures.
-  for (let i = 0; i < 5; i++) {
-    await client.startRunAndWaitReady({ companyId: 'bench', heartbeatRunId: `warm-${i}`, environmentId: env.id, workspace: { baseCwd: cwd, cwd } });
-    await client.completeRun('bench', `warm-${i}`, { status: 'succeeded' });
-  }
-
-  const bare = await measure('bare', async (i) => {
+  const bareRun = (prefix: string) => async (i: number) => {
     const t = performance.now();
-    const op = new WithStartWorkflowOperation('benchBare', { workflowId: `bare-${i}-${Date.now()}`, taskQueue: 'bench', workflowIdConflictPolicy: 'FAIL', args: [] });
+    const op = new WithStartWorkflowOperation('benchBare', { workflowId: `${prefix}-${i}`, taskQueue: 'bench-bare', workflowIdConflictPolicy: 'FAIL', args: [] });
     await temporal.workflow.executeUpdateWithStart(bareReady, { startWorkflowOperation: op });
     const latency = performance.now() - t;
     await (await op.workflowHandle()).executeUpdate(bareComplete);
     return latency;
-  });
-  const envrun = await measure('envrun', async (i) => {
+  };
+  const envrunRun = (prefix: string) => async (i: number) => {
     const t = performance.now();
-    await client.startRunAndWaitReady({ companyId: 'bench', heartbeatRunId: `run-${i}`, environmentId: env.id, workspace: { baseCwd: cwd, cwd } });
+    await client.startRunAndWaitReady(request(`${prefix}-${i}`));
     const latency = performance.now() - t;
-    await client.completeRun('bench', `run-${i}`, { status: 'succeeded' });
+    await client.completeRun('bench', `${prefix}-${i}`, { status: 'succeeded' });
     return latency;
-  });
-  const acts = createActivities(deps);
-  const inProcess = await measure('in-process', async (i) => {
+  };
+  // Warm-up (bundle caches, connections, JIT) outside the figures.
+  for (let i = 0; i < 5; i++) {
+    await bareRun('warm-bare')(i);
+    await envrunRun('warm')(i);
+  }
+
+  const series: Series[] = [];
+  series.push(await measure('bare', bareRss, 'bare worker', CONCURRENCY, bareRun('bare')));
+  series.push(await measure('envrun', envrunRss, 'envrun worker', CONCURRENCY, envrunRun('run')));
+
+  const acts = createActivities({ store, drivers, temporal });
+  series.push(await measure('in-process', selfRss, 'bench process', CONCURRENCY, async (i) => {
     const env0 = new MockActivityEnvironment({ attempt: 1, workflowExecution: { workflowId: `inproc-${i}`, runId: 'r' } } as never);
-    const mock = { run: <A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A) => env0.run(fn, ...args) as Promise<R> };
+    const run = <A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A) => env0.run(fn, ...args) as Promise<R>;
     const t = performance.now();
-    const { request, environment, executionWorkspace } = await mock.run(acts.resolveEnvironment, { companyId: 'bench', heartbeatRunId: `inproc-${i}`, environmentId: env.id, workspace: { baseCwd: cwd, cwd } });
-    const lease = await mock.run(acts.acquireLease, { request, environment });
-    await mock.run(acts.logActivity, { eventKey: `inproc-${i}:a`, companyId: 'bench', action: 'environment.lease_acquired', entityType: 'environment_lease' as const, entityId: lease.id, agentId: null, runId: request.heartbeatRunId, details: {} });
-    const realized = await mock.run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace });
-    const stored = await mock.run(acts.persistMetadata, { environment, lease, executionWorkspaceId: null, realizationRequest: realized.realizationRequest, record: realized.record });
-    await mock.run(acts.resolveTarget, { environment, lease: stored.lease, record: realized.record });
-    await mock.run(acts.logActivity, { eventKey: `inproc-${i}:r`, companyId: 'bench', action: 'environment.workspace_realized', entityType: 'environment_lease' as const, entityId: lease.id, agentId: null, runId: request.heartbeatRunId, details: {} });
+    const { request: req, environment, executionWorkspace } = await run(acts.resolveEnvironment, request(`inproc-${i}`));
+    const lease = await run(acts.acquireLease, { request: req, environment });
+    await run(acts.logActivity, { eventKey: `inproc-${i}:a`, companyId: 'bench', action: 'environment.lease_acquired', entityType: 'environment_lease' as const, entityId: lease.id, agentId: null, runId: req.heartbeatRunId, details: {} });
+    const realized = await run(acts.realizeWorkspace, { request: req, environment, lease, executionWorkspace });
+    const stored = await run(acts.persistMetadata, { environment, lease, executionWorkspaceId: null, realizationRequest: realized.realizationRequest, record: realized.record });
+    await run(acts.resolveTarget, { environment, lease: stored.lease, record: realized.record });
+    await run(acts.logActivity, { eventKey: `inproc-${i}:r`, companyId: 'bench', action: 'environment.workspace_realized', entityType: 'environment_lease' as const, entityId: lease.id, agentId: null, runId: req.heartbeatRunId, details: {} });
     const latency = performance.now() - t;
-    await mock.run(acts.releaseLease, { companyId: 'bench', heartbeatRunId: request.heartbeatRunId, leaseId: lease.id, outcome: 'succeeded', failureReason: null, finalAttempt: 1 });
+    await run(acts.releaseLease, { companyId: 'bench', heartbeatRunId: req.heartbeatRunId, leaseId: lease.id, outcome: 'succeeded', failureReason: null, finalAttempt: 1 });
     return latency;
-  });
+  }));
+
   const bwrap = providers.get('bubblewrap')!;
   const bwConfig = bwrap.validateConfig({ provider: 'bubblewrap' });
-  const sandbox = await measure('sandbox', async (i) => {
-    const ctx = { environmentId: env.id, heartbeatRunId: `bw-${i}`, attempt: 1 };
-    const lease = await bwrap.acquireLease(bwConfig, { ...ctx, idempotencyKey: `bw-${i}`, reuseKey: null });
+  const sandboxRun = (prefix: string) => async (i: number) => {
+    const ctx = { environmentId: env.id, heartbeatRunId: `${prefix}-${i}`, attempt: 1 };
+    const lease = await bwrap.acquireLease(bwConfig, { ...ctx, idempotencyKey: `${prefix}-${i}`, reuseKey: null });
     const t = performance.now();
     await bwrap.realizeWorkspace(bwConfig, { ...ctx, providerLeaseId: lease.providerLeaseId, localPath: cwd });
     const res = await bwrap.execute(bwConfig, { ...ctx, providerLeaseId: lease.providerLeaseId }, { command: 'true', args: [], env: {}, timeoutMs: 10_000 });
@@ -125,57 +187,76 @@ async function main(): Promise<void> {
     if (res.exitCode !== 0) throw new Error(`bwrap: ${res.stderr}`);
     await bwrap.releaseLease(bwConfig, { ...ctx, providerLeaseId: lease.providerLeaseId, keep: false });
     return latency;
-  });
+  };
+  series.push(await measure('sandbox (bwrap)', selfRss, 'bench process', CONCURRENCY, sandboxRun('bw')));
+  series.push(await measure('sandbox (bwrap)', selfRss, 'bench process', 1, sandboxRun('bw1')));
+  // The dev server's own ceiling: both again at a higher concurrency.
+  series.push(await measure('bare', bareRss, 'bare worker', CEILING_CONCURRENCY, bareRun('bare-ceiling')));
+  series.push(await measure('envrun', envrunRss, 'envrun worker', CEILING_CONCURRENCY, envrunRun('run-ceiling')));
 
-  const row = (s: Series) => ({
-    mode: s.name, runsPerSec: Math.round((N / s.wallMs) * 1000 * 10) / 10,
-    p50: pct(s.latenciesMs, 50), p95: pct(s.latenciesMs, 95), p99: pct(s.latenciesMs, 99), peakRssMb: s.peakRssMb,
-  });
-  const table = [bare, envrun, inProcess, sandbox].map(row);
-  results.modes = table;
-  results.ratios = {
-    envrunOverBareP50: Math.round((table[1]!.p50 / table[0]!.p50) * 100) / 100,
-    envrunOverInProcessP50: Math.round((table[1]!.p50 / table[2]!.p50) * 100) / 100,
-    envrunOverBareThroughput: Math.round((table[1]!.runsPerSec / table[0]!.runsPerSec) * 100) / 100,
+  const table = series.map(row);
+  const [bare, envrun, inProcess, sandbox, sandbox1, bareCeiling, envrunCeiling] = table;
+  const ratios = {
+    envrunOverBareP50: round2(envrun!.p50 / bare!.p50),
+    envrunOverBareThroughput: round2(envrun!.runsPerSec / bare!.runsPerSec),
+    envrunOverInProcessP50: round2(envrun!.p50 / inProcess!.p50),
+    envrunOverBareThroughputAtCeiling: round2(envrunCeiling!.runsPerSec / bareCeiling!.runsPerSec),
   };
 
-  // Scale: N runs held at ready at once (leases held), RSS at each step.
-  const scale: Array<{ held: number; rssMb: number; secondsToReady: number }> = [];
+  // Scale: N runs held at ready at once (leases held), the envrun worker's RSS when all are ready.
+  const scale: Array<{ held: number; workerRssMb: number; workerPeakRssMb: number; secondsToReady: number }> = [];
   for (const held of SCALE) {
     const ids = Array.from({ length: held }, (_, i) => `held-${held}-${i}`);
+    envrunRss.reset();
     const t = performance.now();
     let next = 0;
     await Promise.all(Array.from({ length: Math.min(50, held) }, async () => {
-      while (next < ids.length) {
-        const id = ids[next++]!;
-        await client.startRunAndWaitReady({ companyId: 'bench', heartbeatRunId: id, environmentId: env.id, workspace: { baseCwd: cwd, cwd } });
-      }
+      while (next < ids.length) await client.startRunAndWaitReady(request(ids[next++]!));
     }));
     const secondsToReady = Math.round((performance.now() - t) / 100) / 10;
-    global.gc?.();
-    scale.push({ held, rssMb: mb(process.memoryUsage().rss), secondsToReady });
+    await new Promise((r) => setTimeout(r, 1000)); // let the last tasks settle
+    scale.push({ held, workerRssMb: mb(envrunRss.now()), workerPeakRssMb: mb(envrunRss.peak), secondsToReady });
     next = 0;
     await Promise.all(Array.from({ length: Math.min(50, held) }, async () => {
       while (next < ids.length) await client.completeRun('bench', ids[next++]!, { status: 'succeeded' });
     }));
   }
-  results.scale = scale;
+  const largest = scale[scale.length - 1]!;
 
-  console.log(`\nenvrun bench: ${N} runs per mode at concurrency ${CONCURRENCY} (one process: worker + client)\n`);
+  const targets = [
+    { target: 'envrun/bare start→ready p50 ≤ 1.0', measured: ratios.envrunOverBareP50, met: ratios.envrunOverBareP50 <= 1 },
+    { target: 'envrun/bare throughput ≥ 0.8', measured: ratios.envrunOverBareThroughput, met: ratios.envrunOverBareThroughput >= 0.8 },
+    { target: `envrun ≥ 100 runs/s (c=${CEILING_CONCURRENCY}) unless bare is lower`, measured: `${envrunCeiling!.runsPerSec} (bare ${bareCeiling!.runsPerSec})`, met: envrunCeiling!.runsPerSec >= Math.min(100, bareCeiling!.runsPerSec * 0.8) },
+    { target: `${largest.held} held, worker RSS ≤ 300 MB`, measured: largest.workerRssMb, met: largest.workerRssMb <= 300 },
+    { target: 'bwrap realize→first command p50 ≤ 50 ms (c=1)', measured: sandbox1!.p50, met: sandbox1!.p50 <= 50 },
+    { target: `bwrap realize→first command p50 ≤ 50 ms (c=${CONCURRENCY})`, measured: sandbox!.p50, met: sandbox!.p50 <= 50 },
+  ];
+
+  console.log(`\nenvrun bench: ${N} runs per mode; workers in their own processes; cache ${CACHE} workflows\n`);
   console.table(table);
-  console.log('ratios', results.ratios);
-  console.log('\nscale (runs held at ready at once; RSS of the worker+client process):');
+  console.log('ratios', ratios);
+  console.log('\nscale (runs held at ready at once; RSS of the envrun worker process):');
   console.table(scale);
+  console.log('\ntargets:');
+  console.table(targets);
+  console.log('\nmarkdown:\n');
+  console.log('| mode | concurrency | runs/s | p50 ms | p95 ms | p99 ms | peak RSS MB (of) |\n| --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of table) console.log(`| ${r.mode} | ${r.concurrency} | ${r.runsPerSec} | ${r.p50} | ${r.p95} | ${r.p99} | ${r.peakRssMb} (${r.rssOf}) |`);
   mkdirSync('bench/results', { recursive: true });
   const file = join('bench/results', `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify(results, null, 2));
+  writeFileSync(file, JSON.stringify({
+    runs: N, concurrency: CONCURRENCY, ceilingConcurrency: CEILING_CONCURRENCY, maxCachedWorkflows: CACHE,
+    machine: `${process.platform} ${process.arch}, node ${process.version}`, modes: table, ratios, scale, targets,
+  }, null, 2));
   console.log(`\nwritten ${file}`);
 
-  clearInterval(rssTimer);
-  worker.shutdown();
-  await running;
+  for (const probe of [envrunRss, bareRss, selfRss]) probe.stop();
+  for (const child of children) {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  }
   await clientConnection.close();
-  await connection.close();
   await database.close();
   await server.stop();
   await stopEmbeddedStore(join(tmp, 'store'));

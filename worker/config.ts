@@ -8,6 +8,12 @@ import { DEFAULT_TASK_QUEUE, describeZodError } from '../contracts/index.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/, 'must be host:port');
 const positiveInt = z.coerce.number().int().positive();
+/**
+ * Runs whose workflow state the worker keeps in memory. A run held at ready waits, idle, for up to its
+ * lease TTL; past this many, the least recently used is evicted and replayed from history when it next
+ * has work (complete, renew, expiry), which bounds the worker's memory however many runs are held.
+ */
+export const DEFAULT_MAX_CACHED_WORKFLOWS = 250;
 
 export const EnvSchema = z.object({
   TEMPORAL_ADDRESS: hostPort.optional(),
@@ -19,6 +25,7 @@ export const EnvSchema = z.object({
   ENVRUN_WORKFLOW_BUNDLE: z.string().min(1).optional(),
   ENVRUN_PROVISION_TIMEOUT_MS: positiveInt.default(10 * 60_000),
   ENVRUN_MAX_CONCURRENT_ACTIVITIES: positiveInt.default(200),
+  ENVRUN_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).default(DEFAULT_MAX_CACHED_WORKFLOWS),
   ENVRUN_PROVIDER_MODULES: z.string().optional(),
   ENVRUN_METRICS_ADDRESS: hostPort.optional(),
   ENVRUN_REAPER_EVERY: z.string().regex(/^(off|\d+(ms|s|m|h))$/, 'must be a duration like 5m, or off').default('5m'),
@@ -34,6 +41,7 @@ export interface EnvRunConfig {
   workflowBundle: string | undefined;
   provisionTimeoutMs: number;
   maxConcurrentActivities: number;
+  maxCachedWorkflows: number;
   logLevel: 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
   /** Sandbox provider modules to load (ENVRUN_PROVIDER_MODULES, comma-separated paths). */
   providerModules: string[];
@@ -69,6 +77,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EnvRunConfig {
     workflowBundle: e.ENVRUN_WORKFLOW_BUNDLE,
     provisionTimeoutMs: e.ENVRUN_PROVISION_TIMEOUT_MS,
     maxConcurrentActivities: e.ENVRUN_MAX_CONCURRENT_ACTIVITIES,
+    maxCachedWorkflows: e.ENVRUN_MAX_CACHED_WORKFLOWS,
     logLevel: e.ENVRUN_LOG_LEVEL,
     metricsAddress: e.ENVRUN_METRICS_ADDRESS,
     reaperEvery: e.ENVRUN_REAPER_EVERY === 'off' ? null : e.ENVRUN_REAPER_EVERY,

@@ -33,6 +33,7 @@ async function main(): Promise<void> {
     workflowBundlePath: config.workflowBundle,
     shutdownGraceMs: config.shutdownGraceMs,
     maxConcurrentActivities: config.maxConcurrentActivities,
+    maxCachedWorkflows: config.maxCachedWorkflows,
   });
   console.log(
     `[envrun] worker on ${config.temporal.address} namespace=${config.temporal.namespace} taskQueue=${config.taskQueue} ` +

@@ -13,6 +13,8 @@ export interface CreateWorkerOptions {
   workflowBundlePath?: string | undefined;
   shutdownGraceMs?: number;
   maxConcurrentActivities?: number;
+  /** Workflow cache size (see worker/config.ts); the SDK's memory-based default when absent. */
+  maxCachedWorkflows?: number;
   extra?: Partial<WorkerOptions>;
 }
 
@@ -27,6 +29,7 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
       : { workflowsPath: WORKFLOWS_PATH }),
     shutdownGraceTime: options.shutdownGraceMs ?? 10_000,
     maxConcurrentActivityTaskExecutions: options.maxConcurrentActivities ?? 200,
+    ...(options.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: options.maxCachedWorkflows } : {}),
     // Send heartbeats within ~2 s, so a cancelled run stops its provision command promptly.
     maxHeartbeatThrottleInterval: '2s',
     ...options.extra,
