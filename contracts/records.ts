@@ -135,7 +135,11 @@ export const RealizedExecutionWorkspaceSchema = z.object({
   projectId: z.string().nullable().default(null),
   workspaceId: z.string().nullable().default(null),
   repoUrl: z.string().max(2000).nullable().default(null),
-  repoRef: z.string().max(200).nullable().default(null),
+  repoRef: z.string().min(1).max(200)
+    // Reaches git as an argument of its own; a leading "-" would still be read as an option.
+    .refine((r) => !r.startsWith('-'), 'must not start with "-" (git would read it as an option)')
+    .refine((r) => !/[\s\x00-\x1f\x7f]/.test(r), 'must not contain whitespace or control characters')
+    .nullable().default(null),
   strategy: WorkspaceStrategySchema.default('project_primary'),
   cwd: AbsolutePath,
   branchName: BranchName.nullable().default(null),

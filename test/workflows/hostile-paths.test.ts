@@ -127,14 +127,16 @@ describe('passed as data, never to a shell', () => {
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
 
-  it('a base ref full of shell code reaches git as one argument: git refuses it, the run fails plainly', async () => {
+  it('a base ref that would be an option is refused naming the field; one full of shell code reaches git as one argument', async () => {
     const companyId = uniqueId('co');
     const repo = gitRepo(join(root, uniqueId('repo')));
     const worktreePath = join(root, uniqueId('wt'));
-    const req = runRequest({
-      companyId,
-      workspace: { baseCwd: repo, cwd: worktreePath, strategy: 'git_worktree', branchName: 'agent/ref', worktreePath, repoRef: `--upload-pack=x ${pwn('ref')}` },
-    });
+    const workspace = { baseCwd: repo, cwd: worktreePath, strategy: 'git_worktree' as const, branchName: 'agent/ref', worktreePath };
+    const optionLike = runRequest({ companyId, workspace: { ...workspace, repoRef: '--upload-pack=x' } });
+    await expect(h.client.startRun(optionLike)).rejects.toThrow(/request\.workspace\.repoRef: must not start with "-"/);
+    expect(await h.client.getRun(companyId, optionLike.heartbeatRunId)).toBeNull();
+
+    const req = runRequest({ companyId, workspace: { ...workspace, repoRef: `x$(touch\${IFS}${root}/pwned-ref);touch\${IFS}${root}/pwned-ref\`touch\${IFS}${root}/pwned-ref\`` } });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     // git's own complaint, not its "Preparing worktree (new branch …)" progress line.
     expect(err.message).toMatch(/^git worktree failed: (fatal|error): /);
