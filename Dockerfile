@@ -19,4 +19,5 @@ ENV ENVRUN_WORKFLOW_BUNDLE=/app/dist/workflow-bundle.js \
     ENVRUN_DATA_DIR=/var/lib/envrun \
     NODE_ENV=production
 USER node
-CMD ["npx", "tsx", "worker/main.ts"]
+# One process: node with the tsx loader (not `npx tsx`, which adds two more processes).
+CMD ["node", "--import", "tsx", "worker/main.ts"]

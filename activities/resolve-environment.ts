@@ -9,6 +9,8 @@ export interface ResolvedEnvironment {
   request: RunRequest;
   environment: Environment;
   executionWorkspace: ExecutionWorkspace | null;
+  /** The driver's target resolution is a local check (see EnvironmentDriver.targetIsLocal). */
+  localTarget?: boolean;
 }
 
 /**
@@ -43,6 +45,7 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     if (environment.status !== 'active') {
       throw runFailure('environment_inactive', `environment ${environment.id} is ${environment.status}`, failureContext(deps, environment));
     }
-    return { request, environment, executionWorkspace };
+    const localTarget = deps.drivers[environment.driver]?.targetIsLocal?.(environment) ?? false;
+    return { request, environment, executionWorkspace, localTarget };
   };
 }

@@ -62,8 +62,18 @@ class RssProbe {
   }
 }
 
-function spawnWorker(script: string, env: Record<string, string>, logFile: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', tsxLoaderUrl(), script], {
+/** CPU time (user + system, all threads) a process has used so far, in ms, from /proc/<pid>/stat. */
+function cpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in USER_HZ (100/s)
+  } catch {
+    return NaN;
+  }
+}
+
+function spawnWorker(script: string, env: Record<string, string>, logFile: string, nodeArgs: string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', tsxLoaderUrl(), script], {
     env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -79,22 +89,35 @@ function spawnWorker(script: string, env: Record<string, string>, logFile: strin
   });
 }
 
-interface Series { mode: string; concurrency: number; latenciesMs: number[]; wallMs: number; peakRssMb: number; rssOf: string }
+interface Series {
+  mode: string; concurrency: number; latenciesMs: number[]; wallMs: number; peakRssMb: number; rssOf: string;
+  /** CPU used per run by the process measured (rssOf) and by the Temporal dev server. */
+  cpuMsPerRun: number; serverCpuMsPerRun: number;
+}
 
+let serverPid = 0;
 async function measure(mode: string, rss: RssProbe, rssOf: string, concurrency: number, one: (i: number) => Promise<number>): Promise<Series> {
   rss.reset();
   const latenciesMs: number[] = [];
   let next = 0;
+  const cpu0 = cpuMs(rss.pid);
+  const server0 = cpuMs(serverPid);
   const started = performance.now();
   await Promise.all(Array.from({ length: concurrency }, async () => {
     while (next < N) latenciesMs.push(await one(next++));
   }));
-  return { mode, concurrency, latenciesMs, wallMs: performance.now() - started, peakRssMb: mb(rss.peak), rssOf };
+  const wallMs = performance.now() - started;
+  return {
+    mode, concurrency, latenciesMs, wallMs, peakRssMb: mb(rss.peak), rssOf,
+    cpuMsPerRun: Math.round(((cpuMs(rss.pid) - cpu0) / N) * 10) / 10,
+    serverCpuMsPerRun: Math.round(((cpuMs(serverPid) - server0) / N) * 10) / 10,
+  };
 }
 
 const row = (s: Series) => ({
   mode: s.mode, concurrency: s.concurrency, runsPerSec: Math.round((N / s.wallMs) * 1000 * 10) / 10,
   p50: pct(s.latenciesMs, 50), p95: pct(s.latenciesMs, 95), p99: pct(s.latenciesMs, 99), peakRssMb: s.peakRssMb, rssOf: s.rssOf,
+  cpuMsPerRun: s.cpuMsPerRun, serverCpuMsPerRun: s.serverCpuMsPerRun,
 });
 
 async function main(): Promise<void> {
@@ -103,6 +126,7 @@ async function main(): Promise<void> {
   chmodSync(tmp, 0o755); // the embedded server runs as an unprivileged user when we are root
   const children: ChildProcess[] = [];
   const server = await startDevServer({ headless: true, logFile: join(tmp, 'temporal.log') });
+  serverPid = server.process.pid!;
   const adminUrl = await ensureEmbeddedStore(join(tmp, 'store'));
   await createDatabaseIfMissing(adminUrl, 'bench');
   const url = new URL(adminUrl);
@@ -116,7 +140,7 @@ async function main(): Promise<void> {
     spawnWorker(fileURLToPath(new URL('../worker/main.ts', import.meta.url)), {
       ...common, DATABASE_URL: url.toString(), ENVRUN_TASK_QUEUE: 'bench', ENVRUN_DATA_DIR: dataDir, ENVRUN_WORKFLOW_BUNDLE: bundle,
       ENVRUN_REAPER_EVERY: 'off', ENVRUN_LOG_LEVEL: 'WARN',
-    }, join(tmp, 'envrun-worker.log')),
+    }, join(tmp, 'envrun-worker.log'), process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
     spawnWorker(fileURLToPath(new URL('./bench-bare-worker.ts', import.meta.url)), { ...common, ENVRUN_TASK_QUEUE: 'bench-bare' }, join(tmp, 'bare-worker.log')),
   ]);
   children.push(envrunWorker, bareWorker);
@@ -240,8 +264,10 @@ async function main(): Promise<void> {
   console.log('\ntargets:');
   console.table(targets);
   console.log('\nmarkdown:\n');
-  console.log('| mode | concurrency | runs/s | p50 ms | p95 ms | p99 ms | peak RSS MB (of) |\n| --- | --- | --- | --- | --- | --- | --- |');
-  for (const r of table) console.log(`| ${r.mode} | ${r.concurrency} | ${r.runsPerSec} | ${r.p50} | ${r.p95} | ${r.p99} | ${r.peakRssMb} (${r.rssOf}) |`);
+  console.log('| mode | concurrency | runs/s | p50 ms | p95 ms | p99 ms | peak RSS MB (of) | CPU ms/run (of) | server CPU ms/run |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of table) {
+    console.log(`| ${r.mode} | ${r.concurrency} | ${r.runsPerSec} | ${r.p50} | ${r.p95} | ${r.p99} | ${r.peakRssMb} (${r.rssOf}) | ${r.cpuMsPerRun} | ${r.serverCpuMsPerRun} |`);
+  }
   mkdirSync('bench/results', { recursive: true });
   const file = join('bench/results', `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, JSON.stringify({

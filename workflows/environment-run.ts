@@ -65,6 +65,13 @@ function local(summary: string, window: string) {
 }
 const fast = {
   resolveEnvironment: local('resolve environment', '5m').resolveEnvironment,
+  /** Only for drivers whose target is a check on this host (ResolvedEnvironment.localTarget). */
+  resolveTarget: proxyLocalActivities<Activities>({
+    startToCloseTimeout: '1m',
+    retry: { maximumAttempts: 3, initialInterval: '500ms', backoffCoefficient: 2, nonRetryableErrorTypes },
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    summary: 'resolve execution target',
+  }).resolveTarget,
   persistMetadata: local('persist realization metadata', '10m').persistMetadata,
   logActivity: local('log activity', '10m').logActivity,
   renewLease: local('renew lease', '2m').renewLease,
@@ -315,7 +322,9 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
 
     setPhase('resolving_target');
     step = 'transport_resolution_failed';
-    const target = await resolveTarget({ environment, lease, record });
+    // Runs started before local target resolution existed replay as they began.
+    const localTarget = patched('envrun-local-target') && resolved.localTarget === true;
+    const target = await (localTarget ? fast.resolveTarget : resolveTarget)({ environment, lease, record });
     if (record) {
       await logActivity({
         eventKey: `${info.workflowId}:${ACTIVITY_ACTIONS.workspaceRealized}:${lease.id}`,

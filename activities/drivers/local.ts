@@ -54,6 +54,7 @@ export function createLocalDriver(): EnvironmentDriver {
   return {
     driver: 'local',
     providerOf: () => 'local',
+    targetIsLocal: () => true,
     validateConfig(config) {
       const parsed = LocalDriverConfig.safeParse(config);
       if (!parsed.success) throw new NonRetryableError(describeZodError(parsed.error, 'config'));

@@ -12,6 +12,7 @@ export function createPluginDriver(): EnvironmentDriver {
   };
   return {
     driver: 'plugin',
+    targetIsLocal: () => true, // a plugin lease has no target: nothing to reach
     providerOf: (environment) => (typeof environment.config.pluginKey === 'string' ? environment.config.pluginKey : null),
     validateConfig: parse,
     async acquire(_ctx, { environment, request }) {

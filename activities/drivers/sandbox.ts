@@ -37,6 +37,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
 
   return {
     driver: 'sandbox',
+    targetIsLocal: (environment) => providers.get(String(environment.config.provider ?? ''))?.localTarget === true,
     providerOf: (environment) => (typeof environment.config.provider === 'string' ? environment.config.provider : null),
     unsupportedReason,
     validateConfig(config) {

@@ -48,6 +48,11 @@ export interface EnvironmentDriver {
   /** Absent for drivers that realize nothing (plugin): the realization stays `{}`. */
   realize?(ctx: StepContext, input: RealizeInput): Promise<WorkspaceRealizationRecord | null>;
   resolveTarget(ctx: StepContext, input: LeaseRef & { record: WorkspaceRealizationRecord | null }): Promise<ExecutionTarget>;
+  /**
+   * True when resolving the target only checks this host (no network, no remote API): the workflow then
+   * runs it as a local activity, saving a task-queue round trip. Absent means false.
+   */
+  targetIsLocal?(environment: Environment): boolean;
   execute(ctx: StepContext, input: LeaseRef & { record: WorkspaceRealizationRecord | null }, request: ProviderExecRequest): Promise<ExecResult>;
   /** Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained). */
   release(ctx: StepContext, input: LeaseRef & { keep: boolean }): Promise<void>;

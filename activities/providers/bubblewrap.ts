@@ -49,6 +49,7 @@ export function createBubblewrapProvider(options: { rootDir: string; bwrapPath?:
 
   return {
     key: 'bubblewrap',
+    localTarget: true,
     validateConfig(config) {
       const r = BubblewrapConfig.safeParse(config);
       if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeZodError(r.error, 'config')}`);

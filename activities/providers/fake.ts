@@ -73,6 +73,7 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
 
   return {
     key: 'fake',
+    localTarget: true,
     validateConfig(config) {
       const parsed = FakeConfig.safeParse(config);
       if (!parsed.success) throw new NonRetryableError(`fake provider config: ${describeZodError(parsed.error, 'config')}`);

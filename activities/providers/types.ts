@@ -34,6 +34,8 @@ export interface ProbeResult {
 
 export interface SandboxProvider<Config = Record<string, unknown>> {
   readonly key: string;
+  /** Set when `resolveTarget` only looks at this host (a folder check), never a remote API. */
+  readonly localTarget?: boolean;
   /** Parses the environment's config (throws naming the field); the result is what every call gets. */
   validateConfig(config: Record<string, unknown>): Config;
   probe(config: Config): Promise<ProbeResult>;

@@ -25,7 +25,7 @@ describe('happy path', () => {
     expect(result.remoteExecution).toBeNull();
     expect(result.workspaceRealization).toMatchObject({ version: 1, transport: 'local', sync: { strategy: 'none' } });
     expect(await scheduledActivities(h, req.companyId, req.heartbeatRunId)).toEqual([
-      'local:resolveEnvironment', 'acquireLease', 'local:logActivity', 'realizeWorkspace', 'local:persistMetadata', 'resolveTarget', 'local:logActivity',
+      'local:resolveEnvironment', 'acquireLease', 'local:logActivity', 'realizeWorkspace', 'local:persistMetadata', 'local:resolveTarget', 'local:logActivity',
     ]);
     // The company's local environment was ensured on demand, exactly one.
     const envs = await h.client.listEnvironments(req.companyId);
@@ -96,7 +96,7 @@ describe('happy path', () => {
     const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
     expect(steps).not.toContain('realizeWorkspace');
     expect(steps).not.toContain('local:persistMetadata');
-    expect(steps).toContain('resolveTarget');
+    expect(steps).toContain('local:resolveTarget');
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
 });
@@ -114,7 +114,7 @@ describe('failures', () => {
     const end = await runEnd(h, companyId, req.heartbeatRunId);
     expect(end).toBeInstanceOf(WorkflowFailedError);
     const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
-    expect(steps).not.toContain('resolveTarget');
+    expect(steps.filter((s) => s.endsWith('resolveTarget'))).toEqual([]);
     expect(steps).not.toContain('local:persistMetadata');
     expect(steps.filter((s) => s === 'realizeWorkspace')).toHaveLength(1); // one activity, retried inside by policy
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);

@@ -1,7 +1,8 @@
 // Determinism: recorded histories replay against today's workflow code without a non-determinism error.
 // The committed fixtures were recorded from real runs with `temporal workflow show --output json`;
 // ENVRUN_RECORD_HISTORY=v3 records a new set, `history-<scenario>-v3.json`, after an intended, versioned
-// change to the workflow; every set stays and keeps replaying (v1: the first release; v3: local steps).
+// change to the workflow; every set stays and keeps replaying (v1: the first release; v3: local database
+// steps; v4: local target resolution for drivers that declare it).
 import { Worker } from '@temporalio/worker';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -63,7 +64,7 @@ it('replays fresh histories of a completed, a failed and a cancelled run', async
 });
 
 const scenarios = ['history-completed', 'history-realization-failed', 'history-cancelled'];
-it.each([...scenarios, ...scenarios.map((s) => `${s}-v3`)])('replays the committed %s fixture', async (name) => {
+it.each([...scenarios, ...scenarios.map((s) => `${s}-v3`), ...scenarios.map((s) => `${s}-v4`)])('replays the committed %s fixture', async (name) => {
   expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=<version>`).toBe(true);
   const history = JSON.parse(readFileSync(fixture(name), 'utf8'));
   expect(history.events.length).toBeGreaterThan(10);

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../activities/net.js';
 import { runWorkflowId } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
-import { expectRunError, runEnd, runRequest, tempWorkspace } from '../support/runs.js';
+import { expectRunError, runEnd, runRequest, scheduledActivities, tempWorkspace } from '../support/runs.js';
 import { startSshd, type Sshd } from '../support/sshd.js';
 
 let h: Harness;
@@ -41,6 +41,8 @@ describe('ssh driver', () => {
     expect(result.lease.providerLeaseId).toMatch(new RegExp(`^ssh://${sshd.username}@127\\.0\\.0\\.1:${sshd.port}${remoteRoot}/${req.heartbeatRunId}-[0-9a-f]{12}$`));
     expect(result.executionTarget).toMatchObject({ kind: 'remote', transport: 'ssh', spec: { host: '127.0.0.1', port: sshd.port, privateKeySecretRef: `env:${KEY_VAR}` } });
     expect(result.remoteExecution).toEqual((result.executionTarget as { spec: unknown }).spec);
+    // Resolving an SSH target goes over the network: an ordinary activity, never a local one.
+    expect(await scheduledActivities(h, companyId, req.heartbeatRunId)).toContain('resolveTarget');
     expect(result.workspaceRealization).toMatchObject({ transport: 'ssh', sync: { strategy: 'ssh_archive_upload_download' } });
     expect((result.workspaceRealization as { summary: string }).summary).toMatch(/^SSH workspace realized at .+@127\.0\.0\.1:\d+:\/.+\.$/);
     const remoteCwd = (result.executionTarget as { remoteCwd: string }).remoteCwd;
