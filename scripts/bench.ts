@@ -140,7 +140,10 @@ async function main(): Promise<void> {
     spawnWorker(fileURLToPath(new URL('../worker/main.ts', import.meta.url)), {
       ...common, DATABASE_URL: url.toString(), ENVRUN_TASK_QUEUE: 'bench', ENVRUN_DATA_DIR: dataDir, ENVRUN_WORKFLOW_BUNDLE: bundle,
       ENVRUN_REAPER_EVERY: 'off', ENVRUN_LOG_LEVEL: 'WARN',
-    }, join(tmp, 'envrun-worker.log'), process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+    }, join(tmp, 'envrun-worker.log'), [
+      ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+      ...(process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    ]),
     spawnWorker(fileURLToPath(new URL('./bench-bare-worker.ts', import.meta.url)), { ...common, ENVRUN_TASK_QUEUE: 'bench-bare' }, join(tmp, 'bare-worker.log')),
   ]);
   children.push(envrunWorker, bareWorker);
