@@ -293,12 +293,12 @@ export function buildProgram(): Command {
 
   // ---- stats ----
   program.command('stats').description('p50/p95 of requested→ready per driver/provider (from visibility)')
-    .option('--since <duration>', 'e.g. 30m, 1h, 2d', '1h').addOption(json())
+    .option('--since <duration>', 'e.g. 30m, 1h, 2d', '1h').option('--company <id>', 'only this company\'s runs').addOption(json())
     .action(async (o) => {
       const m = /^(\d+)(m|h|d)$/.exec(o.since);
       if (!m) fail('--since', 'must be a duration like 30m, 1h or 2d');
       const sinceMs = Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd'];
-      const stats = await withClient((c) => c.stats(sinceMs));
+      const stats = await withClient((c) => c.stats(sinceMs, o.company !== undefined ? { companyId: o.company } : {}));
       print(o, stats, () => ['driver/provider\truns\tp50 ms\tp95 ms', ...stats.map((s) => `${s.driver}/${s.provider}\t${s.runs}\t${s.p50Ms}\t${s.p95Ms}`)].join('\n'));
     });
 

@@ -277,10 +277,16 @@ export class EnvRunClient {
   }
 
   /** p50/p95 of requested→ready per driver/provider, for runs started within the last `sinceMs`. */
-  async stats(sinceMs: number): Promise<ReadinessStats[]> {
+  /** Requested→ready p50/p95 per driver/provider over runs started in the last `sinceMs`, optionally of one company. */
+  async stats(sinceMs: number, filter: { companyId?: string } = {}): Promise<ReadinessStats[]> {
     const since = new Date(Date.now() - sinceMs).toISOString();
+    const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`, `StartTime > '${since}'`];
+    if (filter.companyId !== undefined) {
+      parse(SearchValue, filter.companyId, 'companyId');
+      clauses.push(`${SEARCH_ATTRIBUTES.companyId.name} = '${filter.companyId}'`);
+    }
     const groups = new Map<string, number[]>();
-    for await (const wf of this.temporal.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}' AND StartTime > '${since}'` })) {
+    for await (const wf of this.temporal.workflow.list({ query: clauses.join(' AND ') })) {
       const memo = (wf.memo ?? {}) as { requestedToReadyMs?: number; driver?: string; provider?: string };
       if (typeof memo.requestedToReadyMs !== 'number') continue;
       const key = `${memo.driver}/${memo.provider}`;

@@ -155,8 +155,8 @@ describe('a run through the CLI', () => {
     const renew = await envrun(['run', 'renew', '--company', companyId, '--run', 'stuck', '--json']);
     expect(Date.parse(JSON.parse(renew.stdout).expiresAt)).toBeGreaterThan(Date.now());
     await h.client.completeRun(companyId, 'stuck', { status: 'succeeded' });
-    const stats = await envrun(['stats', '--since', '1h', '--json']);
-    expect(JSON.parse(stats.stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ driver: 'sandbox', provider: 'fake' })]));
+    const stats = await envrun(['stats', '--since', '1h', '--company', companyId, '--json']);
+    expect(JSON.parse(stats.stdout)).toEqual([expect.objectContaining({ driver: 'sandbox', provider: 'fake', runs: 1 })]);
     expect((await envrun(['stats', '--since', 'forever'])).code).toBe(2);
     const reaped = await envrun(['reaper', 'run-once', '--json']);
     expect(reaped.code, reaped.stderr).toBe(0);
