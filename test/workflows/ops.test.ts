@@ -38,6 +38,8 @@ describe('operator retry', () => {
     await until('a awaiting again', async () => (await h.client.getRun(companyId, 'a'))?.operatorRetries === 1 && (await phaseOf(companyId, 'a')) === 'awaiting_retry');
 
     await h.client.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
+    // The bulk retry finds runs through visibility, which trails the workflow by a moment.
+    await until('visibility lists both awaiting again', async () => (await h.client.listRuns({ phase: 'awaiting_retry', environmentId: env.id })).length === 2);
     const retried = await h.client.retryAwaiting({ environmentId: env.id });
     expect(retried.map((r) => r.heartbeatRunId).sort()).toEqual(['a', 'b']);
     const results = await Promise.all(ready);
