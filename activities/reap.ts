@@ -2,6 +2,7 @@
 // environment is being archived): through its driver, cleanupStatus recorded, the reason logged.
 import { ACTIVITY_ACTIONS, type EnvironmentLease } from '../contracts/index.js';
 import type { ActivityDeps } from './deps.js';
+import { keepsResource } from './drivers/reuse.js';
 
 export interface ReapedLease {
   leaseId: string;
@@ -20,9 +21,8 @@ export async function releaseOrphanLease(deps: Pick<ActivityDeps, 'store' | 'dri
   const cleanupAttempt = lease.status === 'active' ? 1 : spent + 1;
   try {
     if (!environment || !driver) throw new Error(`no driver for environment ${lease.environmentId}`);
-    const keep = lease.status === 'retained' || lease.leasePolicy === 'reuse_by_environment' || lease.leasePolicy === 'reuse_by_execution_workspace';
     // A cleanup retry goes on counting from the attempts already spent on it.
-    await driver.release({ attempt: cleanupAttempt, idempotencyKey: `reap/${lease.id}` }, { environment, lease, keep });
+    await driver.release({ attempt: cleanupAttempt, idempotencyKey: `reap/${lease.id}` }, { environment, lease, keep: keepsResource(lease) });
   } catch (err) {
     error = (err as Error).message;
   }

@@ -1,6 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { Environment, EnvironmentLease, LeaseStatus } from '../contracts/index.js';
 import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { keepsResource } from './drivers/reuse.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
 
 export type ReleaseOutcome = 'succeeded' | 'failed' | 'cancelled' | 'expired';
@@ -73,8 +74,7 @@ export function createReleaseLease(deps: ActivityDeps) {
       const environment = environments.get(lease.environmentId);
       try {
         if (!environment) throw new Error(`environment ${lease.environmentId} no longer exists`);
-        const keep = lease.status === 'retained' || lease.leasePolicy !== 'ephemeral' && lease.leasePolicy !== 'retain_on_failure';
-        await driverFor(deps, environment).release(stepContext(), { environment, lease, keep });
+        await driverFor(deps, environment).release(stepContext(), { environment, lease, keep: keepsResource(lease) });
         lease = (await store.updateLease(lease.id, { cleanupStatus: 'success' }))!;
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

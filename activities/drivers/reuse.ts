@@ -9,3 +9,8 @@ export function reuseKeyOf(environment: Environment, lease: EnvironmentLease, re
   if (lease.leasePolicy === 'reuse_by_execution_workspace' && lease.executionWorkspaceId) return `ws-${lease.executionWorkspaceId}`;
   return null;
 }
+
+/** Whether releasing the lease keeps its provider resource: a retained lease, or one shared by reuse. */
+export function keepsResource(lease: EnvironmentLease): boolean {
+  return lease.status === 'retained' || lease.leasePolicy === 'reuse_by_environment' || lease.leasePolicy === 'reuse_by_execution_workspace';
+}
