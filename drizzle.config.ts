@@ -3,6 +3,6 @@ import { defineConfig } from 'drizzle-kit';
 // `npx drizzle-kit generate` writes a new SQL migration after a schema change; the store applies them at start.
 export default defineConfig({
   dialect: 'postgresql',
-  schema: './activities/store/schema.ts',
-  out: './activities/store/migrations',
+  schema: './store/schema.ts',
+  out: './store/migrations',
 });

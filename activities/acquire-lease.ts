@@ -1,7 +1,7 @@
 import type { Environment, EnvironmentLease, LeasePolicy, RunRequest } from '../contracts/index.js';
 import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, runFailure } from './errors.js';
-import { uniqueViolation } from './store/store.js';
+import { uniqueViolation } from '../store/store.js';
 
 export interface AcquireLeaseInput {
   request: RunRequest;

@@ -1,10 +1,10 @@
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Driver, Environment } from '../contracts/index.js';
-import type { DriverRegistry } from './drivers/registry.js';
-import type { EnvironmentDriver, StepContext } from './drivers/types.js';
+import type { DriverRegistry } from '../drivers/registry.js';
+import type { EnvironmentDriver, StepContext } from '../drivers/types.js';
 import { runFailure, type FailureContext } from './errors.js';
-import type { Store } from './store/store.js';
+import type { Store } from '../store/store.js';
 
 export interface ActivityDeps {
   store: Store;

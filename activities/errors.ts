@@ -1,4 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
+import { NonRetryableError } from '../drivers/errors.js';
 import { NON_RETRYABLE_CODES, type Driver, type ErrorCode, type RunFailure } from '../contracts/index.js';
 
 export interface FailureContext {
@@ -35,9 +36,4 @@ export function asRunFailure(err: unknown, code: ErrorCode, context: FailureCont
   if (err instanceof ApplicationFailure && err.type && (err.details?.[0] as RunFailure | undefined)?.code) return err;
   const message = err instanceof Error ? err.message : String(err);
   return runFailure(code, message, context, { nonRetryable: err instanceof NonRetryableError });
-}
-
-/** Thrown by drivers and providers for failures no retry can fix (bad config, missing binary, …). */
-export class NonRetryableError extends Error {
-  override name = 'NonRetryableError';
 }

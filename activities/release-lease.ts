@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { Environment, EnvironmentLease, LeaseStatus } from '../contracts/index.js';
 import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
-import { keepsResource } from './drivers/reuse.js';
+import { keepsResource } from '../leases/policy.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
 
 export type ReleaseOutcome = 'succeeded' | 'failed' | 'cancelled' | 'expired';

@@ -1,7 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { runWorkflowId } from '../contracts/index.js';
 import type { ActivityDeps } from './deps.js';
-import { releaseOrphanLease, type ReapedLease } from './reap.js';
+import { releaseOrphanLease, type ReapedLease } from '../leases/release.js';
 
 /**
  * The reaper's sweep: every `active` lease whose workflow is closed or missing is released through its

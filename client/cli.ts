@@ -3,7 +3,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { stopEmbeddedStore } from '../activities/store/embedded.js';
+import { stopEmbeddedStore } from '../store/embedded.js';
 import {
   DriverSchema, ErrorCodeSchema, ExternalId, NewExecutionWorkspaceSchema, RunPhaseSchema, RunRequestSchema, describeZodError, type RunRequestInput,
 } from '../contracts/index.js';

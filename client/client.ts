@@ -5,11 +5,11 @@ import {
   type WorkflowExecutionStatusName, type WorkflowHandle,
 } from '@temporalio/client';
 import { z } from 'zod';
-import { createDrivers, type DriverRegistry } from '../activities/drivers/registry.js';
-import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
-import { Store } from '../activities/store/store.js';
-import type { ProbeResult } from '../activities/providers/types.js';
-import { releaseOrphanLease, type ReapedLease } from '../activities/reap.js';
+import { createDrivers, type DriverRegistry } from '../drivers/registry.js';
+import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
+import { Store } from '../store/store.js';
+import type { ProbeResult } from '../drivers/providers/types.js';
+import { releaseOrphanLease, type ReapedLease } from '../leases/release.js';
 import { installReaperSchedule } from '../worker/reaper-schedule.js';
 import {
   ACTIVITY_ACTIONS, CompleteRunSchema, DRIVER_CONFIG_SCHEMAS, DisplayName, Uuid, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,

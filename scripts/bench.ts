@@ -12,11 +12,11 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createDrivers } from '../activities/drivers/registry.js';
+import { createDrivers } from '../drivers/registry.js';
 import { createActivities } from '../activities/index.js';
-import { createDatabaseIfMissing, openDatabase } from '../activities/store/db.js';
-import { ensureEmbeddedStore, stopEmbeddedStore, tsxLoaderUrl } from '../activities/store/embedded.js';
-import { Store } from '../activities/store/store.js';
+import { createDatabaseIfMissing, openDatabase } from '../store/db.js';
+import { ensureEmbeddedStore, stopEmbeddedStore, tsxLoaderUrl } from '../store/embedded.js';
+import { Store } from '../store/store.js';
 import { EnvRunClient } from '../client/client.js';
 import { DEFAULT_MAX_CACHED_WORKFLOWS } from '../worker/config.js';
 import { createProviders } from '../worker/deps.js';

@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../activities/net.js';
+import { freePort } from '../lib/net.js';
 import { SEARCH_ATTRIBUTE_REGISTRATIONS } from '../contracts/index.js';
 import { ensureTemporalCli } from './temporal-cli.js';
 

@@ -5,7 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readStoreInfo, stopEmbeddedStore } from '../activities/store/embedded.js';
+import { readStoreInfo, stopEmbeddedStore } from '../store/embedded.js';
 import { EnvRunClient } from '../client/client.js';
 import { loadConfig } from '../worker/config.js';
 import { createRuntimeDeps } from '../worker/deps.js';

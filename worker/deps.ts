@@ -1,13 +1,13 @@
 // The real dependencies of the activities: the store, the providers and the drivers.
 import { join } from 'node:path';
-import { createDrivers } from '../activities/drivers/registry.js';
+import { createDrivers } from '../drivers/registry.js';
 import type { ActivityDeps } from '../activities/index.js';
-import { createBubblewrapProvider } from '../activities/providers/bubblewrap.js';
-import { createFakeProvider } from '../activities/providers/fake.js';
-import { loadProviderModule } from '../activities/providers/load.js';
-import { ProviderRegistry } from '../activities/providers/registry.js';
-import { openDatabase, resolveDatabaseUrl, type Database } from '../activities/store/db.js';
-import { Store } from '../activities/store/store.js';
+import { createBubblewrapProvider } from '../drivers/providers/bubblewrap.js';
+import { createFakeProvider } from '../drivers/providers/fake.js';
+import { loadProviderModule } from '../drivers/providers/load.js';
+import { ProviderRegistry } from '../drivers/providers/registry.js';
+import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
+import { Store } from '../store/store.js';
 import type { EnvRunConfig } from './config.js';
 
 export interface RuntimeDeps extends ActivityDeps {

@@ -1,7 +1,7 @@
 // `npm run worker`: the envrun worker process.
 import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { redactUrl } from '../activities/store/db.js';
+import { redactUrl } from '../store/db.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createRuntimeDeps } from './deps.js';
 import { ensureSearchAttributes } from './search-attributes.js';

@@ -1,7 +1,7 @@
 // The orphan sweep, started by a Temporal Schedule every few minutes (or by `envrun reaper run-once`).
 import { proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
-import type { ReapedLease } from '../activities/reap.js';
+import type { ReapedLease } from '../leases/release.js';
 
 const { sweepOrphanLeases } = proxyActivities<Activities>({
   startToCloseTimeout: '10m',

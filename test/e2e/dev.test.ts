@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { readStoreInfo } from '../../activities/store/embedded.js';
+import { readStoreInfo } from '../../store/embedded.js';
 import { freePort } from '../../scripts/dev-server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

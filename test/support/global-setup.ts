@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { ensureEmbeddedStore, stopEmbeddedStore } from '../../activities/store/embedded.js';
+import { ensureEmbeddedStore, stopEmbeddedStore } from '../../store/embedded.js';
 import { bundleWorkflows } from '../../scripts/bundle-workflows.js';
 import { startDevServer } from '../../scripts/dev-server.js';
 import { findDebianPostgresBin, startDebianPostgres } from './debian-postgres.js';

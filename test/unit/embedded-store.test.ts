@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, expect, it } from 'vitest';
-import { ensureEmbeddedStore, readStoreInfo, stopEmbeddedStore, tsxLoaderUrl } from '../../activities/store/embedded.js';
+import { ensureEmbeddedStore, readStoreInfo, stopEmbeddedStore, tsxLoaderUrl } from '../../store/embedded.js';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'envrun-embedded-'));
 const ensureScript = fileURLToPath(new URL('../support/ensure-store.ts', import.meta.url));

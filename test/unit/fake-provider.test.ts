@@ -2,9 +2,9 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createFakeProvider } from '../../activities/providers/fake.js';
-import { ProviderRegistry } from '../../activities/providers/registry.js';
-import { runProcess } from '../../activities/process.js';
+import { createFakeProvider } from '../../drivers/providers/fake.js';
+import { ProviderRegistry } from '../../drivers/providers/registry.js';
+import { runProcess } from '../../drivers/process.js';
 
 const root = mkdtempSync(join(tmpdir(), 'envrun-fake-'));
 const fake = createFakeProvider({ rootDir: root });

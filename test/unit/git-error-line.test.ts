@@ -1,6 +1,6 @@
 // Which line of a failing git command's stderr the local driver reports.
 import { expect, it } from 'vitest';
-import { gitErrorLine } from '../../activities/drivers/local.js';
+import { gitErrorLine } from '../../drivers/local.js';
 
 it.each([
   ['the fatal line, not the progress before it', "Preparing worktree (new branch 'b')\nfatal: invalid reference: main2\n", 'fatal: invalid reference: main2'],

@@ -1,7 +1,7 @@
 // The store against both servers: the embedded PostgreSQL and Debian's ordinary PostgreSQL.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { openDatabase } from '../../activities/store/db.js';
-import { Store, uniqueViolation } from '../../activities/store/store.js';
+import { openDatabase } from '../../store/db.js';
+import { Store, uniqueViolation } from '../../store/store.js';
 import type { WorkspaceRealizationRecord, WorkspaceRealizationRequest } from '../../contracts/index.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 

@@ -10,12 +10,12 @@ import { join, posix } from 'node:path';
 import { Client } from 'ssh2';
 import {
   SshDriverConfig, describeZodError, type Environment, type EnvironmentLease, type ExecResult, type WorkspaceRealizationRecord,
-} from '../../contracts/index.js';
-import { NonRetryableError } from '../errors.js';
-import { DEFAULT_PATH } from '../process.js';
-import type { ProviderExecRequest } from '../providers/types.js';
+} from '../contracts/index.js';
+import { NonRetryableError } from './errors.js';
+import { DEFAULT_PATH } from './process.js';
+import type { ProviderExecRequest } from './providers/types.js';
 import { provision } from './provision.js';
-import { reuseKeyOf } from './reuse.js';
+import { reuseKeyOf } from '../leases/policy.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 const execFileAsync = promisify(execFile);

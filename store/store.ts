@@ -3,7 +3,7 @@ import { and, asc, desc, eq, inArray, sql } from 'drizzle-orm';
 import type {
   ActivityLogEntry, CleanupStatus, Driver, Environment, EnvironmentLease, EnvironmentStatus, ExecutionWorkspace,
   LeasePolicy, LeaseStatus, WorkspaceRealizationRecord, WorkspaceRealizationRequest,
-} from '../../contracts/index.js';
+} from '../contracts/index.js';
 import type { Db } from './db.js';
 import { activityLog, environmentLeases, environments, executionWorkspaces } from './schema.js';
 

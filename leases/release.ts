@@ -1,8 +1,8 @@
 // Releasing a lease whose run can no longer release it (its workflow is closed or gone, or its
 // environment is being archived): through its driver, cleanupStatus recorded, the reason logged.
 import { ACTIVITY_ACTIONS, type EnvironmentLease } from '../contracts/index.js';
-import type { ActivityDeps } from './deps.js';
-import { keepsResource } from './drivers/reuse.js';
+import type { ActivityDeps } from '../activities/deps.js';
+import { keepsResource } from './policy.js';
 
 export interface ReapedLease {
   leaseId: string;

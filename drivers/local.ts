@@ -2,9 +2,9 @@
 import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { LocalDriverConfig, describeZodError, type WorkspaceRealizationRecord } from '../../contracts/index.js';
-import { NonRetryableError } from '../errors.js';
-import { firstLine, runProcess } from '../process.js';
+import { LocalDriverConfig, describeZodError, type WorkspaceRealizationRecord } from '../contracts/index.js';
+import { NonRetryableError } from './errors.js';
+import { firstLine, runProcess } from './process.js';
 import type { EnvironmentDriver, RealizeInput, StepContext } from './types.js';
 import { provision } from './provision.js';
 

@@ -1,7 +1,7 @@
 // The plugin driver: envrun holds the lease; the plugin runs the agent itself, so there is nothing to
 // realize and no execution target (DOMAIN.md).
-import { PluginDriverConfig, describeZodError } from '../../contracts/index.js';
-import { NonRetryableError } from '../errors.js';
+import { PluginDriverConfig, describeZodError } from '../contracts/index.js';
+import { NonRetryableError } from './errors.js';
 import type { EnvironmentDriver } from './types.js';
 
 export function createPluginDriver(): EnvironmentDriver {

@@ -1,5 +1,5 @@
-import type { Driver } from '../../contracts/index.js';
-import type { ProviderRegistry } from '../providers/registry.js';
+import type { Driver } from '../contracts/index.js';
+import type { ProviderRegistry } from './providers/registry.js';
 import { createLocalDriver } from './local.js';
 import { createPluginDriver } from './plugin.js';
 import { createSandboxDriver } from './sandbox.js';

@@ -1,8 +1,8 @@
 import type {
   Driver, Environment, EnvironmentLease, ExecResult, ExecutionTarget, RunRequest, WorkspaceRealizationRecord,
   WorkspaceRealizationRequest,
-} from '../../contracts/index.js';
-import type { ProbeResult, ProviderExecRequest } from '../providers/types.js';
+} from '../contracts/index.js';
+import type { ProbeResult, ProviderExecRequest } from './providers/types.js';
 
 export interface StepContext {
   /** The activity attempt, 1-based. */

@@ -1,12 +1,12 @@
 // The sandbox driver: one generic driver over every provider in the registry.
 import {
   SandboxDriverConfig, describeZodError, type Environment, type EnvironmentLease, type WorkspaceRealizationRecord,
-} from '../../contracts/index.js';
-import { NonRetryableError } from '../errors.js';
-import type { ProviderRegistry } from '../providers/registry.js';
-import type { SandboxProvider } from '../providers/types.js';
+} from '../contracts/index.js';
+import { NonRetryableError } from './errors.js';
+import type { ProviderRegistry } from './providers/registry.js';
+import type { SandboxProvider } from './providers/types.js';
 import { provision } from './provision.js';
-import { reuseKeyOf } from './reuse.js';
+import { reuseKeyOf } from '../leases/policy.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {

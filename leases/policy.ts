@@ -1,4 +1,4 @@
-import type { Environment, EnvironmentLease } from '../../contracts/index.js';
+import type { Environment, EnvironmentLease } from '../contracts/index.js';
 
 /**
  * Which runs share one provider resource: per environment (`reuse_by_environment`, or the config's

