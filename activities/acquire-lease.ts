@@ -1,4 +1,5 @@
-import type { Environment, EnvironmentLease, LeasePolicy, RunRequest } from '../contracts/index.js';
+import type { Environment, EnvironmentLease, RunRequest } from '../contracts/index.js';
+import { leasePolicyOf } from '../leases/policy.js';
 import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, runFailure } from './errors.js';
 import { uniqueViolation } from '../store/store.js';
@@ -6,11 +7,6 @@ import { uniqueViolation } from '../store/store.js';
 export interface AcquireLeaseInput {
   request: RunRequest;
   environment: Environment;
-}
-
-export function leasePolicyOf(request: RunRequest, environment: Environment): LeasePolicy {
-  const fromEnv = environment.config.leasePolicy as LeasePolicy | undefined;
-  return request.leasePolicy ?? fromEnv ?? 'ephemeral';
 }
 
 /**
@@ -29,7 +25,8 @@ export function createAcquireLease(deps: ActivityDeps) {
     } catch (err) {
       throw runFailure('unsupported_environment', `environment ${environment.id}: ${(err as Error).message}`, context);
     }
-    if (leasePolicyOf(request, environment) === 'reuse_by_execution_workspace' && !request.executionWorkspaceId) {
+    const leasePolicy = leasePolicyOf(request.leasePolicy, environment.config);
+    if (leasePolicy === 'reuse_by_execution_workspace' && !request.executionWorkspaceId) {
       throw runFailure('invalid_request', 'request.executionWorkspaceId: required by lease policy reuse_by_execution_workspace', context);
     }
     let lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
@@ -44,7 +41,7 @@ export function createAcquireLease(deps: ActivityDeps) {
           executionWorkspaceId: request.executionWorkspaceId,
           issueId: request.issueId,
           heartbeatRunId: request.heartbeatRunId,
-          leasePolicy: leasePolicyOf(request, environment),
+          leasePolicy,
           provider: context.provider,
           metadata: null,
           expiresAt: new Date((deps.clock?.() ?? new Date()).getTime() + request.leaseTtlMs),

@@ -1,19 +1,9 @@
+import type { ActivityLogRow } from '../contracts/index.js';
 import type { ActivityDeps } from './deps.js';
 
-export interface LogActivityInput {
-  /** Names the event: the same key twice writes one entry (a retried step, a replayed workflow). */
-  eventKey: string;
-  companyId: string;
-  action: string;
-  entityType: 'environment_lease' | 'environment';
-  entityId: string;
-  agentId: string | null;
-  runId: string | null;
-  details: Record<string, unknown>;
-}
-
+/** Writes one activity-log row built by `leaseEventRow`; the same event key twice leaves one row. */
 export function createLogActivity(deps: ActivityDeps) {
-  return async function logActivity(input: LogActivityInput): Promise<void> {
-    await deps.store.logActivity({ ...input, actorType: 'system', actorId: 'envrun' });
+  return async function logActivity(row: ActivityLogRow): Promise<void> {
+    await deps.store.logActivity(row);
   };
 }

@@ -1,10 +1,11 @@
 import { Context } from '@temporalio/activity';
-import type { Environment, EnvironmentLease, LeaseStatus } from '../contracts/index.js';
-import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
-import { keepsResource } from '../leases/policy.js';
+import type { Environment, EnvironmentLease } from '../contracts/index.js';
+import { finalLeaseStatus, type ReleaseOutcome } from '../leases/policy.js';
+import { releaseLease as releaseOne } from '../leases/release.js';
+import { failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
 
-export type ReleaseOutcome = 'succeeded' | 'failed' | 'cancelled' | 'expired';
+export type { ReleaseOutcome } from '../leases/policy.js';
 
 export interface ReleaseLeaseInput {
   companyId: string;
@@ -27,70 +28,48 @@ export interface ReleaseLeaseOutput {
   cleanupFailures: CleanupFailure[];
 }
 
-export function finalLeaseStatus(outcome: ReleaseOutcome, lease: EnvironmentLease): LeaseStatus {
-  if (outcome === 'expired') return 'expired';
-  if (outcome === 'failed') return lease.leasePolicy === 'retain_on_failure' ? 'retained' : 'failed';
-  return 'released';
-}
-
 /**
- * Step 7, always run: every lease of the run gets its final status, then its provider resource is freed.
- * One lease's provider error never stops the others (the reference stopped at the first). A provider that
- * fails is retried by the activity's policy; on the final attempt its lease is recorded `cleanupStatus:
- * failed` and reported, so the workflow ends with `lease_cleanup_failed` instead of losing the error.
+ * The last step, always run: every lease of the run gets its final status, then its provider resource is
+ * freed. One lease's provider error never stops the others. A provider that fails is retried by the
+ * activity's policy; on the final attempt its lease is recorded `cleanupStatus: failed` and reported, so
+ * the workflow ends with `lease_cleanup_failed` instead of losing the error.
  */
 export function createReleaseLease(deps: ActivityDeps) {
-  const now = () => deps.clock?.() ?? new Date();
   return async function releaseLease(input: ReleaseLeaseInput): Promise<ReleaseLeaseOutput> {
-    const { store } = deps;
-    const all = await store.listRunLeases(input.companyId, input.heartbeatRunId);
+    const all = await deps.store.listRunLeases(input.companyId, input.heartbeatRunId);
     if (input.leaseId && !all.some((l) => l.id === input.leaseId)) {
-      throw runFailure('lease_release_failed', `lease ${input.leaseId} of run ${input.heartbeatRunId} no longer exists`, NO_CONTEXT, { nonRetryable: true });
+      throw runFailure('lease_release_failed', `lease ${input.leaseId} of run ${input.heartbeatRunId} no longer exists`,
+        NO_CONTEXT, { nonRetryable: true });
     }
-    const attempt = Context.current().info.attempt;
+    const finalAttempt = Context.current().info.attempt >= input.finalAttempt;
     const cleanupFailures: CleanupFailure[] = [];
     const retryable: string[] = [];
     const environments = new Map<string, Environment | null>();
     const result: EnvironmentLease[] = [];
-    for (const original of all) {
-      let lease = original;
+    for (const lease of all) {
       if (lease.status !== 'active' && lease.cleanupStatus !== 'pending') {
         result.push(lease);
         continue;
       }
-      if (lease.status === 'active') {
-        const status = finalLeaseStatus(input.outcome, lease);
-        lease = (await store.updateLease(lease.id, {
-          status,
-          releasedAt: status === 'retained' ? null : now(),
-          failureReason: input.outcome === 'succeeded' ? null : (input.failureReason ?? input.outcome),
-          cleanupStatus: 'pending',
-          lastUsedAt: now(),
-        }))!;
-      }
-      if (!environments.has(lease.environmentId)) {
-        environments.set(lease.environmentId, await store.getEnvironment(lease.companyId, lease.environmentId));
-      }
-      const environment = environments.get(lease.environmentId);
-      try {
-        if (!environment) throw new Error(`environment ${lease.environmentId} no longer exists`);
-        await driverFor(deps, environment).release(stepContext(), { environment, lease, keep: keepsResource(lease) });
-        lease = (await store.updateLease(lease.id, { cleanupStatus: 'success' }))!;
-      } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        if (attempt < input.finalAttempt) {
-          retryable.push(`${lease.id}: ${message}`);
-        } else {
-          lease = (await store.mergeLeaseMetadata(lease.id, { cleanupError: message, cleanupAttempts: attempt }))!;
-          lease = (await store.updateLease(lease.id, { cleanupStatus: 'failed' }))!;
-          cleanupFailures.push({ leaseId: lease.id, message });
-        }
-      }
-      result.push(lease);
+      const released = await releaseOne(deps, lease, {
+        ...(lease.status === 'active'
+          ? {
+              endAs: finalLeaseStatus(input.outcome, lease),
+              failureReason: input.outcome === 'succeeded' ? null : (input.failureReason ?? input.outcome),
+            }
+          : {}),
+        step: stepContext(),
+        recordFailure: finalAttempt,
+        environments,
+      });
+      if (released.error && finalAttempt) cleanupFailures.push({ leaseId: lease.id, message: released.error });
+      else if (released.error) retryable.push(`${lease.id}: ${released.error}`);
+      result.push(released.lease);
     }
     if (retryable.length > 0) {
-      const env = environments.values().next().value ?? null;
-      throw runFailure('lease_cleanup_failed', `provider cleanup failed: ${retryable.join('; ')}`, env ? failureContext(deps, env) : NO_CONTEXT, { nonRetryable: false });
+      const env = [...environments.values()].find((e) => e) ?? null;
+      throw runFailure('lease_cleanup_failed', `provider cleanup failed: ${retryable.join('; ')}`,
+        env ? failureContext(deps, env) : NO_CONTEXT, { nonRetryable: false });
     }
     return { leases: result, cleanupFailures };
   };

@@ -43,6 +43,10 @@ export const LEASE_POLICIES = [
   'retain_on_failure',
 ] as const;
 export type LeasePolicy = (typeof LEASE_POLICIES)[number];
+export const DEFAULT_LEASE_POLICY: LeasePolicy = 'ephemeral';
+
+/** How long a ready run holds its lease without a renewal. */
+export const DEFAULT_LEASE_TTL_MS = 3600_000;
 
 export const CLEANUP_STATUSES = ['pending', 'success', 'failed'] as const;
 export type CleanupStatus = (typeof CLEANUP_STATUSES)[number];

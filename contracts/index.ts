@@ -5,3 +5,4 @@ export * from './records.js';
 export * from './target.js';
 export * from './run.js';
 export * from './messages.js';
+export * from './activity-log.js';

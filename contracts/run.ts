@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DriverSchema, ExternalId, LeasePolicySchema, RunFailureSchema, Timestamp } from './common.js';
-import { RUN_PHASES } from './constants.js';
+import { DEFAULT_LEASE_TTL_MS, RUN_PHASES } from './constants.js';
 import {
   EnvironmentLeaseSchema, ExecutionWorkspaceSchema, RealizedExecutionWorkspaceSchema, RuntimeOverlaySchema,
   WorkspaceRealizationRecordSchema,
@@ -28,7 +28,7 @@ export const RunRequestSchema = z
      */
     awaitRetryMs: z.number().int().min(0).max(7 * 24 * 3600_000).default(30 * 60_000),
     /** A ready run that is neither renewed nor completed within this time releases its lease as `expired`. */
-    leaseTtlMs: z.number().int().min(1000).max(30 * 24 * 3600_000).default(3600_000),
+    leaseTtlMs: z.number().int().min(1000).max(30 * 24 * 3600_000).default(DEFAULT_LEASE_TTL_MS),
   })
   .strict();
 export type RunRequestInput = z.input<typeof RunRequestSchema>;

@@ -1,8 +1,9 @@
 // The plugin driver: envrun holds the lease; the plugin runs the agent itself, so there is nothing to
-// realize and no execution target (DOMAIN.md).
+// realize and no execution target (docs/design.md).
 import { PluginDriverConfig, describeZodError } from '../contracts/index.js';
 import { NonRetryableError } from './errors.js';
 import type { EnvironmentDriver } from './types.js';
+import { providerOf } from '../leases/policy.js';
 
 export function createPluginDriver(): EnvironmentDriver {
   const parse = (config: Record<string, unknown>) => {
@@ -13,7 +14,7 @@ export function createPluginDriver(): EnvironmentDriver {
   return {
     driver: 'plugin',
     targetIsLocal: () => true, // a plugin lease has no target: nothing to reach
-    providerOf: (environment) => (typeof environment.config.pluginKey === 'string' ? environment.config.pluginKey : null),
+    providerOf: (environment) => providerOf(environment.driver, environment.config),
     validateConfig: parse,
     async acquire(_ctx, { environment, request }) {
       const config = parse(environment.config);

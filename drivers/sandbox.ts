@@ -6,7 +6,7 @@ import { NonRetryableError } from './errors.js';
 import type { ProviderRegistry } from './providers/registry.js';
 import type { SandboxProvider } from './providers/types.js';
 import { provision } from './provision.js';
-import { reuseKeyOf } from '../leases/policy.js';
+import { reuseKeyOf, providerOf } from '../leases/policy.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
@@ -38,7 +38,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
   return {
     driver: 'sandbox',
     targetIsLocal: (environment) => providers.get(String(environment.config.provider ?? ''))?.localTarget === true,
-    providerOf: (environment) => (typeof environment.config.provider === 'string' ? environment.config.provider : null),
+    providerOf: (environment) => providerOf(environment.driver, environment.config),
     unsupportedReason,
     validateConfig(config) {
       const parsed = SandboxDriverConfig.safeParse(config);

@@ -1,53 +1,112 @@
-// Releasing a lease whose run can no longer release it (its workflow is closed or gone, or its
-// environment is being archived): through its driver, cleanupStatus recorded, the reason logged.
-import { ACTIVITY_ACTIONS, type EnvironmentLease } from '../contracts/index.js';
-import type { ActivityDeps } from '../activities/deps.js';
+// The one release routine: the release step of a run, the reaper and the admin API all end leases and
+// free their provider resources through it, and log through the one activity-log row builder.
+import {
+  ACTIVITY_ACTIONS, leaseEventRow, type Environment, type EnvironmentLease, type LeaseEvent, type LeaseStatus,
+} from '../contracts/index.js';
+import type { ReapedLease } from '../contracts/reaper.js';
+import type { DriverRegistry } from '../drivers/registry.js';
+import type { StepContext } from '../drivers/types.js';
+import type { Store } from '../store/store.js';
 import { keepsResource } from './policy.js';
 
-export interface ReapedLease {
-  leaseId: string;
-  companyId: string;
-  heartbeatRunId: string | null;
-  reason: string;
-  cleanupStatus: 'success' | 'failed';
+export interface ReleaseDeps {
+  store: Store;
+  drivers: DriverRegistry;
+  clock?: () => Date;
+}
+
+export interface ReleaseOptions {
+  /** The status the lease ends with; absent for a lease that has ended already (only its cleanup is retried). */
+  endAs?: LeaseStatus;
+  /** Stored with `endAs`; absent leaves the lease's reason as it is. */
+  failureReason?: string | null;
+  /** Free the resource even when the lease's policy would keep it (an operator releasing a retained lease). */
+  destroy?: boolean;
+  /** The driver's step context: the attempt counts cleanup tries, the key makes the release idempotent. */
+  step: StepContext;
+  /** On a provider error, record `cleanupStatus: failed` now (false: leave it pending for a retry). */
+  recordFailure?: boolean;
+  /** The activity-log row to write once released, given the stored lease and the cleanup error. */
+  log?: (lease: EnvironmentLease, error: string | null) => LeaseEvent | null;
+  /** Environments already read by the caller (a run's leases share one). */
+  environments?: Map<string, Environment | null>;
+}
+
+export interface ReleasedLease {
+  lease: EnvironmentLease;
+  /** The provider's error when its resource could not be freed, else null. */
   error: string | null;
 }
 
-export async function releaseOrphanLease(deps: Pick<ActivityDeps, 'store' | 'drivers'>, lease: EnvironmentLease, reason: string): Promise<ReapedLease> {
-  const environment = await deps.store.getEnvironment(lease.companyId, lease.environmentId);
-  const driver = environment ? deps.drivers[environment.driver] : undefined;
+export async function releaseLease(deps: ReleaseDeps, lease: EnvironmentLease, o: ReleaseOptions): Promise<ReleasedLease> {
+  const { store } = deps;
+  const now = deps.clock?.() ?? new Date();
+  if (o.endAs) {
+    lease = (await store.updateLease(lease.id, {
+      status: o.endAs,
+      releasedAt: o.endAs === 'retained' ? null : now,
+      ...(o.failureReason === undefined ? {} : { failureReason: o.failureReason }),
+      cleanupStatus: 'pending',
+      lastUsedAt: now,
+    }))!;
+  }
+  const environment = await environmentOf(deps, lease, o.environments);
   let error: string | null = null;
-  const spent = typeof lease.metadata?.cleanupAttempts === 'number' ? lease.metadata.cleanupAttempts : 0;
-  const cleanupAttempt = lease.status === 'active' ? 1 : spent + 1;
   try {
-    if (!environment || !driver) throw new Error(`no driver for environment ${lease.environmentId}`);
-    // A cleanup retry goes on counting from the attempts already spent on it.
-    await driver.release({ attempt: cleanupAttempt, idempotencyKey: `reap/${lease.id}` }, { environment, lease, keep: keepsResource(lease) });
+    const driver = environment ? deps.drivers[environment.driver] : undefined;
+    if (!environment) throw new Error(`environment ${lease.environmentId} no longer exists`);
+    if (!driver) throw new Error(`no driver for environment ${lease.environmentId}`);
+    await driver.release(o.step, { environment, lease, keep: !o.destroy && keepsResource(lease) });
   } catch (err) {
-    error = (err as Error).message;
+    error = err instanceof Error ? err.message : String(err);
   }
-  const cleanupStatus = error ? 'failed' : 'success';
-  if (error || lease.status !== 'active') {
-    await deps.store.mergeLeaseMetadata(lease.id, { cleanupAttempts: cleanupAttempt, ...(error ? { cleanupError: error } : {}) });
+  if (!error) {
+    lease = (await store.updateLease(lease.id, { cleanupStatus: 'success' }))!;
+  } else if (o.recordFailure !== false) {
+    await store.mergeLeaseMetadata(lease.id, { cleanupError: error, cleanupAttempts: o.step.attempt });
+    lease = (await store.updateLease(lease.id, { cleanupStatus: 'failed' }))!;
   }
-  if (lease.status === 'active') {
-    await deps.store.updateLease(lease.id, { status: 'released', releasedAt: new Date(), failureReason: reason, cleanupStatus });
-    await deps.store.logActivity({
-      eventKey: `reap/${lease.id}/${ACTIVITY_ACTIONS.leaseReleased}`, companyId: lease.companyId, actorType: 'system', actorId: 'envrun-reaper',
-      action: ACTIVITY_ACTIONS.leaseReleased, entityType: 'environment_lease', entityId: lease.id, agentId: null, runId: lease.heartbeatRunId,
-      details: { environmentId: lease.environmentId, status: 'released', cleanupStatus, reason, error },
-    });
-  } else {
-    // An ended lease keeps its status and reason; only its provider cleanup is tried again. The log gets one
-    // row when it finally succeeds (a cleanup that keeps failing shows on the lease and in the sweep result).
-    await deps.store.updateLease(lease.id, { cleanupStatus });
-    if (cleanupStatus === 'success') {
-      await deps.store.logActivity({
-        eventKey: `reap/${lease.id}/${ACTIVITY_ACTIONS.leaseCleanedUp}`, companyId: lease.companyId, actorType: 'system', actorId: 'envrun-reaper',
-        action: ACTIVITY_ACTIONS.leaseCleanedUp, entityType: 'environment_lease', entityId: lease.id, agentId: null, runId: lease.heartbeatRunId,
-        details: { environmentId: lease.environmentId, status: lease.status, cleanupStatus, reason },
-      });
-    }
-  }
-  return { leaseId: lease.id, companyId: lease.companyId, heartbeatRunId: lease.heartbeatRunId, reason, cleanupStatus, error };
+  const event = o.log?.(lease, error);
+  if (event) await store.logActivity(leaseEventRow(event));
+  return { lease, error };
+}
+
+async function environmentOf(
+  deps: ReleaseDeps, lease: EnvironmentLease, cache?: Map<string, Environment | null>,
+): Promise<Environment | null> {
+  if (cache?.has(lease.environmentId)) return cache.get(lease.environmentId)!;
+  const environment = await deps.store.getEnvironment(lease.companyId, lease.environmentId);
+  cache?.set(lease.environmentId, environment);
+  return environment;
+}
+
+export type { ReapedLease };
+
+/**
+ * Releases a lease whose run can no longer release it (its workflow is closed or gone, or its environment
+ * is being archived). An active lease ends `released` with the reason; an ended lease whose cleanup failed
+ * keeps its status and only has its resource freed again, counting on from the attempts already spent.
+ */
+export async function releaseOrphanLease(deps: ReleaseDeps, lease: EnvironmentLease, reason: string): Promise<ReapedLease> {
+  const wasActive = lease.status === 'active';
+  const spent = typeof lease.metadata?.cleanupAttempts === 'number' ? lease.metadata.cleanupAttempts : 0;
+  const { lease: released, error } = await releaseLease(deps, lease, {
+    ...(wasActive ? { endAs: 'released' as const, failureReason: reason } : {}),
+    step: { attempt: wasActive ? 1 : spent + 1, idempotencyKey: `reap/${lease.id}` },
+    log: (stored, err) => {
+      const details = { environmentId: stored.environmentId, status: stored.status, cleanupStatus: stored.cleanupStatus, reason };
+      if (wasActive) return { ...reaperEvent(stored), action: ACTIVITY_ACTIONS.leaseReleased, details: { ...details, error: err } };
+      // A cleanup that keeps failing shows on the lease and in the sweep result; the log gets one row when it succeeds.
+      return err ? null : { ...reaperEvent(stored), action: ACTIVITY_ACTIONS.leaseCleanedUp, details };
+    },
+  });
+  if (!error && !wasActive) await deps.store.mergeLeaseMetadata(lease.id, { cleanupAttempts: spent + 1 });
+  return {
+    leaseId: lease.id, companyId: lease.companyId, heartbeatRunId: lease.heartbeatRunId, reason,
+    cleanupStatus: released.cleanupStatus === 'success' ? 'success' : 'failed', error,
+  };
+}
+
+function reaperEvent(lease: EnvironmentLease): Pick<LeaseEvent, 'actor' | 'scope' | 'lease'> {
+  return { actor: 'reaper', scope: 'reaper', lease };
 }
