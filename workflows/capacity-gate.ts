@@ -43,7 +43,8 @@ export async function capacityGate(input: CapacityGateInput): Promise<void> {
     }
     const idle = () => queue.length === 0 && holders.size === 0;
     // Idle for a while: end (the next request starts the gate again with signal-with-start).
-    const woke = await condition(() => (queue.length > 0 && holders.size < capacity) || workflowInfo().continueAsNewSuggested, idle() ? '1 minute' : '1 day');
+    const admissible = () => (queue.length > 0 && holders.size < capacity) || workflowInfo().continueAsNewSuggested;
+    const woke = await condition(admissible, idle() ? '1 minute' : '1 day');
     if (!woke && idle()) return;
   }
 }

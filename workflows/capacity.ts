@@ -1,0 +1,55 @@
+// The run's side of capacity: which gates it must pass, waiting for their slots, and giving them back.
+// Each gate is a capacityGate workflow that admits runs in arrival order.
+import { CancellationScope, condition, getExternalWorkflowHandle, workflowInfo } from '@temporalio/workflow';
+import type { Environment, RunRequest } from '../contracts/index.js';
+import { releaseSlotSignal } from '../contracts/messages.js';
+import { leasePolicyOf } from '../leases/policy.js';
+import { activitySteps } from './activity-options.js';
+import type { Run } from './run-state.js';
+
+export interface Gate {
+  id: string;
+  capacity: number;
+}
+
+/**
+ * Single flight in wait mode (per execution workspace), then admission control (per environment), in the
+ * order the run passes them.
+ */
+export function capacityGates(request: RunRequest, environment: Pick<Environment, 'id' | 'config'>): Gate[] {
+  const config = environment.config as { maxConcurrentLeases?: number; singleFlight?: string };
+  const gates: Gate[] = [];
+  const policy = leasePolicyOf(request.leasePolicy, environment.config);
+  if (request.executionWorkspaceId && config.singleFlight === 'wait' && policy === 'ephemeral') {
+    gates.push({ id: `envrun-gate/workspace/${request.executionWorkspaceId}`, capacity: 1 });
+  }
+  if (typeof config.maxConcurrentLeases === 'number') {
+    gates.push({ id: `envrun-gate/environment/${environment.id}`, capacity: config.maxConcurrentLeases });
+  }
+  return gates;
+}
+
+/** Joins each gate's queue in turn and waits until that gate admits the run. */
+export async function waitForSlots(run: Run, gates: Gate[]): Promise<void> {
+  const info = workflowInfo();
+  for (const gate of gates) {
+    run.setPhase('waiting_for_capacity');
+    run.joinedGates.push(gate.id);
+    await activitySteps.requestSlot({
+      gateId: gate.id, capacity: gate.capacity, runWorkflowId: info.workflowId, taskQueue: info.taskQueue,
+    });
+    await condition(() => run.granted.has(gate.id));
+  }
+}
+
+/** Gives back the slots (or leaves the queues) of every gate joined, newest first, even when cancelled. */
+export async function giveBackSlots(run: Run): Promise<void> {
+  if (!run.joinedGates.length) return;
+  const runWorkflowId = workflowInfo().workflowId;
+  await CancellationScope.nonCancellable(async () => {
+    for (const gateId of [...run.joinedGates].reverse()) {
+      // A gate that is gone holds no slot.
+      await getExternalWorkflowHandle(gateId).signal(releaseSlotSignal, runWorkflowId).catch(() => undefined);
+    }
+  });
+}

@@ -1,0 +1,261 @@
+// A run's state as the workflow keeps it and the world sees it: the state object (query getRun), the
+// message handlers, the phase with its search attributes and UI details, and envrun's metrics.
+import {
+  ActivityFailure, ApplicationFailure, condition, metricMeter, setCurrentDetails, setHandler, upsertMemo,
+  upsertSearchAttributes, workflowInfo,
+} from '@temporalio/workflow';
+import { RUN_CANCELLED, isErrorCode, type ErrorCode, type RunPhase } from '../contracts/constants.js';
+import type {
+  CompleteRun, Driver, Environment, EnvironmentLease, RunFailure, RunRequestInput, RunResult, RunState,
+} from '../contracts/index.js';
+import {
+  SEARCH_ATTRIBUTES, completeUpdate, getRunQuery, renewUpdate, retryRealizationSignal, retryRealizationUpdate,
+  slotGrantedSignal, waitReadyUpdate,
+} from '../contracts/messages.js';
+import { providerOf } from '../leases/policy.js';
+
+// envrun's own metrics, exported with Temporal's runtime metrics (Prometheus on the worker). Made inside
+// the workflow: the meter exists only in workflow context.
+function runMetrics() {
+  return {
+    phaseCounter: metricMeter.createCounter('envrun_run_phase_entered', 'runs', 'runs entering each phase'),
+    errorCounter: metricMeter.createCounter('envrun_run_errors', 'runs', 'runs failing, by error code'),
+    readyHistogram: metricMeter.createHistogram('envrun_requested_to_ready', 'int', 'ms', 'time from start to ready'),
+    realizationHistogram: metricMeter.createHistogram(
+      'envrun_realization', 'int', 'ms', 'time to realize the workspace',
+    ),
+  };
+}
+
+function initialState(input: RunRequestInput): RunState {
+  const info = workflowInfo();
+  return {
+    workflowId: info.workflowId,
+    companyId: input.companyId,
+    heartbeatRunId: input.heartbeatRunId,
+    phase: 'resolving',
+    environmentId: null,
+    driver: null,
+    provider: null,
+    leaseId: null,
+    result: null,
+    error: null,
+    completion: null,
+    releasedLeases: [],
+    operatorRetries: 0,
+    lastError: null,
+    expiresAt: null,
+    timestamps: {
+      requested: new Date(info.startTime).toISOString(), leased: null, realized: null, ready: null, released: null,
+    },
+  };
+}
+
+/** What a failure names besides its code and message. */
+type FailureContext = Pick<RunFailure, 'environmentId' | 'driver' | 'provider'>;
+
+/** The run's state and the helpers that change it; made once, at the start of the workflow. */
+export function createRunState(input: RunRequestInput) {
+  const info = workflowInfo();
+  const metrics = runMetrics();
+  const state = initialState(input);
+  const context = (): FailureContext => ({
+    environmentId: state.environmentId, driver: state.driver, provider: state.provider,
+  });
+  const now = () => new Date().toISOString();
+  const providerLabel = () => state.provider ?? 'none';
+
+  const run = {
+    state,
+    /** The run was cancelled: waitReady stops waiting. */
+    cancelled: false,
+    /** Release and the gates' slots are done: complete returns. */
+    releaseDone: false,
+    /** An operator asked for another realization while the run was awaiting retry. */
+    retryRequested: false,
+    /** Renewals so far: the hold loop waits for a change, then recomputes the expiry. */
+    renewals: 0,
+    /** Capacity gates that admitted this run. */
+    granted: new Set<string>(),
+    /** Capacity gates this run joined, in order: they get their slot (or queue place) back newest first. */
+    joinedGates: [] as string[],
+
+    setPhase(phase: RunPhase) {
+      state.phase = phase;
+      metrics.phaseCounter.add(1, { phase });
+      upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.phase, value: phase }]);
+      setCurrentDetails(describe(state));
+    },
+    /** Shows the error code in the run's search attributes (null clears it). */
+    showErrorCode(code: ErrorCode | null) {
+      upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: code }]);
+    },
+    /** Turns whatever a step threw into a failure of this run. */
+    failure(err: unknown, step: ErrorCode): RunFailure {
+      return toRunFailure(err, step, context());
+    },
+    /** A failure the workflow found itself (no step threw it). */
+    failureOf(code: ErrorCode, message: string): RunFailure {
+      return { code, message, ...context() };
+    },
+
+    /** The environment is known: its id, driver and provider become searchable. */
+    identify(environment: Pick<Environment, 'id' | 'driver' | 'config'>) {
+      state.environmentId = environment.id;
+      state.driver = environment.driver;
+      state.provider = providerOf(environment.driver, environment.config);
+      upsertSearchAttributes([
+        { key: SEARCH_ATTRIBUTES.environmentId, value: environment.id },
+        { key: SEARCH_ATTRIBUTES.driver, value: environment.driver },
+        ...(state.provider ? [{ key: SEARCH_ATTRIBUTES.provider, value: state.provider }] : []),
+      ]);
+    },
+    leased(lease: EnvironmentLease) {
+      state.leaseId = lease.id;
+      state.provider = lease.provider ?? state.provider;
+      state.timestamps.leased = now();
+    },
+    realized(driver: Driver, tookMs: number) {
+      state.lastError = null;
+      metrics.realizationHistogram.record(tookMs, { driver, provider: providerLabel() });
+      state.timestamps.realized = now();
+    },
+    /** The run is ready; `memo` puts its time to ready in the workflow's memo. */
+    ready(result: RunResult, driver: Driver, memo: boolean) {
+      state.result = result;
+      state.expiresAt = result.lease.expiresAt;
+      state.timestamps.ready = now();
+      run.setPhase('ready');
+      const requestedToReadyMs = Date.now() - info.startTime.getTime();
+      metrics.readyHistogram.record(requestedToReadyMs, { driver, provider: providerLabel() });
+      if (memo) upsertMemo({ requestedToReadyMs, driver, provider: providerLabel() });
+    },
+    released() {
+      state.timestamps.released = now();
+    },
+    /** Release and the gates are done: complete may return, and the run takes its final phase. */
+    ended() {
+      run.releaseDone = true;
+      if (state.error) metrics.errorCounter.add(1, { code: state.error.code });
+      run.setPhase(run.cancelled ? 'cancelled' : state.error ? 'failed' : 'released');
+    },
+  };
+  return run;
+}
+export type Run = ReturnType<typeof createRunState>;
+
+export interface HandlerDeps {
+  /** Pushes the held lease's expiry out by the run's TTL. */
+  renewLease(): Promise<Pick<EnvironmentLease, 'expiresAt'>>;
+}
+
+/**
+ * The run's query, signals and updates. Installed at the start of the workflow, before anything else
+ * happens: a waitReady update sent with the start is accepted as its handler is set.
+ */
+export function installHandlers(run: Run, deps: HandlerDeps): void {
+  const { state } = run;
+  setHandler(getRunQuery, () => state);
+  setHandler(slotGrantedSignal, (gateId: string) => {
+    run.granted.add(gateId);
+  });
+  setHandler(waitReadyUpdate, async () => {
+    await condition(() => state.result !== null || state.error !== null || run.cancelled);
+    if (state.result) return state.result;
+    if (state.error) throw applicationFailure(state.error);
+    throw ApplicationFailure.create({
+      type: RUN_CANCELLED, message: 'the run was cancelled before it was ready', nonRetryable: true,
+    });
+  });
+  const requestRetry = () => {
+    if (state.phase === 'awaiting_retry') run.retryRequested = true;
+  };
+  setHandler(retryRealizationSignal, requestRetry);
+  setHandler(
+    retryRealizationUpdate,
+    async () => {
+      requestRetry();
+      await condition(() => state.phase !== 'awaiting_retry');
+      return state;
+    },
+    { validator: () => {
+      if (state.phase !== 'awaiting_retry') throw new Error(`the run is ${state.phase}, not awaiting_retry`);
+    } },
+  );
+  setHandler(
+    renewUpdate,
+    async () => {
+      const renewed = await deps.renewLease();
+      state.expiresAt = renewed.expiresAt;
+      run.renewals++;
+      setCurrentDetails(describe(state));
+      return state;
+    },
+    { validator: () => {
+      if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
+    } },
+  );
+  setHandler(
+    completeUpdate,
+    async (completion: CompleteRun) => {
+      state.completion = { status: completion.status, failureReason: completion.failureReason ?? null };
+      await condition(() => run.releaseDone);
+      return state;
+    },
+    {
+      validator: (completion: CompleteRun) => {
+        if (!completion || (completion.status !== 'succeeded' && completion.status !== 'failed')) {
+          throw new Error('status: must be "succeeded" or "failed"');
+        }
+        if (state.completion) throw new Error('the run was already completed');
+        if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
+      },
+    },
+  );
+}
+
+/** Turns whatever a step threw into the run's failure, keeping the code the activity chose. */
+function toRunFailure(err: unknown, step: ErrorCode, context: FailureContext): RunFailure {
+  const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
+  if (cause instanceof ApplicationFailure) {
+    const details = cause.details?.[0] as Partial<RunFailure> | undefined;
+    const code = isErrorCode(details?.code) ? details.code : isErrorCode(cause.type) ? cause.type : step;
+    return {
+      code,
+      message: details?.message ?? cause.message,
+      environmentId: details?.environmentId ?? context.environmentId,
+      driver: details?.driver ?? context.driver,
+      provider: details?.provider ?? context.provider,
+    };
+  }
+  const message = cause instanceof Error ? cause.message : String(cause);
+  return { code: step, message, ...context };
+}
+
+/** The run's failure as the workflow's (and waitReady's) error. */
+export function applicationFailure(error: RunFailure): ApplicationFailure {
+  return ApplicationFailure.create({ type: error.code, message: error.message, details: [error], nonRetryable: true });
+}
+
+/** The run as ops see it in the Temporal UI ("current details", markdown). */
+export function describe(state: RunState): string {
+  const driver = `${state.driver ?? '?'}${state.provider ? `/${state.provider}` : ''}`;
+  const lines = [
+    `**phase:** ${state.phase}`,
+    `**environment:** ${state.environmentId ?? '—'} (${driver})`,
+    `**lease:** ${state.leaseId ?? '—'}`,
+  ];
+  const target = state.result?.executionTarget;
+  if (target) {
+    const where = target.kind === 'local' ? `local ${target.cwd}` : `${target.transport} ${target.remoteCwd}`;
+    lines.push(`**target:** ${where}`);
+  }
+  if (state.expiresAt) lines.push(`**lease expires:** ${state.expiresAt}`);
+  if (state.operatorRetries) lines.push(`**operator retries:** ${state.operatorRetries}`);
+  const error = state.error ?? state.lastError;
+  if (error) lines.push(`**${state.error ? 'error' : 'last error'}:** \`${error.code}\` ${error.message}`);
+  if (state.phase === 'awaiting_retry') {
+    lines.push('Send the `retryRealization` signal (or `envrun run retry`) after fixing the cause.');
+  }
+  return lines.join('\n\n');
+}
