@@ -5,6 +5,7 @@ import type { DriverRegistry } from '../drivers/registry.js';
 import type { EnvironmentDriver, StepContext } from '../drivers/types.js';
 import { runFailure, type FailureContext } from './errors.js';
 import type { Store } from '../store/store.js';
+import { loadTenancy, type Tenancy } from '../drivers/tenancy.js';
 
 export interface ActivityDeps {
   store: Store;
@@ -14,6 +15,15 @@ export interface ActivityDeps {
   clock?: () => Date;
   /** Default provision timeout when neither the request nor the environment sets one. */
   provisionTimeoutMs?: number;
+  /** Workspace roots, secret grants, enabled drivers and providers; read from the environment when absent. */
+  tenancy?: Tenancy;
+}
+
+let processTenancy: Tenancy | undefined;
+
+/** The deployment's tenancy settings: the deps' own, else the process environment's (read once). */
+export function tenancyOf(deps: ActivityDeps): Tenancy {
+  return deps.tenancy ?? (processTenancy ??= loadTenancy());
 }
 
 export function failureContext(deps: ActivityDeps, environment: Environment): FailureContext {

@@ -57,7 +57,7 @@ export function buildRealizationRequest(input: RealizeWorkspaceInput): Workspace
 
 /**
  * Step 3: make the workspace exist where the run executes and run the provision command there. A driver
- * that returns no record fails the step: the reference silently persisted nothing in that case.
+ * that returns no record fails the step: a run must never become ready with nothing persisted.
  */
 export function createRealizeWorkspace(deps: ActivityDeps) {
   return async function realizeWorkspace(original: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {

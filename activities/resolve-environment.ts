@@ -2,7 +2,8 @@ import {
   ExecutionWorkspaceRuntimeConfig, RunRequestSchema, describeZodError, type Environment, type ExecutionWorkspace,
   type RunRequest,
 } from '../contracts/index.js';
-import { failureContext, type ActivityDeps } from './deps.js';
+import { checkEnabled, checkWorkspacePath, TenancyError } from '../drivers/tenancy.js';
+import { failureContext, tenancyOf, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
 
 export interface ResolvedEnvironment {
@@ -44,6 +45,25 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     }
     if (environment.status !== 'active') {
       throw runFailure('environment_inactive', `environment ${environment.id} is ${environment.status}`, failureContext(deps, environment));
+    }
+    const context = failureContext(deps, environment);
+    const tenancy = tenancyOf(deps);
+    try {
+      checkEnabled(tenancy, environment.driver, context.provider);
+    } catch (err) {
+      throw runFailure('unsupported_environment', (err as Error).message, context);
+    }
+    // Every path of the run is read or written on this host: each must be inside the deployment's roots.
+    const { baseCwd, cwd, worktreePath } = request.workspace;
+    const paths: Array<[string | null, string]> = [[baseCwd, 'baseCwd'], [cwd, 'cwd'], [worktreePath, 'worktreePath']];
+    for (const [path, field] of paths) {
+      if (!path) continue;
+      try {
+        checkWorkspacePath(tenancy, path, `request.workspace.${field}`);
+      } catch (err) {
+        if (err instanceof TenancyError) throw runFailure('invalid_request', err.message, context);
+        throw err;
+      }
     }
     const localTarget = deps.drivers[environment.driver]?.targetIsLocal?.(environment) ?? false;
     return { request, environment, executionWorkspace, localTarget };

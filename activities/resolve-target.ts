@@ -16,7 +16,7 @@ export interface ResolvedTarget {
   remoteExecution: RemoteExecutionSpec;
 }
 
-/** The remote execution spec given to adapters is the SSH spec only (DOMAIN.md). */
+/** The remote execution spec given to adapters is the SSH spec only (docs/design.md). */
 export function toRemoteSpec(target: ExecutionTarget): RemoteExecutionSpec {
   return target && target.kind === 'remote' && target.transport === 'ssh' ? target.spec : null;
 }
