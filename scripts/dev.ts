@@ -6,11 +6,12 @@ import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readStoreInfo, stopEmbeddedStore } from '../store/embedded.js';
-import { EnvRunClient } from '../client/client.js';
+import { EnvRunAdmin } from '../client/admin.js';
+import { installReaperSchedule } from '../client/reaper-schedule.js';
+import { EnvRunClient } from '../client/runs.js';
 import { loadConfig } from '../worker/config.js';
 import { createRuntimeDeps } from '../worker/deps.js';
 import { ensureSearchAttributes } from '../worker/search-attributes.js';
-import { installReaperSchedule } from '../worker/reaper-schedule.js';
 import { createWorker } from '../worker/worker.js';
 import { startDevServer, type DevServer } from './dev-server.js';
 
@@ -58,11 +59,12 @@ async function main(): Promise<void> {
   const clientConnection = await Connection.connect(config.temporal.connection);
   const client = new EnvRunClient({
     client: new Client({ connection: clientConnection, namespace: config.temporal.namespace }),
-    store: deps.store, taskQueue: config.taskQueue, drivers: deps.drivers,
+    taskQueue: config.taskQueue,
   });
+  const admin = new EnvRunAdmin({ runs: client, store: deps.store, drivers: deps.drivers });
   const companyId = 'demo';
-  const existing = (await client.listEnvironments(companyId)).find((e) => e.name === 'demo-sandbox' && e.status === 'active');
-  const environment = existing ?? (await client.createEnvironment({ companyId, name: 'demo-sandbox', driver: 'sandbox', config: { provider: 'fake' } }));
+  const existing = (await admin.listEnvironments(companyId)).find((e) => e.name === 'demo-sandbox' && e.status === 'active');
+  const environment = existing ?? (await admin.createEnvironment({ companyId, name: 'demo-sandbox', driver: 'sandbox', config: { provider: 'fake' } }));
   const workspace = join(config.dataDir, 'demo-workspace');
   mkdirSync(workspace, { recursive: true });
   writeFileSync(join(workspace, 'README.md'), '# demo workspace\n\nCopied into a fake sandbox by envrun.\n');

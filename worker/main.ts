@@ -5,7 +5,7 @@ import { redactUrl } from '../store/db.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createRuntimeDeps } from './deps.js';
 import { ensureSearchAttributes } from './search-attributes.js';
-import { REAPER_SCHEDULE_ID, installReaperSchedule } from './reaper-schedule.js';
+import { REAPER_SCHEDULE_ID, installReaperSchedule } from '../client/reaper-schedule.js';
 import { createWorker } from './worker.js';
 
 async function main(): Promise<void> {

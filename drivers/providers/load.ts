@@ -1,7 +1,12 @@
-// Providers are modules: `ENVRUN_PROVIDER_MODULES=./my-provider.js,/opt/x/provider.mjs`. A module exports
-// `createProvider({ dataDir })` (default or named) returning a SandboxProvider, or a `provider` object.
-import { resolve } from 'node:path';
+// The providers of a process: the built-in ones plus modules named by
+// `ENVRUN_PROVIDER_MODULES=./my-provider.js,/opt/x/provider.mjs`. A module exports `createProvider({ dataDir })`
+// (default or named) returning a SandboxProvider, or a `provider` object. Both the worker and the admin
+// client (which probes environments and releases leases in its own process) build their registry here.
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { createBubblewrapProvider } from './bubblewrap.js';
+import { createFakeProvider } from './fake.js';
+import { ProviderRegistry } from './registry.js';
 import type { SandboxProvider } from './types.js';
 
 export interface ProviderModuleOptions {
@@ -27,4 +32,21 @@ export async function loadProviderModule(path: string, options: ProviderModuleOp
   const missing = REQUIRED.filter((m) => typeof provider[m] !== 'function');
   if (missing.length) throw new Error(`provider "${provider.key}" from ${path} lacks ${missing.join(', ')}`);
   return provider as SandboxProvider<any>;
+}
+
+/** The built-in providers: fake (deterministic, for tests and demos) and bubblewrap (a real local sandbox). */
+export function createProviders(config: { dataDir: string }): ProviderRegistry {
+  return new ProviderRegistry([
+    createFakeProvider({ rootDir: join(config.dataDir, 'sandboxes', 'fake') }),
+    createBubblewrapProvider({ rootDir: join(config.dataDir, 'sandboxes', 'bubblewrap') }),
+  ]);
+}
+
+/** The built-in providers plus those loaded from ENVRUN_PROVIDER_MODULES; a duplicate key fails the start. */
+export async function loadProviders(config: { dataDir: string; providerModules: string[] }): Promise<ProviderRegistry> {
+  const registry = createProviders(config);
+  for (const path of config.providerModules) {
+    registry.register(await loadProviderModule(path, { dataDir: config.dataDir }));
+  }
+  return registry;
 }

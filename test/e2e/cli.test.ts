@@ -117,7 +117,7 @@ describe('a run through the CLI', () => {
 
   it('env probe prints the provider\'s diagnostics; lease release frees a retained lease', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'sbx', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 1 } } } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'sbx', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 1 } } } });
     const probe = await envrun(['env', 'probe', env.id, '--company', companyId]);
     expect(probe.code, probe.stderr).toBe(0);
     expect(probe.stdout).toBe(`ok\n  root ${h.fakeRoot} is writable\n  faults configured: realize\n`);
@@ -136,7 +136,7 @@ describe('a run through the CLI', () => {
 
   it('ops commands: run list, bulk run retry, run renew, stats, reaper run-once', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'flaky', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'flaky', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
     const cwd = tempWorkspace();
     expect((await envrun(['run', 'start', '--company', companyId, '--run', 'stuck', '--env', env.id, '--cwd', cwd, '--await-retry-ms', '600000'])).code).toBe(0);
     let listed: Array<{ heartbeatRunId: string; errorCode: string }> = [];
@@ -147,7 +147,7 @@ describe('a run through the CLI', () => {
     }
     expect(listed).toMatchObject([{ heartbeatRunId: 'stuck', errorCode: 'workspace_realization_failed' }]);
     expect((await envrun(['run', 'list', '--phase', 'sideways'])).code).toBe(2);
-    await h.client.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
+    await h.admin.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
     const retry = await envrun(['run', 'retry', '--phase', 'awaiting_retry', '--environment', env.id]);
     expect(retry.code, retry.stderr).toBe(0);
     expect(retry.stdout.trim()).toBe(`retried\tenvrun/${companyId}/stuck`);

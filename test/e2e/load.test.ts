@@ -16,7 +16,7 @@ afterAll(async () => {
 
 it(`${RUNS} concurrent runs all complete and the audit holds`, async () => {
   const companyId = uniqueId('load');
-  const env = await h.client.createEnvironment({ companyId, name: 'load', driver: 'sandbox', config: { provider: 'fake' } });
+  const env = await h.admin.createEnvironment({ companyId, name: 'load', driver: 'sandbox', config: { provider: 'fake' } });
   const cwd = tempWorkspace();
   const ids = Array.from({ length: RUNS }, (_, i) => `run-${i}`);
   const started = performance.now();

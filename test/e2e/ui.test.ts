@@ -32,7 +32,7 @@ afterAll(async () => {
 
 it('finds the awaiting_retry run by its phase and shows its error code', async () => {
   const companyId = uniqueId('co');
-  const env = await h.client.createEnvironment({ companyId, name: 'broken', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always', message: 'registry unreachable' } } } });
+  const env = await h.admin.createEnvironment({ companyId, name: 'broken', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always', message: 'registry unreachable' } } } });
   const req = runRequest({ companyId, environmentId: env.id, awaitRetryMs: 600_000 });
   const { workflowId } = await h.client.startRun(req);
   for (let i = 0; i < 100 && (await h.client.getRun(companyId, req.heartbeatRunId))?.phase !== 'awaiting_retry'; i++) await new Promise((r) => setTimeout(r, 150));

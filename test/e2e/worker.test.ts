@@ -4,12 +4,9 @@ import { Client, Connection } from '@temporalio/client';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { createDrivers } from '../../drivers/registry.js';
 import { tsxLoaderUrl } from '../../store/embedded.js';
-import { Store } from '../../store/store.js';
-import { EnvRunClient } from '../../client/client.js';
+import { EnvRunClient } from '../../client/runs.js';
 import { freePort } from '../../lib/net.js';
-import { createProviders } from '../../worker/deps.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 import { runRequest } from '../support/runs.js';
 
@@ -57,10 +54,7 @@ it('serves runs from a prebuilt bundle, exports Prometheus metrics, and drains o
   expect(w.out()).not.toContain(new URL(db.url).password || 'no-password-in-url');
 
   const connection = await Connection.connect({ address: inject('temporalAddress') });
-  const client = new EnvRunClient({
-    client: new Client({ connection }), store: new Store(db.db), taskQueue,
-    drivers: createDrivers(createProviders({ dataDir: `${inject('tmpRoot')}/${taskQueue}` })),
-  });
+  const client = new EnvRunClient({ client: new Client({ connection }), taskQueue });
   const req = runRequest();
   const result = await client.startRunAndWaitReady(req);
   expect(result.executionTarget).toMatchObject({ kind: 'local' });

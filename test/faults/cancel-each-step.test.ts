@@ -57,7 +57,7 @@ const cases: Case[] = [
 
 it.each(cases)('cancel during $step: the lease is released, nothing leaks', async (c) => {
   const companyId = uniqueId('co');
-  const env = await h.client.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
+  const env = await h.admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
   const req = runRequest({ companyId, environmentId: env.id, ...(c.provision ? { runtimeOverlay: { provisionCommand: c.provision } } : {}) });
   hold = c.hold ?? null;
   const inStep = new Promise<void>((resolve) => (entered = resolve));

@@ -19,7 +19,7 @@ afterAll(async () => {
 
 it('a provider failing half its calls (seeded): every run converges, the reaper mops up, the audit holds', async () => {
   const companyId = uniqueId('co');
-  const env = await h.client.createEnvironment({
+  const env = await h.admin.createEnvironment({
     companyId, name: 'chaos', driver: 'sandbox', config: { provider: 'fake', chaos: { rate: 0.5, seed: 20261127 } },
   });
   const ids = Array.from({ length: 48 }, (_, i) => `run-${i}`);

@@ -20,7 +20,7 @@ it('stop PostgreSQL mid-run and start it again: activities retry, every run fini
   pg = await startDebianPostgres(dir);
   h = await createHarness({ adminUrl: pg.url });
   const companyId = uniqueId('co');
-  const env = await h.client.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
+  const env = await h.admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
   const ready = ['ready-0', 'ready-1'];
   for (const id of ready) await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id }));
   const slow = ['slow-0', 'slow-1'];

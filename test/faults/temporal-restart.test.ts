@@ -21,7 +21,7 @@ it('restart the Temporal dev server (same db file) mid-run: every run finishes, 
   server = await startDevServer(options);
   h = await createHarness({ temporalAddress: server.address });
   const companyId = uniqueId('co');
-  const env = await h.client.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
+  const env = await h.admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
   // Some runs ready before the restart, some provisioning across it, some started just before it.
   const early = Array.from({ length: 3 }, (_, i) => `early-${i}`);
   for (const id of early) await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id }));

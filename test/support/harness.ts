@@ -8,8 +8,9 @@ import { inject } from 'vitest';
 import { createDrivers } from '../../drivers/registry.js';
 import { createDatabaseIfMissing, openDatabase, type Database } from '../../store/db.js';
 import { Store } from '../../store/store.js';
-import { EnvRunClient } from '../../client/client.js';
-import { loadProviders } from '../../worker/deps.js';
+import { EnvRunAdmin } from '../../client/admin.js';
+import { EnvRunClient } from '../../client/runs.js';
+import { loadProviders } from '../../drivers/providers/load.js';
 import { createWorker } from '../../worker/worker.js';
 
 let runtimeInstalled = false;
@@ -38,7 +39,10 @@ export async function freshDatabase(adminUrl: string = inject('embeddedPgUrl')):
 }
 
 export interface Harness {
+  /** Runs, through Temporal only. */
   client: EnvRunClient;
+  /** Environments, workspaces, leases, probe and exec, over `store` and the worker's drivers. */
+  admin: EnvRunAdmin;
   store: Store;
   database: Database & { url: string };
   /** The worker's ENVRUN_DATA_DIR: a CLI given the same one finds the same sandboxes. */
@@ -83,9 +87,10 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   });
   const running = worker.run();
   // The seed's semantics: a spent realization ends the run (ops tests opt in to awaiting_retry per run).
-  const client = new EnvRunClient({ client: temporal, store, taskQueue, drivers, runDefaults: { awaitRetryMs: 0 } });
+  const client = new EnvRunClient({ client: temporal, taskQueue, runDefaults: { awaitRetryMs: 0 } });
+  const admin = new EnvRunAdmin({ runs: client, store, drivers });
   return {
-    client, store, database, dataDir, fakeRoot, taskQueue, worker,
+    client, admin, store, database, dataDir, fakeRoot, taskQueue, worker,
     async close() {
       worker.shutdown();
       await running;

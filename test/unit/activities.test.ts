@@ -10,7 +10,7 @@ import type { EnvironmentDriver } from '../../drivers/types.js';
 import { createActivities } from '../../activities/index.js';
 import { Store } from '../../store/store.js';
 import { RunRequestSchema, type Environment } from '../../contracts/index.js';
-import { createProviders } from '../../worker/deps.js';
+import { createProviders } from '../../drivers/providers/load.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 import { tempWorkspace } from '../support/runs.js';
 

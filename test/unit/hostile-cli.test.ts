@@ -4,7 +4,7 @@
 import fc from 'fast-check';
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { main } from '../../client/cli.js';
+import { main } from '../../client/cli/index.js';
 import { InvalidInputError } from '../../client/errors.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { tempWorkspace } from '../support/runs.js';
@@ -21,7 +21,7 @@ beforeAll(async () => {
   Object.assign(process.env, {
     TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: h.database.url, ENVRUN_TASK_QUEUE: h.taskQueue, ENVRUN_DATA_DIR: h.dataDir,
   });
-  envId = (await h.client.createEnvironment({ companyId: CO, name: 'sbx', driver: 'sandbox', config: { provider: 'fake' } })).id;
+  envId = (await h.admin.createEnvironment({ companyId: CO, name: 'sbx', driver: 'sandbox', config: { provider: 'fake' } })).id;
 });
 afterAll(async () => {
   await h?.close();
@@ -184,7 +184,7 @@ it('1,000 invalid CLI argument vectors: exit 2, stderr names the option or field
 }, 300_000);
 
 it('createExecutionWorkspace through the client: bad input is refused naming the field, and nothing is written', async () => {
-  const otherCompanysEnv = await h.client.createEnvironment({ companyId: uniqueId('other-co'), name: 'theirs', driver: 'sandbox', config: { provider: 'fake' } });
+  const otherCompanysEnv = await h.admin.createEnvironment({ companyId: uniqueId('other-co'), name: 'theirs', driver: 'sandbox', config: { provider: 'fake' } });
   const before = await rowCounts();
   const good = { companyId: CO, name: 'ws', cwd };
   const cases: [string, Record<string, unknown>][] = [
@@ -206,7 +206,7 @@ it('createExecutionWorkspace through the client: bad input is refused naming the
     [': Unrecognized key: "metadata"', { metadata: { config: {} } }],
   ];
   for (const [field, over] of cases) {
-    const attempt = h.client.createExecutionWorkspace({ ...good, ...over } as Parameters<Harness['client']['createExecutionWorkspace']>[0]);
+    const attempt = h.admin.createExecutionWorkspace({ ...good, ...over } as Parameters<Harness['admin']['createExecutionWorkspace']>[0]);
     const err = await attempt.then(() => null, (e: unknown) => e);
     expect(err, JSON.stringify(over)).toBeInstanceOf(InvalidInputError);
     expect((err as Error).message, JSON.stringify(over)).toContain(field);
@@ -215,7 +215,7 @@ it('createExecutionWorkspace through the client: bad input is refused naming the
 
   // Good input is stored as given (the name trimmed), its config under metadata.config.
   const config = { provisionCommand: 'make setup', teardownCommand: null, environmentId: envId };
-  const ws = await h.client.createExecutionWorkspace({ ...good, name: '  ws  ', config });
+  const ws = await h.admin.createExecutionWorkspace({ ...good, name: '  ws  ', config });
   expect(ws).toMatchObject({ companyId: CO, name: 'ws', cwd, metadata: { config } });
   expect(await h.store.getExecutionWorkspace(CO, ws.id)).toEqual(ws);
 });

@@ -70,7 +70,7 @@ const invalidConfig = fc.oneof(
 it('1,000 invalid environment configs: each refused naming its field; no row written', async () => {
   await fc.assert(
     fc.asyncProperty(invalidConfig, async ({ driver, field, config }) => {
-      const err = await h.client.createEnvironment({ companyId, name: 'x', driver, config }).then(() => null, (e: unknown) => e);
+      const err = await h.admin.createEnvironment({ companyId, name: 'x', driver, config }).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(InvalidInputError);
       expect((err as Error).message).toContain(field);
     }),

@@ -18,7 +18,7 @@ describe('bubblewrap provider', () => {
   it('realizes by archive upload, runs with only the explicit env and no network, syncs back at release', async () => {
     process.env.ENVRUN_WORKER_SECRET = 'worker-secret-value';
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap' } });
     const cwd = tempWorkspace();
     writeFileSync(join(cwd, 'input.txt'), 'from the host');
     const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: 'cat input.txt > copied.txt && echo built > out.txt' } });
@@ -27,7 +27,7 @@ describe('bubblewrap provider', () => {
     expect(result.workspaceRealization).toMatchObject({ sync: { strategy: 'sandbox_archive_upload_download' } });
 
     const exec = (command: string, args: string[] = [], env: Record<string, string> = {}) =>
-      h.client.exec(companyId, req.heartbeatRunId, { command, args, env });
+      h.admin.exec(companyId, req.heartbeatRunId, { command, args, env });
     const envOut = await exec('env', [], { ONLY: 'me' });
     // bwrap itself adds PWD for --chdir; nothing comes from the worker's environment.
     expect(envOut.stdout.trim().split('\n').sort()).toEqual(['HOME=/workspace', 'ONLY=me', 'PATH=/usr/local/bin:/usr/bin:/bin', 'PWD=/workspace']);
@@ -38,7 +38,7 @@ describe('bubblewrap provider', () => {
     expect((await exec('test', ['-e', h.dataDir])).exitCode).toBe(1);
     expect((await exec('sh', ['-c', 'echo x > /usr/evil'])).exitCode).not.toBe(0); // the system is read-only
     expect((await exec('cat', ['copied.txt'])).stdout).toBe('from the host');
-    const timed = await h.client.exec(companyId, req.heartbeatRunId, { command: 'sleep', args: ['20'], timeoutMs: 300 });
+    const timed = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'sleep', args: ['20'], timeoutMs: 300 });
     expect(timed).toMatchObject({ timedOut: true, exitCode: null });
 
     const sandboxes = join(h.dataDir, 'sandboxes', 'bubblewrap');
@@ -50,7 +50,7 @@ describe('bubblewrap provider', () => {
 
   it('discardChanges keeps the sandbox\'s changes out of the local workspace', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap', discardChanges: true } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap', discardChanges: true } });
     const cwd = tempWorkspace();
     const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo scratch > scratch.txt' } });
     await h.client.startRunAndWaitReady(req);
@@ -60,7 +60,7 @@ describe('bubblewrap provider', () => {
 
   it('a failing provision inside the sandbox fails the run and removes the sandbox', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap' } });
     const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo "cannot reach registry" >&2; exit 4' } });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     expect(err).toMatchObject({ provider: 'bubblewrap', message: 'provision command exited with code 4: cannot reach registry' });
@@ -72,10 +72,10 @@ describe('bubblewrap provider', () => {
 
   it('network: true keeps the host network namespace', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'net', driver: 'sandbox', config: { provider: 'bubblewrap', network: true } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'net', driver: 'sandbox', config: { provider: 'bubblewrap', network: true } });
     const req = runRequest({ companyId, environmentId: env.id });
     await h.client.startRunAndWaitReady(req);
-    const inside = await h.client.exec(companyId, req.heartbeatRunId, { command: 'cat', args: ['/proc/net/dev'] });
+    const inside = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'cat', args: ['/proc/net/dev'] });
     const host = readFileSync('/proc/net/dev', 'utf8');
     expect(inside.stdout.trim().split('\n').length).toBe(host.trim().split('\n').length);
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -89,8 +89,8 @@ describe('bubblewrap provider', () => {
       .rejects.toMatchObject({ name: 'NonRetryableError', message: 'bwrap is not installed (Debian: apt-get install bubblewrap)' });
     const broken = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: '/bin/false' });
     expect((await broken.probe(config)).diagnostics[0]).toMatch(/^bwrap cannot create namespaces here: /);
-    const real = await h.client.createEnvironment({ companyId: uniqueId('co'), name: 'b', driver: 'sandbox', config: { provider: 'bubblewrap' } })
-      .then((env) => h.client.probeEnvironment(env.companyId, env.id));
+    const real = await h.admin.createEnvironment({ companyId: uniqueId('co'), name: 'b', driver: 'sandbox', config: { provider: 'bubblewrap' } })
+      .then((env) => h.admin.probeEnvironment(env.companyId, env.id));
     expect(real.ok).toBe(true);
   });
 });

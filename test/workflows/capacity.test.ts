@@ -18,7 +18,7 @@ const phase = async (companyId: string, run: string) => (await h.client.getRun(c
 describe('capacity', () => {
   it('maxConcurrentLeases: runs beyond it wait in waiting_for_capacity and proceed in arrival order', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'small', driver: 'sandbox', config: { provider: 'fake', maxConcurrentLeases: 1 } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'small', driver: 'sandbox', config: { provider: 'fake', maxConcurrentLeases: 1 } });
     const order: string[] = [];
     const runs = ['r1', 'r2', 'r3'];
     const ready: Record<string, Promise<unknown>> = {};
@@ -45,7 +45,7 @@ describe('capacity', () => {
 
   it('a run cancelled while waiting leaves the queue; the next one proceeds', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'small', driver: 'sandbox', config: { provider: 'fake', maxConcurrentLeases: 1 } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'small', driver: 'sandbox', config: { provider: 'fake', maxConcurrentLeases: 1 } });
     await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'holder', environmentId: env.id }));
     const waiting = h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'impatient', environmentId: env.id })).then((r) => r, (e: unknown) => e);
     const next = h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'next', environmentId: env.id }));
@@ -60,9 +60,9 @@ describe('capacity', () => {
 
   it('single flight, wait mode: a second run on a leased execution workspace waits instead of failing', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'sf', driver: 'sandbox', config: { provider: 'fake', singleFlight: 'wait' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'sf', driver: 'sandbox', config: { provider: 'fake', singleFlight: 'wait' } });
     const cwd = tempWorkspace();
-    const ws = await h.client.createExecutionWorkspace({ companyId, name: 'ws', cwd });
+    const ws = await h.admin.createExecutionWorkspace({ companyId, name: 'ws', cwd });
     await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'first', cwd, environmentId: env.id, executionWorkspaceId: ws.id }));
     const second = h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'second', cwd, environmentId: env.id, executionWorkspaceId: ws.id }));
     await until('second waits', async () => (await phase(companyId, 'second')) === 'waiting_for_capacity');

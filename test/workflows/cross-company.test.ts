@@ -47,9 +47,9 @@ function envrun(args: string[]): Promise<{ code: number; stdout: string; stderr:
 
 beforeAll(async () => {
   h = await createHarness();
-  envA = await h.client.createEnvironment({ companyId: A, name: 'a-sbx', driver: 'sandbox', config: { provider: 'fake' } });
-  flakyA = await h.client.createEnvironment({ companyId: A, name: 'a-flaky', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
-  wsA = await h.client.createExecutionWorkspace({ companyId: A, name: 'a-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
+  envA = await h.admin.createEnvironment({ companyId: A, name: 'a-sbx', driver: 'sandbox', config: { provider: 'fake' } });
+  flakyA = await h.admin.createEnvironment({ companyId: A, name: 'a-flaky', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+  wsA = await h.admin.createExecutionWorkspace({ companyId: A, name: 'a-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
   await h.client.startRunAndWaitReady(runRequest({ companyId: A, heartbeatRunId: 'ready', environmentId: envA.id, executionWorkspaceId: wsA.id }));
   await h.client.startRunAndWaitReady(runRequest({ companyId: A, heartbeatRunId: 'kept', environmentId: envA.id, leasePolicy: 'retain_on_failure' }));
   await h.client.completeRun(A, 'kept', { status: 'failed', failureReason: 'inspect me' });
@@ -65,9 +65,9 @@ afterAll(async () => {
 
 describe('company B against company A', () => {
   it('reads nothing of A: environments, leases, activity, workspaces, runs', async () => {
-    expect(await h.client.listEnvironments(B)).toEqual([]);
-    expect(await h.client.listLeases(B)).toEqual([]);
-    expect(await h.client.listLeases(B, 'retained')).toEqual([]);
+    expect(await h.admin.listEnvironments(B)).toEqual([]);
+    expect(await h.admin.listLeases(B)).toEqual([]);
+    expect(await h.admin.listLeases(B, 'retained')).toEqual([]);
     expect(await h.store.listActivity(B)).toEqual([]);
     expect(await h.store.getEnvironment(B, envA.id)).toBeNull();
     expect(await h.store.getLease(B, retainedA.id)).toBeNull();
@@ -98,10 +98,10 @@ describe('company B against company A', () => {
     expect(before).toMatchObject({ companyId: A, status: 'active' });
     const notFound = (id: string) => `environment ${id} of company ${B} not found`;
     const attempts: [string, () => Promise<unknown>][] = [
-      ['get', () => h.client.getEnvironment(B, envA.id)],
-      ['update', () => h.client.updateEnvironment(B, envA.id, { config: { provider: 'fake', faults: { acquire: { fail: 'always' } } }, name: 'hijacked' })],
-      ['archive', () => h.client.archiveEnvironment(B, envA.id)],
-      ['probe', () => h.client.probeEnvironment(B, envA.id)],
+      ['get', () => h.admin.getEnvironment(B, envA.id)],
+      ['update', () => h.admin.updateEnvironment(B, envA.id, { config: { provider: 'fake', faults: { acquire: { fail: 'always' } } }, name: 'hijacked' })],
+      ['archive', () => h.admin.archiveEnvironment(B, envA.id)],
+      ['probe', () => h.admin.probeEnvironment(B, envA.id)],
     ];
     for (const [what, attempt] of attempts) {
       const err = await attempt().then(() => null, (e: unknown) => e);
@@ -110,18 +110,18 @@ describe('company B against company A', () => {
     }
     // Exactly what an id that exists nowhere gets: nothing tells B that A's id is taken.
     const missing = randomUUID();
-    const err = await h.client.getEnvironment(B, missing).then(() => null, (e: unknown) => e);
+    const err = await h.admin.getEnvironment(B, missing).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(NotFoundError);
     expect((err as Error).message).toBe(notFound(missing));
     // An execution workspace of B cannot name A's environment either.
-    const ws = h.client.createExecutionWorkspace({ companyId: B, name: 'b-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
+    const ws = h.admin.createExecutionWorkspace({ companyId: B, name: 'b-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
     await expect(ws).rejects.toThrow(InvalidInputError);
     await expect(ws).rejects.toThrow(`config.environmentId: environment ${envA.id} of company ${B} not found`);
     const { rows } = await h.database.pool.query('select count(*)::int as n from execution_workspaces where company_id = $1', [B]);
     expect(rows[0].n).toBe(0);
 
     expect(await h.store.getEnvironmentById(envA.id)).toEqual(before);
-    expect(await h.client.getEnvironment(A, envA.id)).toEqual(before); // A still reads its own
+    expect(await h.admin.getEnvironment(A, envA.id)).toEqual(before); // A still reads its own
   });
 
   it('the CLI as B: env update/archive/probe of A\'s environment exit 1 "not found"; the row is unchanged and active', async () => {
@@ -139,13 +139,13 @@ describe('company B against company A', () => {
   });
 
   it('cannot release, renew, complete, cancel, retry or exec in A\'s leases and runs', async () => {
-    await expect(h.client.releaseRetainedLease(B, retainedA.id)).rejects.toThrow(NotFoundError);
+    await expect(h.admin.releaseRetainedLease(B, retainedA.id)).rejects.toThrow(NotFoundError);
     await expect(h.client.renewRun(B, 'ready')).rejects.toThrow(NotFoundError);
     await expect(h.client.completeRun(B, 'ready', { status: 'failed', failureReason: 'hijack' })).rejects.toThrow(NotFoundError);
     await expect(h.client.retryRealization(B, 'stuck')).rejects.toThrow(NotFoundError);
     await expect(h.client.cancelRun(B, 'ready')).rejects.toThrow(NotFoundError);
     const sentinel = join(tempWorkspace(), 'b-was-here');
-    await expect(h.client.exec(B, 'ready', { command: 'touch', args: [sentinel], env: {} })).rejects.toThrow(NotFoundError);
+    await expect(h.admin.exec(B, 'ready', { command: 'touch', args: [sentinel], env: {} })).rejects.toThrow(NotFoundError);
     expect(existsSync(sentinel)).toBe(false);
     // A bulk retry filtered to B (or to B and A's environment) retries none of A's runs.
     expect(await h.client.retryAwaiting({ companyId: B })).toEqual([]);
@@ -168,7 +168,7 @@ describe('company B against company A', () => {
   it('afterwards A\'s rows and runs are exactly as they were, and A still controls them', async () => {
     expect(await stateOfA()).toEqual(snapshot);
     expect((await h.client.completeRun(A, 'ready', { status: 'succeeded' })).releasedLeases.map((l) => l.status)).toEqual(['released']);
-    expect((await h.client.releaseRetainedLease(A, retainedA.id)).status).toBe('released');
+    expect((await h.admin.releaseRetainedLease(A, retainedA.id)).status).toBe('released');
     await h.client.cancelRun(A, 'stuck');
     expect(await h.store.listLeases(A, 'active')).toEqual([]);
   });

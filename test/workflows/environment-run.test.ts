@@ -28,7 +28,7 @@ describe('happy path', () => {
       'local:resolveEnvironment', 'acquireLease', 'local:logActivity', 'realizeWorkspace', 'local:persistMetadata', 'local:resolveTarget', 'local:logActivity',
     ]);
     // The company's local environment was ensured on demand, exactly one.
-    const envs = await h.client.listEnvironments(req.companyId);
+    const envs = await h.admin.listEnvironments(req.companyId);
     expect(envs.map((e) => e.driver)).toEqual(['local']);
     const log = await h.store.listActivity(req.companyId, { runId: req.heartbeatRunId });
     expect(log.map((l) => l.action)).toEqual([ACTIVITY_ACTIONS.leaseAcquired, ACTIVITY_ACTIONS.workspaceRealized]);
@@ -47,7 +47,7 @@ describe('happy path', () => {
 
   it('sandbox (fake): realizes into the sandbox, provisions there with only the explicit env, releases the folder', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
     process.env.ENVRUN_TEST_SECRET = 'do-not-leak';
     const req = runRequest({
       companyId, environmentId: env.id,
@@ -58,7 +58,7 @@ describe('happy path', () => {
     const target = result.executionTarget as { remoteCwd: string; providerLeaseId: string };
     expect(target.providerLeaseId).toMatch(new RegExp(`^fake://${req.heartbeatRunId}/`));
     expect(existsSync(`${target.remoteCwd}/marker`)).toBe(true);
-    const exec = await h.client.exec(companyId, req.heartbeatRunId, { command: 'cat', args: ['provisioned.env'] });
+    const exec = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'cat', args: ['provisioned.env'] });
     expect(exec.exitCode).toBe(0);
     expect(exec.stdout).not.toContain('do-not-leak');
     expect(exec.stdout).not.toContain('ENVRUN_TEST_SECRET');
@@ -69,7 +69,7 @@ describe('happy path', () => {
   it('persists metadata on the lease and the execution workspace and returns the stored rows', async () => {
     const companyId = uniqueId('co');
     const cwd = tempWorkspace();
-    const ws = await h.client.createExecutionWorkspace({ companyId, name: 'ws', cwd, config: { provisionCommand: 'touch from-config' } });
+    const ws = await h.admin.createExecutionWorkspace({ companyId, name: 'ws', cwd, config: { provisionCommand: 'touch from-config' } });
     const req = runRequest({ companyId, cwd, executionWorkspaceId: ws.id });
     const result = await h.client.startRunAndWaitReady(req);
     const storedLease = await h.store.getLease(companyId, result.lease.id);
@@ -86,7 +86,7 @@ describe('happy path', () => {
 
   it('plugin driver: skips realization, realization stays {}, target null', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'p', driver: 'plugin', config: { pluginKey: 'acme', driverKey: 'vm' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'p', driver: 'plugin', config: { pluginKey: 'acme', driverKey: 'vm' } });
     const req = runRequest({ companyId, environmentId: env.id });
     const result = await h.client.startRunAndWaitReady(req);
     expect(result.workspaceRealization).toEqual({});
@@ -104,7 +104,7 @@ describe('happy path', () => {
 describe('failures', () => {
   it('realization failure → workspace_realization_failed with environment and driver; target never resolved; lease failed', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'flaky', driver: 'sandbox',
       config: { provider: 'fake', faults: { realize: { fail: 'always', message: 'sandbox unreachable' } } },
     });
@@ -124,7 +124,7 @@ describe('failures', () => {
 
   it('a realize fault on the first two attempts is retried by policy and the run becomes ready', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'flaky-twice', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 2 } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
@@ -142,7 +142,7 @@ describe('failures', () => {
 
   it('target failure → transport_resolution_failed', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'no-target', driver: 'sandbox', config: { provider: 'fake', faults: { target: { fail: 'always', message: 'network error' } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
@@ -155,7 +155,7 @@ describe('failures', () => {
 
   it('acquire failure → lease_acquire_failed, and nothing is left active', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'full', driver: 'sandbox', config: { provider: 'fake', faults: { acquire: { fail: 'always', message: 'quota exceeded' } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
@@ -168,7 +168,7 @@ describe('failures', () => {
   });
 
   it('environment_not_found for a missing id and for another company\'s environment', async () => {
-    const other = await h.client.createEnvironment({ companyId: uniqueId('other'), name: 'theirs', driver: 'plugin', config: { pluginKey: 'a', driverKey: 'b' } });
+    const other = await h.admin.createEnvironment({ companyId: uniqueId('other'), name: 'theirs', driver: 'plugin', config: { pluginKey: 'a', driverKey: 'b' } });
     const missing = '00000000-0000-4000-8000-000000000000';
     for (const environmentId of [missing, other.id]) {
       const req = runRequest({ environmentId });
@@ -180,15 +180,15 @@ describe('failures', () => {
 
   it('environment_inactive for an archived environment', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'old', driver: 'sandbox', config: { provider: 'fake' } });
-    await h.client.archiveEnvironment(companyId, env.id);
+    const env = await h.admin.createEnvironment({ companyId, name: 'old', driver: 'sandbox', config: { provider: 'fake' } });
+    await h.admin.archiveEnvironment(companyId, env.id);
     const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'environment_inactive');
     expect(err).toMatchObject({ environmentId: env.id, driver: 'sandbox' });
   });
 
   it('unsupported_environment for a driver this worker does not offer (a provider it does not load)', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'cloud', driver: 'sandbox', config: { provider: 'not-loaded' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'cloud', driver: 'sandbox', config: { provider: 'not-loaded' } });
     const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'unsupported_environment');
     expect(err.message).toContain('not-loaded');
     expect(await h.store.listLeases(companyId, 'active')).toEqual([]);
@@ -208,7 +208,7 @@ describe('failures', () => {
   it('lease_conflict: a second run on a leased execution workspace is refused, never two active leases', async () => {
     const companyId = uniqueId('co');
     const cwd = tempWorkspace();
-    const ws = await h.client.createExecutionWorkspace({ companyId, name: 'ws', cwd });
+    const ws = await h.admin.createExecutionWorkspace({ companyId, name: 'ws', cwd });
     const first = runRequest({ companyId, cwd, executionWorkspaceId: ws.id });
     await h.client.startRunAndWaitReady(first);
     const second = runRequest({ companyId, cwd, executionWorkspaceId: ws.id });
@@ -224,7 +224,7 @@ describe('failures', () => {
 
   it('lease_cleanup_failed: a provider that cannot release is retried, then recorded and reported', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'sticky', driver: 'sandbox', config: { provider: 'fake', faults: { release: { fail: 'always', message: 'sandbox API 503' } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
@@ -277,7 +277,7 @@ describe('lifecycle', () => {
 
   it('complete is refused before the run is ready and for a bad status', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'slow', driver: 'sandbox', config: { provider: 'fake' },
     });
     const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'sleep 3' } });
@@ -290,7 +290,7 @@ describe('lifecycle', () => {
 
   it('cancel while provisioning: provision stopped, lease released, run cancelled', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'c', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'c', driver: 'sandbox', config: { provider: 'fake' } });
     const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'sleep 30' } });
     await h.client.startRun(req);
     const waiting = h.client.waitReady(companyId, req.heartbeatRunId).catch((e: unknown) => e);
@@ -308,7 +308,7 @@ describe('lifecycle', () => {
 
   it('a long provision heartbeats its last output line, visible on the pending activity', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'p', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'p', driver: 'sandbox', config: { provider: 'fake' } });
     const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo installing-deps; sleep 5' } });
     const { workflowId } = await h.client.startRun(req);
     let seen: unknown = null;
@@ -341,7 +341,7 @@ describe('lifecycle', () => {
     const companyId = uniqueId('co');
     await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'completed' }));
     await h.client.completeRun(companyId, 'completed', { status: 'failed', failureReason: 'tests red' });
-    const flaky = await h.client.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+    const flaky = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
     await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'failed', environmentId: flaky.id })), 'workspace_realization_failed');
     await runEnd(h, companyId, 'failed');
     await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'cancelled' }));

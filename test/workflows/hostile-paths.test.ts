@@ -94,11 +94,11 @@ describe('refused by the worker, naming the field, even around the client', () =
     expect(err.message).toContain(field);
     await runEnd(h, companyId, req.heartbeatRunId);
     expect(await h.store.listRunLeases(companyId, req.heartbeatRunId)).toEqual([]);
-    await expect(h.client.probeEnvironment(companyId, env.id)).rejects.toThrow(field);
+    await expect(h.admin.probeEnvironment(companyId, env.id)).rejects.toThrow(field);
 
     // Through the client, an update to the same value is refused and the row is left as it was.
-    const good = await h.client.createEnvironment({ companyId, name: 'good', driver: 'ssh', config: sshConfig() });
-    const update = h.client.updateEnvironment(companyId, good.id, { config: { ...good.config, ...hostile } });
+    const good = await h.admin.createEnvironment({ companyId, name: 'good', driver: 'ssh', config: sshConfig() });
+    const update = h.admin.updateEnvironment(companyId, good.id, { config: { ...good.config, ...hostile } });
     await expect(update).rejects.toThrow(InvalidInputError);
     await expect(update).rejects.toThrow(field);
     expect(await h.store.getEnvironmentById(good.id)).toEqual(good);
@@ -120,9 +120,9 @@ describe('passed as data, never to a shell', () => {
     expect(readFileSync(join(worktreePath, '.where'), 'utf8')).toBe(`${worktreePath}\n`);
     expect(execFileSync('git', ['-C', worktreePath, 'rev-parse', '--abbrev-ref', 'HEAD']).toString().trim()).toBe('agent/hostile');
 
-    const arg = await h.client.exec(companyId, req.heartbeatRunId, { command: 'printf', args: ['%s', pwn('arg')], env: {} });
+    const arg = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'printf', args: ['%s', pwn('arg')], env: {} });
     expect(arg).toMatchObject({ exitCode: 0, stdout: pwn('arg') });
-    const envValue = await h.client.exec(companyId, req.heartbeatRunId, { command: 'printenv', args: ['V'], env: { V: pwn('env') } });
+    const envValue = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'printenv', args: ['V'], env: { V: pwn('env') } });
     expect(envValue).toMatchObject({ exitCode: 0, stdout: `${pwn('env')}\n` });
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
@@ -167,7 +167,7 @@ describe('passed as data, never to a shell', () => {
   it('ssh: local and remote paths full of shell code; provision, exec, sync back and removal all quote them', async () => {
     const companyId = uniqueId('co');
     const remoteWorkspacePath = join(mkdtempSync(join(tmpdir(), 'envrun-remote-')), `r ${pwn('remote')}`);
-    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ remoteWorkspacePath }) });
+    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ remoteWorkspacePath }) });
     const cwd = join(root, `local ${pwn('local')}`);
     mkdirSync(cwd, { recursive: true });
     writeFileSync(join(cwd, `file ${pwn('file').replaceAll('/', '_')}`), 'local');
@@ -178,9 +178,9 @@ describe('passed as data, never to a shell', () => {
     expect(readFileSync(join(remoteCwd, '.where'), 'utf8')).toBe(`${remoteCwd}\n`);
     expect(readdirSync(remoteCwd).sort()).toEqual(readdirSync(cwd).concat('.where').sort());
 
-    const arg = await h.client.exec(companyId, req.heartbeatRunId, { command: 'printf', args: ['%s', pwn('arg')], env: {} });
+    const arg = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'printf', args: ['%s', pwn('arg')], env: {} });
     expect(arg).toMatchObject({ exitCode: 0, stdout: pwn('arg') });
-    const envValue = await h.client.exec(companyId, req.heartbeatRunId, { command: 'printenv', args: ['V'], env: { V: pwn('env') } });
+    const envValue = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'printenv', args: ['V'], env: { V: pwn('env') } });
     expect(envValue).toMatchObject({ exitCode: 0, stdout: `${pwn('env')}\n` });
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
     expect(readFileSync(join(cwd, '.where'), 'utf8')).toBe(`${remoteCwd}\n`); // synced back

@@ -15,7 +15,7 @@ afterAll(async () => {
 });
 
 async function sandbox(companyId: string, config: Record<string, unknown> = {}) {
-  return h.client.createEnvironment({ companyId, name: uniqueId('sbx'), driver: 'sandbox', config: { provider: 'fake', ...config } });
+  return h.admin.createEnvironment({ companyId, name: uniqueId('sbx'), driver: 'sandbox', config: { provider: 'fake', ...config } });
 }
 
 const dirOf = (lease: EnvironmentLease) => lease.metadata?.provider && (lease.metadata.provider as { root: string }).root;
@@ -59,8 +59,8 @@ describe('lease policies', () => {
     const env = await sandbox(companyId);
     const cwd = tempWorkspace();
     const [wsA, wsB] = await Promise.all([
-      h.client.createExecutionWorkspace({ companyId, name: 'a', cwd }),
-      h.client.createExecutionWorkspace({ companyId, name: 'b', cwd }),
+      h.admin.createExecutionWorkspace({ companyId, name: 'a', cwd }),
+      h.admin.createExecutionWorkspace({ companyId, name: 'b', cwd }),
     ]);
     const ids: Record<string, string | null> = {};
     for (const [run, ws] of [['a1', wsA], ['a2', wsA], ['b1', wsB]] as const) {
@@ -92,12 +92,12 @@ describe('lease policies', () => {
     expect(existsSync(dirOf(bad.lease) as string)).toBe(true);
     expect(await h.store.listLeases(companyId, 'retained')).toHaveLength(1);
 
-    const released = await h.client.releaseRetainedLease(companyId, retained!.id);
+    const released = await h.admin.releaseRetainedLease(companyId, retained!.id);
     expect(released).toMatchObject({ status: 'released', cleanupStatus: 'success' });
     expect(released.releasedAt).not.toBeNull();
     expect(existsSync(dirOf(bad.lease) as string)).toBe(false);
-    await expect(h.client.releaseRetainedLease(companyId, retained!.id)).rejects.toThrow(/is released, not retained/);
-    await expect(h.client.releaseRetainedLease(uniqueId('other'), retained!.id)).rejects.toThrow(/not found/);
+    await expect(h.admin.releaseRetainedLease(companyId, retained!.id)).rejects.toThrow(/is released, not retained/);
+    await expect(h.admin.releaseRetainedLease(uniqueId('other'), retained!.id)).rejects.toThrow(/not found/);
   });
 });
 

@@ -18,7 +18,7 @@ const phaseOf = async (companyId: string, run: string) => (await h.client.getRun
 describe('operator retry', () => {
   it('fix then retry: runs wait in awaiting_retry, the fault is removed, a bulk retry makes them ready', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'broken', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always', message: 'image pull failed' } } },
     });
     const runs = ['a', 'b'].map((r) => runRequest({ companyId, heartbeatRunId: r, environmentId: env.id, awaitRetryMs: 120_000 }));
@@ -37,7 +37,7 @@ describe('operator retry', () => {
     await h.client.retryRealization(companyId, 'a');
     await until('a awaiting again', async () => (await h.client.getRun(companyId, 'a'))?.operatorRetries === 1 && (await phaseOf(companyId, 'a')) === 'awaiting_retry');
 
-    await h.client.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
+    await h.admin.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
     // The bulk retry finds runs through visibility, which trails the workflow by a moment.
     await until('visibility lists both awaiting again', async () => (await h.client.listRuns({ phase: 'awaiting_retry', environmentId: env.id })).length === 2);
     const retried = await h.client.retryAwaiting({ environmentId: env.id });
@@ -55,7 +55,7 @@ describe('operator retry', () => {
     await expect(h.client.retryRealization(companyId, ok.heartbeatRunId)).rejects.toThrow('the run is ready, not awaiting_retry');
     await h.client.completeRun(companyId, ok.heartbeatRunId, { status: 'succeeded' });
 
-    const env = await h.client.createEnvironment({ companyId, name: 'twice', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 3 } } } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'twice', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 3 } } } });
     const req = runRequest({ companyId, environmentId: env.id, awaitRetryMs: 120_000 });
     const ready = h.client.startRunAndWaitReady(req).then((r) => r, (e: unknown) => e); // settles when cancelled below
     await until('awaiting retry', async () => (await phaseOf(companyId, req.heartbeatRunId)) === 'awaiting_retry');
@@ -70,7 +70,7 @@ describe('operator retry', () => {
 
   it('with no decision before the deadline the run ends workspace_realization_failed and releases its lease', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'dead', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'dead', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
     const req = runRequest({ companyId, environmentId: env.id, awaitRetryMs: 1500 });
     await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     await runEnd(h, companyId, req.heartbeatRunId);
@@ -81,7 +81,7 @@ describe('operator retry', () => {
 describe('readiness statistics', () => {
   it('stats gives p50/p95 of requested→ready per driver/provider from visibility', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'stats', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({ companyId, name: 'stats', driver: 'sandbox', config: { provider: 'fake' } });
     for (let i = 0; i < 3; i++) {
       const req = runRequest({ companyId, environmentId: env.id });
       await h.client.startRunAndWaitReady(req);

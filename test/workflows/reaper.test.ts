@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ACTIVITY_ACTIONS, runWorkflowId, type EnvironmentLease } from '../../contracts/index.js';
-import { REAPER_SCHEDULE_ID } from '../../worker/reaper-schedule.js';
+import { REAPER_SCHEDULE_ID } from '../../client/reaper-schedule.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runEnd, runRequest } from '../support/runs.js';
 
@@ -25,8 +25,8 @@ async function orphanedRun(companyId: string, environmentId: string, run: string
 
 it('a sweep releases every active lease whose run is closed or missing; one failure never stops it', async () => {
   const companyId = uniqueId('co');
-  const good = await h.client.createEnvironment({ companyId, name: 'good', driver: 'sandbox', config: { provider: 'fake' } });
-  const sticky = await h.client.createEnvironment({ companyId, name: 'sticky', driver: 'sandbox', config: { provider: 'fake', faults: { release: { fail: 'always', message: 'API down' } } } });
+  const good = await h.admin.createEnvironment({ companyId, name: 'good', driver: 'sandbox', config: { provider: 'fake' } });
+  const sticky = await h.admin.createEnvironment({ companyId, name: 'sticky', driver: 'sandbox', config: { provider: 'fake', faults: { release: { fail: 'always', message: 'API down' } } } });
   const failing = await orphanedRun(companyId, sticky.id, 'sticky-run');
   const orphan = await orphanedRun(companyId, good.id, 'terminated-run');
   const ghost = await h.store.insertLease({ companyId, environmentId: good.id, executionWorkspaceId: null, issueId: null, heartbeatRunId: 'never-started', leasePolicy: 'ephemeral', provider: 'fake', metadata: null, expiresAt: null });
@@ -47,7 +47,7 @@ it('a sweep releases every active lease whose run is closed or missing; one fail
   expect(again).toMatchObject([{ leaseId: failing.id, cleanupStatus: 'failed', error: 'API down', reason: 'cleanup retried: failed after the run ended' }]);
   expect((await h.store.getLease(companyId, failing.id))!.metadata).toMatchObject({ cleanupAttempts: 2, cleanupError: 'API down' });
   // Once the provider works again, the next sweep frees the resource; the lease keeps its status.
-  await h.client.updateEnvironment(companyId, sticky.id, { config: { provider: 'fake' } });
+  await h.admin.updateEnvironment(companyId, sticky.id, { config: { provider: 'fake' } });
   const fixed = (await h.client.reaperRunOnce()).filter((r) => r.companyId === companyId);
   expect(fixed).toMatchObject([{ leaseId: failing.id, cleanupStatus: 'success', error: null }]);
   expect(existsSync(dirOf(failing))).toBe(false);
@@ -60,10 +60,10 @@ it('a sweep releases every active lease whose run is closed or missing; one fail
 
 it('archiving an environment releases its leases through the provider before it returns', async () => {
   const companyId = uniqueId('co');
-  const env = await h.client.createEnvironment({ companyId, name: 'old', driver: 'sandbox', config: { provider: 'fake' } });
+  const env = await h.admin.createEnvironment({ companyId, name: 'old', driver: 'sandbox', config: { provider: 'fake' } });
   const running = await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'running', environmentId: env.id }));
   const orphan = await orphanedRun(companyId, env.id, 'orphan');
-  const archived = await h.client.archiveEnvironment(companyId, env.id);
+  const archived = await h.admin.archiveEnvironment(companyId, env.id);
   expect(archived.status).toBe('archived');
   const leases = await h.store.listLeases(companyId);
   expect(leases.map((l) => [l.heartbeatRunId, l.status, l.cleanupStatus]).sort()).toEqual([['orphan', 'released', 'success'], ['running', 'released', 'success']]);

@@ -32,7 +32,7 @@ async function recordedScenarios(): Promise<Record<string, string>> {
   await h.client.completeRun(ready.companyId, ready.heartbeatRunId, { status: 'succeeded' });
 
   const companyId = uniqueId('co');
-  const env = await h.client.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+  const env = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
   const failed = runRequest({ companyId, environmentId: env.id });
   await expectRunError(h.client.startRunAndWaitReady(failed), 'workspace_realization_failed');
   await runEnd(h, failed.companyId, failed.heartbeatRunId);

@@ -33,7 +33,7 @@ const sshConfig = (over: Record<string, unknown> = {}) => ({
 describe('ssh driver', () => {
   it('acquires, uploads, provisions remotely, exposes the SSH target, syncs back and removes the run folder', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
+    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
     const cwd = tempWorkspace();
     writeFileSync(join(cwd, "it's a file.txt"), 'local');
     const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo provisioned-remotely > remote.txt; env > env.txt' } });
@@ -52,7 +52,7 @@ describe('ssh driver', () => {
     expect(envDump).not.toContain(KEY_VAR);
     expect(envDump).not.toContain('PRIVATE KEY');
 
-    const exec = await h.client.exec(companyId, req.heartbeatRunId, { command: 'sh', args: ['-c', 'cat remote.txt; echo "$1"', 'x', '$(id) ; rm -rf /'], env: { A: 'b' } });
+    const exec = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'sh', args: ['-c', 'cat remote.txt; echo "$1"', 'x', '$(id) ; rm -rf /'], env: { A: 'b' } });
     expect(exec).toMatchObject({ exitCode: 0, stdout: 'provisioned-remotely\n$(id) ; rm -rf /\n' });
 
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -69,19 +69,19 @@ describe('ssh driver', () => {
 
   it('refuses an unknown host key with strict checking (a clear, non-retried error)', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ knownHosts: '[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl' }) });
+    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ knownHosts: '[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl' }) });
     const req = runRequest({ companyId, environmentId: env.id });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'lease_acquire_failed');
     expect(err.message).toContain(`host key of 127.0.0.1:${sshd.port} is not in knownHosts`);
     await runEnd(h, companyId, req.heartbeatRunId);
-    expect(await h.client.probeEnvironment(companyId, env.id)).toMatchObject({ ok: false });
+    expect(await h.admin.probeEnvironment(companyId, env.id)).toMatchObject({ ok: false });
   });
 
   it('a file: secret reference works too', async () => {
     const keyFile = join(mkdtempSync(join(tmpdir(), 'key-')), 'id');
     writeFileSync(keyFile, sshd.privateKey, { mode: 0o600 });
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'ssh-file', driver: 'ssh', config: sshConfig({ privateKeySecretRef: `file:${keyFile}` }) });
+    const env = await h.admin.createEnvironment({ companyId, name: 'ssh-file', driver: 'ssh', config: sshConfig({ privateKeySecretRef: `file:${keyFile}` }) });
     const req = runRequest({ companyId, environmentId: env.id });
     await h.client.startRunAndWaitReady(req);
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -89,18 +89,18 @@ describe('ssh driver', () => {
 
   it('a missing key secret fails plainly; probe reports a reachable host', async () => {
     const companyId = uniqueId('co');
-    const ok = await h.client.createEnvironment({ companyId, name: 'ssh-ok', driver: 'ssh', config: sshConfig() });
-    const probe = await h.client.probeEnvironment(companyId, ok.id);
+    const ok = await h.admin.createEnvironment({ companyId, name: 'ssh-ok', driver: 'ssh', config: sshConfig() });
+    const probe = await h.admin.probeEnvironment(companyId, ok.id);
     expect(probe.ok).toBe(true);
     expect(probe.diagnostics[0]).toBe(`connected to ${sshd.username}@127.0.0.1:${sshd.port}`);
-    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ privateKeySecretRef: 'env:ENVRUN_NO_SUCH_KEY' }) });
+    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ privateKeySecretRef: 'env:ENVRUN_NO_SUCH_KEY' }) });
     const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'lease_acquire_failed');
     expect(err.message).toBe('privateKeySecretRef env:ENVRUN_NO_SUCH_KEY: the variable is not set on this worker');
   });
 
   it('a failing remote provision reports exit code and first stderr line; the run folder is removed', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
+    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
     const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo "make: *** no rule" >&2; exit 2' } });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     expect(err).toMatchObject({ driver: 'ssh', message: 'provision command exited with code 2: make: *** no rule' });
@@ -114,7 +114,7 @@ describe('ssh driver', () => {
 describe('ssh driver, more', () => {
   it('git-aware sync: ships .git and what git would, not ignored files; exports changes back the same way', async () => {
     const companyId = uniqueId('co');
-    const env = await h.client.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
+    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
     const cwd = tempWorkspace();
     const git = (...args: string[]) => execFileSync('git', ['-C', cwd, ...args], { env: { PATH: process.env.PATH!, HOME: cwd, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } });
     git('init', '-q', '-b', 'main');
@@ -145,7 +145,7 @@ describe('ssh driver, more', () => {
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(late, 'user_key')]);
     const hostPub = readFileSync(join(late, 'host_key.pub'), 'utf8').trim().split(/\s+/);
     process.env.ENVRUN_TEST_LATE_KEY = readFileSync(join(late, 'user_key'), 'utf8');
-    const env = await h.client.createEnvironment({
+    const env = await h.admin.createEnvironment({
       companyId, name: 'late', driver: 'ssh',
       config: sshConfig({ port, privateKeySecretRef: 'env:ENVRUN_TEST_LATE_KEY', knownHosts: `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}` }),
     });

@@ -1,0 +1,235 @@
+// EnvRunAdmin: administration of what runs use: environments, execution workspaces and leases, in the
+// database, plus the calls that need an environment's driver in this process (probe, exec, releasing a
+// retained or orphaned lease). Runs themselves go through `admin.runs`, the Temporal-only EnvRunClient.
+// Every input is parsed here, once, before anything is written.
+import { createDrivers, type DriverRegistry } from '../drivers/registry.js';
+import { loadProviders } from '../drivers/providers/load.js';
+import type { ProbeResult } from '../drivers/providers/types.js';
+import { releaseLease, releaseOrphanLease } from '../leases/release.js';
+import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
+import { Store } from '../store/store.js';
+import {
+  ACTIVITY_ACTIONS, DRIVER_CONFIG_SCHEMAS, DisplayName, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
+  NewExecutionWorkspaceSchema, Uuid, runWorkflowId,
+  type Driver, type Environment, type EnvironmentLease, type ExecRequest, type ExecResult, type ExecutionWorkspace,
+  type LeaseStatus, type NewExecutionWorkspaceInput, type WorkspaceRealizationRecord,
+} from '../contracts/index.js';
+import { loadClientConfig, type ClientConfig } from './config.js';
+import { InvalidInputError, NotFoundError, RunStateError } from './errors.js';
+import { EnvRunClient, parseInput as parse } from './runs.js';
+
+export interface EnvRunAdminOptions {
+  /** The runs client: exec reads the run from it, archiving cancels the environment's running runs through it. */
+  runs: EnvRunClient;
+  store: Store;
+  drivers: DriverRegistry;
+  onClose?: () => Promise<void>;
+}
+
+export class EnvRunAdmin {
+  readonly runs: EnvRunClient;
+  readonly store: Store;
+  private readonly drivers: DriverRegistry;
+  private readonly onClose?: () => Promise<void>;
+
+  constructor(options: EnvRunAdminOptions) {
+    this.runs = options.runs;
+    this.store = options.store;
+    this.drivers = options.drivers;
+    this.onClose = options.onClose;
+  }
+
+  /**
+   * Opens the database (DATABASE_URL, or the embedded store of ENVRUN_DATA_DIR), loads the providers and
+   * connects the runs client, all with the worker's configuration. `close()` closes both.
+   */
+  static async connect(config: ClientConfig = loadClientConfig()): Promise<EnvRunAdmin> {
+    const providers = await loadProviders(config);
+    const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+    const database: Database = await openDatabase(url, 4);
+    let runs: EnvRunClient;
+    try {
+      runs = await EnvRunClient.connect(config);
+    } catch (err) {
+      await database.close();
+      throw err;
+    }
+    return new EnvRunAdmin({
+      runs,
+      store: new Store(database.db),
+      drivers: createDrivers(providers),
+      onClose: async () => {
+        await runs.close();
+        await database.close();
+      },
+    });
+  }
+
+  /** Closes what `connect` opened; an admin built from its parts leaves them to their owner. */
+  async close(): Promise<void> {
+    await this.onClose?.();
+  }
+
+  // ---- environments --------------------------------------------------------------------------------
+  /** Validates a driver config: the driver's schema, then its provider's, naming the bad field. */
+  validateEnvironmentConfig(driver: Driver, config: unknown): Record<string, unknown> {
+    const parsed = parse(DRIVER_CONFIG_SCHEMAS[driver], config ?? {}, 'config') as Record<string, unknown>;
+    const impl = this.drivers[driver];
+    if (impl) {
+      try {
+        return impl.validateConfig(parsed);
+      } catch (err) {
+        throw new InvalidInputError((err as Error).message);
+      }
+    }
+    return parsed;
+  }
+
+  async createEnvironment(input: {
+    companyId: string; name: string; driver: string; config?: unknown; description?: string | null;
+  }): Promise<Environment> {
+    const companyId = parse(ExternalId, input.companyId, 'companyId');
+    const driver = parse(DriverSchema, input.driver, 'driver');
+    const name = parse(DisplayName, input.name, 'name');
+    const config = this.validateEnvironmentConfig(driver, input.config);
+    if (driver === 'local' && (await this.store.listEnvironments(companyId)).some((e) => e.driver === 'local')) {
+      throw new InvalidInputError(`driver: company ${companyId} already has a local environment`);
+    }
+    return this.store.createEnvironment({ companyId, name, driver, config, description: input.description ?? null });
+  }
+
+  async listEnvironments(companyId: string): Promise<Environment[]> {
+    return this.store.listEnvironments(parse(ExternalId, companyId, 'companyId'));
+  }
+
+  /**
+   * One of the company's environments. Another company's environment is indistinguishable from a missing
+   * one: both are NotFoundError with the same message, so a control plane acting for a company can pass a
+   * user-supplied id without leaking (or touching) another company's rows.
+   */
+  async getEnvironment(companyId: string, id: string): Promise<Environment> {
+    const company = parse(ExternalId, companyId, 'companyId');
+    parse(Uuid, id, 'id');
+    const env = await this.store.getEnvironment(company, id);
+    if (!env) throw new NotFoundError(`environment ${id} of company ${company} not found`);
+    return env;
+  }
+
+  async updateEnvironment(
+    companyId: string, id: string, patch: { config?: unknown; name?: string; description?: string | null },
+  ): Promise<Environment> {
+    const current = await this.getEnvironment(companyId, id);
+    const name = patch.name === undefined ? undefined : parse(DisplayName, patch.name, 'name');
+    const config = patch.config === undefined
+      ? undefined
+      : this.validateEnvironmentConfig(current.driver, patch.config);
+    const updated = await this.store.updateEnvironment(current.id, { config, name, description: patch.description });
+    return updated!;
+  }
+
+  /**
+   * Archives an environment: no new run can lease it, and its active leases are released through their
+   * provider before this returns (a running run is cancelled and releases its own; an orphan is reaped).
+   */
+  async archiveEnvironment(companyId: string, id: string): Promise<Environment> {
+    const current = await this.getEnvironment(companyId, id);
+    const archived = (await this.store.updateEnvironment(current.id, { status: 'archived' }))!;
+    for (const lease of await this.store.listLeasesOfEnvironment(current.id, ['active'])) {
+      const handle = lease.heartbeatRunId
+        ? this.runs.temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId))
+        : null;
+      const running = handle ? await handle.describe().then((d) => d.status.name === 'RUNNING', () => false) : false;
+      if (running && handle) {
+        await handle.cancel();
+        await handle.result().catch(() => undefined);
+      } else {
+        const reason = `environment ${current.id} archived`;
+        await releaseOrphanLease({ store: this.store, drivers: this.drivers }, lease, reason);
+      }
+    }
+    return archived;
+  }
+
+  /** Runs the environment's probe (driver, provider) and returns its diagnostics. */
+  async probeEnvironment(companyId: string, id: string): Promise<ProbeResult> {
+    const environment = await this.getEnvironment(companyId, id);
+    const driver = this.drivers[environment.driver];
+    if (!driver) return { ok: false, diagnostics: [`driver ${environment.driver} is not available in this process`] };
+    if (!driver.probe) return { ok: true, diagnostics: [`driver ${environment.driver} has nothing to probe`] };
+    return driver.probe(environment);
+  }
+
+  // ---- execution workspaces ------------------------------------------------------------------------
+  /**
+   * Persists an execution workspace; its runtime config goes to `metadata.config`. The input is parsed
+   * first (the message names the field) and `config.environmentId` must be one of the company's
+   * environments: on bad input nothing is written.
+   */
+  async createExecutionWorkspace(input: NewExecutionWorkspaceInput): Promise<ExecutionWorkspace> {
+    const { companyId, name, cwd, config } = parse(NewExecutionWorkspaceSchema, input, '');
+    const environmentId = config?.environmentId;
+    if (environmentId && !(await this.store.getEnvironment(companyId, environmentId))) {
+      // Another company's environment reads as a missing one.
+      throw new InvalidInputError(
+        `config.environmentId: environment ${environmentId} of company ${companyId} not found`,
+      );
+    }
+    return this.store.createExecutionWorkspace({ companyId, name, cwd, metadata: config ? { config } : null });
+  }
+
+  // ---- leases --------------------------------------------------------------------------------------
+  async listLeases(companyId: string, status?: string): Promise<EnvironmentLease[]> {
+    const parsedStatus: LeaseStatus | undefined = status === undefined
+      ? undefined
+      : parse(LeaseStatusSchema, status, 'status');
+    return this.store.listLeases(parse(ExternalId, companyId, 'companyId'), parsedStatus);
+  }
+
+  /**
+   * Releases a lease kept by `retain_on_failure` once it has been inspected: its provider resource is
+   * destroyed, the lease becomes `released`, and `environment.lease_released` is logged.
+   */
+  async releaseRetainedLease(companyId: string, leaseId: string): Promise<EnvironmentLease> {
+    parse(ExternalId, companyId, 'companyId');
+    parse(Uuid, leaseId, 'leaseId');
+    const lease = await this.store.getLease(companyId, leaseId);
+    if (!lease) throw new NotFoundError(`lease ${leaseId} of company ${companyId} not found`);
+    if (lease.status !== 'retained') throw new RunStateError(`lease ${leaseId} is ${lease.status}, not retained`);
+    const { lease: released, error } = await releaseLease({ store: this.store, drivers: this.drivers }, lease, {
+      endAs: 'released',
+      destroy: true,
+      step: { attempt: 1, idempotencyKey: `lease-release/${leaseId}` },
+      log: (stored, cleanupError) => ({
+        actor: 'operator', scope: 'operator', lease: stored, action: ACTIVITY_ACTIONS.leaseReleased,
+        details: {
+          environmentId: stored.environmentId, status: stored.status, cleanupStatus: stored.cleanupStatus,
+          outcome: 'retained_release', cleanupError,
+        },
+      }),
+    });
+    if (error) throw new Error(`lease ${leaseId} released but its resource could not be destroyed: ${error}`);
+    return released;
+  }
+
+  // ---- commands in a run's target ------------------------------------------------------------------
+  /** Runs a command in a ready run's target through its driver, in this process, with only the given environment. */
+  async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<ExecResult> {
+    const request = parse(ExecRequestSchema, input, 'exec');
+    const state = await this.runs.getRun(companyId, heartbeatRunId);
+    if (!state) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+    if (state.phase !== 'ready' || !state.result) {
+      throw new InvalidInputError(`run: ${heartbeatRunId} is ${state.phase}, not ready`);
+    }
+    const environment = await this.store.getEnvironment(companyId, state.result.lease.environmentId);
+    if (!environment) throw new NotFoundError(`environment ${state.result.lease.environmentId} not found`);
+    const driver = this.drivers[environment.driver];
+    if (!driver) throw new InvalidInputError(`driver: ${environment.driver} cannot execute commands from this client`);
+    const realization = state.result.workspaceRealization;
+    const record = 'version' in realization ? (realization as WorkspaceRealizationRecord) : null;
+    return driver.execute(
+      { attempt: 1, idempotencyKey: state.workflowId },
+      { environment, lease: state.result.lease, record },
+      request,
+    );
+  }
+}

@@ -1,0 +1,15 @@
+// How the CLI answers: a command prints one value, as JSON with --json or as text otherwise, and exits
+// with one of these codes.
+
+/** The command ran but failed (a run error, not found, a refused state, a failed probe). */
+export const EXIT_FAILURE = 1;
+/** Bad input or configuration: nothing was started or written. */
+export const EXIT_USAGE = 2;
+
+export interface Output {
+  json: boolean;
+}
+
+export function print(opts: Output, value: unknown, human: () => string): void {
+  console.log(opts.json ? JSON.stringify(value, null, 2) : human());
+}
