@@ -35,7 +35,7 @@ export const AbsolutePath = z
   .refine((p) => !p.split('/').includes('..'), 'must not contain ".." segments')
   .refine((p) => !p.includes('\0'), 'must not contain NUL');
 
-/** Every run failure carries these fields (DOMAIN.md). */
+/** Every run failure carries these fields (docs/design.md, error codes). */
 export const RunFailureSchema = z.object({
   code: ErrorCodeSchema,
   message: z.string(),

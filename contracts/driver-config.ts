@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { AbsolutePath, DriverSchema, LeasePolicySchema } from './common.js';
 import type { Driver } from './constants.js';
 
-/** Keys of sandbox providers (DOMAIN.md). */
+/** Keys of sandbox providers: lower case, digits, dot, dash and underscore. */
 export const ProviderKey = z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'must match ^[a-z0-9][a-z0-9._-]*$').max(64);
 
 /** A reference to a secret resolved on the worker at run time; the secret itself is never stored. */

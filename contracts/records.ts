@@ -41,7 +41,7 @@ export const EnvironmentLeaseSchema = z.object({
 });
 export type EnvironmentLease = z.infer<typeof EnvironmentLeaseSchema>;
 
-/** Runtime config of an execution workspace, kept in `metadata.config` (DOMAIN.md). */
+/** Runtime config of an execution workspace, kept in `metadata.config` (docs/design.md). */
 export const ExecutionWorkspaceRuntimeConfig = z
   .object({
     provisionCommand: z.string().max(10_000).nullish(),
@@ -128,7 +128,7 @@ export const BranchName = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'must be a plain git branch name (letters, digits, . _ / -)')
   .refine((b) => !b.includes('..') && !b.endsWith('.lock') && !b.endsWith('/'), 'is not a valid git branch name');
 
-/** Where the code is for this run, on the worker's side (DOMAIN.md "Realized execution workspace"). */
+/** Where the code is for this run, on the worker's side (docs/design.md). */
 export const RealizedExecutionWorkspaceSchema = z.object({
   baseCwd: AbsolutePath,
   source: z.string().default('project_primary'),
@@ -155,7 +155,7 @@ export const RuntimeOverlaySchema = z.object({
   cleanupCommand: z.string().max(10_000).nullable().default(null),
 });
 
-/** Version 1 of the workspace realization request (DOMAIN.md). */
+/** Version 1 of the workspace realization request (docs/design.md). */
 export const WorkspaceRealizationRequestSchema = z.object({
   version: z.literal(1),
   adapterType: z.string(),
@@ -182,7 +182,7 @@ export type WorkspaceRealizationRequest = z.infer<typeof WorkspaceRealizationReq
 
 export const SYNC_STRATEGIES = ['none', 'ssh_git_import_export', 'ssh_archive_upload_download', 'sandbox_archive_upload_download', 'provider_defined'] as const;
 
-/** Version 1 of the workspace realization record (DOMAIN.md). */
+/** Version 1 of the workspace realization record (docs/design.md). */
 export const WorkspaceRealizationRecordSchema = z.object({
   version: z.literal(1),
   transport: DriverSchema,

@@ -45,7 +45,7 @@ export const ExecutionTargetSchema = z
   .nullable();
 export type ExecutionTarget = z.infer<typeof ExecutionTargetSchema>;
 
-/** What adapters get for remote execution: the SSH spec only, null otherwise (DOMAIN.md). */
+/** What adapters get for remote execution: the SSH spec only, null otherwise. */
 export const RemoteExecutionSpecSchema = SshExecutionSpecSchema.nullable();
 export type RemoteExecutionSpec = z.infer<typeof RemoteExecutionSpecSchema>;
 

@@ -1,4 +1,4 @@
-// The database schema. Table and column names follow the reference system's (DOMAIN.md), so a control
+// The database schema. Table and column names follow the control plane's own data model, so a control
 // plane's own PostgreSQL can be pointed at envrun. Extra columns exist only for idempotency.
 import { sql } from 'drizzle-orm';
 import { index, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';

@@ -1,4 +1,4 @@
-// The deterministic fake sandbox provider (DOMAIN.md): a temp directory per lease, `fake://<env>` when the
+// The deterministic fake sandbox provider: a temp directory per lease, `fake://<env>` when the
 // resource is reused, `fake://<run>/<id>` otherwise; execute spawns without a shell with only the explicit
 // env. Its `faults` config makes every failure path reachable end to end without mocks, and `chaos` fails a
 // seeded random share of all its calls (before or after the call takes effect) for the fault suite.
