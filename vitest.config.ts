@@ -7,7 +7,12 @@ export default defineConfig({
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    include: ['test/unit/**/*.test.ts', 'test/workflows/**/*.test.ts', 'test/e2e/**/*.test.ts', 'test/faults/**/*.test.ts'],
+    include: [
+      'test/unit/**/*.test.ts',
+      'test/workflows/**/*.test.ts',
+      'test/e2e/**/*.test.ts',
+      'test/faults/**/*.test.ts',
+    ],
     reporters: ['default'],
   },
 });

@@ -27,11 +27,19 @@ export function createAcquireLease(deps: ActivityDeps) {
     }
     const leasePolicy = leasePolicyOf(request.leasePolicy, environment.config);
     if (leasePolicy === 'reuse_by_execution_workspace' && !request.executionWorkspaceId) {
-      throw runFailure('invalid_request', 'request.executionWorkspaceId: required by lease policy reuse_by_execution_workspace', context);
+      throw runFailure(
+        'invalid_request',
+        'request.executionWorkspaceId: required by lease policy reuse_by_execution_workspace',
+        context,
+      );
     }
     let lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
     if (lease && lease.environmentId !== environment.id) {
-      throw runFailure('lease_conflict', `run ${request.heartbeatRunId} already holds lease ${lease.id} on environment ${lease.environmentId}`, context);
+      throw runFailure(
+        'lease_conflict',
+        `run ${request.heartbeatRunId} already holds lease ${lease.id} on environment ${lease.environmentId}`,
+        context,
+      );
     }
     if (!lease) {
       try {
@@ -50,7 +58,11 @@ export function createAcquireLease(deps: ActivityDeps) {
         const constraint = uniqueViolation(err);
         if (constraint === 'environment_leases_single_flight' && request.executionWorkspaceId) {
           const holder = await deps.store.findActiveWorkspaceLease(request.executionWorkspaceId);
-          throw runFailure('lease_conflict', `execution workspace ${request.executionWorkspaceId} is already leased${holder ? ` by run ${holder.heartbeatRunId} (lease ${holder.id})` : ''}`, context);
+          throw runFailure(
+            'lease_conflict',
+            `execution workspace ${request.executionWorkspaceId} is already leased${holder ? ` by run ${holder.heartbeatRunId} (lease ${holder.id})` : ''}`,
+            context,
+          );
         }
         if (constraint === 'environment_leases_one_per_run') {
           lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
@@ -59,7 +71,9 @@ export function createAcquireLease(deps: ActivityDeps) {
       }
     }
     if (lease.status !== 'active') {
-      throw runFailure('lease_acquire_failed', `lease ${lease.id} of this run is already ${lease.status}`, context, { nonRetryable: true });
+      throw runFailure('lease_acquire_failed', `lease ${lease.id} of this run is already ${lease.status}`, context, {
+        nonRetryable: true,
+      });
     }
     if (lease.providerLeaseId || (lease.metadata && 'acquired' in lease.metadata)) return lease; // adopted on retry
     try {

@@ -41,7 +41,11 @@ function driverProvider(deps: ActivityDeps, environment: Environment): string | 
 export function driverFor(deps: ActivityDeps, environment: Environment): EnvironmentDriver {
   const driver = deps.drivers[environment.driver as Driver];
   if (!driver) {
-    throw runFailure('unsupported_environment', `driver "${environment.driver}" is not available in this worker`, failureContext(deps, environment));
+    throw runFailure(
+      'unsupported_environment',
+      `driver "${environment.driver}" is not available in this worker`,
+      failureContext(deps, environment),
+    );
   }
   return driver;
 }

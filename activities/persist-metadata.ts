@@ -1,4 +1,10 @@
-import type { Environment, EnvironmentLease, ExecutionWorkspace, WorkspaceRealizationRecord, WorkspaceRealizationRequest } from '../contracts/index.js';
+import type {
+  Environment,
+  EnvironmentLease,
+  ExecutionWorkspace,
+  WorkspaceRealizationRecord,
+  WorkspaceRealizationRequest,
+} from '../contracts/index.js';
 import { failureContext, type ActivityDeps } from './deps.js';
 import { asRunFailure } from './errors.js';
 

@@ -1,8 +1,17 @@
 import { CancelledFailure, Context } from '@temporalio/activity';
 import type {
-  Environment, EnvironmentLease, ExecutionWorkspace, RunRequest, WorkspaceRealizationRecord, WorkspaceRealizationRequest,
+  Environment,
+  EnvironmentLease,
+  ExecutionWorkspace,
+  RunRequest,
+  WorkspaceRealizationRecord,
+  WorkspaceRealizationRequest,
 } from '../contracts/index.js';
-import { ExecutionWorkspaceRuntimeConfig, WorkspaceRealizationRecordSchema, describeZodError } from '../contracts/index.js';
+import {
+  ExecutionWorkspaceRuntimeConfig,
+  WorkspaceRealizationRecordSchema,
+  describeZodError,
+} from '../contracts/index.js';
 import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, runFailure } from './errors.js';
 
@@ -62,17 +71,25 @@ export function buildRealizationRequest(input: RealizeWorkspaceInput): Workspace
 export function createRealizeWorkspace(deps: ActivityDeps) {
   return async function realizeWorkspace(original: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {
     // The environment as it is now: an operator may have fixed its config before retrying.
-    const input = { ...original, environment: (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ?? original.environment };
+    const input = {
+      ...original,
+      environment:
+        (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ??
+        original.environment,
+    };
     const context = failureContext(deps, input.environment);
     const driver = driverFor(deps, input.environment);
     if (!driver.realize) {
-      throw runFailure('workspace_realization_failed', `driver ${driver.driver} does not realize workspaces`, context, { nonRetryable: true });
+      throw runFailure('workspace_realization_failed', `driver ${driver.driver} does not realize workspaces`, context, {
+        nonRetryable: true,
+      });
     }
     const realizationRequest = buildRealizationRequest(input);
-    const provisionTimeoutMs = input.request.provisionTimeoutMs
-      ?? (input.environment.config.provisionTimeoutMs as number | undefined)
-      ?? deps.provisionTimeoutMs
-      ?? DEFAULT_PROVISION_TIMEOUT_MS;
+    const provisionTimeoutMs =
+      input.request.provisionTimeoutMs ??
+      (input.environment.config.provisionTimeoutMs as number | undefined) ??
+      deps.provisionTimeoutMs ??
+      DEFAULT_PROVISION_TIMEOUT_MS;
     let record: WorkspaceRealizationRecord | null;
     // Heartbeat even while a provision command prints nothing: that is how a cancel reaches this attempt.
     const activity = Context.current();
@@ -87,11 +104,20 @@ export function createRealizeWorkspace(deps: ActivityDeps) {
       clearInterval(beat);
     }
     if (!record) {
-      throw runFailure('workspace_realization_failed', `driver ${driver.driver} returned no workspace realization record`, context);
+      throw runFailure(
+        'workspace_realization_failed',
+        `driver ${driver.driver} returned no workspace realization record`,
+        context,
+      );
     }
     const checked = WorkspaceRealizationRecordSchema.safeParse(record);
     if (!checked.success) {
-      throw runFailure('workspace_realization_failed', `driver ${driver.driver} returned an invalid realization record: ${describeZodError(checked.error, 'record')}`, context, { nonRetryable: true });
+      throw runFailure(
+        'workspace_realization_failed',
+        `driver ${driver.driver} returned an invalid realization record: ${describeZodError(checked.error, 'record')}`,
+        context,
+        { nonRetryable: true },
+      );
     }
     return { realizationRequest, record: checked.data };
   };

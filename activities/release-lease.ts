@@ -38,8 +38,12 @@ export function createReleaseLease(deps: ActivityDeps) {
   return async function releaseLease(input: ReleaseLeaseInput): Promise<ReleaseLeaseOutput> {
     const all = await deps.store.listRunLeases(input.companyId, input.heartbeatRunId);
     if (input.leaseId && !all.some((l) => l.id === input.leaseId)) {
-      throw runFailure('lease_release_failed', `lease ${input.leaseId} of run ${input.heartbeatRunId} no longer exists`,
-        NO_CONTEXT, { nonRetryable: true });
+      throw runFailure(
+        'lease_release_failed',
+        `lease ${input.leaseId} of run ${input.heartbeatRunId} no longer exists`,
+        NO_CONTEXT,
+        { nonRetryable: true },
+      );
     }
     const finalAttempt = Context.current().info.attempt >= input.finalAttempt;
     const cleanupFailures: CleanupFailure[] = [];
@@ -68,8 +72,12 @@ export function createReleaseLease(deps: ActivityDeps) {
     }
     if (retryable.length > 0) {
       const env = [...environments.values()].find((e) => e) ?? null;
-      throw runFailure('lease_cleanup_failed', `provider cleanup failed: ${retryable.join('; ')}`,
-        env ? failureContext(deps, env) : NO_CONTEXT, { nonRetryable: false });
+      throw runFailure(
+        'lease_cleanup_failed',
+        `provider cleanup failed: ${retryable.join('; ')}`,
+        env ? failureContext(deps, env) : NO_CONTEXT,
+        { nonRetryable: false },
+      );
     }
     return { leases: result, cleanupFailures };
   };

@@ -14,8 +14,16 @@ export function createRenewLease(deps: ActivityDeps) {
     const now = deps.clock?.() ?? new Date();
     const lease = await deps.store.getLease(input.companyId, input.leaseId);
     if (!lease || lease.status !== 'active') {
-      throw runFailure('lease_release_failed', `lease ${input.leaseId} is ${lease?.status ?? 'gone'}; it cannot be renewed`, NO_CONTEXT, { nonRetryable: true });
+      throw runFailure(
+        'lease_release_failed',
+        `lease ${input.leaseId} is ${lease?.status ?? 'gone'}; it cannot be renewed`,
+        NO_CONTEXT,
+        { nonRetryable: true },
+      );
     }
-    return (await deps.store.updateLease(input.leaseId, { expiresAt: new Date(now.getTime() + input.ttlMs), lastUsedAt: now }))!;
+    return (await deps.store.updateLease(input.leaseId, {
+      expiresAt: new Date(now.getTime() + input.ttlMs),
+      lastUsedAt: now,
+    }))!;
   };
 }

@@ -1,5 +1,9 @@
 import {
-  ExecutionWorkspaceRuntimeConfig, RunRequestSchema, describeZodError, type Environment, type ExecutionWorkspace,
+  ExecutionWorkspaceRuntimeConfig,
+  RunRequestSchema,
+  describeZodError,
+  type Environment,
+  type ExecutionWorkspace,
   type RunRequest,
 } from '../contracts/index.js';
 import { checkEnabled, checkWorkspacePath, TenancyError } from '../drivers/tenancy.js';
@@ -28,23 +32,35 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     if (request.executionWorkspaceId) {
       executionWorkspace = await deps.store.getExecutionWorkspace(request.companyId, request.executionWorkspaceId);
       if (!executionWorkspace) {
-        throw runFailure('invalid_request', `request.executionWorkspaceId: execution workspace ${request.executionWorkspaceId} not found`, NO_CONTEXT);
+        throw runFailure(
+          'invalid_request',
+          `request.executionWorkspaceId: execution workspace ${request.executionWorkspaceId} not found`,
+          NO_CONTEXT,
+        );
       }
     }
     const workspaceConfig = ExecutionWorkspaceRuntimeConfig.safeParse(executionWorkspace?.metadata?.config ?? {});
-    const selectedId = request.environmentId ?? (workspaceConfig.success ? workspaceConfig.data.environmentId : null) ?? null;
+    const selectedId =
+      request.environmentId ?? (workspaceConfig.success ? workspaceConfig.data.environmentId : null) ?? null;
     let environment: Environment | null;
     if (selectedId) {
       // Scoped by company: another company's environment is indistinguishable from a missing one.
       environment = await deps.store.getEnvironment(request.companyId, selectedId);
       if (!environment) {
-        throw runFailure('environment_not_found', `environment ${selectedId} not found`, { ...NO_CONTEXT, environmentId: selectedId });
+        throw runFailure('environment_not_found', `environment ${selectedId} not found`, {
+          ...NO_CONTEXT,
+          environmentId: selectedId,
+        });
       }
     } else {
       environment = await deps.store.ensureLocalEnvironment(request.companyId);
     }
     if (environment.status !== 'active') {
-      throw runFailure('environment_inactive', `environment ${environment.id} is ${environment.status}`, failureContext(deps, environment));
+      throw runFailure(
+        'environment_inactive',
+        `environment ${environment.id} is ${environment.status}`,
+        failureContext(deps, environment),
+      );
     }
     const context = failureContext(deps, environment);
     const tenancy = tenancyOf(deps);
@@ -55,7 +71,11 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     }
     // Every path of the run is read or written on this host: each must be inside the deployment's roots.
     const { baseCwd, cwd, worktreePath } = request.workspace;
-    const paths: Array<[string | null, string]> = [[baseCwd, 'baseCwd'], [cwd, 'cwd'], [worktreePath, 'worktreePath']];
+    const paths: Array<[string | null, string]> = [
+      [baseCwd, 'baseCwd'],
+      [cwd, 'cwd'],
+      [worktreePath, 'worktreePath'],
+    ];
     for (const [path, field] of paths) {
       if (!path) continue;
       try {

@@ -1,6 +1,11 @@
 import {
-  ExecutionTargetSchema, describeZodError, type Environment, type EnvironmentLease, type ExecutionTarget,
-  type RemoteExecutionSpec, type WorkspaceRealizationRecord,
+  ExecutionTargetSchema,
+  describeZodError,
+  type Environment,
+  type EnvironmentLease,
+  type ExecutionTarget,
+  type RemoteExecutionSpec,
+  type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, runFailure } from './errors.js';
@@ -24,7 +29,12 @@ export function toRemoteSpec(target: ExecutionTarget): RemoteExecutionSpec {
 /** Step 5: how the agent reaches the realized workspace. */
 export function createResolveTarget(deps: ActivityDeps) {
   return async function resolveTarget(original: ResolveTargetInput): Promise<ResolvedTarget> {
-    const input = { ...original, environment: (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ?? original.environment };
+    const input = {
+      ...original,
+      environment:
+        (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ??
+        original.environment,
+    };
     const context = failureContext(deps, input.environment);
     let target: ExecutionTarget;
     try {
@@ -34,7 +44,12 @@ export function createResolveTarget(deps: ActivityDeps) {
     }
     const checked = ExecutionTargetSchema.safeParse(target);
     if (!checked.success) {
-      throw runFailure('transport_resolution_failed', `invalid execution target: ${describeZodError(checked.error, 'target')}`, context, { nonRetryable: true });
+      throw runFailure(
+        'transport_resolution_failed',
+        `invalid execution target: ${describeZodError(checked.error, 'target')}`,
+        context,
+        { nonRetryable: true },
+      );
     }
     return { executionTarget: checked.data, remoteExecution: toRemoteSpec(checked.data) };
   };

@@ -13,16 +13,25 @@ export function createSweepOrphanLeases(deps: ActivityDeps & { temporal?: Client
     const temporal = deps.temporal;
     if (!temporal) throw new Error('the reaper needs a Temporal client in its activity dependencies');
     const reaped: ReapedLease[] = [];
-    const candidates = [...await deps.store.listActiveLeases(), ...await deps.store.listUnfinishedCleanups()];
+    const candidates = [...(await deps.store.listActiveLeases()), ...(await deps.store.listUnfinishedCleanups())];
     for (const lease of candidates) {
       let reason: string | null = null;
       try {
-        const desc = await temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId ?? '')).describe();
+        const desc = await temporal.workflow
+          .getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId ?? ''))
+          .describe();
         if (desc.status.name !== 'RUNNING') {
-          reason = lease.status === 'active' ? `reaped: run workflow is ${desc.status.name.toLowerCase()}` : `cleanup retried: ${lease.cleanupStatus} after the run ended`;
+          reason =
+            lease.status === 'active'
+              ? `reaped: run workflow is ${desc.status.name.toLowerCase()}`
+              : `cleanup retried: ${lease.cleanupStatus} after the run ended`;
         }
       } catch (err) {
-        if (err instanceof WorkflowNotFoundError) reason = lease.status === 'active' ? 'reaped: run workflow not found' : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
+        if (err instanceof WorkflowNotFoundError)
+          reason =
+            lease.status === 'active'
+              ? 'reaped: run workflow not found'
+              : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
         else continue; // cannot tell: leave it for the next sweep
       }
       if (reason) reaped.push(await releaseOrphanLease(deps, lease, reason));

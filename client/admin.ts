@@ -9,10 +9,25 @@ import { releaseLease, releaseOrphanLease } from '../leases/release.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
 import { Store } from '../store/store.js';
 import {
-  ACTIVITY_ACTIONS, DRIVER_CONFIG_SCHEMAS, DisplayName, DriverSchema, ExecRequestSchema, ExternalId, LeaseStatusSchema,
-  NewExecutionWorkspaceSchema, Uuid, runWorkflowId,
-  type Driver, type Environment, type EnvironmentLease, type ExecRequest, type ExecResult, type ExecutionWorkspace,
-  type LeaseStatus, type NewExecutionWorkspaceInput, type WorkspaceRealizationRecord,
+  ACTIVITY_ACTIONS,
+  DRIVER_CONFIG_SCHEMAS,
+  DisplayName,
+  DriverSchema,
+  ExecRequestSchema,
+  ExternalId,
+  LeaseStatusSchema,
+  NewExecutionWorkspaceSchema,
+  Uuid,
+  runWorkflowId,
+  type Driver,
+  type Environment,
+  type EnvironmentLease,
+  type ExecRequest,
+  type ExecResult,
+  type ExecutionWorkspace,
+  type LeaseStatus,
+  type NewExecutionWorkspaceInput,
+  type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { loadClientConfig, type ClientConfig } from './config.js';
 import { InvalidInputError, NotFoundError, RunStateError } from './errors.js';
@@ -86,7 +101,11 @@ export class EnvRunAdmin {
   }
 
   async createEnvironment(input: {
-    companyId: string; name: string; driver: string; config?: unknown; description?: string | null;
+    companyId: string;
+    name: string;
+    driver: string;
+    config?: unknown;
+    description?: string | null;
   }): Promise<Environment> {
     const companyId = parse(ExternalId, input.companyId, 'companyId');
     const driver = parse(DriverSchema, input.driver, 'driver');
@@ -116,13 +135,14 @@ export class EnvRunAdmin {
   }
 
   async updateEnvironment(
-    companyId: string, id: string, patch: { config?: unknown; name?: string; description?: string | null },
+    companyId: string,
+    id: string,
+    patch: { config?: unknown; name?: string; description?: string | null },
   ): Promise<Environment> {
     const current = await this.getEnvironment(companyId, id);
     const name = patch.name === undefined ? undefined : parse(DisplayName, patch.name, 'name');
-    const config = patch.config === undefined
-      ? undefined
-      : this.validateEnvironmentConfig(current.driver, patch.config);
+    const config =
+      patch.config === undefined ? undefined : this.validateEnvironmentConfig(current.driver, patch.config);
     const updated = await this.store.updateEnvironment(current.id, { config, name, description: patch.description });
     return updated!;
   }
@@ -138,7 +158,12 @@ export class EnvRunAdmin {
       const handle = lease.heartbeatRunId
         ? this.runs.temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId))
         : null;
-      const running = handle ? await handle.describe().then((d) => d.status.name === 'RUNNING', () => false) : false;
+      const running = handle
+        ? await handle.describe().then(
+            (d) => d.status.name === 'RUNNING',
+            () => false,
+          )
+        : false;
       if (running && handle) {
         await handle.cancel();
         await handle.result().catch(() => undefined);
@@ -179,9 +204,8 @@ export class EnvRunAdmin {
 
   // ---- leases --------------------------------------------------------------------------------------
   async listLeases(companyId: string, status?: string): Promise<EnvironmentLease[]> {
-    const parsedStatus: LeaseStatus | undefined = status === undefined
-      ? undefined
-      : parse(LeaseStatusSchema, status, 'status');
+    const parsedStatus: LeaseStatus | undefined =
+      status === undefined ? undefined : parse(LeaseStatusSchema, status, 'status');
     return this.store.listLeases(parse(ExternalId, companyId, 'companyId'), parsedStatus);
   }
 
@@ -200,10 +224,16 @@ export class EnvRunAdmin {
       destroy: true,
       step: { attempt: 1, idempotencyKey: `lease-release/${leaseId}` },
       log: (stored, cleanupError) => ({
-        actor: 'operator', scope: 'operator', lease: stored, action: ACTIVITY_ACTIONS.leaseReleased,
+        actor: 'operator',
+        scope: 'operator',
+        lease: stored,
+        action: ACTIVITY_ACTIONS.leaseReleased,
         details: {
-          environmentId: stored.environmentId, status: stored.status, cleanupStatus: stored.cleanupStatus,
-          outcome: 'retained_release', cleanupError,
+          environmentId: stored.environmentId,
+          status: stored.status,
+          cleanupStatus: stored.cleanupStatus,
+          outcome: 'retained_release',
+          cleanupError,
         },
       }),
     });

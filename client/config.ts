@@ -13,7 +13,10 @@ export const ClientEnvSchema = z.object({
   TEMPORAL_ADDRESS: hostPort.optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).max(255).optional(),
   ENVRUN_TASK_QUEUE: z.string().min(1).max(200).default(DEFAULT_TASK_QUEUE),
-  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL').optional(),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
   ENVRUN_DATA_DIR: z.string().min(1).default('./.envrun'),
   ENVRUN_PROVIDER_MODULES: z.string().optional(),
 });
@@ -57,7 +60,10 @@ export function clientConfigFrom(e: z.output<typeof ClientEnvSchema>, env: NodeJ
     taskQueue: e.ENVRUN_TASK_QUEUE,
     databaseUrl: e.DATABASE_URL,
     dataDir: resolve(e.ENVRUN_DATA_DIR),
-    providerModules: (e.ENVRUN_PROVIDER_MODULES ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    providerModules: (e.ENVRUN_PROVIDER_MODULES ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
   };
 }
 

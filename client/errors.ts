@@ -18,7 +18,13 @@ export class EnvRunError extends Error {
   }
 
   toJSON(): RunFailure | Record<string, unknown> {
-    return { code: this.code, message: this.message, environmentId: this.environmentId, driver: this.driver, provider: this.provider };
+    return {
+      code: this.code,
+      message: this.message,
+      environmentId: this.environmentId,
+      driver: this.driver,
+      provider: this.provider,
+    };
   }
 }
 
@@ -62,7 +68,13 @@ export function toEnvRunError(err: unknown): EnvRunError | null {
   for (let depth = 0; cur && depth < 6; depth++) {
     if (cur instanceof ApplicationFailure) {
       const details = cur.details?.[0] as Partial<RunFailure> | undefined;
-      const code = isErrorCode(details?.code) ? details.code : isErrorCode(cur.type) ? cur.type : cur.type === 'run_cancelled' ? 'run_cancelled' : null;
+      const code = isErrorCode(details?.code)
+        ? details.code
+        : isErrorCode(cur.type)
+          ? cur.type
+          : cur.type === 'run_cancelled'
+            ? 'run_cancelled'
+            : null;
       if (code) {
         return new EnvRunError({
           code,
@@ -74,12 +86,24 @@ export function toEnvRunError(err: unknown): EnvRunError | null {
       }
     }
     if (cur instanceof CancelledFailure) {
-      return new EnvRunError({ code: 'run_cancelled', message: 'the run was cancelled', environmentId: null, driver: null, provider: null });
+      return new EnvRunError({
+        code: 'run_cancelled',
+        message: 'the run was cancelled',
+        environmentId: null,
+        driver: null,
+        provider: null,
+      });
     }
     cur = (cur as { cause?: unknown }).cause;
   }
   if (err instanceof WorkflowFailedError && err.cause?.name === 'CancelledFailure') {
-    return new EnvRunError({ code: 'run_cancelled', message: 'the run was cancelled', environmentId: null, driver: null, provider: null });
+    return new EnvRunError({
+      code: 'run_cancelled',
+      message: 'the run was cancelled',
+      environmentId: null,
+      driver: null,
+      provider: null,
+    });
   }
   return null;
 }

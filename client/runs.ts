@@ -3,20 +3,45 @@
 // no database, no driver, nothing that has to run beside the worker, so a control plane can embed it as is.
 // Every input is parsed here, once, before anything starts.
 import {
-  Client, Connection, WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError,
-  WorkflowUpdateFailedError, type WorkflowExecutionStatusName, type WorkflowHandle,
+  Client,
+  Connection,
+  WithStartWorkflowOperation,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type WorkflowExecutionStatusName,
+  type WorkflowHandle,
 } from '@temporalio/client';
 import { z } from 'zod';
 import {
-  CompleteRunSchema, ExternalId, RunRequestSchema, SEARCH_ATTRIBUTES, WORKFLOW_TYPE, completeUpdate, describeZodError,
-  getRunQuery, renewUpdate, retryRealizationUpdate, runWorkflowId, waitReadyUpdate,
-  type CompleteRun, type RunOutcome as RunWorkflowResult, type RunRequest, type RunRequestInput, type RunResult,
+  CompleteRunSchema,
+  ExternalId,
+  RunRequestSchema,
+  SEARCH_ATTRIBUTES,
+  WORKFLOW_TYPE,
+  completeUpdate,
+  describeZodError,
+  getRunQuery,
+  renewUpdate,
+  retryRealizationUpdate,
+  runWorkflowId,
+  waitReadyUpdate,
+  type CompleteRun,
+  type RunOutcome as RunWorkflowResult,
+  type RunRequest,
+  type RunRequestInput,
+  type RunResult,
   type RunState,
 } from '../contracts/index.js';
 import type { ReapedLease } from '../contracts/reaper.js';
 import { loadClientConfig, type ClientConfig } from './config.js';
 import {
-  InvalidInputError, NotFoundError, RunEndedError, RunStateError, toEnvRunError, type RunOutcome,
+  InvalidInputError,
+  NotFoundError,
+  RunEndedError,
+  RunStateError,
+  toEnvRunError,
+  type RunOutcome,
 } from './errors.js';
 import { installReaperSchedule } from './reaper-schedule.js';
 
@@ -28,7 +53,11 @@ const SearchValue = ExternalId.or(z.uuid());
 
 /** Temporal's closed statuses, as a run's outcome; any other status (running, paused) is an open run. */
 const CLOSED: Partial<Record<WorkflowExecutionStatusName, RunOutcome>> = {
-  COMPLETED: 'completed', FAILED: 'failed', CANCELLED: 'cancelled', TERMINATED: 'terminated', TIMED_OUT: 'timed_out',
+  COMPLETED: 'completed',
+  FAILED: 'failed',
+  CANCELLED: 'cancelled',
+  TERMINATED: 'terminated',
+  TIMED_OUT: 'timed_out',
   CONTINUED_AS_NEW: 'continued_as_new',
 };
 
@@ -121,7 +150,8 @@ export class EnvRunClient {
         { key: SEARCH_ATTRIBUTES.phase, value: 'resolving' },
       ],
       staticSummary: `run ${request.heartbeatRunId} of company ${request.companyId}`,
-      staticDetails: `**company:** ${request.companyId}\n\n**heartbeat run:** ${request.heartbeatRunId}\n\n` +
+      staticDetails:
+        `**company:** ${request.companyId}\n\n**heartbeat run:** ${request.heartbeatRunId}\n\n` +
         `**environment:** ${request.environmentId ?? 'company default'}`,
     };
   }
@@ -194,7 +224,9 @@ export class EnvRunClient {
 
   /** The agent is done: the workflow releases the lease. Returns the run after release. */
   async completeRun(
-    companyId: string, heartbeatRunId: string, completion: z.input<typeof CompleteRunSchema>,
+    companyId: string,
+    heartbeatRunId: string,
+    completion: z.input<typeof CompleteRunSchema>,
   ): Promise<RunState> {
     const parsed: CompleteRun = parseInput(CompleteRunSchema, completion, 'completion');
     const handle = this.handle(companyId, heartbeatRunId);
@@ -312,7 +344,9 @@ export class EnvRunClient {
     const alreadyEnded = ({ outcome, detail }: { outcome: RunOutcome; detail: string | null }) => {
       const how = detail ? `${outcome}, ${outcome === 'failed' ? 'error' : 'status'} ${detail}` : outcome;
       return new RunEndedError(
-        `run ${heartbeatRunId} of company ${companyId} already ended, nothing to cancel: ${how}`, outcome, detail,
+        `run ${heartbeatRunId} of company ${companyId} already ended, nothing to cancel: ${how}`,
+        outcome,
+        detail,
       );
     };
     const before = await this.runOutcome(handle, companyId, heartbeatRunId);
@@ -334,7 +368,9 @@ export class EnvRunClient {
 
   /** How the run's workflow ended (with its error code, or its completion's status), or null while it is open. */
   private async runOutcome(
-    handle: WorkflowHandle<EnvironmentRunWorkflow>, companyId: string, heartbeatRunId: string,
+    handle: WorkflowHandle<EnvironmentRunWorkflow>,
+    companyId: string,
+    heartbeatRunId: string,
   ): Promise<{ outcome: RunOutcome; detail: string | null } | null> {
     let description: Awaited<ReturnType<typeof handle.describe>>;
     try {
@@ -348,7 +384,14 @@ export class EnvRunClient {
     if (outcome === 'failed') {
       return { outcome, detail: description.typedSearchAttributes.get(SEARCH_ATTRIBUTES.errorCode) ?? null };
     }
-    if (outcome === 'completed') return { outcome, detail: await handle.result().then((r) => r.status, () => null) };
+    if (outcome === 'completed')
+      return {
+        outcome,
+        detail: await handle.result().then(
+          (r) => r.status,
+          () => null,
+        ),
+      };
     return { outcome, detail: null };
   }
 
@@ -366,7 +409,9 @@ export class EnvRunClient {
   /** Runs one sweep now, on the worker, and returns what it released. */
   async reaperRunOnce(): Promise<ReapedLease[]> {
     return this.temporal.workflow.execute('reaper', {
-      taskQueue: this.taskQueue, workflowId: `envrun-reaper-manual-${Date.now()}`, args: [],
+      taskQueue: this.taskQueue,
+      workflowId: `envrun-reaper-manual-${Date.now()}`,
+      args: [],
     });
   }
 }

@@ -1,6 +1,11 @@
 import { z } from 'zod';
 import {
-  CLEANUP_STATUSES, DRIVERS, ENVIRONMENT_STATUSES, ERROR_CODES, LEASE_POLICIES, LEASE_STATUSES,
+  CLEANUP_STATUSES,
+  DRIVERS,
+  ENVIRONMENT_STATUSES,
+  ERROR_CODES,
+  LEASE_POLICIES,
+  LEASE_STATUSES,
 } from './constants.js';
 
 /** Ids chosen by the control plane: safe in workflow ids, paths and search attributes. */

@@ -3,7 +3,10 @@ import { AbsolutePath, DriverSchema, LeasePolicySchema } from './common.js';
 import type { Driver } from './constants.js';
 
 /** Keys of sandbox providers: lower case, digits, dot, dash and underscore. */
-export const ProviderKey = z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, 'must match ^[a-z0-9][a-z0-9._-]*$').max(64);
+export const ProviderKey = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]*$/, 'must match ^[a-z0-9][a-z0-9._-]*$')
+  .max(64);
 
 /** A reference to a secret resolved on the worker at run time; the secret itself is never stored. */
 export const SecretRef = z
@@ -14,7 +17,12 @@ const common = {
   /** Default lease policy of runs on this environment (a run request may override it). */
   leasePolicy: LeasePolicySchema.optional(),
   /** Default timeout of the provision command. */
-  provisionTimeoutMs: z.number().int().positive().max(24 * 3600_000).optional(),
+  provisionTimeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .max(24 * 3600_000)
+    .optional(),
   /** Admission control: runs beyond this many held leases wait in `waiting_for_capacity`, in arrival order. */
   maxConcurrentLeases: z.number().int().positive().max(10_000).optional(),
   /** A second ephemeral run on a leased execution workspace: `fail` with lease_conflict, or `wait` its turn. */
@@ -35,7 +43,10 @@ export const SshDriverConfig = z
     ...common,
     host: hostname,
     port: z.number().int().min(1).max(65535).default(22),
-    username: z.string().regex(/^[a-z_][a-z0-9_.-]*$/i, 'must be a plain user name').max(64),
+    username: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_.-]*$/i, 'must be a plain user name')
+      .max(64),
     remoteWorkspacePath: AbsolutePath,
     privateKeySecretRef: SecretRef,
     knownHosts: z.string().max(65536).optional(),
@@ -61,7 +72,12 @@ export const SandboxDriverConfig = z
     ...common,
     provider: ProviderKey,
     image: z.string().max(500).optional(),
-    timeoutMs: z.number().int().positive().max(24 * 3600_000).optional(),
+    timeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .max(24 * 3600_000)
+      .optional(),
     reuseLease: z.boolean().default(false),
   })
   .catchall(z.unknown()); // provider keys; the provider validates them

@@ -1,7 +1,16 @@
 import { z } from 'zod';
 import {
-  AbsolutePath, CleanupStatusSchema, DisplayName, DriverSchema, EnvironmentStatusSchema, ExternalId, JsonObject, LeasePolicySchema,
-  LeaseStatusSchema, Timestamp, Uuid,
+  AbsolutePath,
+  CleanupStatusSchema,
+  DisplayName,
+  DriverSchema,
+  EnvironmentStatusSchema,
+  ExternalId,
+  JsonObject,
+  LeasePolicySchema,
+  LeaseStatusSchema,
+  Timestamp,
+  Uuid,
 } from './common.js';
 
 export const EnvironmentSchema = z.object({
@@ -135,11 +144,15 @@ export const RealizedExecutionWorkspaceSchema = z.object({
   projectId: z.string().nullable().default(null),
   workspaceId: z.string().nullable().default(null),
   repoUrl: z.string().max(2000).nullable().default(null),
-  repoRef: z.string().min(1).max(200)
+  repoRef: z
+    .string()
+    .min(1)
+    .max(200)
     // Reaches git as an argument of its own; a leading "-" would still be read as an option.
     .refine((r) => !r.startsWith('-'), 'must not start with "-" (git would read it as an option)')
     .refine((r) => !/[\s\x00-\x1f\x7f]/.test(r), 'must not contain whitespace or control characters')
-    .nullable().default(null),
+    .nullable()
+    .default(null),
   strategy: WorkspaceStrategySchema.default('project_primary'),
   cwd: AbsolutePath,
   branchName: BranchName.nullable().default(null),
@@ -180,7 +193,13 @@ export const WorkspaceRealizationRequestSchema = z.object({
 });
 export type WorkspaceRealizationRequest = z.infer<typeof WorkspaceRealizationRequestSchema>;
 
-export const SYNC_STRATEGIES = ['none', 'ssh_git_import_export', 'ssh_archive_upload_download', 'sandbox_archive_upload_download', 'provider_defined'] as const;
+export const SYNC_STRATEGIES = [
+  'none',
+  'ssh_git_import_export',
+  'ssh_archive_upload_download',
+  'sandbox_archive_upload_download',
+  'provider_defined',
+] as const;
 
 /** Version 1 of the workspace realization record (docs/design.md). */
 export const WorkspaceRealizationRecordSchema = z.object({

@@ -2,7 +2,10 @@ import { z } from 'zod';
 import { DriverSchema, ExternalId, LeasePolicySchema, RunFailureSchema, Timestamp } from './common.js';
 import { DEFAULT_LEASE_TTL_MS, RUN_PHASES } from './constants.js';
 import {
-  EnvironmentLeaseSchema, ExecutionWorkspaceSchema, RealizedExecutionWorkspaceSchema, RuntimeOverlaySchema,
+  EnvironmentLeaseSchema,
+  ExecutionWorkspaceSchema,
+  RealizedExecutionWorkspaceSchema,
+  RuntimeOverlaySchema,
   WorkspaceRealizationRecordSchema,
 } from './records.js';
 import { ExecutionTargetSchema, RemoteExecutionSpecSchema } from './target.js';
@@ -12,23 +15,53 @@ export const RunRequestSchema = z
   .object({
     companyId: ExternalId,
     heartbeatRunId: ExternalId,
-    environmentId: z.uuid().nullish().transform((v) => v ?? null),
-    executionWorkspaceId: z.uuid().nullish().transform((v) => v ?? null),
+    environmentId: z
+      .uuid()
+      .nullish()
+      .transform((v) => v ?? null),
+    executionWorkspaceId: z
+      .uuid()
+      .nullish()
+      .transform((v) => v ?? null),
     issueId: ExternalId.nullish().transform((v) => v ?? null),
     agentId: ExternalId.nullish().transform((v) => v ?? null),
-    adapterType: z.string().regex(/^[a-z0-9_.-]+$/, 'must be lower-case letters, digits, _ . -').max(64).default('process'),
-    requestedMode: z.string().max(64).nullish().transform((v) => v ?? null),
+    adapterType: z
+      .string()
+      .regex(/^[a-z0-9_.-]+$/, 'must be lower-case letters, digits, _ . -')
+      .max(64)
+      .default('process'),
+    requestedMode: z
+      .string()
+      .max(64)
+      .nullish()
+      .transform((v) => v ?? null),
     leasePolicy: LeasePolicySchema.nullish().transform((v) => v ?? null),
     workspace: RealizedExecutionWorkspaceSchema,
     runtimeOverlay: RuntimeOverlaySchema.partial().default({}),
-    provisionTimeoutMs: z.number().int().positive().max(24 * 3600_000).nullish().transform((v) => v ?? null),
+    provisionTimeoutMs: z
+      .number()
+      .int()
+      .positive()
+      .max(24 * 3600_000)
+      .nullish()
+      .transform((v) => v ?? null),
     /**
      * How long a run whose realization failed (retries spent) waits in `awaiting_retry` for an operator's
      * retry before it ends with workspace_realization_failed. 0: it ends at once.
      */
-    awaitRetryMs: z.number().int().min(0).max(7 * 24 * 3600_000).default(30 * 60_000),
+    awaitRetryMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(7 * 24 * 3600_000)
+      .default(30 * 60_000),
     /** A ready run that is neither renewed nor completed within this time releases its lease as `expired`. */
-    leaseTtlMs: z.number().int().min(1000).max(30 * 24 * 3600_000).default(DEFAULT_LEASE_TTL_MS),
+    leaseTtlMs: z
+      .number()
+      .int()
+      .min(1000)
+      .max(30 * 24 * 3600_000)
+      .default(DEFAULT_LEASE_TTL_MS),
   })
   .strict();
 export type RunRequestInput = z.input<typeof RunRequestSchema>;
@@ -48,7 +81,11 @@ export type RunResult = z.infer<typeof RunResultSchema>;
 export const CompleteRunSchema = z
   .object({
     status: z.enum(['succeeded', 'failed']),
-    failureReason: z.string().max(2000).nullish().transform((v) => v ?? null),
+    failureReason: z
+      .string()
+      .max(2000)
+      .nullish()
+      .transform((v) => v ?? null),
   })
   .strict()
   .refine((c) => c.status === 'failed' || c.failureReason === null, {

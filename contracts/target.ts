@@ -40,9 +40,7 @@ export const SandboxTargetSchema = z.object({
   timeoutMs: z.number().int().nullable(),
 });
 
-export const ExecutionTargetSchema = z
-  .union([LocalTargetSchema, SshTargetSchema, SandboxTargetSchema])
-  .nullable();
+export const ExecutionTargetSchema = z.union([LocalTargetSchema, SshTargetSchema, SandboxTargetSchema]).nullable();
 export type ExecutionTarget = z.infer<typeof ExecutionTargetSchema>;
 
 /** What adapters get for remote execution: the SSH spec only, null otherwise. */
@@ -53,9 +51,16 @@ export const ExecRequestSchema = z.object({
   command: z.string().min(1),
   args: z.array(z.string()).default([]),
   cwd: z.string().optional(),
-  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name'), z.string()).default({}),
+  env: z
+    .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name'), z.string())
+    .default({}),
   stdin: z.string().optional(),
-  timeoutMs: z.number().int().positive().max(24 * 3600_000).default(10 * 60_000),
+  timeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .max(24 * 3600_000)
+    .default(10 * 60_000),
 });
 export type ExecRequest = z.input<typeof ExecRequestSchema>;
 

@@ -1,6 +1,10 @@
 // The sandbox driver: one generic driver over every provider in the registry.
 import {
-  SandboxDriverConfig, describeZodError, type Environment, type EnvironmentLease, type WorkspaceRealizationRecord,
+  SandboxDriverConfig,
+  describeZodError,
+  type Environment,
+  type EnvironmentLease,
+  type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { NonRetryableError } from './errors.js';
 import type { ProviderRegistry } from './providers/registry.js';
@@ -12,7 +16,9 @@ import type { EnvironmentDriver, StepContext } from './types.js';
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
   function unsupportedReason(environment: Environment): string | null {
     const key = String(environment.config.provider ?? '');
-    return providers.get(key) ? null : `sandbox provider "${key}" is not loaded in this worker (loaded: ${providers.keys().join(', ') || 'none'})`;
+    return providers.get(key)
+      ? null
+      : `sandbox provider "${key}" is not loaded in this worker (loaded: ${providers.keys().join(', ') || 'none'})`;
   }
 
   function providerFor(environment: Environment): { provider: SandboxProvider<any>; config: any } {
@@ -52,7 +58,9 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
       const { provider, config } = providerFor(environment);
       const reuseKey = reuseKeyOf(environment, lease, Boolean(config.reuseLease));
       const acquired = await provider.acquireLease(config, {
-        ...callContext(ctx, environment, lease), idempotencyKey: ctx.idempotencyKey, reuseKey,
+        ...callContext(ctx, environment, lease),
+        idempotencyKey: ctx.idempotencyKey,
+        reuseKey,
       });
       return {
         provider: provider.key,
@@ -66,9 +74,17 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
       const { provider, config } = providerFor(environment);
       const providerLeaseId = requireProviderLease(lease);
       const base = callContext(ctx, environment, lease);
-      const realized = await provider.realizeWorkspace(config, { ...base, providerLeaseId, localPath: request.workspace.cwd });
-      const bootstrap = await provision(input.realizationRequest.runtimeOverlay.provisionCommand, input.provisionTimeoutMs, realized.cwd,
-        (exec) => provider.execute(config, { ...base, providerLeaseId }, exec));
+      const realized = await provider.realizeWorkspace(config, {
+        ...base,
+        providerLeaseId,
+        localPath: request.workspace.cwd,
+      });
+      const bootstrap = await provision(
+        input.realizationRequest.runtimeOverlay.provisionCommand,
+        input.provisionTimeoutMs,
+        realized.cwd,
+        (exec) => provider.execute(config, { ...base, providerLeaseId }, exec),
+      );
       return {
         version: 1,
         transport: 'sandbox',
@@ -76,11 +92,25 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         environmentId: environment.id,
         leaseId: lease.id,
         providerLeaseId,
-        local: { path: request.workspace.cwd, strategy: request.workspace.strategy, branchName: request.workspace.branchName },
+        local: {
+          path: request.workspace.cwd,
+          strategy: request.workspace.strategy,
+          branchName: request.workspace.branchName,
+        },
         remote: { path: realized.cwd, sandboxId: providerLeaseId },
-        sync: { strategy: realized.metadata.syncStrategy === 'sandbox_archive_upload_download' ? 'sandbox_archive_upload_download' : 'provider_defined' },
+        sync: {
+          strategy:
+            realized.metadata.syncStrategy === 'sandbox_archive_upload_download'
+              ? 'sandbox_archive_upload_download'
+              : 'provider_defined',
+        },
         bootstrap,
-        rebuild: { provider: provider.key, providerLeaseId, localPath: request.workspace.cwd, metadata: realized.metadata },
+        rebuild: {
+          provider: provider.key,
+          providerLeaseId,
+          localPath: request.workspace.cwd,
+          metadata: realized.metadata,
+        },
         summary: `Sandbox workspace realized at ${provider.key}:${providerLeaseId}:${realized.cwd}.`,
       };
     },
@@ -99,22 +129,35 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         ? await provider.resolveTarget(config, { ...callContext(ctx, environment, lease), providerLeaseId, cwd })
         : { remoteCwd: cwd };
       return {
-        kind: 'remote', transport: 'sandbox', environmentId: environment.id, leaseId: lease.id,
-        providerKey: provider.key, providerLeaseId, remoteCwd: where.remoteCwd, timeoutMs: config.timeoutMs ?? null,
+        kind: 'remote',
+        transport: 'sandbox',
+        environmentId: environment.id,
+        leaseId: lease.id,
+        providerKey: provider.key,
+        providerLeaseId,
+        remoteCwd: where.remoteCwd,
+        timeoutMs: config.timeoutMs ?? null,
       };
     },
     async execute(ctx, { environment, lease, record }, request) {
       const { provider, config } = providerFor(environment);
-      return provider.execute(config, { ...callContext(ctx, environment, lease), providerLeaseId: requireProviderLease(lease) }, {
-        ...request, cwd: request.cwd ?? record?.remote.path,
-      });
+      return provider.execute(
+        config,
+        { ...callContext(ctx, environment, lease), providerLeaseId: requireProviderLease(lease) },
+        {
+          ...request,
+          cwd: request.cwd ?? record?.remote.path,
+        },
+      );
     },
     async release(ctx, { environment, lease, keep }) {
       if (!lease.providerLeaseId) return; // the provider never made anything
       const { provider, config } = providerFor(environment);
       const realization = lease.metadata?.workspaceRealization as WorkspaceRealizationRecord | undefined;
       await provider.releaseLease(config, {
-        ...callContext(ctx, environment, lease), providerLeaseId: lease.providerLeaseId, keep: keep || Boolean(config.reuseLease),
+        ...callContext(ctx, environment, lease),
+        providerLeaseId: lease.providerLeaseId,
+        keep: keep || Boolean(config.reuseLease),
         syncBackTo: realization?.local.path ?? null,
       });
     },

@@ -30,7 +30,10 @@ const PRODUCTION_PROVIDERS = ['bubblewrap'];
 
 function list(value: string | undefined): string[] | null {
   if (value === undefined || value.trim() === '') return null;
-  return value.split(',').map((s) => s.trim()).filter(Boolean);
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 function realOrResolved(path: string): string {
@@ -100,7 +103,8 @@ export function checkWorkspacePath(tenancy: Tenancy, path: string, field: string
       const real = resolve(realpathSync(probe), ...rest);
       const allowed = tenancy.workspaceRoots.some((root) => inside(real, root));
       const refused = tenancy.forbidden.some((f) => inside(real, f));
-      if (!allowed || refused) throw new TenancyError(`${field}: ${path} is outside the workspace roots of this deployment`);
+      if (!allowed || refused)
+        throw new TenancyError(`${field}: ${path} is outside the workspace roots of this deployment`);
       return real;
     } catch (err) {
       if (err instanceof TenancyError) throw err;

@@ -1,5 +1,11 @@
 import type {
-  Driver, Environment, EnvironmentLease, ExecResult, ExecutionTarget, RunRequest, WorkspaceRealizationRecord,
+  Driver,
+  Environment,
+  EnvironmentLease,
+  ExecResult,
+  ExecutionTarget,
+  RunRequest,
+  WorkspaceRealizationRecord,
   WorkspaceRealizationRequest,
 } from '../contracts/index.js';
 import type { ProbeResult, ProviderExecRequest } from './providers/types.js';
@@ -44,16 +50,26 @@ export interface EnvironmentDriver {
   probe?(environment: Environment): Promise<ProbeResult>;
   /** Why this worker cannot run the environment (e.g. its provider is not loaded here), or null. */
   unsupportedReason?(environment: Environment): string | null;
-  acquire(ctx: StepContext, input: { environment: Environment; lease: EnvironmentLease; request: RunRequest }): Promise<AcquiredLease>;
+  acquire(
+    ctx: StepContext,
+    input: { environment: Environment; lease: EnvironmentLease; request: RunRequest },
+  ): Promise<AcquiredLease>;
   /** Absent for drivers that realize nothing (plugin): the realization stays `{}`. */
   realize?(ctx: StepContext, input: RealizeInput): Promise<WorkspaceRealizationRecord | null>;
-  resolveTarget(ctx: StepContext, input: LeaseRef & { record: WorkspaceRealizationRecord | null }): Promise<ExecutionTarget>;
+  resolveTarget(
+    ctx: StepContext,
+    input: LeaseRef & { record: WorkspaceRealizationRecord | null },
+  ): Promise<ExecutionTarget>;
   /**
    * True when resolving the target only checks this host (no network, no remote API): the workflow then
    * runs it as a local activity, saving a task-queue round trip. Absent means false.
    */
   targetIsLocal?(environment: Environment): boolean;
-  execute(ctx: StepContext, input: LeaseRef & { record: WorkspaceRealizationRecord | null }, request: ProviderExecRequest): Promise<ExecResult>;
+  execute(
+    ctx: StepContext,
+    input: LeaseRef & { record: WorkspaceRealizationRecord | null },
+    request: ProviderExecRequest,
+  ): Promise<ExecResult>;
   /** Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained). */
   release(ctx: StepContext, input: LeaseRef & { keep: boolean }): Promise<void>;
 }

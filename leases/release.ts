@@ -1,7 +1,12 @@
 // The one release routine: the release step of a run, the reaper and the admin API all end leases and
 // free their provider resources through it, and log through the one activity-log row builder.
 import {
-  ACTIVITY_ACTIONS, leaseEventRow, type Environment, type EnvironmentLease, type LeaseEvent, type LeaseStatus,
+  ACTIVITY_ACTIONS,
+  leaseEventRow,
+  type Environment,
+  type EnvironmentLease,
+  type LeaseEvent,
+  type LeaseStatus,
 } from '../contracts/index.js';
 import type { ReapedLease } from '../contracts/reaper.js';
 import type { DriverRegistry } from '../drivers/registry.js';
@@ -38,7 +43,11 @@ export interface ReleasedLease {
   error: string | null;
 }
 
-export async function releaseLease(deps: ReleaseDeps, lease: EnvironmentLease, o: ReleaseOptions): Promise<ReleasedLease> {
+export async function releaseLease(
+  deps: ReleaseDeps,
+  lease: EnvironmentLease,
+  o: ReleaseOptions,
+): Promise<ReleasedLease> {
   const { store } = deps;
   const now = deps.clock?.() ?? new Date();
   if (o.endAs) {
@@ -72,7 +81,9 @@ export async function releaseLease(deps: ReleaseDeps, lease: EnvironmentLease, o
 }
 
 async function environmentOf(
-  deps: ReleaseDeps, lease: EnvironmentLease, cache?: Map<string, Environment | null>,
+  deps: ReleaseDeps,
+  lease: EnvironmentLease,
+  cache?: Map<string, Environment | null>,
 ): Promise<Environment | null> {
   if (cache?.has(lease.environmentId)) return cache.get(lease.environmentId)!;
   const environment = await deps.store.getEnvironment(lease.companyId, lease.environmentId);
@@ -87,23 +98,37 @@ export type { ReapedLease };
  * is being archived). An active lease ends `released` with the reason; an ended lease whose cleanup failed
  * keeps its status and only has its resource freed again, counting on from the attempts already spent.
  */
-export async function releaseOrphanLease(deps: ReleaseDeps, lease: EnvironmentLease, reason: string): Promise<ReapedLease> {
+export async function releaseOrphanLease(
+  deps: ReleaseDeps,
+  lease: EnvironmentLease,
+  reason: string,
+): Promise<ReapedLease> {
   const wasActive = lease.status === 'active';
   const spent = typeof lease.metadata?.cleanupAttempts === 'number' ? lease.metadata.cleanupAttempts : 0;
   const { lease: released, error } = await releaseLease(deps, lease, {
     ...(wasActive ? { endAs: 'released' as const, failureReason: reason } : {}),
     step: { attempt: wasActive ? 1 : spent + 1, idempotencyKey: `reap/${lease.id}` },
     log: (stored, err) => {
-      const details = { environmentId: stored.environmentId, status: stored.status, cleanupStatus: stored.cleanupStatus, reason };
-      if (wasActive) return { ...reaperEvent(stored), action: ACTIVITY_ACTIONS.leaseReleased, details: { ...details, error: err } };
+      const details = {
+        environmentId: stored.environmentId,
+        status: stored.status,
+        cleanupStatus: stored.cleanupStatus,
+        reason,
+      };
+      if (wasActive)
+        return { ...reaperEvent(stored), action: ACTIVITY_ACTIONS.leaseReleased, details: { ...details, error: err } };
       // A cleanup that keeps failing shows on the lease and in the sweep result; the log gets one row when it succeeds.
       return err ? null : { ...reaperEvent(stored), action: ACTIVITY_ACTIONS.leaseCleanedUp, details };
     },
   });
   if (!error && !wasActive) await deps.store.mergeLeaseMetadata(lease.id, { cleanupAttempts: spent + 1 });
   return {
-    leaseId: lease.id, companyId: lease.companyId, heartbeatRunId: lease.heartbeatRunId, reason,
-    cleanupStatus: released.cleanupStatus === 'success' ? 'success' : 'failed', error,
+    leaseId: lease.id,
+    companyId: lease.companyId,
+    heartbeatRunId: lease.heartbeatRunId,
+    reason,
+    cleanupStatus: released.cleanupStatus === 'success' ? 'success' : 'failed',
+    error,
   };
 }
 

@@ -6,7 +6,15 @@ export const bareReady = defineUpdate<string>('waitReady');
 export const bareComplete = defineUpdate<string>('complete');
 
 const { noop } = proxyActivities<{ noop(step: string): Promise<string> }>({ startToCloseTimeout: '30s' });
-const BEFORE_READY = ['resolveEnvironment', 'acquireLease', 'logActivity', 'realizeWorkspace', 'persistMetadata', 'resolveTarget', 'logActivity'];
+const BEFORE_READY = [
+  'resolveEnvironment',
+  'acquireLease',
+  'logActivity',
+  'realizeWorkspace',
+  'persistMetadata',
+  'resolveTarget',
+  'logActivity',
+];
 const AFTER_COMPLETE = ['releaseLease', 'logActivity'];
 
 export async function benchBare(): Promise<string> {

@@ -37,7 +37,18 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const port = options.port ?? (await freePort());
   const uiPort = options.headless ? null : (options.uiPort ?? (await freePort()));
   const namespace = options.namespace ?? 'default';
-  const args = ['server', 'start-dev', '--ip', ip, '--port', String(port), '--namespace', namespace, '--log-level', 'warn'];
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(port),
+    '--namespace',
+    namespace,
+    '--log-level',
+    'warn',
+  ];
   if (uiPort === null) args.push('--headless');
   else args.push('--ui-port', String(uiPort));
   if (options.dbFilename) {
@@ -48,7 +59,8 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   // Eager activity dispatch: an activity scheduled by a workflow task goes straight back to the worker
   // that completed it, without a trip through the task queue (off by default in the server).
   const dynamicConfig = { 'system.enableActivityEagerExecution': true, ...options.dynamicConfig };
-  for (const [key, value] of Object.entries(dynamicConfig)) args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
+  for (const [key, value] of Object.entries(dynamicConfig))
+    args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
   const out = options.logFile ? openSync(options.logFile, 'a') : 'ignore';
   const child = spawn(cli, args, { stdio: ['ignore', out, out] });
   const address = `${ip}:${port}`;
@@ -58,7 +70,10 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   });
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (exitCode !== null) throw new Error(`temporal server start-dev exited with code ${exitCode}${options.logFile ? `; see ${options.logFile}` : ''}`);
+    if (exitCode !== null)
+      throw new Error(
+        `temporal server start-dev exited with code ${exitCode}${options.logFile ? `; see ${options.logFile}` : ''}`,
+      );
     try {
       const conn = await Connection.connect({ address, connectTimeout: 1000 });
       try {

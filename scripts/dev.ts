@@ -39,9 +39,15 @@ async function main(): Promise<void> {
   if (await serverAnswers(config.temporal.address)) {
     say(`using the Temporal server already on ${config.temporal.address}`);
   } else {
-    say(`starting the Temporal dev server on ${config.temporal.address} (history in ${join(config.dataDir, 'temporal.db')})`);
+    say(
+      `starting the Temporal dev server on ${config.temporal.address} (history in ${join(config.dataDir, 'temporal.db')})`,
+    );
     server = await startDevServer({
-      ip, port: Number(portText), uiPort, dbFilename: join(config.dataDir, 'temporal.db'), logFile: join(config.dataDir, 'temporal.log'),
+      ip,
+      port: Number(portText),
+      uiPort,
+      dbFilename: join(config.dataDir, 'temporal.db'),
+      logFile: join(config.dataDir, 'temporal.log'),
     });
     uiUrl = server.uiUrl!;
   }
@@ -52,7 +58,13 @@ async function main(): Promise<void> {
   await ensureSearchAttributes(connection, config.temporal.namespace);
   deps.temporal = new Client({ connection, namespace: config.temporal.namespace });
   if (config.reaperEvery) await installReaperSchedule(deps.temporal, config.taskQueue, config.reaperEvery);
-  const worker = await createWorker({ connection, namespace: config.temporal.namespace, taskQueue: config.taskQueue, deps, shutdownGraceMs: 2000 });
+  const worker = await createWorker({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.taskQueue,
+    deps,
+    shutdownGraceMs: 2000,
+  });
   const running = worker.run();
   say(`worker polling task queue ${config.taskQueue}`);
 
@@ -63,15 +75,27 @@ async function main(): Promise<void> {
   });
   const admin = new EnvRunAdmin({ runs: client, store: deps.store, drivers: deps.drivers });
   const companyId = 'demo';
-  const existing = (await admin.listEnvironments(companyId)).find((e) => e.name === 'demo-sandbox' && e.status === 'active');
-  const environment = existing ?? (await admin.createEnvironment({ companyId, name: 'demo-sandbox', driver: 'sandbox', config: { provider: 'fake' } }));
+  const existing = (await admin.listEnvironments(companyId)).find(
+    (e) => e.name === 'demo-sandbox' && e.status === 'active',
+  );
+  const environment =
+    existing ??
+    (await admin.createEnvironment({
+      companyId,
+      name: 'demo-sandbox',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    }));
   const workspace = join(config.dataDir, 'demo-workspace');
   mkdirSync(workspace, { recursive: true });
   writeFileSync(join(workspace, 'README.md'), '# demo workspace\n\nCopied into a fake sandbox by envrun.\n');
   const heartbeatRunId = `demo-${Date.now()}`;
   say(`demo environment ${environment.id} (sandbox/fake); starting run ${heartbeatRunId}`);
   const result = await client.startRunAndWaitReady({
-    companyId, heartbeatRunId, environmentId: environment.id, adapterType: 'process',
+    companyId,
+    heartbeatRunId,
+    environmentId: environment.id,
+    adapterType: 'process',
     workspace: { baseCwd: workspace, cwd: workspace },
     runtimeOverlay: { provisionCommand: 'echo provisioned > .provisioned && ls -a' },
   });
@@ -79,9 +103,13 @@ async function main(): Promise<void> {
   const workflowId = state!.workflowId;
   say(`run is READY: target ${JSON.stringify(result.executionTarget)}`);
   console.log('');
-  console.log(`  Temporal Web UI:  ${uiUrl}/namespaces/${config.temporal.namespace}/workflows/${encodeURIComponent(workflowId)}`);
+  console.log(
+    `  Temporal Web UI:  ${uiUrl}/namespaces/${config.temporal.namespace}/workflows/${encodeURIComponent(workflowId)}`,
+  );
   console.log(`  workflow id:      ${workflowId}`);
-  console.log(`  try:              npx envrun run exec --company ${companyId} --run ${heartbeatRunId} -- cat .provisioned`);
+  console.log(
+    `  try:              npx envrun run exec --company ${companyId} --run ${heartbeatRunId} -- cat .provisioned`,
+  );
   console.log(`                    npx envrun run complete --company ${companyId} --run ${heartbeatRunId}`);
   console.log('');
 

@@ -52,9 +52,14 @@ export async function ensureTemporalCli(log: (line: string) => void = (l) => con
   const cached = join(cacheBinDir(), 'temporal');
   if (executable(cached) && works(cached)) return cached;
   const go = onPath('go') ?? (executable('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : null);
-  if (!go) throw new Error(`No Temporal CLI found (not on PATH, not in ${cacheBinDir()}) and no Go toolchain to build one.\n${INSTALL_HELP}`);
+  if (!go)
+    throw new Error(
+      `No Temporal CLI found (not on PATH, not in ${cacheBinDir()}) and no Go toolchain to build one.\n${INSTALL_HELP}`,
+    );
   mkdirSync(cacheBinDir(), { recursive: true });
-  log(`[envrun] building the Temporal CLI: go install ${TEMPORAL_CLI_MODULE} into ${cacheBinDir()} (takes a few minutes, once)`);
+  log(
+    `[envrun] building the Temporal CLI: go install ${TEMPORAL_CLI_MODULE} into ${cacheBinDir()} (takes a few minutes, once)`,
+  );
   const started = Date.now();
   try {
     await promisify(execFile)(go, ['install', TEMPORAL_CLI_MODULE], {
@@ -63,7 +68,9 @@ export async function ensureTemporalCli(log: (line: string) => void = (l) => con
     });
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`go install ${TEMPORAL_CLI_MODULE} failed: ${(e.stderr ?? e.message).trim().split('\n').slice(-5).join('\n')}\n${INSTALL_HELP}`);
+    throw new Error(
+      `go install ${TEMPORAL_CLI_MODULE} failed: ${(e.stderr ?? e.message).trim().split('\n').slice(-5).join('\n')}\n${INSTALL_HELP}`,
+    );
   }
   if (!works(cached)) throw new Error(`go install finished but ${cached} does not run.\n${INSTALL_HELP}`);
   log(`[envrun] built the Temporal CLI in ${Math.round((Date.now() - started) / 1000)} s: ${cached}`);

@@ -29,7 +29,13 @@ async function main(): Promise<void> {
     console.log(`initialised ${databaseDir} in ${Date.now() - started} ms`);
   }
   await server.start();
-  const info: EmbeddedStoreInfo = { pid: process.pid, port, user: creds.user, password: creds.password, startedAt: new Date().toISOString() };
+  const info: EmbeddedStoreInfo = {
+    pid: process.pid,
+    port,
+    user: creds.user,
+    password: creds.password,
+    startedAt: new Date().toISOString(),
+  };
   writeFileSync(join(dataDir, 'store.json'), JSON.stringify(info), { mode: 0o600 });
   console.log(`embedded PostgreSQL listening on 127.0.0.1:${port} (ready after ${Date.now() - started} ms)`);
   let stopping = false;

@@ -5,7 +5,17 @@
 // from racing to start it.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  chmodSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -23,7 +33,10 @@ const INFO_FILE = 'store.json';
 const LOCK_FILE = 'store.lock';
 const CREDENTIALS_FILE = 'credentials.json';
 
-export function embeddedUrl(info: Pick<EmbeddedStoreInfo, 'port' | 'user' | 'password'>, database = 'postgres'): string {
+export function embeddedUrl(
+  info: Pick<EmbeddedStoreInfo, 'port' | 'user' | 'password'>,
+  database = 'postgres',
+): string {
   return `postgres://${encodeURIComponent(info.user)}:${encodeURIComponent(info.password)}@127.0.0.1:${info.port}/${database}`;
 }
 

@@ -22,7 +22,9 @@ export const environments = pgTable(
   (t) => [
     index('environments_company_idx').on(t.companyId),
     // At most one local environment per company ("ensure local environment" relies on it).
-    uniqueIndex('environments_one_local_per_company').on(t.companyId).where(sql`driver = 'local'`),
+    uniqueIndex('environments_one_local_per_company')
+      .on(t.companyId)
+      .where(sql`driver = 'local'`),
   ],
 );
 
@@ -64,8 +66,12 @@ export const environmentLeases = pgTable(
     id: uuid('id').primaryKey().defaultRandom(),
     companyId: text('company_id').notNull(),
     // RESTRICT: an environment cannot be deleted out from under its leases (they must be released first).
-    environmentId: uuid('environment_id').notNull().references(() => environments.id, { onDelete: 'restrict' }),
-    executionWorkspaceId: uuid('execution_workspace_id').references(() => executionWorkspaces.id, { onDelete: 'set null' }),
+    environmentId: uuid('environment_id')
+      .notNull()
+      .references(() => environments.id, { onDelete: 'restrict' }),
+    executionWorkspaceId: uuid('execution_workspace_id').references(() => executionWorkspaces.id, {
+      onDelete: 'set null',
+    }),
     issueId: text('issue_id'),
     heartbeatRunId: text('heartbeat_run_id'),
     status: text('status').notNull().default('active'),

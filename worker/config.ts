@@ -21,8 +21,10 @@ export const EnvSchema = ClientEnvSchema.extend({
   ENVRUN_MAX_CONCURRENT_ACTIVITIES: positiveInt.default(200),
   ENVRUN_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).default(DEFAULT_MAX_CACHED_WORKFLOWS),
   ENVRUN_METRICS_ADDRESS: hostPort.optional(),
-  ENVRUN_REAPER_EVERY: z.string()
-    .refine((v) => v === 'off' || durationMs(v) !== null, 'must be a duration like 5m, or off').default('5m'),
+  ENVRUN_REAPER_EVERY: z
+    .string()
+    .refine((v) => v === 'off' || durationMs(v) !== null, 'must be a duration like 5m, or off')
+    .default('5m'),
   ENVRUN_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 

@@ -14,7 +14,9 @@ async function main(): Promise<void> {
     logger: new DefaultLogger(config.logLevel),
     shutdownSignals: ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR2'],
     // Temporal's runtime metrics and envrun's own (runs by phase and error code, durations) on /metrics.
-    ...(config.metricsAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: config.metricsAddress } } } } : {}),
+    ...(config.metricsAddress
+      ? { telemetryOptions: { metrics: { prometheus: { bindAddress: config.metricsAddress } } } }
+      : {}),
   });
   const deps = await createRuntimeDeps(config, { poolSize: 20, log: (l) => console.log(`[envrun] ${l}`) });
   const connection = await NativeConnection.connect(config.temporal.connection);

@@ -20,8 +20,12 @@ export async function ensureSearchAttributes(connection: NativeConnection, names
     });
   } catch (err) {
     const names = missing.map((a) => a.name).join(', ');
-    const cmds = missing.map((a) => `temporal operator search-attribute create --namespace ${namespace} --name ${a.name} --type Keyword`).join('\n  ');
-    throw new Error(`search attributes missing in namespace ${namespace} (${names}) and could not be registered: ${(err as Error).message}\nRegister them with:\n  ${cmds}`);
+    const cmds = missing
+      .map((a) => `temporal operator search-attribute create --namespace ${namespace} --name ${a.name} --type Keyword`)
+      .join('\n  ');
+    throw new Error(
+      `search attributes missing in namespace ${namespace} (${names}) and could not be registered: ${(err as Error).message}\nRegister them with:\n  ${cmds}`,
+    );
   }
   return missing.map((a) => a.name);
 }

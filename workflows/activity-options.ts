@@ -1,7 +1,11 @@
 // Every step's activity options, in one table, and the proxies the run workflow calls. Recorded histories
 // replay against these: a step's proxy kind (local or regular activity) must not change without a patch.
 import {
-  ActivityCancellationType, proxyActivities, proxyLocalActivities, type ActivityOptions, type LocalActivityOptions,
+  ActivityCancellationType,
+  proxyActivities,
+  proxyLocalActivities,
+  type ActivityOptions,
+  type LocalActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import { NON_RETRYABLE_CODES } from '../contracts/constants.js';
@@ -17,8 +21,11 @@ function activity(o: StepLimits & Partial<ActivityOptions>): ActivityOptions {
     startToCloseTimeout: timeout,
     // attempts 0: no attempt limit (the timeouts bound it).
     retry: {
-      ...(attempts ? { maximumAttempts: attempts } : {}), initialInterval: initial ?? '200ms', backoffCoefficient: 2,
-      maximumInterval: '20s', nonRetryableErrorTypes,
+      ...(attempts ? { maximumAttempts: attempts } : {}),
+      initialInterval: initial ?? '200ms',
+      backoffCoefficient: 2,
+      maximumInterval: '20s',
+      nonRetryableErrorTypes,
     },
     ...rest,
   };
@@ -61,7 +68,9 @@ export const STEP_OPTIONS = {
   },
   acquireLease: {
     activity: activity({
-      timeout: '2m', attempts: 5, initial: '500ms',
+      timeout: '2m',
+      attempts: 5,
+      initial: '500ms',
       // Wait for a cancelled acquire to really stop, so release never races a resource still being made.
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       summary: 'acquire lease',
@@ -69,7 +78,10 @@ export const STEP_OPTIONS = {
   },
   realizeWorkspace: {
     activity: activity({
-      timeout: '2h', attempts: 3, initial: '1s', heartbeatTimeout: '20s',
+      timeout: '2h',
+      attempts: 3,
+      initial: '1s',
+      heartbeatTimeout: '20s',
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       summary: 'realize workspace',
     }),
@@ -80,7 +92,9 @@ export const STEP_OPTIONS = {
   },
   resolveTarget: {
     activity: activity({
-      timeout: '1m', attempts: 3, initial: '500ms',
+      timeout: '1m',
+      attempts: 3,
+      initial: '500ms',
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       summary: 'resolve execution target',
     }),
@@ -103,7 +117,11 @@ export const STEP_OPTIONS = {
   releaseLease: {
     // Release retries a database outage for up to half an hour; see RELEASE_ATTEMPTS for a failing provider.
     activity: activity({
-      timeout: '5m', attempts: 0, initial: '500ms', scheduleToCloseTimeout: '30m', summary: 'release lease',
+      timeout: '5m',
+      attempts: 0,
+      initial: '500ms',
+      scheduleToCloseTimeout: '30m',
+      summary: 'release lease',
     }),
   },
 } satisfies { [K in keyof Activities]?: { activity: ActivityOptions; local?: LocalActivityOptions } };

@@ -1,11 +1,13 @@
 // A capacity gate: admits runs in arrival order while fewer than `capacity` hold a slot. One gate
 // workflow per environment (maxConcurrentLeases) or per execution workspace (single flight, wait mode):
 // durable, visible in the UI, no in-memory counter anywhere.
+import { condition, continueAsNew, getExternalWorkflowHandle, setHandler, workflowInfo } from '@temporalio/workflow';
 import {
-  condition, continueAsNew, getExternalWorkflowHandle, setHandler, workflowInfo,
-} from '@temporalio/workflow';
-import {
-  getGateQuery, releaseSlotSignal, requestSlotSignal, slotGrantedSignal, type GateState,
+  getGateQuery,
+  releaseSlotSignal,
+  requestSlotSignal,
+  slotGrantedSignal,
+  type GateState,
 } from '../contracts/messages.js';
 
 export interface CapacityGateInput {

@@ -36,7 +36,10 @@ export async function waitForSlots(run: Run, gates: Gate[]): Promise<void> {
     run.setPhase('waiting_for_capacity');
     run.joinedGates.push(gate.id);
     await activitySteps.requestSlot({
-      gateId: gate.id, capacity: gate.capacity, runWorkflowId: info.workflowId, taskQueue: info.taskQueue,
+      gateId: gate.id,
+      capacity: gate.capacity,
+      runWorkflowId: info.workflowId,
+      taskQueue: info.taskQueue,
     });
     await condition(() => run.granted.has(gate.id));
   }
@@ -49,7 +52,9 @@ export async function giveBackSlots(run: Run): Promise<void> {
   await CancellationScope.nonCancellable(async () => {
     for (const gateId of [...run.joinedGates].reverse()) {
       // A gate that is gone holds no slot.
-      await getExternalWorkflowHandle(gateId).signal(releaseSlotSignal, runWorkflowId).catch(() => undefined);
+      await getExternalWorkflowHandle(gateId)
+        .signal(releaseSlotSignal, runWorkflowId)
+        .catch(() => undefined);
     }
   });
 }

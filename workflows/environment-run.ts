@@ -4,12 +4,23 @@
 // Recorded histories replay against this code (test/workflows/replay.test.ts): the order of what it does
 // (activities, patch markers, search attribute and memo upserts, timers) must not change without a patch.
 import {
-  CancellationScope, CancelledFailure, allHandlersFinished, condition, isCancellation, patched, workflowInfo,
+  CancellationScope,
+  CancelledFailure,
+  allHandlersFinished,
+  condition,
+  isCancellation,
+  patched,
+  workflowInfo,
 } from '@temporalio/workflow';
 import { leaseEventRow, type ActivityAction } from '../contracts/activity-log.js';
 import { ACTIVITY_ACTIONS, DEFAULT_LEASE_TTL_MS, type ErrorCode } from '../contracts/constants.js';
 import type {
-  Environment, EnvironmentLease, ExecutionWorkspace, RunOutcome, RunRequest, RunRequestInput,
+  Environment,
+  EnvironmentLease,
+  ExecutionWorkspace,
+  RunOutcome,
+  RunRequest,
+  RunRequestInput,
   WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { activitySteps, dbSteps, legacyDbSteps, localResolveTarget, type DbSteps } from './activity-options.js';
@@ -49,10 +60,16 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     leaseAttempted = true;
     let lease = await activitySteps.acquireLease({ request, environment });
     run.leased(lease);
-    await db.logActivity(leaseRow(request, ACTIVITY_ACTIONS.leaseAcquired, lease, {
-      environmentId: environment.id, driver: environment.driver, leasePolicy: lease.leasePolicy,
-      provider: lease.provider, executionWorkspaceId: request.executionWorkspaceId, issueId: request.issueId,
-    }));
+    await db.logActivity(
+      leaseRow(request, ACTIVITY_ACTIONS.leaseAcquired, lease, {
+        environmentId: environment.id,
+        driver: environment.driver,
+        leasePolicy: lease.leasePolicy,
+        provider: lease.provider,
+        executionWorkspaceId: request.executionWorkspaceId,
+        issueId: request.issueId,
+      }),
+    );
 
     let record: WorkspaceRealizationRecord | null = null;
     let persistedExecutionWorkspace = executionWorkspace;
@@ -62,8 +79,12 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
       record = realized.record;
       run.setPhase('persisting');
       ({ lease, persistedExecutionWorkspace } = await db.persistMetadata({
-        environment, lease, executionWorkspaceId: request.executionWorkspaceId,
-        realizationRequest: realized.realizationRequest, record, leaseTtlMs: ttlMs,
+        environment,
+        lease,
+        executionWorkspaceId: request.executionWorkspaceId,
+        realizationRequest: realized.realizationRequest,
+        record,
+        leaseTtlMs: ttlMs,
       }));
     }
 
@@ -74,17 +95,26 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     const resolveTarget = localTarget ? localResolveTarget : activitySteps.resolveTarget;
     const target = await resolveTarget({ environment, lease, record });
     if (record) {
-      await db.logActivity(leaseRow(request, ACTIVITY_ACTIONS.workspaceRealized, lease, {
-        environmentId: environment.id, driver: environment.driver, summary: record.summary, transport: record.transport,
-      }));
+      await db.logActivity(
+        leaseRow(request, ACTIVITY_ACTIONS.workspaceRealized, lease, {
+          environmentId: environment.id,
+          driver: environment.driver,
+          summary: record.summary,
+          transport: record.transport,
+        }),
+      );
     }
-    run.ready({
-      lease,
-      executionTarget: target.executionTarget,
-      remoteExecution: target.remoteExecution,
-      workspaceRealization: record ?? {},
-      persistedExecutionWorkspace,
-    }, environment.driver, opsFeatures);
+    run.ready(
+      {
+        lease,
+        executionTarget: target.executionTarget,
+        remoteExecution: target.remoteExecution,
+        workspaceRealization: record ?? {},
+        persistedExecutionWorkspace,
+      },
+      environment.driver,
+      opsFeatures,
+    );
 
     expired = await holdUntilDone(run, ttlMs, opsFeatures);
   } catch (err) {
@@ -110,12 +140,18 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
 
 /** The activity-log row of an event on this run's lease. */
 function leaseRow(
-  request: RunRequest, action: ActivityAction, lease: EnvironmentLease, details: Record<string, unknown>,
+  request: RunRequest,
+  action: ActivityAction,
+  lease: EnvironmentLease,
+  details: Record<string, unknown>,
 ) {
   return leaseEventRow({
-    actor: 'run', scope: workflowInfo().workflowId, action,
+    actor: 'run',
+    scope: workflowInfo().workflowId,
+    action,
     lease: { id: lease.id, companyId: request.companyId, heartbeatRunId: request.heartbeatRunId },
-    agentId: request.agentId, details,
+    agentId: request.agentId,
+    details,
   });
 }
 

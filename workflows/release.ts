@@ -21,27 +21,48 @@ export async function releaseLeases(run: Run, { input, expired, ttlMs, logActivi
   const { state } = run;
   await CancellationScope.nonCancellable(async () => {
     run.setPhase('releasing');
-    const outcome: ReleaseOutcome = run.cancelled ? 'cancelled' : state.error ? 'failed' : expired ? 'expired'
-      : state.completion!.status;
-    const failureReason = run.cancelled ? 'run cancelled' : state.error ? `${state.error.code}: ${state.error.message}`
-      : expired ? `not renewed within ${ttlMs} ms` : state.completion?.failureReason ?? null;
+    const outcome: ReleaseOutcome = run.cancelled
+      ? 'cancelled'
+      : state.error
+        ? 'failed'
+        : expired
+          ? 'expired'
+          : state.completion!.status;
+    const failureReason = run.cancelled
+      ? 'run cancelled'
+      : state.error
+        ? `${state.error.code}: ${state.error.message}`
+        : expired
+          ? `not renewed within ${ttlMs} ms`
+          : (state.completion?.failureReason ?? null);
     try {
       const released = await activitySteps.releaseLease({
-        companyId: input.companyId, heartbeatRunId: input.heartbeatRunId, leaseId: state.leaseId,
-        outcome, failureReason, finalAttempt: RELEASE_ATTEMPTS,
+        companyId: input.companyId,
+        heartbeatRunId: input.heartbeatRunId,
+        leaseId: state.leaseId,
+        outcome,
+        failureReason,
+        finalAttempt: RELEASE_ATTEMPTS,
       });
       state.releasedLeases = released.leases;
       const action = expired ? ACTIVITY_ACTIONS.leaseExpired : ACTIVITY_ACTIONS.leaseReleased;
       for (const lease of released.leases) {
-        await logActivity(leaseEventRow({
-          actor: 'run', scope: state.workflowId, action,
-          lease: { id: lease.id, companyId: input.companyId, heartbeatRunId: input.heartbeatRunId },
-          agentId: input.agentId ?? null,
-          details: {
-            environmentId: lease.environmentId, status: lease.status, cleanupStatus: lease.cleanupStatus,
-            failureReason: lease.failureReason, outcome,
-          },
-        }));
+        await logActivity(
+          leaseEventRow({
+            actor: 'run',
+            scope: state.workflowId,
+            action,
+            lease: { id: lease.id, companyId: input.companyId, heartbeatRunId: input.heartbeatRunId },
+            agentId: input.agentId ?? null,
+            details: {
+              environmentId: lease.environmentId,
+              status: lease.status,
+              cleanupStatus: lease.cleanupStatus,
+              failureReason: lease.failureReason,
+              outcome,
+            },
+          }),
+        );
       }
       const firstCleanupFailure = released.cleanupFailures[0];
       if (firstCleanupFailure && !state.error) {

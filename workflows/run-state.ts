@@ -1,16 +1,36 @@
 // A run's state as the workflow keeps it and the world sees it: the state object (query getRun), the
 // message handlers, the phase with its search attributes and UI details, and envrun's metrics.
 import {
-  ActivityFailure, ApplicationFailure, condition, metricMeter, setCurrentDetails, setHandler, upsertMemo,
-  upsertSearchAttributes, workflowInfo,
+  ActivityFailure,
+  ApplicationFailure,
+  condition,
+  metricMeter,
+  setCurrentDetails,
+  setHandler,
+  upsertMemo,
+  upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import { RUN_CANCELLED, isErrorCode, type ErrorCode, type RunPhase } from '../contracts/constants.js';
 import type {
-  CompleteRun, Driver, Environment, EnvironmentLease, RunFailure, RunRequestInput, RunResult, RunState,
+  CompleteRun,
+  Driver,
+  Environment,
+  EnvironmentLease,
+  RunFailure,
+  RunRequestInput,
+  RunResult,
+  RunState,
 } from '../contracts/index.js';
 import {
-  SEARCH_ATTRIBUTES, completeUpdate, getRunQuery, renewUpdate, retryRealizationSignal, retryRealizationUpdate,
-  slotGrantedSignal, waitReadyUpdate,
+  SEARCH_ATTRIBUTES,
+  completeUpdate,
+  getRunQuery,
+  renewUpdate,
+  retryRealizationSignal,
+  retryRealizationUpdate,
+  slotGrantedSignal,
+  waitReadyUpdate,
 } from '../contracts/messages.js';
 import { providerOf } from '../leases/policy.js';
 
@@ -22,7 +42,10 @@ function runMetrics() {
     errorCounter: metricMeter.createCounter('envrun_run_errors', 'runs', 'runs failing, by error code'),
     readyHistogram: metricMeter.createHistogram('envrun_requested_to_ready', 'int', 'ms', 'time from start to ready'),
     realizationHistogram: metricMeter.createHistogram(
-      'envrun_realization', 'int', 'ms', 'time to realize the workspace',
+      'envrun_realization',
+      'int',
+      'ms',
+      'time to realize the workspace',
     ),
   };
 }
@@ -46,7 +69,11 @@ function initialState(input: RunRequestInput): RunState {
     lastError: null,
     expiresAt: null,
     timestamps: {
-      requested: new Date(info.startTime).toISOString(), leased: null, realized: null, ready: null, released: null,
+      requested: new Date(info.startTime).toISOString(),
+      leased: null,
+      realized: null,
+      ready: null,
+      released: null,
     },
   };
 }
@@ -60,7 +87,9 @@ export function createRunState(input: RunRequestInput) {
   const metrics = runMetrics();
   const state = initialState(input);
   const context = (): FailureContext => ({
-    environmentId: state.environmentId, driver: state.driver, provider: state.provider,
+    environmentId: state.environmentId,
+    driver: state.driver,
+    provider: state.provider,
   });
   const now = () => new Date().toISOString();
   const providerLabel = () => state.provider ?? 'none';
@@ -164,7 +193,9 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
     if (state.result) return state.result;
     if (state.error) throw applicationFailure(state.error);
     throw ApplicationFailure.create({
-      type: RUN_CANCELLED, message: 'the run was cancelled before it was ready', nonRetryable: true,
+      type: RUN_CANCELLED,
+      message: 'the run was cancelled before it was ready',
+      nonRetryable: true,
     });
   });
   const requestRetry = () => {
@@ -178,9 +209,11 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
       await condition(() => state.phase !== 'awaiting_retry');
       return state;
     },
-    { validator: () => {
-      if (state.phase !== 'awaiting_retry') throw new Error(`the run is ${state.phase}, not awaiting_retry`);
-    } },
+    {
+      validator: () => {
+        if (state.phase !== 'awaiting_retry') throw new Error(`the run is ${state.phase}, not awaiting_retry`);
+      },
+    },
   );
   setHandler(
     renewUpdate,
@@ -191,9 +224,11 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
       setCurrentDetails(describe(state));
       return state;
     },
-    { validator: () => {
-      if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
-    } },
+    {
+      validator: () => {
+        if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
+      },
+    },
   );
   setHandler(
     completeUpdate,

@@ -9,27 +9,41 @@ import { EXIT_FAILURE, print } from './output.js';
 
 export function addEnvironmentCommands(program: Command): void {
   const env = program.command('env').description('environments').exitOverride();
-  env.command('create').description('create an environment')
-    .addOption(company()).requiredOption('--name <name>', 'display name')
+  env
+    .command('create')
+    .description('create an environment')
+    .addOption(company())
+    .requiredOption('--name <name>', 'display name')
     .requiredOption('--driver <driver>', 'local | ssh | sandbox | plugin')
-    .option('--config <json>', 'driver config as a JSON object').option('--description <text>')
+    .option('--config <json>', 'driver config as a JSON object')
+    .option('--description <text>')
     .addOption(json())
     .action(async (o) => {
       const companyId = check(ExternalId, o.company, '--company');
       const driver = check(DriverSchema, o.driver, '--driver');
       const config = parseJsonObject(o.config, '--config') ?? {};
       const created = await withAdmin((a) =>
-        a.createEnvironment({ companyId, name: o.name, driver, config, description: o.description }));
+        a.createEnvironment({ companyId, name: o.name, driver, config, description: o.description }),
+      );
       print(o, created, () => `${created.id}\t${created.driver}\t${created.name}`);
     });
-  env.command('list').description('list a company\'s environments').addOption(company()).addOption(json())
+  env
+    .command('list')
+    .description("list a company's environments")
+    .addOption(company())
+    .addOption(json())
     .action(async (o) => {
       const companyId = check(ExternalId, o.company, '--company');
       const list = await withAdmin((a) => a.listEnvironments(companyId));
       print(o, list, () => list.map((e) => `${e.id}\t${e.driver}\t${e.status}\t${e.name}`).join('\n') || '(none)');
     });
-  env.command('update').description('replace an environment\'s config').argument('<id>').addOption(company())
-    .requiredOption('--config <json>', 'driver config as a JSON object').addOption(json())
+  env
+    .command('update')
+    .description("replace an environment's config")
+    .argument('<id>')
+    .addOption(company())
+    .requiredOption('--config <json>', 'driver config as a JSON object')
+    .addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
       const companyId = check(ExternalId, o.company, '--company');
@@ -37,8 +51,12 @@ export function addEnvironmentCommands(program: Command): void {
       const updated = await withAdmin((a) => a.updateEnvironment(companyId, id, { config }));
       print(o, updated, () => `${updated.id}\tupdated`);
     });
-  env.command('probe').description('run the environment\'s probe and print its diagnostics')
-    .argument('<id>').addOption(company()).addOption(json())
+  env
+    .command('probe')
+    .description("run the environment's probe and print its diagnostics")
+    .argument('<id>')
+    .addOption(company())
+    .addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
       const companyId = check(ExternalId, o.company, '--company');
@@ -46,8 +64,12 @@ export function addEnvironmentCommands(program: Command): void {
       print(o, result, () => [`${result.ok ? 'ok' : 'FAILED'}`, ...result.diagnostics.map((d) => `  ${d}`)].join('\n'));
       if (!result.ok) process.exitCode = EXIT_FAILURE;
     });
-  env.command('archive').description('archive an environment (no new run can lease it)')
-    .argument('<id>').addOption(company()).addOption(json())
+  env
+    .command('archive')
+    .description('archive an environment (no new run can lease it)')
+    .argument('<id>')
+    .addOption(company())
+    .addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
       const companyId = check(ExternalId, o.company, '--company');
@@ -56,9 +78,12 @@ export function addEnvironmentCommands(program: Command): void {
     });
 
   const workspace = program.command('workspace').description('execution workspaces').exitOverride();
-  workspace.command('create')
+  workspace
+    .command('create')
     .description('persist an execution workspace (its runtime config lives in metadata.config)')
-    .addOption(company()).requiredOption('--name <name>').requiredOption('--cwd <path>')
+    .addOption(company())
+    .requiredOption('--name <name>')
+    .requiredOption('--cwd <path>')
     .option('--config <json>', 'runtime config: {provisionCommand, teardownCommand, cleanupCommand, environmentId}')
     .addOption(json())
     .action(async (o) => {

@@ -8,19 +8,34 @@ import { print } from './output.js';
 
 export function addLeaseCommands(program: Command): void {
   const lease = program.command('lease').description('environment leases').exitOverride();
-  lease.command('list').description('list a company\'s leases').addOption(company())
+  lease
+    .command('list')
+    .description("list a company's leases")
+    .addOption(company())
     .addOption(new Option('--status <status>').choices(['active', 'released', 'expired', 'failed', 'retained']))
     .addOption(json())
     .action(async (o) => {
       const companyId = check(ExternalId, o.company, '--company');
       const leases = await withAdmin((a) => a.listLeases(companyId, o.status));
-      print(o, leases, () => leases.map((l) =>
-        `${l.id}\t${l.status}\t${l.environmentId}\trun=${l.heartbeatRunId}\tcleanup=${l.cleanupStatus ?? '-'}`,
-      ).join('\n') || '(none)');
+      print(
+        o,
+        leases,
+        () =>
+          leases
+            .map(
+              (l) =>
+                `${l.id}\t${l.status}\t${l.environmentId}\trun=${l.heartbeatRunId}\tcleanup=${l.cleanupStatus ?? '-'}`,
+            )
+            .join('\n') || '(none)',
+      );
     });
 
-  lease.command('release').description('release a lease kept by retain_on_failure (destroys its resource)')
-    .argument('<id>').addOption(company()).addOption(json())
+  lease
+    .command('release')
+    .description('release a lease kept by retain_on_failure (destroys its resource)')
+    .argument('<id>')
+    .addOption(company())
+    .addOption(json())
     .action(async (id: string, o) => {
       check(z.uuid(), id, 'id');
       const companyId = check(ExternalId, o.company, '--company');

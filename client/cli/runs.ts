@@ -3,7 +3,11 @@
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import {
-  ErrorCodeSchema, ExternalId, RunPhaseSchema, RunRequestSchema, type RunRequestInput,
+  ErrorCodeSchema,
+  ExternalId,
+  RunPhaseSchema,
+  RunRequestSchema,
+  type RunRequestInput,
 } from '../../contracts/index.js';
 import { EnvRunError, NotFoundError } from '../errors.js';
 import { withAdmin, withRuns } from './connect.js';
@@ -12,20 +16,31 @@ import { print } from './output.js';
 
 export function addRunCommands(program: Command): void {
   const run = program.command('run').description('environment runs').exitOverride();
-  run.command('start').description('start a run (and with --wait, wait for its execution target)')
-    .addOption(company()).addOption(runOpt())
-    .option('--env <id>', 'environment id (default: the company\'s local environment)')
+  run
+    .command('start')
+    .description('start a run (and with --wait, wait for its execution target)')
+    .addOption(company())
+    .addOption(runOpt())
+    .option('--env <id>', "environment id (default: the company's local environment)")
     .requiredOption('--cwd <path>', 'the workspace on this machine')
     .option('--adapter <type>', 'agent adapter type', 'process')
     .option('--provision <cmd>', 'provision command run in the realized workspace')
     .option('--workspace <id>', 'persisted execution workspace id')
     .option('--issue <id>', 'issue id')
-    .addOption(new Option('--lease-policy <policy>')
-      .choices(['ephemeral', 'reuse_by_environment', 'reuse_by_execution_workspace', 'retain_on_failure']))
+    .addOption(
+      new Option('--lease-policy <policy>').choices([
+        'ephemeral',
+        'reuse_by_environment',
+        'reuse_by_execution_workspace',
+        'retain_on_failure',
+      ]),
+    )
     .option('--worktree <path>', 'realize as a git worktree at this path (needs --branch)')
     .option('--branch <name>', 'branch of the git worktree')
-    .option('--await-retry-ms <ms>',
-      'how long a failed realization waits in awaiting_retry for an operator (0: fail at once)')
+    .option(
+      '--await-retry-ms <ms>',
+      'how long a failed realization waits in awaiting_retry for an operator (0: fail at once)',
+    )
     .option('--lease-ttl-ms <ms>', 'a ready run not renewed or completed within this time expires')
     .option('--wait', 'wait until ready and print the execution target')
     .addOption(json())
@@ -33,13 +48,21 @@ export function addRunCommands(program: Command): void {
       const cwd = localPath(o.cwd, '--cwd');
       const worktree = o.worktree === undefined ? undefined : localPath(o.worktree, '--worktree');
       const request: RunRequestInput = {
-        companyId: o.company, heartbeatRunId: o.run, environmentId: o.env ?? null,
-        executionWorkspaceId: o.workspace ?? null, issueId: o.issue ?? null, adapterType: o.adapter,
+        companyId: o.company,
+        heartbeatRunId: o.run,
+        environmentId: o.env ?? null,
+        executionWorkspaceId: o.workspace ?? null,
+        issueId: o.issue ?? null,
+        adapterType: o.adapter,
         leasePolicy: o.leasePolicy ?? null,
         workspace: worktree
           ? {
-            baseCwd: cwd, cwd: worktree, strategy: 'git_worktree', worktreePath: worktree, branchName: o.branch ?? null,
-          }
+              baseCwd: cwd,
+              cwd: worktree,
+              strategy: 'git_worktree',
+              worktreePath: worktree,
+              branchName: o.branch ?? null,
+            }
           : { baseCwd: cwd, cwd },
         runtimeOverlay: o.provision ? { provisionCommand: o.provision } : {},
         ...(o.awaitRetryMs !== undefined ? { awaitRetryMs: check(millis(0), o.awaitRetryMs, '--await-retry-ms') } : {}),
@@ -59,44 +82,63 @@ export function addRunCommands(program: Command): void {
         }
       });
     });
-  run.command('status').description('phase, lease, target and error of a run')
-    .addOption(company()).addOption(runOpt()).addOption(json())
+  run
+    .command('status')
+    .description('phase, lease, target and error of a run')
+    .addOption(company())
+    .addOption(runOpt())
+    .addOption(json())
     .action(async (o) => {
       const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
       const state = await withRuns((c) => c.getRun(companyId, runId));
       if (!state) throw new NotFoundError(`run ${runId} of company ${companyId} not found`);
-      print(o, state, () => [
-        `phase\t${state.phase}`,
-        `workflow\t${state.workflowId}`,
-        `environment\t${state.environmentId ?? '-'} (${state.driver ?? '-'})`,
-        `lease\t${state.leaseId ?? '-'}`,
-        `target\t${state.result ? JSON.stringify(state.result.executionTarget) : '-'}`,
-        ...(state.error ? [`error\t${state.error.code}: ${state.error.message}`] : []),
-      ].join('\n'));
+      print(o, state, () =>
+        [
+          `phase\t${state.phase}`,
+          `workflow\t${state.workflowId}`,
+          `environment\t${state.environmentId ?? '-'} (${state.driver ?? '-'})`,
+          `lease\t${state.leaseId ?? '-'}`,
+          `target\t${state.result ? JSON.stringify(state.result.executionTarget) : '-'}`,
+          ...(state.error ? [`error\t${state.error.code}: ${state.error.message}`] : []),
+        ].join('\n'),
+      );
     });
-  run.command('complete').description('the agent is done: release the lease').addOption(company()).addOption(runOpt())
-    .option('--failed', 'the agent failed').option('--reason <text>', 'failure reason (with --failed)')
+  run
+    .command('complete')
+    .description('the agent is done: release the lease')
+    .addOption(company())
+    .addOption(runOpt())
+    .option('--failed', 'the agent failed')
+    .option('--reason <text>', 'failure reason (with --failed)')
     .addOption(json())
     .action(async (o) => {
       const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
       if (o.reason && !o.failed) fail('--reason', 'only with --failed');
-      const status = o.failed ? 'failed' as const : 'succeeded' as const;
+      const status = o.failed ? ('failed' as const) : ('succeeded' as const);
       const completion = { status, failureReason: o.reason ?? null };
       const state = await withRuns((c) => c.completeRun(companyId, runId, completion));
       print(o, state, () => `${state.phase}\t${state.releasedLeases.map((l) => `${l.id}:${l.status}`).join(' ')}`);
       if (state.error) throw new EnvRunError(state.error);
     });
-  run.command('renew').description('the control plane is alive: push the lease\'s expiry out by its TTL')
-    .addOption(company()).addOption(runOpt()).addOption(json())
+  run
+    .command('renew')
+    .description("the control plane is alive: push the lease's expiry out by its TTL")
+    .addOption(company())
+    .addOption(runOpt())
+    .addOption(json())
     .action(async (o) => {
       const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
       const state = await withRuns((c) => c.renewRun(companyId, runId));
       print(o, state, () => `renewed\texpires ${state.expiresAt}`);
     });
-  run.command('retry')
+  run
+    .command('retry')
     .description('retry a failed realization: one run (--company --run), or every run --phase awaiting_retry')
-    .option('--company <id>').option('--run <id>').addOption(new Option('--phase <phase>').choices(['awaiting_retry']))
-    .option('--environment <id>', 'with --phase: only runs on this environment').addOption(json())
+    .option('--company <id>')
+    .option('--run <id>')
+    .addOption(new Option('--phase <phase>').choices(['awaiting_retry']))
+    .option('--environment <id>', 'with --phase: only runs on this environment')
+    .addOption(json())
     .action(async (o) => {
       if (o.phase) {
         if (o.run) fail('--run', 'not with --phase');
@@ -114,29 +156,48 @@ export function addRunCommands(program: Command): void {
       const state = await withRuns((c) => c.retryRealization(companyId, runId));
       print(o, state, () => `retried\t${state.workflowId}\t${state.phase}`);
     });
-  run.command('list').description('runs from Temporal visibility').option('--company <id>')
-    .option('--phase <phase>').option('--error-code <code>').option('--environment <id>').addOption(json())
+  run
+    .command('list')
+    .description('runs from Temporal visibility')
+    .option('--company <id>')
+    .option('--phase <phase>')
+    .option('--error-code <code>')
+    .option('--environment <id>')
+    .addOption(json())
     .action(async (o) => {
       if (o.phase) check(RunPhaseSchema, o.phase, '--phase');
       if (o.errorCode) check(ErrorCodeSchema, o.errorCode, '--error-code');
       const filter = { companyId: o.company, phase: o.phase, errorCode: o.errorCode, environmentId: o.environment };
       const runs = await withRuns((c) => c.listRuns(filter));
-      print(o, runs, () => runs.map((r) =>
-        `${r.workflowId}\t${r.phase ?? '-'}\t${r.errorCode ?? '-'}\t${r.status}`,
-      ).join('\n') || '(none)');
+      print(
+        o,
+        runs,
+        () =>
+          runs.map((r) => `${r.workflowId}\t${r.phase ?? '-'}\t${r.errorCode ?? '-'}\t${r.status}`).join('\n') ||
+          '(none)',
+      );
     });
-  run.command('cancel').description('cancel a run; its lease is released')
-    .addOption(company()).addOption(runOpt()).addOption(json())
+  run
+    .command('cancel')
+    .description('cancel a run; its lease is released')
+    .addOption(company())
+    .addOption(runOpt())
+    .addOption(json())
     .action(async (o) => {
       const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
       await withRuns((c) => c.cancelRun(companyId, runId));
       print(o, { cancelled: true }, () => 'cancelled');
     });
-  run.command('exec').description('run a command in a ready run\'s target, with only the explicit environment')
-    .addOption(company()).addOption(runOpt())
+  run
+    .command('exec')
+    .description("run a command in a ready run's target, with only the explicit environment")
+    .addOption(company())
+    .addOption(runOpt())
     .option('--env-var <NAME=VALUE...>', 'environment variables for the command (nothing else is passed)')
     .option('--timeout <ms>', 'timeout in milliseconds', '600000')
-    .argument('<command>').argument('[args...]').addOption(json())
+    .argument('<command>')
+    .argument('[args...]')
+    .addOption(json())
     .action(async (command: string, args: string[], o) => {
       const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
       const env = parseEnvAssignments(o.envVar);

@@ -20,7 +20,10 @@ export class ProviderReplyError extends NonRetryableError {
 
 function checked<T>(key: string, op: string, schema: z.ZodType<T>, value: unknown): T {
   const r = schema.safeParse(value);
-  if (!r.success) throw new ProviderReplyError(`sandbox provider "${key}" returned an invalid reply to ${op}: ${describeZodError(r.error, 'reply')}`);
+  if (!r.success)
+    throw new ProviderReplyError(
+      `sandbox provider "${key}" returned an invalid reply to ${op}: ${describeZodError(r.error, 'reply')}`,
+    );
   return r.data;
 }
 
@@ -30,14 +33,21 @@ export function checkedProvider<C>(p: SandboxProvider<C>): SandboxProvider<C> {
     key: p.key,
     validateConfig: (config) => p.validateConfig(config),
     probe: async (config) => checked(k, 'probe', ProbeSchema, await p.probe(config)),
-    acquireLease: async (config, ctx) => checked(k, 'acquireLease', ProviderLeaseSchema, await p.acquireLease(config, ctx)),
-    resumeLease: async (config, ctx) => checked(k, 'resumeLease', ProviderLeaseSchema.nullable(), await p.resumeLease(config, ctx)),
+    acquireLease: async (config, ctx) =>
+      checked(k, 'acquireLease', ProviderLeaseSchema, await p.acquireLease(config, ctx)),
+    resumeLease: async (config, ctx) =>
+      checked(k, 'resumeLease', ProviderLeaseSchema.nullable(), await p.resumeLease(config, ctx)),
     releaseLease: (config, ctx) => p.releaseLease(config, ctx),
     destroyLease: (config, ctx) => p.destroyLease(config, ctx),
-    realizeWorkspace: async (config, ctx) => checked(k, 'realizeWorkspace', RealizedSchema, await p.realizeWorkspace(config, ctx)),
-    execute: async (config, ctx, request) => checked(k, 'execute', ExecResultSchema, await p.execute(config, ctx, request)),
+    realizeWorkspace: async (config, ctx) =>
+      checked(k, 'realizeWorkspace', RealizedSchema, await p.realizeWorkspace(config, ctx)),
+    execute: async (config, ctx, request) =>
+      checked(k, 'execute', ExecResultSchema, await p.execute(config, ctx, request)),
     ...(p.resolveTarget
-      ? { resolveTarget: async (config: C, ctx: Parameters<NonNullable<SandboxProvider<C>['resolveTarget']>>[1]) => checked(k, 'resolveTarget', TargetSchema, await p.resolveTarget!(config, ctx)) }
+      ? {
+          resolveTarget: async (config: C, ctx: Parameters<NonNullable<SandboxProvider<C>['resolveTarget']>>[1]) =>
+            checked(k, 'resolveTarget', TargetSchema, await p.resolveTarget!(config, ctx)),
+        }
       : {}),
   };
 }

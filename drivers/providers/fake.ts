@@ -11,21 +11,31 @@ import { NonRetryableError } from '../errors.js';
 import { runProcess } from '../process.js';
 import type { ProviderCallContext, SandboxProvider } from './types.js';
 
-const FakeConfig = z.object({
-  provider: z.literal('fake'),
-  reuseLease: z.boolean().default(false),
-  timeoutMs: z.number().int().positive().optional(),
-  faults: FaultsConfig.default({}),
-  /** Fail this share of calls; which ones is decided by hashing (seed, operation, run, attempt). */
-  chaos: z.object({ rate: z.number().min(0).max(1), seed: z.number().int() }).strict().optional(),
-}).passthrough();
+const FakeConfig = z
+  .object({
+    provider: z.literal('fake'),
+    reuseLease: z.boolean().default(false),
+    timeoutMs: z.number().int().positive().optional(),
+    faults: FaultsConfig.default({}),
+    /** Fail this share of calls; which ones is decided by hashing (seed, operation, run, attempt). */
+    chaos: z
+      .object({ rate: z.number().min(0).max(1), seed: z.number().int() })
+      .strict()
+      .optional(),
+  })
+  .passthrough();
 export type FakeConfig = z.infer<typeof FakeConfig>;
 
 export class FakeFaultError extends Error {
   override name = 'FakeFaultError';
 }
 
-function maybeFail(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext, when: 'before' | 'after' = 'before'): void {
+function maybeFail(
+  config: FakeConfig,
+  op: FaultOperation,
+  ctx: ProviderCallContext,
+  when: 'before' | 'after' = 'before',
+): void {
   const fault = config.faults[op];
   if (!fault || fault.when !== when) return;
   if (fault.fail === 'always' || ctx.attempt <= fault.fail) {
@@ -36,7 +46,9 @@ function maybeFail(config: FakeConfig, op: FaultOperation, ctx: ProviderCallCont
 /** The chaos draw for one call: deterministic, so a seed replays the same faults whatever the timing. */
 function chaosDraw(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext): 'before' | 'after' | null {
   if (!config.chaos) return null;
-  const digest = createHash('sha256').update(`${config.chaos.seed}/${op}/${ctx.heartbeatRunId}/${ctx.attempt}`).digest();
+  const digest = createHash('sha256')
+    .update(`${config.chaos.seed}/${op}/${ctx.heartbeatRunId}/${ctx.attempt}`)
+    .digest();
   if (digest.readUInt32BE(0) / 2 ** 32 >= config.chaos.rate) return null;
   return digest[4]! & 1 ? 'after' : 'before';
 }
@@ -58,12 +70,22 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
   function insideLease(providerLeaseId: string, cwd: string | undefined, fallback: string): string {
     const base = leaseDir(providerLeaseId);
     // Sandbox paths are host paths under the lease folder; anything else is taken relative to it.
-    const target = !cwd ? fallback : isAbsolute(cwd) && !relative(base, cwd).startsWith('..') ? cwd : resolve(base, cwd.replace(/^\/+/, ''));
-    if (relative(base, target).startsWith('..')) throw new NonRetryableError(`fake provider: cwd ${cwd} is outside the sandbox`);
+    const target = !cwd
+      ? fallback
+      : isAbsolute(cwd) && !relative(base, cwd).startsWith('..')
+        ? cwd
+        : resolve(base, cwd.replace(/^\/+/, ''));
+    if (relative(base, target).startsWith('..'))
+      throw new NonRetryableError(`fake provider: cwd ${cwd} is outside the sandbox`);
     return target;
   }
 
-  async function chaos(config: FakeConfig, op: FaultOperation, ctx: ProviderCallContext, when: 'before' | 'after'): Promise<void> {
+  async function chaos(
+    config: FakeConfig,
+    op: FaultOperation,
+    ctx: ProviderCallContext,
+    when: 'before' | 'after',
+  ): Promise<void> {
     maybeFail(config, op, ctx, when);
     if (chaosDraw(config, op, ctx) !== when) return;
     await mkdir(root, { recursive: true });
@@ -76,13 +98,20 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
     localTarget: true,
     validateConfig(config) {
       const parsed = FakeConfig.safeParse(config);
-      if (!parsed.success) throw new NonRetryableError(`fake provider config: ${describeZodError(parsed.error, 'config')}`);
+      if (!parsed.success)
+        throw new NonRetryableError(`fake provider config: ${describeZodError(parsed.error, 'config')}`);
       return parsed.data;
     },
     async probe(config) {
       await mkdir(root, { recursive: true });
       const faults = Object.keys(config.faults);
-      return { ok: true, diagnostics: [`root ${root} is writable`, faults.length ? `faults configured: ${faults.join(', ')}` : 'no faults configured'] };
+      return {
+        ok: true,
+        diagnostics: [
+          `root ${root} is writable`,
+          faults.length ? `faults configured: ${faults.join(', ')}` : 'no faults configured',
+        ],
+      };
     },
     async acquireLease(config, ctx) {
       await chaos(config, 'acquire', ctx, 'before');
@@ -91,15 +120,27 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
         ? `fake://${safe(ctx.reuseKey)}`
         : `fake://${safe(ctx.heartbeatRunId)}/${idPart(ctx.idempotencyKey)}`;
       const dir = leaseDir(providerLeaseId);
-      const existed = await stat(dir).then(() => true, () => false);
+      const existed = await stat(dir).then(
+        () => true,
+        () => false,
+      );
       await mkdir(dir, { recursive: true });
       await chaos(config, 'acquire', ctx, 'after');
-      return { providerLeaseId, metadata: { root: dir, reused: Boolean(ctx.reuseKey), adopted: existed }, expiresAt: null };
+      return {
+        providerLeaseId,
+        metadata: { root: dir, reused: Boolean(ctx.reuseKey), adopted: existed },
+        expiresAt: null,
+      };
     },
     async resumeLease(_config, ctx) {
       const dir = leaseDir(ctx.providerLeaseId);
-      const exists = await stat(dir).then((s) => s.isDirectory(), () => false);
-      return exists ? { providerLeaseId: ctx.providerLeaseId, metadata: { root: dir, resumed: true }, expiresAt: null } : null;
+      const exists = await stat(dir).then(
+        (s) => s.isDirectory(),
+        () => false,
+      );
+      return exists
+        ? { providerLeaseId: ctx.providerLeaseId, metadata: { root: dir, resumed: true }, expiresAt: null }
+        : null;
     },
     async releaseLease(config, ctx) {
       await chaos(config, 'release', ctx, 'before');
@@ -120,21 +161,35 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
     async execute(config, ctx, request) {
       await chaos(config, 'execute', ctx, 'before');
       const dir = leaseDir(ctx.providerLeaseId);
-      if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+      if (
+        !(await stat(dir).then(
+          (s) => s.isDirectory(),
+          () => false,
+        ))
+      ) {
         throw new NonRetryableError(`fake provider: no sandbox ${ctx.providerLeaseId} under ${root}`);
       }
       const cwd = insideLease(ctx.providerLeaseId, request.cwd, join(dir, 'workspace'));
       await mkdir(cwd, { recursive: true });
       const result = await runProcess({
-        command: request.command, args: request.args, cwd, env: request.env, stdin: request.stdin,
-        timeoutMs: request.timeoutMs, signal: ctx.signal, onLine: ctx.onProgress,
+        command: request.command,
+        args: request.args,
+        cwd,
+        env: request.env,
+        stdin: request.stdin,
+        timeoutMs: request.timeoutMs,
+        signal: ctx.signal,
+        onLine: ctx.onProgress,
       });
       await chaos(config, 'execute', ctx, 'after');
       return result;
     },
     async resolveTarget(config, ctx) {
       await chaos(config, 'target', ctx, 'before');
-      const exists = await stat(ctx.cwd).then((s) => s.isDirectory(), () => false);
+      const exists = await stat(ctx.cwd).then(
+        (s) => s.isDirectory(),
+        () => false,
+      );
       if (!exists) throw new Error(`fake provider: sandbox ${ctx.providerLeaseId} has no workspace at ${ctx.cwd}`);
       await chaos(config, 'target', ctx, 'after');
       return { remoteCwd: ctx.cwd };

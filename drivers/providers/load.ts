@@ -13,7 +13,16 @@ export interface ProviderModuleOptions {
   dataDir: string;
 }
 
-const REQUIRED = ['validateConfig', 'probe', 'acquireLease', 'resumeLease', 'releaseLease', 'destroyLease', 'realizeWorkspace', 'execute'] as const;
+const REQUIRED = [
+  'validateConfig',
+  'probe',
+  'acquireLease',
+  'resumeLease',
+  'releaseLease',
+  'destroyLease',
+  'realizeWorkspace',
+  'execute',
+] as const;
 
 export async function loadProviderModule(path: string, options: ProviderModuleOptions): Promise<SandboxProvider<any>> {
   let mod: Record<string, unknown>;
@@ -22,10 +31,15 @@ export async function loadProviderModule(path: string, options: ProviderModuleOp
   } catch (err) {
     throw new Error(`provider module ${path} could not be loaded: ${(err as Error).message}`);
   }
-  const factory = (typeof mod.createProvider === 'function' ? mod.createProvider : typeof mod.default === 'function' ? mod.default : null) as
-    | ((o: ProviderModuleOptions) => unknown)
-    | null;
-  const provider = (factory ? await factory(options) : (mod.provider ?? mod.default)) as Partial<SandboxProvider<any>> | undefined;
+  const factory = (
+    typeof mod.createProvider === 'function'
+      ? mod.createProvider
+      : typeof mod.default === 'function'
+        ? mod.default
+        : null
+  ) as ((o: ProviderModuleOptions) => unknown) | null;
+  const provider = (factory ? await factory(options) : (mod.provider ?? mod.default)) as
+    Partial<SandboxProvider<any>> | undefined;
   if (!provider || typeof provider !== 'object' || typeof provider.key !== 'string') {
     throw new Error(`provider module ${path} must export createProvider({dataDir}) or a provider object with a key`);
   }

@@ -43,19 +43,33 @@ export interface SandboxProvider<Config = Record<string, unknown>> {
    * Creates (or, for the same idempotency key, adopts) the lease's resource. `reuseKey` is set when the
    * resource should be shared by later runs (reuse policies): the same key yields the same resource.
    */
-  acquireLease(config: Config, ctx: ProviderCallContext & { idempotencyKey: string; reuseKey: string | null }): Promise<ProviderLease>;
+  acquireLease(
+    config: Config,
+    ctx: ProviderCallContext & { idempotencyKey: string; reuseKey: string | null },
+  ): Promise<ProviderLease>;
   resumeLease(config: Config, ctx: ProviderCallContext & { providerLeaseId: string }): Promise<ProviderLease | null>;
   /** Ends this run's use of the resource (a reused resource is kept). */
   releaseLease(
     config: Config,
-    ctx: ProviderCallContext & { providerLeaseId: string; keep: boolean; /** Local workspace to sync changes back into, if realized. */ syncBackTo?: string | null },
+    ctx: ProviderCallContext & {
+      providerLeaseId: string;
+      keep: boolean;
+      /** Local workspace to sync changes back into, if realized. */ syncBackTo?: string | null;
+    },
   ): Promise<void>;
   destroyLease(config: Config, ctx: ProviderCallContext & { providerLeaseId: string }): Promise<void>;
   realizeWorkspace(
     config: Config,
     ctx: ProviderCallContext & { providerLeaseId: string; localPath: string },
   ): Promise<{ cwd: string; metadata: Record<string, unknown> }>;
-  execute(config: Config, ctx: ProviderCallContext & { providerLeaseId: string }, request: ProviderExecRequest): Promise<ExecResult>;
+  execute(
+    config: Config,
+    ctx: ProviderCallContext & { providerLeaseId: string },
+    request: ProviderExecRequest,
+  ): Promise<ExecResult>;
   /** Where the sandbox is reached now (it may have moved or died since realization). */
-  resolveTarget?(config: Config, ctx: ProviderCallContext & { providerLeaseId: string; cwd: string }): Promise<{ remoteCwd: string }>;
+  resolveTarget?(
+    config: Config,
+    ctx: ProviderCallContext & { providerLeaseId: string; cwd: string },
+  ): Promise<{ remoteCwd: string }>;
 }

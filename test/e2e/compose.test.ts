@@ -18,7 +18,14 @@ function composeCommand(): string[] {
 it('docker compose config accepts the file; images are pinned; workers share PostgreSQL; attributes match', () => {
   const [cmd, ...args] = composeCommand();
   const out = execFileSync(cmd!, [...args, '-f', 'docker-compose.yml', 'config'], { cwd: ROOT }).toString();
-  for (const service of ['postgresql:', 'temporal-schema:', 'temporal:', 'temporal-setup:', 'temporal-ui:', 'envrun-worker:']) {
+  for (const service of [
+    'postgresql:',
+    'temporal-schema:',
+    'temporal:',
+    'temporal-setup:',
+    'temporal-ui:',
+    'envrun-worker:',
+  ]) {
     expect(out).toContain(`  ${service}`);
   }
   const images = [...out.matchAll(/^\s+image: (\S+)$/gm)].map((m) => m[1]!);
@@ -27,7 +34,9 @@ it('docker compose config accepts the file; images are pinned; workers share Pos
   expect(out).toMatch(/replicas: 2/);
   // The server gets envrun's dynamic config (eager activity dispatch), from a file that says so.
   expect(out).toContain('DYNAMIC_CONFIG_FILE_PATH: config/dynamicconfig/envrun.yaml');
-  expect(readFileSync(join(ROOT, 'deploy/dynamicconfig.yaml'), 'utf8')).toMatch(/system\.enableActivityEagerExecution:\n\s+- value: true/);
+  expect(readFileSync(join(ROOT, 'deploy/dynamicconfig.yaml'), 'utf8')).toMatch(
+    /system\.enableActivityEagerExecution:\n\s+- value: true/,
+  );
   expect(out).toContain('DATABASE_URL: postgres://envrun:');
   // The setup service creates exactly envrun's search attributes (YAML may fold the line: compare words).
   const setup = out.slice(out.indexOf('  temporal-setup:'), out.indexOf('  temporal-ui:'));

@@ -34,13 +34,24 @@ afterAll(async () => {
 it('an SSH key held by the worker appears in no log, history, lease or activity entry', async () => {
   const taskQueue = uniqueId('secrets');
   const dataDir = join(inject('tmpRoot'), taskQueue);
-  const worker = spawn(process.execPath, ['--import', tsxLoaderUrl(), fileURLToPath(new URL('../../worker/main.ts', import.meta.url))], {
-    env: {
-      PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url,
-      ENVRUN_TASK_QUEUE: taskQueue, ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_LOG_LEVEL: 'DEBUG', ENVRUN_REAPER_EVERY: 'off', ENVRUN_DATA_DIR: dataDir,
-      ENVRUN_SSH_KEY: sshd.privateKey,
+  const worker = spawn(
+    process.execPath,
+    ['--import', tsxLoaderUrl(), fileURLToPath(new URL('../../worker/main.ts', import.meta.url))],
+    {
+      env: {
+        PATH: process.env.PATH!,
+        HOME: process.env.HOME ?? '/tmp',
+        TEMPORAL_ADDRESS: inject('temporalAddress'),
+        DATABASE_URL: db.url,
+        ENVRUN_TASK_QUEUE: taskQueue,
+        ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'),
+        ENVRUN_LOG_LEVEL: 'DEBUG',
+        ENVRUN_REAPER_EVERY: 'off',
+        ENVRUN_DATA_DIR: dataDir,
+        ENVRUN_SSH_KEY: sshd.privateKey,
+      },
     },
-  });
+  );
   let logs = '';
   worker.stdout.on('data', (c: Buffer) => (logs += c.toString()));
   worker.stderr.on('data', (c: Buffer) => (logs += c.toString()));
@@ -53,10 +64,30 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
   const drivers = createDrivers(createProviders({ dataDir }));
   const admin = new EnvRunAdmin({ runs: client, store: new Store(db.db), drivers });
   const companyId = uniqueId('co');
-  const base = { host: '127.0.0.1', port: sshd.port, username: sshd.username, remoteWorkspacePath: mkdtempSync(join(tmpdir(), 'remote-')), privateKeySecretRef: 'env:ENVRUN_SSH_KEY' };
-  const good = await admin.createEnvironment({ companyId, name: 'good', driver: 'ssh', config: { ...base, knownHosts: sshd.knownHosts } });
-  const bad = await admin.createEnvironment({ companyId, name: 'bad', driver: 'ssh', config: { ...base, knownHosts: 'nothing' } });
-  const ok = runRequest({ companyId, environmentId: good.id, runtimeOverlay: { provisionCommand: 'env; echo to-stderr >&2' } });
+  const base = {
+    host: '127.0.0.1',
+    port: sshd.port,
+    username: sshd.username,
+    remoteWorkspacePath: mkdtempSync(join(tmpdir(), 'remote-')),
+    privateKeySecretRef: 'env:ENVRUN_SSH_KEY',
+  };
+  const good = await admin.createEnvironment({
+    companyId,
+    name: 'good',
+    driver: 'ssh',
+    config: { ...base, knownHosts: sshd.knownHosts },
+  });
+  const bad = await admin.createEnvironment({
+    companyId,
+    name: 'bad',
+    driver: 'ssh',
+    config: { ...base, knownHosts: 'nothing' },
+  });
+  const ok = runRequest({
+    companyId,
+    environmentId: good.id,
+    runtimeOverlay: { provisionCommand: 'env; echo to-stderr >&2' },
+  });
   await client.startRunAndWaitReady(ok);
   await client.completeRun(companyId, ok.heartbeatRunId, { status: 'succeeded' });
   const failing = runRequest({ companyId, environmentId: good.id, runtimeOverlay: { provisionCommand: 'exit 9' } });
@@ -70,9 +101,20 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
   expect(worker.exitCode, 'the worker must not crash').toBe(0);
 
   const cli = await ensureTemporalCli();
-  const histories = [ok, failing, refused].map((r) => execFileSync(cli, [
-    'workflow', 'show', '--address', inject('temporalAddress'), '--workflow-id', runWorkflowId(companyId, r.heartbeatRunId), '--output', 'json',
-  ]).toString()).map(historyText);
+  const histories = [ok, failing, refused]
+    .map((r) =>
+      execFileSync(cli, [
+        'workflow',
+        'show',
+        '--address',
+        inject('temporalAddress'),
+        '--workflow-id',
+        runWorkflowId(companyId, r.heartbeatRunId),
+        '--output',
+        'json',
+      ]).toString(),
+    )
+    .map(historyText);
   const leases = JSON.stringify(await new Store(db.db).listLeases(companyId));
   const activity = JSON.stringify(await new Store(db.db).listActivity(companyId));
   expect(logs).toContain('provision command exited with code 9'); // the search looks at real logs

@@ -45,9 +45,15 @@ it('serves runs from a prebuilt bundle, exports Prometheus metrics, and drains o
   const taskQueue = uniqueId('proc');
   const metricsAddress = `127.0.0.1:${await freePort()}`;
   const w = startWorker({
-    TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url, ENVRUN_TASK_QUEUE: taskQueue,
-    ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_SHUTDOWN_GRACE_MS: '2000', ENVRUN_LOG_LEVEL: 'WARN',
-    ENVRUN_REAPER_EVERY: 'off', ENVRUN_METRICS_ADDRESS: metricsAddress, ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    DATABASE_URL: db.url,
+    ENVRUN_TASK_QUEUE: taskQueue,
+    ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'),
+    ENVRUN_SHUTDOWN_GRACE_MS: '2000',
+    ENVRUN_LOG_LEVEL: 'WARN',
+    ENVRUN_REAPER_EVERY: 'off',
+    ENVRUN_METRICS_ADDRESS: metricsAddress,
+    ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
   });
   for (let i = 0; i < 200 && !w.out().includes('[envrun] worker on'); i++) await new Promise((r) => setTimeout(r, 100));
   expect(w.out(), w.err()).toContain(`taskQueue=${taskQueue}`);
@@ -62,7 +68,10 @@ it('serves runs from a prebuilt bundle, exports Prometheus metrics, and drains o
   await connection.close();
   let metrics = '';
   for (let i = 0; i < 40 && !metrics.includes('envrun_requested_to_ready'); i++) {
-    metrics = await fetch(`http://${metricsAddress}/metrics`).then((r) => r.text(), () => '');
+    metrics = await fetch(`http://${metricsAddress}/metrics`).then(
+      (r) => r.text(),
+      () => '',
+    );
     if (!metrics.includes('envrun_requested_to_ready')) await new Promise((r) => setTimeout(r, 250));
   }
   expect(metrics).toMatch(/^envrun_run_phase_entered\{.*phase="ready".*\} 1$/m);

@@ -10,7 +10,11 @@ import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runEnd, runRequest, until } from '../support/runs.js';
 
 /** Which step to hold open, and for how long: set per case. `entered` fires when the step starts. */
-interface Hold { activity: string; action?: string; ms: number }
+interface Hold {
+  activity: string;
+  action?: string;
+  ms: number;
+}
 let hold: Hold | null = null;
 let entered: () => void = () => undefined;
 const holdStep = (type: string): ActivityInboundCallsInterceptor => ({
@@ -26,7 +30,9 @@ const holdStep = (type: string): ActivityInboundCallsInterceptor => ({
 
 let h: Harness;
 beforeAll(async () => {
-  h = await createHarness({ workerExtra: { interceptors: { activity: [(ctx) => ({ inbound: holdStep(ctx.info.activityType) })] } } });
+  h = await createHarness({
+    workerExtra: { interceptors: { activity: [(ctx) => ({ inbound: holdStep(ctx.info.activityType) })] } },
+  });
 });
 afterAll(async () => {
   await h?.close();
@@ -46,55 +52,78 @@ interface Case {
 const cases: Case[] = [
   { step: 'resolveEnvironment', hold: { activity: 'resolveEnvironment', ms: 1500 } },
   { step: 'acquireLease', hold: { activity: 'acquireLease', ms: 1500 } },
-  { step: 'logActivity (lease acquired)', hold: { activity: 'logActivity', action: ACTIVITY_ACTIONS.leaseAcquired, ms: 1500 } },
+  {
+    step: 'logActivity (lease acquired)',
+    hold: { activity: 'logActivity', action: ACTIVITY_ACTIONS.leaseAcquired, ms: 1500 },
+  },
   { step: 'realizeWorkspace', provision: 'sleep 5', inside: (s) => s.phase === 'realizing' },
   { step: 'persistMetadata', hold: { activity: 'persistMetadata', ms: 1500 } },
   { step: 'resolveTarget', hold: { activity: 'resolveTarget', ms: 1500 } },
-  { step: 'logActivity (workspace realized)', hold: { activity: 'logActivity', action: ACTIVITY_ACTIONS.workspaceRealized, ms: 2500 } },
+  {
+    step: 'logActivity (workspace realized)',
+    hold: { activity: 'logActivity', action: ACTIVITY_ACTIONS.workspaceRealized, ms: 2500 },
+  },
   { step: 'ready', inside: (s) => s.phase === 'ready' },
   { step: 'releaseLease', hold: { activity: 'releaseLease', ms: 1500 }, complete: true },
 ];
 
-it.each(cases)('cancel during $step: the lease is released, nothing leaks', async (c) => {
-  const companyId = uniqueId('co');
-  const env = await h.admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
-  const req = runRequest({ companyId, environmentId: env.id, ...(c.provision ? { runtimeOverlay: { provisionCommand: c.provision } } : {}) });
-  hold = c.hold ?? null;
-  const inStep = new Promise<void>((resolve) => (entered = resolve));
-  try {
-    await h.client.startRun(req);
-    let completing: Promise<unknown> | null = null;
-    if (c.complete) {
-      await h.client.waitReady(companyId, req.heartbeatRunId);
-      completing = h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' }).catch((e: unknown) => e);
+it.each(cases)(
+  'cancel during $step: the lease is released, nothing leaks',
+  async (c) => {
+    const companyId = uniqueId('co');
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'fake',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
+    const req = runRequest({
+      companyId,
+      environmentId: env.id,
+      ...(c.provision ? { runtimeOverlay: { provisionCommand: c.provision } } : {}),
+    });
+    hold = c.hold ?? null;
+    const inStep = new Promise<void>((resolve) => (entered = resolve));
+    try {
+      await h.client.startRun(req);
+      let completing: Promise<unknown> | null = null;
+      if (c.complete) {
+        await h.client.waitReady(companyId, req.heartbeatRunId);
+        completing = h.client
+          .completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' })
+          .catch((e: unknown) => e);
+      }
+      if (c.inside) {
+        await until(`inside ${c.step}`, async () => {
+          const state = await h.client.getRun(companyId, req.heartbeatRunId);
+          return state && c.inside!(state);
+        });
+      } else {
+        await inStep;
+      }
+      await h.client.cancelRun(companyId, req.heartbeatRunId);
+      await runEnd(h, companyId, req.heartbeatRunId);
+      await completing;
+    } finally {
+      hold = null;
     }
-    if (c.inside) {
-      await until(`inside ${c.step}`, async () => {
-        const state = await h.client.getRun(companyId, req.heartbeatRunId);
-        return state && c.inside!(state);
-      });
-    } else {
-      await inStep;
+    const state = await h.client.getRun(companyId, req.heartbeatRunId);
+    // A cancel sent while the workflow task runs a local activity (resolve) is seen only when that task
+    // ends, after the next step was scheduled: the run may or may not have leased; if it did, it released.
+    const leaseless = (await h.store.listRunLeases(companyId, req.heartbeatRunId)).length === 0;
+    if (c.step !== 'resolveEnvironment') expect(leaseless).toBe(false);
+    const outcomes = await audit(h, companyId, [req.heartbeatRunId], {
+      leaseless: leaseless ? [req.heartbeatRunId] : [],
+    });
+    // A cancel that lands while a completed run releases changes nothing: the run ends completed.
+    expect(outcomes.get(req.heartbeatRunId)).toBe(c.complete ? 'completed' : 'cancelled');
+    expect(state?.phase).toBe(c.complete ? 'released' : 'cancelled');
+    if (!leaseless) {
+      const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
+      expect(lease).toMatchObject({ status: 'released', cleanupStatus: 'success' });
+      const released = await h.store.listActivity(companyId, { action: ACTIVITY_ACTIONS.leaseReleased });
+      expect(released).toHaveLength(1);
     }
-    await h.client.cancelRun(companyId, req.heartbeatRunId);
-    await runEnd(h, companyId, req.heartbeatRunId);
-    await completing;
-  } finally {
-    hold = null;
-  }
-  const state = await h.client.getRun(companyId, req.heartbeatRunId);
-  // A cancel sent while the workflow task runs a local activity (resolve) is seen only when that task
-  // ends, after the next step was scheduled: the run may or may not have leased; if it did, it released.
-  const leaseless = (await h.store.listRunLeases(companyId, req.heartbeatRunId)).length === 0;
-  if (c.step !== 'resolveEnvironment') expect(leaseless).toBe(false);
-  const outcomes = await audit(h, companyId, [req.heartbeatRunId], { leaseless: leaseless ? [req.heartbeatRunId] : [] });
-  // A cancel that lands while a completed run releases changes nothing: the run ends completed.
-  expect(outcomes.get(req.heartbeatRunId)).toBe(c.complete ? 'completed' : 'cancelled');
-  expect(state?.phase).toBe(c.complete ? 'released' : 'cancelled');
-  if (!leaseless) {
-    const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
-    expect(lease).toMatchObject({ status: 'released', cleanupStatus: 'success' });
-    const released = await h.store.listActivity(companyId, { action: ACTIVITY_ACTIONS.leaseReleased });
-    expect(released).toHaveLength(1);
-  }
-}, 60_000);
+  },
+  60_000,
+);

@@ -20,22 +20,43 @@ afterAll(async () => {
 it('a provider failing half its calls (seeded): every run converges, the reaper mops up, the audit holds', async () => {
   const companyId = uniqueId('co');
   const env = await h.admin.createEnvironment({
-    companyId, name: 'chaos', driver: 'sandbox', config: { provider: 'fake', chaos: { rate: 0.5, seed: 20261127 } },
+    companyId,
+    name: 'chaos',
+    driver: 'sandbox',
+    config: { provider: 'fake', chaos: { rate: 0.5, seed: 20261127 } },
   });
   const ids = Array.from({ length: 48 }, (_, i) => `run-${i}`);
-  const ended = await Promise.all(ids.map(async (id) => {
-    try {
-      await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id, runtimeOverlay: { provisionCommand: 'true' } }));
-    } catch (err) {
-      return `failed:${(err as { code?: string }).code}`;
-    }
-    const state = await h.client.completeRun(companyId, id, { status: 'succeeded' }).catch((e: unknown) => e as Error);
-    return state instanceof Error ? `complete refused: ${state.message}` : `ended ${state.phase}`;
-  }));
+  const ended = await Promise.all(
+    ids.map(async (id) => {
+      try {
+        await h.client.startRunAndWaitReady(
+          runRequest({
+            companyId,
+            heartbeatRunId: id,
+            environmentId: env.id,
+            runtimeOverlay: { provisionCommand: 'true' },
+          }),
+        );
+      } catch (err) {
+        return `failed:${(err as { code?: string }).code}`;
+      }
+      const state = await h.client
+        .completeRun(companyId, id, { status: 'succeeded' })
+        .catch((e: unknown) => e as Error);
+      return state instanceof Error ? `complete refused: ${state.message}` : `ended ${state.phase}`;
+    }),
+  );
   const injected = readFileSync(join(h.fakeRoot, 'chaos.log'), 'utf8').trim().split('\n');
   console.log(`chaos: ${injected.length} injected provider faults over ${ids.length} runs; outcomes:`, tally(ended));
   expect(injected.length).toBeGreaterThan(ids.length); // the chaos is real: more faults than runs
-  expect(ended.filter((e) => !/^(failed:(lease_acquire_failed|workspace_realization_failed|transport_resolution_failed)|ended (released|failed))$/.test(e))).toEqual([]);
+  expect(
+    ended.filter(
+      (e) =>
+        !/^(failed:(lease_acquire_failed|workspace_realization_failed|transport_resolution_failed)|ended (released|failed))$/.test(
+          e,
+        ),
+    ),
+  ).toEqual([]);
   // Both ways out happen: runs that got through all their retries, and runs whose retries ran out.
   expect(ended.filter((e) => e.startsWith('ended')).length).toBeGreaterThan(0);
   expect(ended.filter((e) => e.startsWith('failed:')).length).toBeGreaterThan(0);

@@ -20,14 +20,30 @@ it('stop PostgreSQL mid-run and start it again: activities retry, every run fini
   pg = await startDebianPostgres(dir);
   h = await createHarness({ adminUrl: pg.url });
   const companyId = uniqueId('co');
-  const env = await h.admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'fake',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
   const ready = ['ready-0', 'ready-1'];
-  for (const id of ready) await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id }));
+  for (const id of ready)
+    await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id }));
   const slow = ['slow-0', 'slow-1'];
   for (const id of slow) {
-    await h.client.startRun(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id, runtimeOverlay: { provisionCommand: 'sleep 1.5' } }));
+    await h.client.startRun(
+      runRequest({
+        companyId,
+        heartbeatRunId: id,
+        environmentId: env.id,
+        runtimeOverlay: { provisionCommand: 'sleep 1.5' },
+      }),
+    );
   }
-  await until('slow runs provisioning', async () => (await h!.client.getRun(companyId, 'slow-1'))?.phase === 'realizing');
+  await until(
+    'slow runs provisioning',
+    async () => (await h!.client.getRun(companyId, 'slow-1'))?.phase === 'realizing',
+  );
 
   await pg.stop();
   // While it is down: ready runs are completed (their release waits), new runs are started (their
@@ -37,7 +53,9 @@ it('stop PostgreSQL mid-run and start it again: activities retry, every run fini
   const late = ['late-0', 'late-1'];
   for (const id of late) await h.client.startRun(runRequest({ companyId, heartbeatRunId: id, environmentId: env.id }));
   await until('persist and release waiting on the database', async () => {
-    const phases = await Promise.all([...slow, ...ready].map(async (id) => (await h!.client.getRun(companyId, id))?.phase));
+    const phases = await Promise.all(
+      [...slow, ...ready].map(async (id) => (await h!.client.getRun(companyId, id))?.phase),
+    );
     return phases.every((p) => p === 'persisting' || p === 'releasing');
   });
   await new Promise((r) => setTimeout(r, 3000));

@@ -26,13 +26,17 @@ afterAll(async () => {
 });
 
 function startWorker(env: Record<string, string>): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawn(process.execPath, ['--import', tsxLoaderUrl(), MAIN], { env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', ...env } });
+  const child = spawn(process.execPath, ['--import', tsxLoaderUrl(), MAIN], {
+    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', ...env },
+  });
   workers.push(child);
   let out = '';
-  const ready = new Promise<void>((resolve) => child.stdout!.on('data', (c: Buffer) => {
-    out += c.toString();
-    if (out.includes('[envrun] worker on')) resolve();
-  }));
+  const ready = new Promise<void>((resolve) =>
+    child.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (out.includes('[envrun] worker on')) resolve();
+    }),
+  );
   return { child, ready };
 }
 
@@ -40,8 +44,13 @@ it('kill -9 during realization: a new worker finishes the run, exactly one lease
   const taskQueue = uniqueId('kill');
   const dataDir = join(inject('tmpRoot'), taskQueue);
   const env = {
-    TEMPORAL_ADDRESS: inject('temporalAddress'), DATABASE_URL: db.url, ENVRUN_TASK_QUEUE: taskQueue,
-    ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'), ENVRUN_LOG_LEVEL: 'ERROR', ENVRUN_REAPER_EVERY: 'off', ENVRUN_DATA_DIR: dataDir,
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    DATABASE_URL: db.url,
+    ENVRUN_TASK_QUEUE: taskQueue,
+    ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'),
+    ENVRUN_LOG_LEVEL: 'ERROR',
+    ENVRUN_REAPER_EVERY: 'off',
+    ENVRUN_DATA_DIR: dataDir,
   };
   const first = startWorker(env);
   await first.ready;
@@ -50,8 +59,17 @@ it('kill -9 during realization: a new worker finishes the run, exactly one lease
   const client = new EnvRunClient({ client: new Client({ connection }), taskQueue, runDefaults: { awaitRetryMs: 0 } });
   const admin = new EnvRunAdmin({ runs: client, store, drivers: createDrivers(createProviders({ dataDir })) });
   const companyId = uniqueId('co');
-  const sandboxEnv = await admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
-  const req = runRequest({ companyId, environmentId: sandboxEnv.id, runtimeOverlay: { provisionCommand: 'sleep 2; echo done > provisioned' } });
+  const sandboxEnv = await admin.createEnvironment({
+    companyId,
+    name: 'fake',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  const req = runRequest({
+    companyId,
+    environmentId: sandboxEnv.id,
+    runtimeOverlay: { provisionCommand: 'sleep 2; echo done > provisioned' },
+  });
   await client.startRun(req);
   await until('realizing', async () => (await client.getRun(companyId, req.heartbeatRunId))?.phase === 'realizing');
   first.child.kill('SIGKILL');
@@ -63,7 +81,9 @@ it('kill -9 during realization: a new worker finishes the run, exactly one lease
   const result = await client.waitReady(companyId, req.heartbeatRunId);
   expect(result.executionTarget).toMatchObject({ transport: 'sandbox' });
   await client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
-  const outcomes = await audit({ client, store, fakeRoot: join(dataDir, 'sandboxes', 'fake') }, companyId, [req.heartbeatRunId]);
+  const outcomes = await audit({ client, store, fakeRoot: join(dataDir, 'sandboxes', 'fake') }, companyId, [
+    req.heartbeatRunId,
+  ]);
   expect([...outcomes.values()]).toEqual(['completed']);
   second.child.kill('SIGTERM');
   await new Promise((r) => second.child.once('exit', r));

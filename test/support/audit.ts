@@ -16,7 +16,11 @@ export interface AuditOptions {
 export type RunOutcome = 'completed' | 'ready' | 'cancelled' | `failed:${string}`;
 
 /** How each run ended, from Temporal: completed, still held at ready, or failed with its error code. */
-export async function runOutcomes(h: Pick<Harness, 'client'>, companyId: string, runIds: string[]): Promise<Map<string, RunOutcome>> {
+export async function runOutcomes(
+  h: Pick<Harness, 'client'>,
+  companyId: string,
+  runIds: string[],
+): Promise<Map<string, RunOutcome>> {
   const outcomes = new Map<string, RunOutcome>();
   for (const run of runIds) {
     const handle = h.client.temporal.workflow.getHandle(runWorkflowId(companyId, run));
@@ -26,7 +30,10 @@ export async function runOutcomes(h: Pick<Harness, 'client'>, companyId: string,
       outcomes.set(run, state?.phase === 'ready' ? 'ready' : `failed:still ${state?.phase}`);
       continue;
     }
-    const end = await handle.result().then(() => null, (e: unknown) => e as { cause?: unknown });
+    const end = await handle.result().then(
+      () => null,
+      (e: unknown) => e as { cause?: unknown },
+    );
     if (end === null) outcomes.set(run, 'completed');
     else if (end.cause instanceof CancelledFailure) outcomes.set(run, 'cancelled');
     else outcomes.set(run, `failed:${(end.cause as { type?: string } | undefined)?.type ?? 'unknown'}`);
@@ -34,11 +41,17 @@ export async function runOutcomes(h: Pick<Harness, 'client'>, companyId: string,
   return outcomes;
 }
 
-export async function audit(h: Pick<Harness, 'client' | 'store' | 'fakeRoot'>, companyId: string, runIds: string[], options: AuditOptions = {}): Promise<Map<string, RunOutcome>> {
+export async function audit(
+  h: Pick<Harness, 'client' | 'store' | 'fakeRoot'>,
+  companyId: string,
+  runIds: string[],
+  options: AuditOptions = {},
+): Promise<Map<string, RunOutcome>> {
   const outcomes = await runOutcomes(h, companyId, runIds);
   const known = new Set<string>([...ERROR_CODES, RUN_CANCELLED]);
   for (const [run, outcome] of outcomes) {
-    if (outcome.startsWith('failed:')) expect(known.has(outcome.slice('failed:'.length)), `${run} ended ${outcome}`).toBe(true);
+    if (outcome.startsWith('failed:'))
+      expect(known.has(outcome.slice('failed:'.length)), `${run} ended ${outcome}`).toBe(true);
   }
   const leases = await h.store.listLeases(companyId);
   const perRun = new Map<string, number>();
@@ -47,7 +60,12 @@ export async function audit(h: Pick<Harness, 'client' | 'store' | 'fakeRoot'>, c
   for (const run of runIds) expect(perRun.get(run) ?? 0, `leases of ${run}`).toBe(leaseless.has(run) ? 0 : 1);
   expect(leases.filter((l) => l.status === 'active' && outcomes.get(l.heartbeatRunId ?? '') !== 'ready')).toEqual([]);
   const leaseRoot = join(h.fakeRoot, 'leases');
-  const leftovers = existsSync(leaseRoot) ? runIds.filter((r) => outcomes.get(r) !== 'ready' && existsSync(join(leaseRoot, r)) && readdirSync(join(leaseRoot, r)).length > 0) : [];
+  const leftovers = existsSync(leaseRoot)
+    ? runIds.filter(
+        (r) =>
+          outcomes.get(r) !== 'ready' && existsSync(join(leaseRoot, r)) && readdirSync(join(leaseRoot, r)).length > 0,
+      )
+    : [];
   expect(leftovers).toEqual([]);
   const log = await h.store.listActivity(companyId);
   const keys = log.map((e) => `${e.action}/${e.entityId}`);

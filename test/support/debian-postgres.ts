@@ -10,7 +10,9 @@ import { freePort } from '../../scripts/dev-server.js';
 export function findDebianPostgresBin(): string | null {
   const root = '/usr/lib/postgresql';
   if (!existsSync(root)) return null;
-  const versions = readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'postgres'))).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(join(root, v, 'bin', 'postgres')))
+    .sort((a, b) => Number(b) - Number(a));
   return versions[0] ? join(root, versions[0], 'bin') : null;
 }
 
@@ -23,9 +25,11 @@ export interface DebianPostgres {
 /** Starts a server on `dir`: a new cluster, or the existing one again (on the given port) after a stop. */
 export async function startDebianPostgres(dir: string, options: { port?: number } = {}): Promise<DebianPostgres> {
   const bin = findDebianPostgresBin();
-  if (!bin) throw new Error('Debian PostgreSQL server not found under /usr/lib/postgresql (apt-get install postgresql)');
+  if (!bin)
+    throw new Error('Debian PostgreSQL server not found under /usr/lib/postgresql (apt-get install postgresql)');
   const asRoot = userInfo().uid === 0;
-  const run = (cmd: string, args: string[]) => (asRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] as const : [cmd, args] as const);
+  const run = (cmd: string, args: string[]) =>
+    asRoot ? (['runuser', ['-u', 'postgres', '--', cmd, ...args]] as const) : ([cmd, args] as const);
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o700);
   if (asRoot) {
@@ -38,7 +42,18 @@ export async function startDebianPostgres(dir: string, options: { port?: number 
     execFileSync(initCmd, initArgs, { stdio: 'ignore' });
   }
   const port = options.port ?? (await freePort());
-  const [cmd, args] = run(join(bin, 'postgres'), ['-D', dir, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off']);
+  const [cmd, args] = run(join(bin, 'postgres'), [
+    '-D',
+    dir,
+    '-p',
+    String(port),
+    '-k',
+    dir,
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    'fsync=off',
+  ]);
   const child: ChildProcess = spawn(cmd, args, { stdio: 'ignore' });
   const url = `postgres://envrun@127.0.0.1:${port}/postgres`;
   const deadline = Date.now() + 30_000;
@@ -50,7 +65,8 @@ export async function startDebianPostgres(dir: string, options: { port?: number 
       break;
     } catch (err) {
       await client.end().catch(() => undefined);
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`Debian PostgreSQL did not start: ${(err as Error).message}`);
+      if (Date.now() > deadline || child.exitCode !== null)
+        throw new Error(`Debian PostgreSQL did not start: ${(err as Error).message}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }

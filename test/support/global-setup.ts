@@ -29,7 +29,10 @@ export default async function setup(project: TestProject) {
       ensureEmbeddedStore(join(tmp, 'embedded')),
       bundleWorkflows(join(tmp, 'workflow-bundle.js')),
     ]);
-    started.push(() => temporal.stop(), () => stopEmbeddedStore(join(tmp, 'embedded')));
+    started.push(
+      () => temporal.stop(),
+      () => stopEmbeddedStore(join(tmp, 'embedded')),
+    );
     let debianUrl: string | null = null;
     if (findDebianPostgresBin()) {
       const debian = await startDebianPostgres(join(tmp, 'debian-pg'));

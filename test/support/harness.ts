@@ -90,7 +90,14 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const client = new EnvRunClient({ client: temporal, taskQueue, runDefaults: { awaitRetryMs: 0 } });
   const admin = new EnvRunAdmin({ runs: client, store, drivers });
   return {
-    client, admin, store, database, dataDir, fakeRoot, taskQueue, worker,
+    client,
+    admin,
+    store,
+    database,
+    dataDir,
+    fakeRoot,
+    taskQueue,
+    worker,
     async close() {
       worker.shutdown();
       await running;

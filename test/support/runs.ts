@@ -24,7 +24,10 @@ export function runRequest(overrides: Partial<RunRequestInput> & { cwd?: string 
 }
 
 /** Awaits a promise that must fail with an EnvRunError of the given code. */
-export async function expectRunError(promise: Promise<unknown>, code: ErrorCode | 'run_cancelled'): Promise<EnvRunError> {
+export async function expectRunError(
+  promise: Promise<unknown>,
+  code: ErrorCode | 'run_cancelled',
+): Promise<EnvRunError> {
   const err = await promise.then(
     () => {
       throw new Error(`expected the run to fail with ${code}, but it succeeded`);
@@ -55,14 +58,21 @@ export async function scheduledActivities(h: Harness, companyId: string, heartbe
 
 /** Waits for the workflow to close and returns how it ended. */
 export async function runEnd(h: Harness, companyId: string, heartbeatRunId: string): Promise<unknown> {
-  return h.client.temporal.workflow.getHandle(runWorkflowId(companyId, heartbeatRunId)).result().then(
-    (r) => r,
-    (e: unknown) => e,
-  );
+  return h.client.temporal.workflow
+    .getHandle(runWorkflowId(companyId, heartbeatRunId))
+    .result()
+    .then(
+      (r) => r,
+      (e: unknown) => e,
+    );
 }
 
 /** Polls until the probe answers something truthy, and returns it. */
-export async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();

@@ -30,11 +30,19 @@ afterAll(async () => {
 /** Runs an activity as attempt N of workflow W, in the SDK's activity context. */
 const env = (attempt: number, workflowId: string) => ({
   run: <A extends unknown[], R>(fn: (...args: A) => Promise<R>, ...args: A): Promise<R> =>
-    new MockActivityEnvironment({ attempt, workflowExecution: { workflowId, runId: 'r' } } as never).run(fn, ...args) as Promise<R>,
+    new MockActivityEnvironment({ attempt, workflowExecution: { workflowId, runId: 'r' } } as never).run(
+      fn,
+      ...args,
+    ) as Promise<R>,
 });
 
 async function sandboxEnvironment(companyId: string): Promise<Environment> {
-  return store.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake', reuseLease: false } });
+  return store.createEnvironment({
+    companyId,
+    name: 'fake',
+    driver: 'sandbox',
+    config: { provider: 'fake', reuseLease: false },
+  });
 }
 
 describe('acquireLease', () => {
@@ -43,7 +51,12 @@ describe('acquireLease', () => {
   it('a retried attempt returns the same lease and the same provider resource', async () => {
     const companyId = uniqueId('co');
     const environment = await sandboxEnvironment(companyId);
-    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-1', environmentId: environment.id, workspace: { baseCwd: '/w', cwd: '/w' } });
+    const request = RunRequestSchema.parse({
+      companyId,
+      heartbeatRunId: 'run-1',
+      environmentId: environment.id,
+      workspace: { baseCwd: '/w', cwd: '/w' },
+    });
     const first = await env(1, 'wf-a').run(acts().acquireLease, { request, environment });
     const second = await env(2, 'wf-a').run(acts().acquireLease, { request, environment });
     expect(second.id).toBe(first.id);
@@ -55,8 +68,23 @@ describe('acquireLease', () => {
   it('after a crash between the lease row and the provider call, the retry adopts the row', async () => {
     const companyId = uniqueId('co');
     const environment = await sandboxEnvironment(companyId);
-    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-2', environmentId: environment.id, workspace: { baseCwd: '/w', cwd: '/w' } });
-    const orphan = await store.insertLease({ companyId, environmentId: environment.id, executionWorkspaceId: null, issueId: null, heartbeatRunId: 'run-2', leasePolicy: 'ephemeral', provider: 'fake', metadata: null, expiresAt: null });
+    const request = RunRequestSchema.parse({
+      companyId,
+      heartbeatRunId: 'run-2',
+      environmentId: environment.id,
+      workspace: { baseCwd: '/w', cwd: '/w' },
+    });
+    const orphan = await store.insertLease({
+      companyId,
+      environmentId: environment.id,
+      executionWorkspaceId: null,
+      issueId: null,
+      heartbeatRunId: 'run-2',
+      leasePolicy: 'ephemeral',
+      provider: 'fake',
+      metadata: null,
+      expiresAt: null,
+    });
     const lease = await env(2, 'wf-b').run(acts().acquireLease, { request, environment });
     expect(lease.id).toBe(orphan.id);
     expect(lease.providerLeaseId).toMatch(/^fake:\/\/run-2\//);
@@ -68,13 +96,30 @@ describe('exactly-once create with bubblewrap', () => {
   it('one run, many attempts (one dying after it created the sandbox), exactly one sandbox', async () => {
     const acts = createActivities({ store, drivers: createDrivers(providers) });
     const companyId = uniqueId('co');
-    const environment = await store.createEnvironment({ companyId, name: 'bw', driver: 'sandbox', config: { provider: 'bubblewrap' } });
-    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-bw', environmentId: environment.id, workspace: { baseCwd: '/w', cwd: '/w' } });
+    const environment = await store.createEnvironment({
+      companyId,
+      name: 'bw',
+      driver: 'sandbox',
+      config: { provider: 'bubblewrap' },
+    });
+    const request = RunRequestSchema.parse({
+      companyId,
+      heartbeatRunId: 'run-bw',
+      environmentId: environment.id,
+      workspace: { baseCwd: '/w', cwd: '/w' },
+    });
     // Attempt 1 made the sandbox, then its worker died before recording it: only the provider call happened.
     const bubblewrap = providers.get('bubblewrap')!;
-    await bubblewrap.acquireLease(bubblewrap.validateConfig({ provider: 'bubblewrap' }), { environmentId: environment.id, heartbeatRunId: 'run-bw', attempt: 1, idempotencyKey: 'wf-bw', reuseKey: null });
+    await bubblewrap.acquireLease(bubblewrap.validateConfig({ provider: 'bubblewrap' }), {
+      environmentId: environment.id,
+      heartbeatRunId: 'run-bw',
+      attempt: 1,
+      idempotencyKey: 'wf-bw',
+      reuseKey: null,
+    });
     const leases = [];
-    for (const attempt of [2, 3, 4, 5]) leases.push(await env(attempt, 'wf-bw').run(acts.acquireLease, { request, environment }));
+    for (const attempt of [2, 3, 4, 5])
+      leases.push(await env(attempt, 'wf-bw').run(acts.acquireLease, { request, environment }));
     expect(new Set(leases.map((l) => l.id)).size).toBe(1);
     expect(new Set(leases.map((l) => l.providerLeaseId)).size).toBe(1);
     expect(leases[0]!.metadata).toHaveProperty('provider.adopted', true);
@@ -93,7 +138,9 @@ describe('realizeWorkspace', () => {
     const cwd = tempWorkspace();
     const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-3', workspace: { baseCwd: cwd, cwd } });
     const lease = await env(1, 'wf-c').run(acts.acquireLease, { request, environment });
-    await expect(env(1, 'wf-c').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null })).rejects.toMatchObject({
+    await expect(
+      env(1, 'wf-c').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null }),
+    ).rejects.toMatchObject({
       type: 'workspace_realization_failed',
       message: 'driver local returned no workspace realization record',
     });
@@ -101,7 +148,19 @@ describe('realizeWorkspace', () => {
 
   it('git_worktree: makes the worktree on its branch, and a retry adopts it', async () => {
     const repo = tempWorkspace();
-    const git = (...args: string[]) => execFileSync('git', ['-C', repo, ...args], { env: { PATH: process.env.PATH!, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t', HOME: repo } }).toString().trim();
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-C', repo, ...args], {
+        env: {
+          PATH: process.env.PATH!,
+          GIT_AUTHOR_NAME: 't',
+          GIT_AUTHOR_EMAIL: 't@t',
+          GIT_COMMITTER_NAME: 't',
+          GIT_COMMITTER_EMAIL: 't@t',
+          HOME: repo,
+        },
+      })
+        .toString()
+        .trim();
     git('init', '-q', '-b', 'main');
     writeFileSync(join(repo, 'app.txt'), 'v1');
     git('add', '.');
@@ -111,17 +170,38 @@ describe('realizeWorkspace', () => {
     const companyId = uniqueId('co');
     const environment = await store.ensureLocalEnvironment(companyId);
     const request = RunRequestSchema.parse({
-      companyId, heartbeatRunId: 'run-4',
-      workspace: { baseCwd: repo, cwd: worktreePath, strategy: 'git_worktree', branchName: 'agent/run-4', worktreePath },
+      companyId,
+      heartbeatRunId: 'run-4',
+      workspace: {
+        baseCwd: repo,
+        cwd: worktreePath,
+        strategy: 'git_worktree',
+        branchName: 'agent/run-4',
+        worktreePath,
+      },
       runtimeOverlay: { provisionCommand: 'git rev-parse --abbrev-ref HEAD > branch.txt' },
     });
     const lease = await env(1, 'wf-d').run(acts.acquireLease, { request, environment });
-    const first = await env(1, 'wf-d').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null });
+    const first = await env(1, 'wf-d').run(acts.realizeWorkspace, {
+      request,
+      environment,
+      lease,
+      executionWorkspace: null,
+    });
     expect(first.record.local).toEqual({ path: worktreePath, strategy: 'git_worktree', branchName: 'agent/run-4' });
     expect(existsSync(join(worktreePath, 'app.txt'))).toBe(true);
-    const again = await env(2, 'wf-d').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null });
+    const again = await env(2, 'wf-d').run(acts.realizeWorkspace, {
+      request,
+      environment,
+      lease,
+      executionWorkspace: null,
+    });
     expect(again.record.local.path).toBe(worktreePath);
-    expect(execFileSync('cat', [join(worktreePath, 'branch.txt')]).toString().trim()).toBe('agent/run-4');
+    expect(
+      execFileSync('cat', [join(worktreePath, 'branch.txt')])
+        .toString()
+        .trim(),
+    ).toBe('agent/run-4');
     expect(git('worktree', 'list').split('\n')).toHaveLength(2);
   });
 
@@ -130,11 +210,20 @@ describe('realizeWorkspace', () => {
     const companyId = uniqueId('co');
     const environment = await store.ensureLocalEnvironment(companyId);
     const cwd = tempWorkspace();
-    const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-5', workspace: { baseCwd: cwd, cwd }, provisionTimeoutMs: 300, runtimeOverlay: { provisionCommand: 'sleep 5; touch late' } });
+    const request = RunRequestSchema.parse({
+      companyId,
+      heartbeatRunId: 'run-5',
+      workspace: { baseCwd: cwd, cwd },
+      provisionTimeoutMs: 300,
+      runtimeOverlay: { provisionCommand: 'sleep 5; touch late' },
+    });
     const lease = await env(1, 'wf-e').run(acts.acquireLease, { request, environment });
     const started = Date.now();
-    await expect(env(1, 'wf-e').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null })).rejects.toMatchObject({
-      type: 'workspace_realization_failed', message: 'provision command timed out after 300 ms',
+    await expect(
+      env(1, 'wf-e').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null }),
+    ).rejects.toMatchObject({
+      type: 'workspace_realization_failed',
+      message: 'provision command timed out after 300 ms',
     });
     expect(Date.now() - started).toBeLessThan(4000);
     await new Promise((r) => setTimeout(r, 5500));

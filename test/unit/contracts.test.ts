@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
-  CompleteRunSchema, RunRequestSchema, SshDriverConfig, describeZodError, runWorkflowId,
+  CompleteRunSchema,
+  RunRequestSchema,
+  SshDriverConfig,
+  describeZodError,
+  runWorkflowId,
 } from '../../contracts/index.js';
 
 const ok = { companyId: 'co-1', heartbeatRunId: 'run-1', workspace: { baseCwd: '/w', cwd: '/w' } };
@@ -12,7 +16,9 @@ const errorOf = (input: unknown) => {
 describe('run request', () => {
   it('applies defaults', () => {
     expect(RunRequestSchema.parse(ok)).toMatchObject({
-      adapterType: 'process', environmentId: null, leasePolicy: null,
+      adapterType: 'process',
+      environmentId: null,
+      leasePolicy: null,
       workspace: { strategy: 'project_primary', branchName: null, worktreePath: null },
     });
   });
@@ -25,7 +31,10 @@ describe('run request', () => {
     [{ ...ok, workspace: { baseCwd: 'relative', cwd: '/w' } }, 'request.workspace.baseCwd'],
     [{ ...ok, workspace: { baseCwd: '/w', cwd: '/w/../etc' } }, 'request.workspace.cwd'],
     [{ ...ok, workspace: { baseCwd: '/w', cwd: '/w', branchName: 'x; rm -rf /' } }, 'request.workspace.branchName'],
-    [{ ...ok, workspace: { baseCwd: '/w', cwd: '/w', branchName: '--upload-pack=evil' } }, 'request.workspace.branchName'],
+    [
+      { ...ok, workspace: { baseCwd: '/w', cwd: '/w', branchName: '--upload-pack=evil' } },
+      'request.workspace.branchName',
+    ],
     [{ ...ok, leasePolicy: 'forever' }, 'request.leasePolicy'],
     [{ ...ok, surprise: 1 }, 'request'],
   ])('names the bad field: %j', (input, field) => {
@@ -41,16 +50,26 @@ describe('run request', () => {
 describe('completion', () => {
   it('allows a reason only for a failed run', () => {
     expect(CompleteRunSchema.safeParse({ status: 'succeeded', failureReason: 'x' }).success).toBe(false);
-    expect(CompleteRunSchema.parse({ status: 'failed', failureReason: 'x' })).toEqual({ status: 'failed', failureReason: 'x' });
+    expect(CompleteRunSchema.parse({ status: 'failed', failureReason: 'x' })).toEqual({
+      status: 'failed',
+      failureReason: 'x',
+    });
   });
 });
 
 describe('ssh config', () => {
   it('keeps only a secret reference and refuses option injection in the host', () => {
-    const base = { host: 'build.example.com', username: 'agent', remoteWorkspacePath: '/srv/work', privateKeySecretRef: 'env:SSH_KEY' };
+    const base = {
+      host: 'build.example.com',
+      username: 'agent',
+      remoteWorkspacePath: '/srv/work',
+      privateKeySecretRef: 'env:SSH_KEY',
+    };
     expect(SshDriverConfig.parse(base)).toMatchObject({ port: 22, strictHostKeyChecking: true });
     expect(SshDriverConfig.safeParse({ ...base, host: '-oProxyCommand=touch /tmp/pwned' }).success).toBe(false);
-    expect(SshDriverConfig.safeParse({ ...base, privateKeySecretRef: '-----BEGIN OPENSSH PRIVATE KEY-----' }).success).toBe(false);
+    expect(
+      SshDriverConfig.safeParse({ ...base, privateKeySecretRef: '-----BEGIN OPENSSH PRIVATE KEY-----' }).success,
+    ).toBe(false);
     expect(SshDriverConfig.safeParse({ ...base, privateKey: 'inline' }).success).toBe(false);
     expect(SshDriverConfig.safeParse({ ...base, remoteWorkspacePath: 'relative' }).success).toBe(false);
   });

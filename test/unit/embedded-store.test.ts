@@ -30,7 +30,9 @@ it('several processes starting the store at once share one server', async () => 
   expect(url).toBe([...urls][0]);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  const { rows } = await client.query('select count(*)::int as n from pg_stat_activity where backend_type = $1', ['client backend']);
+  const { rows } = await client.query('select count(*)::int as n from pg_stat_activity where backend_type = $1', [
+    'client backend',
+  ]);
   expect(rows[0].n).toBeGreaterThanOrEqual(1);
   await client.end();
   // The password lives in the data folder (0600), not in the URL's logs.

@@ -38,11 +38,23 @@ describe('fake provider', () => {
     const lease = await fake.acquireLease(config, { ...ctx, idempotencyKey: 'wf-5', reuseKey: null });
     const src = mkdtempSync(join(tmpdir(), 'src-'));
     writeFileSync(join(src, 'file.txt'), 'hello');
-    const realized = await fake.realizeWorkspace(config, { ...ctx, providerLeaseId: lease.providerLeaseId, localPath: src });
+    const realized = await fake.realizeWorkspace(config, {
+      ...ctx,
+      providerLeaseId: lease.providerLeaseId,
+      localPath: src,
+    });
     expect(existsSync(join(realized.cwd, 'file.txt'))).toBe(true);
-    const out = await fake.execute(config, { ...ctx, providerLeaseId: lease.providerLeaseId }, { command: 'env', args: [], env: { ONLY: 'this' }, timeoutMs: 5000 });
+    const out = await fake.execute(
+      config,
+      { ...ctx, providerLeaseId: lease.providerLeaseId },
+      { command: 'env', args: [], env: { ONLY: 'this' }, timeoutMs: 5000 },
+    );
     expect(out.exitCode).toBe(0);
-    const names = out.stdout.trim().split('\n').map((l) => l.split('=')[0]).sort();
+    const names = out.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('=')[0])
+      .sort();
     expect(names).toEqual(['ONLY', 'PATH']);
     expect(out.stdout).not.toContain('sk-live-123');
   });
@@ -50,23 +62,50 @@ describe('fake provider', () => {
   it('refuses a cwd outside the sandbox', async () => {
     const config = fake.validateConfig({ provider: 'fake' });
     const lease = await fake.acquireLease(config, { ...ctx, idempotencyKey: 'wf-6', reuseKey: null });
-    await expect(fake.execute(config, { ...ctx, providerLeaseId: lease.providerLeaseId }, { command: 'pwd', args: [], cwd: '/../../etc', env: {}, timeoutMs: 5000 })).rejects.toThrow(/outside the sandbox/);
+    await expect(
+      fake.execute(
+        config,
+        { ...ctx, providerLeaseId: lease.providerLeaseId },
+        { command: 'pwd', args: [], cwd: '/../../etc', env: {}, timeoutMs: 5000 },
+      ),
+    ).rejects.toThrow(/outside the sandbox/);
     // A sandbox-absolute path is taken inside the sandbox, never the host's.
-    const out = await fake.execute(config, { ...ctx, providerLeaseId: lease.providerLeaseId }, { command: 'pwd', args: [], cwd: '/etc', env: {}, timeoutMs: 5000 });
+    const out = await fake.execute(
+      config,
+      { ...ctx, providerLeaseId: lease.providerLeaseId },
+      { command: 'pwd', args: [], cwd: '/etc', env: {}, timeoutMs: 5000 },
+    );
     expect(out.stdout.trim()).toMatch(new RegExp(`^${root}/leases/run-1/[0-9a-f]{16}/etc$`));
-    await expect(fake.execute(config, { ...ctx, providerLeaseId: 'fake://../../x' }, { command: 'pwd', args: [], env: {}, timeoutMs: 5000 })).rejects.toThrow(/escapes/);
+    await expect(
+      fake.execute(
+        config,
+        { ...ctx, providerLeaseId: 'fake://../../x' },
+        { command: 'pwd', args: [], env: {}, timeoutMs: 5000 },
+      ),
+    ).rejects.toThrow(/escapes/);
   });
 
   it('injects faults for the first N attempts, or always', async () => {
-    const config = fake.validateConfig({ provider: 'fake', faults: { acquire: { fail: 2, message: 'boom' }, release: { fail: 'always' } } });
-    await expect(fake.acquireLease(config, { ...ctx, attempt: 1, idempotencyKey: 'k', reuseKey: null })).rejects.toThrow('boom');
-    await expect(fake.acquireLease(config, { ...ctx, attempt: 2, idempotencyKey: 'k', reuseKey: null })).rejects.toThrow('boom');
+    const config = fake.validateConfig({
+      provider: 'fake',
+      faults: { acquire: { fail: 2, message: 'boom' }, release: { fail: 'always' } },
+    });
+    await expect(
+      fake.acquireLease(config, { ...ctx, attempt: 1, idempotencyKey: 'k', reuseKey: null }),
+    ).rejects.toThrow('boom');
+    await expect(
+      fake.acquireLease(config, { ...ctx, attempt: 2, idempotencyKey: 'k', reuseKey: null }),
+    ).rejects.toThrow('boom');
     const lease = await fake.acquireLease(config, { ...ctx, attempt: 3, idempotencyKey: 'k', reuseKey: null });
-    await expect(fake.releaseLease(config, { ...ctx, attempt: 9, providerLeaseId: lease.providerLeaseId, keep: false })).rejects.toThrow(/injected release failure/);
+    await expect(
+      fake.releaseLease(config, { ...ctx, attempt: 9, providerLeaseId: lease.providerLeaseId, keep: false }),
+    ).rejects.toThrow(/injected release failure/);
   });
 
   it('rejects a bad faults config naming the field', () => {
-    expect(() => fake.validateConfig({ provider: 'fake', faults: { realize: { fail: 0 } } })).toThrow(/config\.faults\.realize\.fail/);
+    expect(() => fake.validateConfig({ provider: 'fake', faults: { realize: { fail: 0 } } })).toThrow(
+      /config\.faults\.realize\.fail/,
+    );
     expect(() => fake.validateConfig({ provider: 'fake', faults: { explode: { fail: 1 } } })).toThrow(/config\.faults/);
   });
 });
@@ -74,7 +113,9 @@ describe('fake provider', () => {
 describe('provider registry', () => {
   it('refuses a duplicate key and a malformed key', () => {
     const registry = new ProviderRegistry([fake]);
-    expect(() => registry.register(createFakeProvider({ rootDir: root }))).toThrow(/duplicate sandbox provider key "fake"/);
+    expect(() => registry.register(createFakeProvider({ rootDir: root }))).toThrow(
+      /duplicate sandbox provider key "fake"/,
+    );
     expect(() => registry.register({ ...fake, key: 'Bad Key' })).toThrow(/must match/);
   });
 });
@@ -82,14 +123,27 @@ describe('provider registry', () => {
 describe('runProcess', () => {
   it('times out with SIGTERM, then SIGKILL for a process that ignores it', async () => {
     const started = Date.now();
-    const res = await runProcess({ command: '/bin/sh', args: ['-c', 'trap "" TERM; sleep 20'], cwd: root, env: {}, timeoutMs: 200, killGraceMs: 300 });
+    const res = await runProcess({
+      command: '/bin/sh',
+      args: ['-c', 'trap "" TERM; sleep 20'],
+      cwd: root,
+      env: {},
+      timeoutMs: 200,
+      killGraceMs: 300,
+    });
     expect(res.timedOut).toBe(true);
     expect(res.signal).toBe('SIGKILL');
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
   it('passes arguments without a shell: metacharacters stay literal', async () => {
-    const res = await runProcess({ command: 'echo', args: ['$(id); rm -rf /tmp/x && `whoami`'], cwd: root, env: {}, timeoutMs: 5000 });
+    const res = await runProcess({
+      command: 'echo',
+      args: ['$(id); rm -rf /tmp/x && `whoami`'],
+      cwd: root,
+      env: {},
+      timeoutMs: 5000,
+    });
     expect(res.stdout).toBe('$(id); rm -rf /tmp/x && `whoami`\n');
   });
 });

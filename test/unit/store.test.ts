@@ -11,9 +11,18 @@ const backends = [
 ];
 
 const record = (leaseId: string, environmentId: string): WorkspaceRealizationRecord => ({
-  version: 1, transport: 'local', provider: 'local', environmentId, leaseId, providerLeaseId: null,
-  local: { path: '/w', strategy: 'project_primary', branchName: null }, remote: { path: '/w' },
-  sync: { strategy: 'none' }, bootstrap: { command: null, exitCode: null, durationMs: null }, rebuild: {}, summary: 'Local workspace realized at /w.',
+  version: 1,
+  transport: 'local',
+  provider: 'local',
+  environmentId,
+  leaseId,
+  providerLeaseId: null,
+  local: { path: '/w', strategy: 'project_primary', branchName: null },
+  remote: { path: '/w' },
+  sync: { strategy: 'none' },
+  bootstrap: { command: null, exitCode: null, durationMs: null },
+  rebuild: {},
+  summary: 'Local workspace realized at /w.',
 });
 
 describe.each(backends)('store on $name', ({ url }) => {
@@ -32,8 +41,15 @@ describe.each(backends)('store on $name', ({ url }) => {
   it('applies migrations idempotently, also from several processes at once', async () => {
     const again = await Promise.all([openDatabase(db.url, 1), openDatabase(db.url, 1)]);
     await Promise.all(again.map((d) => d.close()));
-    const tables = await db.pool.query(`select table_name from information_schema.tables where table_schema = 'public' order by 1`);
-    expect(tables.rows.map((r) => r.table_name)).toEqual(['activity_log', 'environment_leases', 'environments', 'execution_workspaces']);
+    const tables = await db.pool.query(
+      `select table_name from information_schema.tables where table_schema = 'public' order by 1`,
+    );
+    expect(tables.rows.map((r) => r.table_name)).toEqual([
+      'activity_log',
+      'environment_leases',
+      'environments',
+      'execution_workspaces',
+    ]);
   });
 
   it('ensures exactly one local environment per company under concurrent callers', async () => {
@@ -56,7 +72,16 @@ describe.each(backends)('store on $name', ({ url }) => {
     const companyId = uniqueId('co');
     const env = await store.ensureLocalEnvironment(companyId);
     const ws = await store.createExecutionWorkspace({ companyId, name: 'ws', cwd: '/w' });
-    const base = { companyId, environmentId: env.id, executionWorkspaceId: ws.id, issueId: null, leasePolicy: 'ephemeral' as const, provider: 'local', metadata: null, expiresAt: null };
+    const base = {
+      companyId,
+      environmentId: env.id,
+      executionWorkspaceId: ws.id,
+      issueId: null,
+      leasePolicy: 'ephemeral' as const,
+      provider: 'local',
+      metadata: null,
+      expiresAt: null,
+    };
     const first = await store.insertLease({ ...base, heartbeatRunId: 'r1' });
     await expect(store.insertLease({ ...base, executionWorkspaceId: null, heartbeatRunId: 'r1' })).rejects.toSatisfy(
       (e: unknown) => uniqueViolation(e) === 'environment_leases_one_per_run',
@@ -74,13 +99,36 @@ describe.each(backends)('store on $name', ({ url }) => {
   it('refuses to delete an environment that still has leases', async () => {
     const companyId = uniqueId('co');
     const env = await store.createEnvironment({ companyId, name: 'e', driver: 'plugin', config: {} });
-    await store.insertLease({ companyId, environmentId: env.id, executionWorkspaceId: null, issueId: null, heartbeatRunId: 'r', leasePolicy: 'ephemeral', provider: null, metadata: null, expiresAt: null });
-    await expect(db.pool.query('delete from environments where id = $1', [env.id])).rejects.toThrow(/update or delete on table "environments" violates (RESTRICT setting of )?foreign key constraint/);
+    await store.insertLease({
+      companyId,
+      environmentId: env.id,
+      executionWorkspaceId: null,
+      issueId: null,
+      heartbeatRunId: 'r',
+      leasePolicy: 'ephemeral',
+      provider: null,
+      metadata: null,
+      expiresAt: null,
+    });
+    await expect(db.pool.query('delete from environments where id = $1', [env.id])).rejects.toThrow(
+      /update or delete on table "environments" violates (RESTRICT setting of )?foreign key constraint/,
+    );
   });
 
   it('writes an activity-log event once, however often it is logged', async () => {
     const companyId = uniqueId('co');
-    const entry = { eventKey: uniqueId('ev'), companyId, actorType: 'system', actorId: 'envrun', action: 'environment.lease_acquired', entityType: 'environment_lease', entityId: 'l', agentId: null, runId: 'r', details: {} };
+    const entry = {
+      eventKey: uniqueId('ev'),
+      companyId,
+      actorType: 'system',
+      actorId: 'envrun',
+      action: 'environment.lease_acquired',
+      entityType: 'environment_lease',
+      entityId: 'l',
+      agentId: null,
+      runId: 'r',
+      details: {},
+    };
     const wrote = await Promise.all([store.logActivity(entry), store.logActivity(entry), store.logActivity(entry)]);
     expect(wrote.filter(Boolean)).toHaveLength(1);
     expect(await store.listActivity(companyId)).toHaveLength(1);
@@ -89,18 +137,59 @@ describe.each(backends)('store on $name', ({ url }) => {
   it('persists realization metadata in one transaction, merging into existing metadata, scoped by company', async () => {
     const companyId = uniqueId('co');
     const env = await store.ensureLocalEnvironment(companyId);
-    const ws = await store.createExecutionWorkspace({ companyId, name: 'ws', cwd: '/w', metadata: { config: { provisionCommand: 'make' } } });
-    const lease = await store.insertLease({ companyId, environmentId: env.id, executionWorkspaceId: ws.id, issueId: null, heartbeatRunId: 'r', leasePolicy: 'ephemeral', provider: 'local', metadata: { cwd: '/w' }, expiresAt: null });
+    const ws = await store.createExecutionWorkspace({
+      companyId,
+      name: 'ws',
+      cwd: '/w',
+      metadata: { config: { provisionCommand: 'make' } },
+    });
+    const lease = await store.insertLease({
+      companyId,
+      environmentId: env.id,
+      executionWorkspaceId: ws.id,
+      issueId: null,
+      heartbeatRunId: 'r',
+      leasePolicy: 'ephemeral',
+      provider: 'local',
+      metadata: { cwd: '/w' },
+      expiresAt: null,
+    });
     const request = { version: 1 } as unknown as WorkspaceRealizationRequest;
     // Another company's ids: nothing is written, not even the lease half.
-    await expect(store.persistRealization({ leaseId: lease.id, companyId: uniqueId('other'), executionWorkspaceId: ws.id, request, record: record(lease.id, env.id) })).rejects.toThrow(/not found/);
+    await expect(
+      store.persistRealization({
+        leaseId: lease.id,
+        companyId: uniqueId('other'),
+        executionWorkspaceId: ws.id,
+        request,
+        record: record(lease.id, env.id),
+      }),
+    ).rejects.toThrow(/not found/);
     const otherWs = await store.createExecutionWorkspace({ companyId: uniqueId('other'), name: 'x', cwd: '/x' });
-    await expect(store.persistRealization({ leaseId: lease.id, companyId, executionWorkspaceId: otherWs.id, request, record: record(lease.id, env.id) })).rejects.toThrow(/not found/);
+    await expect(
+      store.persistRealization({
+        leaseId: lease.id,
+        companyId,
+        executionWorkspaceId: otherWs.id,
+        request,
+        record: record(lease.id, env.id),
+      }),
+    ).rejects.toThrow(/not found/);
     expect((await store.getLease(companyId, lease.id))!.metadata).toEqual({ cwd: '/w' });
 
-    const stored = await store.persistRealization({ leaseId: lease.id, companyId, executionWorkspaceId: ws.id, request, record: record(lease.id, env.id) });
+    const stored = await store.persistRealization({
+      leaseId: lease.id,
+      companyId,
+      executionWorkspaceId: ws.id,
+      request,
+      record: record(lease.id, env.id),
+    });
     expect(stored.lease.metadata).toEqual({ cwd: '/w', workspaceRealization: record(lease.id, env.id) });
-    expect(stored.executionWorkspace!.metadata).toEqual({ config: { provisionCommand: 'make' }, workspaceRealizationRequest: request, workspaceRealization: record(lease.id, env.id) });
+    expect(stored.executionWorkspace!.metadata).toEqual({
+      config: { provisionCommand: 'make' },
+      workspaceRealizationRequest: request,
+      workspaceRealization: record(lease.id, env.id),
+    });
     expect(await store.getLease(companyId, lease.id)).toEqual(stored.lease);
   });
 });

@@ -18,23 +18,49 @@ describe('bubblewrap provider', () => {
   it('realizes by archive upload, runs with only the explicit env and no network, syncs back at release', async () => {
     process.env.ENVRUN_WORKER_SECRET = 'worker-secret-value';
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'bwrap',
+      driver: 'sandbox',
+      config: { provider: 'bubblewrap' },
+    });
     const cwd = tempWorkspace();
     writeFileSync(join(cwd, 'input.txt'), 'from the host');
-    const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: 'cat input.txt > copied.txt && echo built > out.txt' } });
+    const req = runRequest({
+      companyId,
+      cwd,
+      environmentId: env.id,
+      runtimeOverlay: { provisionCommand: 'cat input.txt > copied.txt && echo built > out.txt' },
+    });
     const result = await h.client.startRunAndWaitReady(req);
-    expect(result.executionTarget).toMatchObject({ kind: 'remote', transport: 'sandbox', providerKey: 'bubblewrap', remoteCwd: '/workspace' });
+    expect(result.executionTarget).toMatchObject({
+      kind: 'remote',
+      transport: 'sandbox',
+      providerKey: 'bubblewrap',
+      remoteCwd: '/workspace',
+    });
     expect(result.workspaceRealization).toMatchObject({ sync: { strategy: 'sandbox_archive_upload_download' } });
 
     const exec = (command: string, args: string[] = [], env: Record<string, string> = {}) =>
       h.admin.exec(companyId, req.heartbeatRunId, { command, args, env });
     const envOut = await exec('env', [], { ONLY: 'me' });
     // bwrap itself adds PWD for --chdir; nothing comes from the worker's environment.
-    expect(envOut.stdout.trim().split('\n').sort()).toEqual(['HOME=/workspace', 'ONLY=me', 'PATH=/usr/local/bin:/usr/bin:/bin', 'PWD=/workspace']);
+    expect(envOut.stdout.trim().split('\n').sort()).toEqual([
+      'HOME=/workspace',
+      'ONLY=me',
+      'PATH=/usr/local/bin:/usr/bin:/bin',
+      'PWD=/workspace',
+    ]);
     expect(envOut.stdout).not.toContain('worker-secret-value');
     // New namespaces: pid 1 is bwrap's, no network but loopback, the host's data folder is absent.
     const net = await exec('cat', ['/proc/net/dev']);
-    expect(net.stdout.trim().split('\n').slice(2).map((l) => l.trim().split(':')[0])).toEqual(['lo']);
+    expect(
+      net.stdout
+        .trim()
+        .split('\n')
+        .slice(2)
+        .map((l) => l.trim().split(':')[0]),
+    ).toEqual(['lo']);
     expect((await exec('test', ['-e', h.dataDir])).exitCode).toBe(1);
     expect((await exec('sh', ['-c', 'echo x > /usr/evil'])).exitCode).not.toBe(0); // the system is read-only
     expect((await exec('cat', ['copied.txt'])).stdout).toBe('from the host');
@@ -48,11 +74,21 @@ describe('bubblewrap provider', () => {
     expect(readdirSync(sandboxes)).toHaveLength(0);
   });
 
-  it('discardChanges keeps the sandbox\'s changes out of the local workspace', async () => {
+  it("discardChanges keeps the sandbox's changes out of the local workspace", async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap', discardChanges: true } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'bwrap',
+      driver: 'sandbox',
+      config: { provider: 'bubblewrap', discardChanges: true },
+    });
     const cwd = tempWorkspace();
-    const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo scratch > scratch.txt' } });
+    const req = runRequest({
+      companyId,
+      cwd,
+      environmentId: env.id,
+      runtimeOverlay: { provisionCommand: 'echo scratch > scratch.txt' },
+    });
     await h.client.startRunAndWaitReady(req);
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
     expect(existsSync(join(cwd, 'scratch.txt'))).toBe(false);
@@ -60,10 +96,22 @@ describe('bubblewrap provider', () => {
 
   it('a failing provision inside the sandbox fails the run and removes the sandbox', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'bwrap', driver: 'sandbox', config: { provider: 'bubblewrap' } });
-    const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo "cannot reach registry" >&2; exit 4' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'bwrap',
+      driver: 'sandbox',
+      config: { provider: 'bubblewrap' },
+    });
+    const req = runRequest({
+      companyId,
+      environmentId: env.id,
+      runtimeOverlay: { provisionCommand: 'echo "cannot reach registry" >&2; exit 4' },
+    });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
-    expect(err).toMatchObject({ provider: 'bubblewrap', message: 'provision command exited with code 4: cannot reach registry' });
+    expect(err).toMatchObject({
+      provider: 'bubblewrap',
+      message: 'provision command exited with code 4: cannot reach registry',
+    });
     await runEnd(h, companyId, req.heartbeatRunId);
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'failed', cleanupStatus: 'success' });
@@ -72,7 +120,12 @@ describe('bubblewrap provider', () => {
 
   it('network: true keeps the host network namespace', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'net', driver: 'sandbox', config: { provider: 'bubblewrap', network: true } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'net',
+      driver: 'sandbox',
+      config: { provider: 'bubblewrap', network: true },
+    });
     const req = runRequest({ companyId, environmentId: env.id });
     await h.client.startRunAndWaitReady(req);
     const inside = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'cat', args: ['/proc/net/dev'] });
@@ -84,12 +137,31 @@ describe('bubblewrap provider', () => {
   it('without bwrap, probe says so plainly and acquire fails without retrying', async () => {
     const provider = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: null });
     const config = provider.validateConfig({ provider: 'bubblewrap' });
-    expect(await provider.probe(config)).toEqual({ ok: false, diagnostics: ['bwrap is not installed (Debian: apt-get install bubblewrap)'] });
-    await expect(provider.acquireLease(config, { environmentId: 'e', heartbeatRunId: 'r', attempt: 1, idempotencyKey: 'k', reuseKey: null }))
-      .rejects.toMatchObject({ name: 'NonRetryableError', message: 'bwrap is not installed (Debian: apt-get install bubblewrap)' });
+    expect(await provider.probe(config)).toEqual({
+      ok: false,
+      diagnostics: ['bwrap is not installed (Debian: apt-get install bubblewrap)'],
+    });
+    await expect(
+      provider.acquireLease(config, {
+        environmentId: 'e',
+        heartbeatRunId: 'r',
+        attempt: 1,
+        idempotencyKey: 'k',
+        reuseKey: null,
+      }),
+    ).rejects.toMatchObject({
+      name: 'NonRetryableError',
+      message: 'bwrap is not installed (Debian: apt-get install bubblewrap)',
+    });
     const broken = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: '/bin/false' });
     expect((await broken.probe(config)).diagnostics[0]).toMatch(/^bwrap cannot create namespaces here: /);
-    const real = await h.admin.createEnvironment({ companyId: uniqueId('co'), name: 'b', driver: 'sandbox', config: { provider: 'bubblewrap' } })
+    const real = await h.admin
+      .createEnvironment({
+        companyId: uniqueId('co'),
+        name: 'b',
+        driver: 'sandbox',
+        config: { provider: 'bubblewrap' },
+      })
       .then((env) => h.admin.probeEnvironment(env.companyId, env.id));
     expect(real.ok).toBe(true);
   });

@@ -36,27 +36,61 @@ async function stateOfA() {
 
 function envrun(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', TEMPORAL_ADDRESS: inject('temporalAddress'),
-        DATABASE_URL: h.database.url, ENVRUN_TASK_QUEUE: h.taskQueue, ENVRUN_DATA_DIR: h.dataDir,
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        env: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          HOME: process.env.HOME ?? '/tmp',
+          TEMPORAL_ADDRESS: inject('temporalAddress'),
+          DATABASE_URL: h.database.url,
+          ENVRUN_TASK_QUEUE: h.taskQueue,
+          ENVRUN_DATA_DIR: h.dataDir,
+        },
       },
-    }, (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+      (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
   });
 }
 
 beforeAll(async () => {
   h = await createHarness();
-  envA = await h.admin.createEnvironment({ companyId: A, name: 'a-sbx', driver: 'sandbox', config: { provider: 'fake' } });
-  flakyA = await h.admin.createEnvironment({ companyId: A, name: 'a-flaky', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
-  wsA = await h.admin.createExecutionWorkspace({ companyId: A, name: 'a-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
-  await h.client.startRunAndWaitReady(runRequest({ companyId: A, heartbeatRunId: 'ready', environmentId: envA.id, executionWorkspaceId: wsA.id }));
-  await h.client.startRunAndWaitReady(runRequest({ companyId: A, heartbeatRunId: 'kept', environmentId: envA.id, leasePolicy: 'retain_on_failure' }));
+  envA = await h.admin.createEnvironment({
+    companyId: A,
+    name: 'a-sbx',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  flakyA = await h.admin.createEnvironment({
+    companyId: A,
+    name: 'a-flaky',
+    driver: 'sandbox',
+    config: { provider: 'fake', faults: { realize: { fail: 'always' } } },
+  });
+  wsA = await h.admin.createExecutionWorkspace({
+    companyId: A,
+    name: 'a-ws',
+    cwd: tempWorkspace(),
+    config: { environmentId: envA.id },
+  });
+  await h.client.startRunAndWaitReady(
+    runRequest({ companyId: A, heartbeatRunId: 'ready', environmentId: envA.id, executionWorkspaceId: wsA.id }),
+  );
+  await h.client.startRunAndWaitReady(
+    runRequest({ companyId: A, heartbeatRunId: 'kept', environmentId: envA.id, leasePolicy: 'retain_on_failure' }),
+  );
   await h.client.completeRun(A, 'kept', { status: 'failed', failureReason: 'inspect me' });
   retainedA = (await h.store.listRunLeases(A, 'kept'))[0]!;
   expect(retainedA.status).toBe('retained');
-  await h.client.startRun(runRequest({ companyId: A, heartbeatRunId: 'stuck', environmentId: flakyA.id, awaitRetryMs: 600_000 }));
-  await until('A\'s run awaiting retry in visibility', async () => (await h.client.listRuns({ companyId: A, phase: 'awaiting_retry' })).length === 1);
+  await h.client.startRun(
+    runRequest({ companyId: A, heartbeatRunId: 'stuck', environmentId: flakyA.id, awaitRetryMs: 600_000 }),
+  );
+  await until(
+    "A's run awaiting retry in visibility",
+    async () => (await h.client.listRuns({ companyId: A, phase: 'awaiting_retry' })).length === 1,
+  );
   snapshot = await stateOfA();
 });
 afterAll(async () => {
@@ -77,11 +111,15 @@ describe('company B against company A', () => {
     expect(await h.client.listRuns({ companyId: B, environmentId: flakyA.id })).toEqual([]);
   });
 
-  it('cannot lease A\'s environment or execution workspace; a run with the same id as A\'s gets its own lease', async () => {
+  it("cannot lease A's environment or execution workspace; a run with the same id as A's gets its own lease", async () => {
     const onEnv = runRequest({ companyId: B, heartbeatRunId: 'on-a-env', environmentId: envA.id });
-    expect((await expectRunError(h.client.startRunAndWaitReady(onEnv), 'environment_not_found')).environmentId).toBe(envA.id);
+    expect((await expectRunError(h.client.startRunAndWaitReady(onEnv), 'environment_not_found')).environmentId).toBe(
+      envA.id,
+    );
     const onWs = runRequest({ companyId: B, heartbeatRunId: 'via-ws', executionWorkspaceId: wsA.id });
-    expect((await expectRunError(h.client.startRunAndWaitReady(onWs), 'invalid_request')).message).toContain(`execution workspace ${wsA.id} not found`);
+    expect((await expectRunError(h.client.startRunAndWaitReady(onWs), 'invalid_request')).message).toContain(
+      `execution workspace ${wsA.id} not found`,
+    );
     expect(await h.store.listLeases(B)).toEqual([]);
 
     // A's run "kept" holds a retained lease: B's own "kept" neither adopts it nor conflicts with it.
@@ -99,25 +137,46 @@ describe('company B against company A', () => {
     const notFound = (id: string) => `environment ${id} of company ${B} not found`;
     const attempts: [string, () => Promise<unknown>][] = [
       ['get', () => h.admin.getEnvironment(B, envA.id)],
-      ['update', () => h.admin.updateEnvironment(B, envA.id, { config: { provider: 'fake', faults: { acquire: { fail: 'always' } } }, name: 'hijacked' })],
+      [
+        'update',
+        () =>
+          h.admin.updateEnvironment(B, envA.id, {
+            config: { provider: 'fake', faults: { acquire: { fail: 'always' } } },
+            name: 'hijacked',
+          }),
+      ],
       ['archive', () => h.admin.archiveEnvironment(B, envA.id)],
       ['probe', () => h.admin.probeEnvironment(B, envA.id)],
     ];
     for (const [what, attempt] of attempts) {
-      const err = await attempt().then(() => null, (e: unknown) => e);
+      const err = await attempt().then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err, what).toBeInstanceOf(NotFoundError);
       expect((err as Error).message, what).toBe(notFound(envA.id));
     }
     // Exactly what an id that exists nowhere gets: nothing tells B that A's id is taken.
     const missing = randomUUID();
-    const err = await h.admin.getEnvironment(B, missing).then(() => null, (e: unknown) => e);
+    const err = await h.admin.getEnvironment(B, missing).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(NotFoundError);
     expect((err as Error).message).toBe(notFound(missing));
     // An execution workspace of B cannot name A's environment either.
-    const ws = h.admin.createExecutionWorkspace({ companyId: B, name: 'b-ws', cwd: tempWorkspace(), config: { environmentId: envA.id } });
+    const ws = h.admin.createExecutionWorkspace({
+      companyId: B,
+      name: 'b-ws',
+      cwd: tempWorkspace(),
+      config: { environmentId: envA.id },
+    });
     await expect(ws).rejects.toThrow(InvalidInputError);
     await expect(ws).rejects.toThrow(`config.environmentId: environment ${envA.id} of company ${B} not found`);
-    const { rows } = await h.database.pool.query('select count(*)::int as n from execution_workspaces where company_id = $1', [B]);
+    const { rows } = await h.database.pool.query(
+      'select count(*)::int as n from execution_workspaces where company_id = $1',
+      [B],
+    );
     expect(rows[0].n).toBe(0);
 
     expect(await h.store.getEnvironmentById(envA.id)).toEqual(before);
@@ -126,7 +185,11 @@ describe('company B against company A', () => {
 
   it('the CLI as B: env update/archive/probe of A\'s environment exit 1 "not found"; the row is unchanged and active', async () => {
     const before = await h.store.getEnvironmentById(envA.id);
-    for (const args of [['update', envA.id, '--config', '{"provider":"fake","faults":{"acquire":{"fail":"always"}}}'], ['archive', envA.id], ['probe', envA.id]]) {
+    for (const args of [
+      ['update', envA.id, '--config', '{"provider":"fake","faults":{"acquire":{"fail":"always"}}}'],
+      ['archive', envA.id],
+      ['probe', envA.id],
+    ]) {
       const res = await envrun(['env', ...args, '--company', B, '--json']);
       expect(res.code, res.stderr).toBe(1);
       expect(res.stdout).toBe('');
@@ -138,14 +201,18 @@ describe('company B against company A', () => {
     expect((await h.client.getRun(A, 'ready'))?.phase).toBe('ready'); // archiving would have cancelled it
   });
 
-  it('cannot release, renew, complete, cancel, retry or exec in A\'s leases and runs', async () => {
+  it("cannot release, renew, complete, cancel, retry or exec in A's leases and runs", async () => {
     await expect(h.admin.releaseRetainedLease(B, retainedA.id)).rejects.toThrow(NotFoundError);
     await expect(h.client.renewRun(B, 'ready')).rejects.toThrow(NotFoundError);
-    await expect(h.client.completeRun(B, 'ready', { status: 'failed', failureReason: 'hijack' })).rejects.toThrow(NotFoundError);
+    await expect(h.client.completeRun(B, 'ready', { status: 'failed', failureReason: 'hijack' })).rejects.toThrow(
+      NotFoundError,
+    );
     await expect(h.client.retryRealization(B, 'stuck')).rejects.toThrow(NotFoundError);
     await expect(h.client.cancelRun(B, 'ready')).rejects.toThrow(NotFoundError);
     const sentinel = join(tempWorkspace(), 'b-was-here');
-    await expect(h.admin.exec(B, 'ready', { command: 'touch', args: [sentinel], env: {} })).rejects.toThrow(NotFoundError);
+    await expect(h.admin.exec(B, 'ready', { command: 'touch', args: [sentinel], env: {} })).rejects.toThrow(
+      NotFoundError,
+    );
     expect(existsSync(sentinel)).toBe(false);
     // A bulk retry filtered to B (or to B and A's environment) retries none of A's runs.
     expect(await h.client.retryAwaiting({ companyId: B })).toEqual([]);
@@ -165,9 +232,11 @@ describe('company B against company A', () => {
     expect(JSON.parse(leases.stdout).map((l: EnvironmentLease) => l.companyId)).toEqual([B]); // B's own, released
   });
 
-  it('afterwards A\'s rows and runs are exactly as they were, and A still controls them', async () => {
+  it("afterwards A's rows and runs are exactly as they were, and A still controls them", async () => {
     expect(await stateOfA()).toEqual(snapshot);
-    expect((await h.client.completeRun(A, 'ready', { status: 'succeeded' })).releasedLeases.map((l) => l.status)).toEqual(['released']);
+    expect(
+      (await h.client.completeRun(A, 'ready', { status: 'succeeded' })).releasedLeases.map((l) => l.status),
+    ).toEqual(['released']);
     expect((await h.admin.releaseRetainedLease(A, retainedA.id)).status).toBe('released');
     await h.client.cancelRun(A, 'stuck');
     expect(await h.store.listLeases(A, 'active')).toEqual([]);

@@ -20,12 +20,28 @@ describe('happy path', () => {
     const req = runRequest();
     const result = await h.client.startRunAndWaitReady(req);
     const cwd = (req.workspace as { cwd: string }).cwd;
-    expect(result.lease).toMatchObject({ companyId: req.companyId, heartbeatRunId: req.heartbeatRunId, status: 'active', provider: 'local' });
-    expect(result.executionTarget).toEqual({ kind: 'local', environmentId: result.lease.environmentId, leaseId: result.lease.id, cwd });
+    expect(result.lease).toMatchObject({
+      companyId: req.companyId,
+      heartbeatRunId: req.heartbeatRunId,
+      status: 'active',
+      provider: 'local',
+    });
+    expect(result.executionTarget).toEqual({
+      kind: 'local',
+      environmentId: result.lease.environmentId,
+      leaseId: result.lease.id,
+      cwd,
+    });
     expect(result.remoteExecution).toBeNull();
     expect(result.workspaceRealization).toMatchObject({ version: 1, transport: 'local', sync: { strategy: 'none' } });
     expect(await scheduledActivities(h, req.companyId, req.heartbeatRunId)).toEqual([
-      'local:resolveEnvironment', 'acquireLease', 'local:logActivity', 'realizeWorkspace', 'local:persistMetadata', 'local:resolveTarget', 'local:logActivity',
+      'local:resolveEnvironment',
+      'acquireLease',
+      'local:logActivity',
+      'realizeWorkspace',
+      'local:persistMetadata',
+      'local:resolveTarget',
+      'local:logActivity',
     ]);
     // The company's local environment was ensured on demand, exactly one.
     const envs = await h.admin.listEnvironments(req.companyId);
@@ -33,7 +49,12 @@ describe('happy path', () => {
     const log = await h.store.listActivity(req.companyId, { runId: req.heartbeatRunId });
     expect(log.map((l) => l.action)).toEqual([ACTIVITY_ACTIONS.leaseAcquired, ACTIVITY_ACTIONS.workspaceRealized]);
     expect(log[0]!.details).toEqual({
-      environmentId: envs[0]!.id, driver: 'local', leasePolicy: 'ephemeral', provider: 'local', executionWorkspaceId: null, issueId: null,
+      environmentId: envs[0]!.id,
+      driver: 'local',
+      leasePolicy: 'ephemeral',
+      provider: 'local',
+      executionWorkspaceId: null,
+      issueId: null,
     });
 
     const state = await h.client.completeRun(req.companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -47,10 +68,16 @@ describe('happy path', () => {
 
   it('sandbox (fake): realizes into the sandbox, provisions there with only the explicit env, releases the folder', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'fake', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'fake',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
     process.env.ENVRUN_TEST_SECRET = 'do-not-leak';
     const req = runRequest({
-      companyId, environmentId: env.id,
+      companyId,
+      environmentId: env.id,
       runtimeOverlay: { provisionCommand: 'env > provisioned.env; echo ok > marker' },
     });
     const result = await h.client.startRunAndWaitReady(req);
@@ -69,7 +96,12 @@ describe('happy path', () => {
   it('persists metadata on the lease and the execution workspace and returns the stored rows', async () => {
     const companyId = uniqueId('co');
     const cwd = tempWorkspace();
-    const ws = await h.admin.createExecutionWorkspace({ companyId, name: 'ws', cwd, config: { provisionCommand: 'touch from-config' } });
+    const ws = await h.admin.createExecutionWorkspace({
+      companyId,
+      name: 'ws',
+      cwd,
+      config: { provisionCommand: 'touch from-config' },
+    });
     const req = runRequest({ companyId, cwd, executionWorkspaceId: ws.id });
     const result = await h.client.startRunAndWaitReady(req);
     const storedLease = await h.store.getLease(companyId, result.lease.id);
@@ -77,7 +109,10 @@ describe('happy path', () => {
     expect(result.lease).toEqual(storedLease);
     expect(result.persistedExecutionWorkspace).toEqual(storedWs);
     expect(storedLease!.metadata).toHaveProperty('workspaceRealization.version', 1);
-    expect(storedWs!.metadata).toHaveProperty('workspaceRealizationRequest.runtimeOverlay.provisionCommand', 'touch from-config');
+    expect(storedWs!.metadata).toHaveProperty(
+      'workspaceRealizationRequest.runtimeOverlay.provisionCommand',
+      'touch from-config',
+    );
     expect(storedWs!.metadata).toHaveProperty('workspaceRealization.summary', `Local workspace realized at ${cwd}.`);
     expect(storedWs!.metadata).toHaveProperty('config.provisionCommand', 'touch from-config'); // kept, not overwritten
     expect(existsSync(`${cwd}/from-config`)).toBe(true);
@@ -86,7 +121,12 @@ describe('happy path', () => {
 
   it('plugin driver: skips realization, realization stays {}, target null', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'p', driver: 'plugin', config: { pluginKey: 'acme', driverKey: 'vm' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'p',
+      driver: 'plugin',
+      config: { pluginKey: 'acme', driverKey: 'vm' },
+    });
     const req = runRequest({ companyId, environmentId: env.id });
     const result = await h.client.startRunAndWaitReady(req);
     expect(result.workspaceRealization).toEqual({});
@@ -105,12 +145,19 @@ describe('failures', () => {
   it('realization failure → workspace_realization_failed with environment and driver; target never resolved; lease failed', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'flaky', driver: 'sandbox',
+      companyId,
+      name: 'flaky',
+      driver: 'sandbox',
       config: { provider: 'fake', faults: { realize: { fail: 'always', message: 'sandbox unreachable' } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
-    expect(err).toMatchObject({ environmentId: env.id, driver: 'sandbox', provider: 'fake', message: 'sandbox unreachable' });
+    expect(err).toMatchObject({
+      environmentId: env.id,
+      driver: 'sandbox',
+      provider: 'fake',
+      message: 'sandbox unreachable',
+    });
     const end = await runEnd(h, companyId, req.heartbeatRunId);
     expect(end).toBeInstanceOf(WorkflowFailedError);
     const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
@@ -125,7 +172,10 @@ describe('failures', () => {
   it('a realize fault on the first two attempts is retried by policy and the run becomes ready', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'flaky-twice', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 2 } } },
+      companyId,
+      name: 'flaky-twice',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { realize: { fail: 2 } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
     const result = await h.client.startRunAndWaitReady(req);
@@ -134,7 +184,9 @@ describe('failures', () => {
   });
 
   it('a failing provision command reports its exit code and first stderr line', async () => {
-    const req = runRequest({ runtimeOverlay: { provisionCommand: 'echo "npm ERR! missing script" >&2; echo second >&2; exit 3' } });
+    const req = runRequest({
+      runtimeOverlay: { provisionCommand: 'echo "npm ERR! missing script" >&2; echo second >&2; exit 3' },
+    });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     expect(err.message).toBe('provision command exited with code 3: npm ERR! missing script');
     expect(err.driver).toBe('local');
@@ -143,7 +195,10 @@ describe('failures', () => {
   it('target failure → transport_resolution_failed', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'no-target', driver: 'sandbox', config: { provider: 'fake', faults: { target: { fail: 'always', message: 'network error' } } },
+      companyId,
+      name: 'no-target',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { target: { fail: 'always', message: 'network error' } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'transport_resolution_failed');
@@ -156,7 +211,10 @@ describe('failures', () => {
   it('acquire failure → lease_acquire_failed, and nothing is left active', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'full', driver: 'sandbox', config: { provider: 'fake', faults: { acquire: { fail: 'always', message: 'quota exceeded' } } },
+      companyId,
+      name: 'full',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { acquire: { fail: 'always', message: 'quota exceeded' } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'lease_acquire_failed');
@@ -167,8 +225,13 @@ describe('failures', () => {
     expect(lease).toMatchObject({ status: 'failed', providerLeaseId: null });
   });
 
-  it('environment_not_found for a missing id and for another company\'s environment', async () => {
-    const other = await h.admin.createEnvironment({ companyId: uniqueId('other'), name: 'theirs', driver: 'plugin', config: { pluginKey: 'a', driverKey: 'b' } });
+  it("environment_not_found for a missing id and for another company's environment", async () => {
+    const other = await h.admin.createEnvironment({
+      companyId: uniqueId('other'),
+      name: 'theirs',
+      driver: 'plugin',
+      config: { pluginKey: 'a', driverKey: 'b' },
+    });
     const missing = '00000000-0000-4000-8000-000000000000';
     for (const environmentId of [missing, other.id]) {
       const req = runRequest({ environmentId });
@@ -180,16 +243,32 @@ describe('failures', () => {
 
   it('environment_inactive for an archived environment', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'old', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'old',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
     await h.admin.archiveEnvironment(companyId, env.id);
-    const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'environment_inactive');
+    const err = await expectRunError(
+      h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })),
+      'environment_inactive',
+    );
     expect(err).toMatchObject({ environmentId: env.id, driver: 'sandbox' });
   });
 
   it('unsupported_environment for a driver this worker does not offer (a provider it does not load)', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'cloud', driver: 'sandbox', config: { provider: 'not-loaded' } });
-    const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'unsupported_environment');
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'cloud',
+      driver: 'sandbox',
+      config: { provider: 'not-loaded' },
+    });
+    const err = await expectRunError(
+      h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })),
+      'unsupported_environment',
+    );
     expect(err.message).toContain('not-loaded');
     expect(await h.store.listLeases(companyId, 'active')).toEqual([]);
   });
@@ -197,7 +276,9 @@ describe('failures', () => {
   it('invalid_request for a workflow started around the client with bad input', async () => {
     const workflowId = uniqueId('raw');
     const handle = await h.client.temporal.workflow.start('environmentRun', {
-      workflowId, taskQueue: h.taskQueue, args: [{ companyId: 'co', heartbeatRunId: 'r', workspace: { baseCwd: 'relative', cwd: '/x' } }],
+      workflowId,
+      taskQueue: h.taskQueue,
+      args: [{ companyId: 'co', heartbeatRunId: 'r', workspace: { baseCwd: 'relative', cwd: '/x' } }],
     });
     const err = await handle.result().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
@@ -225,13 +306,21 @@ describe('failures', () => {
   it('lease_cleanup_failed: a provider that cannot release is retried, then recorded and reported', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'sticky', driver: 'sandbox', config: { provider: 'fake', faults: { release: { fail: 'always', message: 'sandbox API 503' } } },
+      companyId,
+      name: 'sticky',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { release: { fail: 'always', message: 'sandbox API 503' } } },
     });
     const req = runRequest({ companyId, environmentId: env.id });
     await h.client.startRunAndWaitReady(req);
     const state = await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
     expect(state.phase).toBe('failed');
-    expect(state.error).toMatchObject({ code: 'lease_cleanup_failed', environmentId: env.id, driver: 'sandbox', provider: 'fake' });
+    expect(state.error).toMatchObject({
+      code: 'lease_cleanup_failed',
+      environmentId: env.id,
+      driver: 'sandbox',
+      provider: 'fake',
+    });
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'released', cleanupStatus: 'failed' });
     expect(lease!.metadata).toHaveProperty('cleanupError', 'sandbox API 503');
@@ -255,7 +344,10 @@ describe('lifecycle', () => {
     const req = runRequest();
     const [a, b] = await Promise.all([h.client.startRun(req), h.client.startRun(req)]);
     expect(a.workflowId).toBe(b.workflowId);
-    const [r1, r2] = await Promise.all([h.client.startRunAndWaitReady(req), h.client.waitReady(req.companyId, req.heartbeatRunId)]);
+    const [r1, r2] = await Promise.all([
+      h.client.startRunAndWaitReady(req),
+      h.client.waitReady(req.companyId, req.heartbeatRunId),
+    ]);
     expect(r1.lease.id).toBe(r2.lease.id);
     expect(await h.store.listRunLeases(req.companyId, req.heartbeatRunId)).toHaveLength(1);
     await h.client.completeRun(req.companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -268,7 +360,10 @@ describe('lifecycle', () => {
   it('complete with failed: lease failed with the reason; the workflow itself succeeds', async () => {
     const req = runRequest();
     await h.client.startRunAndWaitReady(req);
-    const state = await h.client.completeRun(req.companyId, req.heartbeatRunId, { status: 'failed', failureReason: 'agent crashed' });
+    const state = await h.client.completeRun(req.companyId, req.heartbeatRunId, {
+      status: 'failed',
+      failureReason: 'agent crashed',
+    });
     expect(state.phase).toBe('released');
     const [lease] = await h.store.listRunLeases(req.companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'failed', failureReason: 'agent crashed', cleanupStatus: 'success' });
@@ -278,19 +373,31 @@ describe('lifecycle', () => {
   it('complete is refused before the run is ready and for a bad status', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'slow', driver: 'sandbox', config: { provider: 'fake' },
+      companyId,
+      name: 'slow',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
     });
     const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'sleep 3' } });
     await h.client.startRun(req);
-    await expect(h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' })).rejects.toThrow(/not ready/);
-    await expect(h.client.completeRun(companyId, req.heartbeatRunId, { status: 'done' as 'failed' })).rejects.toThrow(/completion\.status/);
+    await expect(h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' })).rejects.toThrow(
+      /not ready/,
+    );
+    await expect(h.client.completeRun(companyId, req.heartbeatRunId, { status: 'done' as 'failed' })).rejects.toThrow(
+      /completion\.status/,
+    );
     await h.client.waitReady(companyId, req.heartbeatRunId);
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
 
   it('cancel while provisioning: provision stopped, lease released, run cancelled', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'c', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'c',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
     const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'sleep 30' } });
     await h.client.startRun(req);
     const waiting = h.client.waitReady(companyId, req.heartbeatRunId).catch((e: unknown) => e);
@@ -300,7 +407,10 @@ describe('lifecycle', () => {
     const started = Date.now();
     await h.client.cancelRun(companyId, req.heartbeatRunId);
     expect(Date.now() - started).toBeLessThan(20_000);
-    await expectRunError(waiting.then((e) => Promise.reject(e)), 'run_cancelled');
+    await expectRunError(
+      waiting.then((e) => Promise.reject(e)),
+      'run_cancelled',
+    );
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'released', failureReason: 'run cancelled', cleanupStatus: 'success' });
     expect((await h.client.getRun(companyId, req.heartbeatRunId))?.phase).toBe('cancelled');
@@ -308,8 +418,17 @@ describe('lifecycle', () => {
 
   it('a long provision heartbeats its last output line, visible on the pending activity', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'p', driver: 'sandbox', config: { provider: 'fake' } });
-    const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo installing-deps; sleep 5' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'p',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
+    const req = runRequest({
+      companyId,
+      environmentId: env.id,
+      runtimeOverlay: { provisionCommand: 'echo installing-deps; sleep 5' },
+    });
     const { workflowId } = await h.client.startRun(req);
     let seen: unknown = null;
     for (let i = 0; i < 80 && !seen; i++) {
@@ -332,7 +451,10 @@ describe('lifecycle', () => {
     await h.client.cancelRun(req.companyId, req.heartbeatRunId);
     const [lease] = await h.store.listRunLeases(req.companyId, req.heartbeatRunId);
     expect(lease!.status).toBe('released');
-    const released = await h.store.listActivity(req.companyId, { runId: req.heartbeatRunId, action: ACTIVITY_ACTIONS.leaseReleased });
+    const released = await h.store.listActivity(req.companyId, {
+      runId: req.heartbeatRunId,
+      action: ACTIVITY_ACTIONS.leaseReleased,
+    });
     expect(released).toHaveLength(1);
     expect(released[0]!.details).toMatchObject({ outcome: 'cancelled', status: 'released' });
   });
@@ -341,8 +463,16 @@ describe('lifecycle', () => {
     const companyId = uniqueId('co');
     await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'completed' }));
     await h.client.completeRun(companyId, 'completed', { status: 'failed', failureReason: 'tests red' });
-    const flaky = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
-    await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'failed', environmentId: flaky.id })), 'workspace_realization_failed');
+    const flaky = await h.admin.createEnvironment({
+      companyId,
+      name: 'f',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { realize: { fail: 'always' } } },
+    });
+    await expectRunError(
+      h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'failed', environmentId: flaky.id })),
+      'workspace_realization_failed',
+    );
     await runEnd(h, companyId, 'failed');
     await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'cancelled' }));
     await h.client.cancelRun(companyId, 'cancelled');
@@ -353,13 +483,24 @@ describe('lifecycle', () => {
       ['failed', 'failed', 'workspace_realization_failed', 'failed, error workspace_realization_failed'],
       ['cancelled', 'cancelled', null, 'cancelled'],
     ] as const) {
-      const err = await h.client.cancelRun(companyId, run).then(() => null, (e: unknown) => e);
+      const err = await h.client.cancelRun(companyId, run).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err, run).toBeInstanceOf(RunEndedError);
       expect(err).toBeInstanceOf(RunStateError);
-      expect(err).toMatchObject({ outcome, detail, message: `run ${run} of company ${companyId} already ended, nothing to cancel: ${how}` });
+      expect(err).toMatchObject({
+        outcome,
+        detail,
+        message: `run ${run} of company ${companyId} already ended, nothing to cancel: ${how}`,
+      });
     }
-    expect({ leases: await h.store.listLeases(companyId), activity: await h.store.listActivity(companyId) }).toEqual(before);
-    const phases = await Promise.all(['completed', 'failed', 'cancelled'].map(async (run) => (await h.client.getRun(companyId, run))?.phase));
+    expect({ leases: await h.store.listLeases(companyId), activity: await h.store.listActivity(companyId) }).toEqual(
+      before,
+    );
+    const phases = await Promise.all(
+      ['completed', 'failed', 'cancelled'].map(async (run) => (await h.client.getRun(companyId, run))?.phase),
+    );
     expect(phases).toEqual(['released', 'failed', 'cancelled']);
     await expect(h.client.cancelRun(companyId, 'never-started')).rejects.toThrow(NotFoundError);
   });

@@ -12,20 +12,32 @@ afterAll(async () => {
   await h?.close();
 });
 
-
 const phaseOf = async (companyId: string, run: string) => (await h.client.getRun(companyId, run))?.phase;
 
 describe('operator retry', () => {
   it('fix then retry: runs wait in awaiting_retry, the fault is removed, a bulk retry makes them ready', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'broken', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always', message: 'image pull failed' } } },
+      companyId,
+      name: 'broken',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { realize: { fail: 'always', message: 'image pull failed' } } },
     });
-    const runs = ['a', 'b'].map((r) => runRequest({ companyId, heartbeatRunId: r, environmentId: env.id, awaitRetryMs: 120_000 }));
+    const runs = ['a', 'b'].map((r) =>
+      runRequest({ companyId, heartbeatRunId: r, environmentId: env.id, awaitRetryMs: 120_000 }),
+    );
     const ready = runs.map((r) => h.client.startRunAndWaitReady(r));
-    for (const r of runs) await until(`${r.heartbeatRunId} awaiting retry`, async () => (await phaseOf(companyId, r.heartbeatRunId)) === 'awaiting_retry');
+    for (const r of runs)
+      await until(
+        `${r.heartbeatRunId} awaiting retry`,
+        async () => (await phaseOf(companyId, r.heartbeatRunId)) === 'awaiting_retry',
+      );
     const state = (await h.client.getRun(companyId, 'a')) as RunState;
-    expect(state.lastError).toMatchObject({ code: 'workspace_realization_failed', message: 'image pull failed', environmentId: env.id });
+    expect(state.lastError).toMatchObject({
+      code: 'workspace_realization_failed',
+      message: 'image pull failed',
+      environmentId: env.id,
+    });
     expect(await h.store.listLeases(companyId, 'active')).toHaveLength(2); // the lease is still held
     // Visible in visibility by phase and error code, without touching the database.
     const listed = await until('visibility', async () => {
@@ -35,42 +47,76 @@ describe('operator retry', () => {
     expect(listed.map((r) => r.errorCode)).toEqual(['workspace_realization_failed', 'workspace_realization_failed']);
     // A retry before the fix fails again and comes back to awaiting_retry.
     await h.client.retryRealization(companyId, 'a');
-    await until('a awaiting again', async () => (await h.client.getRun(companyId, 'a'))?.operatorRetries === 1 && (await phaseOf(companyId, 'a')) === 'awaiting_retry');
+    await until(
+      'a awaiting again',
+      async () =>
+        (await h.client.getRun(companyId, 'a'))?.operatorRetries === 1 &&
+        (await phaseOf(companyId, 'a')) === 'awaiting_retry',
+    );
 
     await h.admin.updateEnvironment(companyId, env.id, { config: { provider: 'fake' } });
     // The bulk retry finds runs through visibility, which trails the workflow by a moment.
-    await until('visibility lists both awaiting again', async () => (await h.client.listRuns({ phase: 'awaiting_retry', environmentId: env.id })).length === 2);
+    await until(
+      'visibility lists both awaiting again',
+      async () => (await h.client.listRuns({ phase: 'awaiting_retry', environmentId: env.id })).length === 2,
+    );
     const retried = await h.client.retryAwaiting({ environmentId: env.id });
     expect(retried.map((r) => r.heartbeatRunId).sort()).toEqual(['a', 'b']);
     const results = await Promise.all(ready);
     expect(results.map((r) => r.executionTarget?.kind)).toEqual(['remote', 'remote']);
     for (const r of runs) await h.client.completeRun(companyId, r.heartbeatRunId, { status: 'succeeded' });
-    await until('error code cleared', async () => (await h.client.listRuns({ companyId, errorCode: 'workspace_realization_failed' })).length === 0);
+    await until(
+      'error code cleared',
+      async () => (await h.client.listRuns({ companyId, errorCode: 'workspace_realization_failed' })).length === 0,
+    );
   });
 
   it('the retry update is refused unless the run awaits retry; the signal works too', async () => {
     const companyId = uniqueId('co');
     const ok = runRequest({ companyId });
     await h.client.startRunAndWaitReady(ok);
-    await expect(h.client.retryRealization(companyId, ok.heartbeatRunId)).rejects.toThrow('the run is ready, not awaiting_retry');
+    await expect(h.client.retryRealization(companyId, ok.heartbeatRunId)).rejects.toThrow(
+      'the run is ready, not awaiting_retry',
+    );
     await h.client.completeRun(companyId, ok.heartbeatRunId, { status: 'succeeded' });
 
-    const env = await h.admin.createEnvironment({ companyId, name: 'twice', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 3 } } } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'twice',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { realize: { fail: 3 } } },
+    });
     const req = runRequest({ companyId, environmentId: env.id, awaitRetryMs: 120_000 });
-    const ready = h.client.startRunAndWaitReady(req).then((r) => r, (e: unknown) => e); // settles when cancelled below
+    const ready = h.client.startRunAndWaitReady(req).then(
+      (r) => r,
+      (e: unknown) => e,
+    ); // settles when cancelled below
     await until('awaiting retry', async () => (await phaseOf(companyId, req.heartbeatRunId)) === 'awaiting_retry');
     // Attempts 1-3 failed; the operator's retry is attempt 1 of a fresh policy, so it would fail again:
     // the fault counts activity attempts, and the signal (the UI's action) starts the next round.
-    await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).signal(retryRealizationSignal);
-    await until('retried', async () => ((await h.client.getRun(companyId, req.heartbeatRunId))?.operatorRetries ?? 0) >= 1);
+    await h.client.temporal.workflow
+      .getHandle(runWorkflowId(companyId, req.heartbeatRunId))
+      .signal(retryRealizationSignal);
+    await until(
+      'retried',
+      async () => ((await h.client.getRun(companyId, req.heartbeatRunId))?.operatorRetries ?? 0) >= 1,
+    );
     await h.client.cancelRun(companyId, req.heartbeatRunId);
-    await expectRunError(ready.then((e) => Promise.reject(e)), 'run_cancelled');
+    await expectRunError(
+      ready.then((e) => Promise.reject(e)),
+      'run_cancelled',
+    );
     expect((await h.store.listRunLeases(companyId, req.heartbeatRunId))[0]!.status).toBe('released');
   });
 
   it('with no decision before the deadline the run ends workspace_realization_failed and releases its lease', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'dead', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'dead',
+      driver: 'sandbox',
+      config: { provider: 'fake', faults: { realize: { fail: 'always' } } },
+    });
     const req = runRequest({ companyId, environmentId: env.id, awaitRetryMs: 1500 });
     await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     await runEnd(h, companyId, req.heartbeatRunId);
@@ -81,7 +127,12 @@ describe('operator retry', () => {
 describe('readiness statistics', () => {
   it('stats gives p50/p95 of requested→ready per driver/provider from visibility', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'stats', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'stats',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
     for (let i = 0; i < 3; i++) {
       const req = runRequest({ companyId, environmentId: env.id });
       await h.client.startRunAndWaitReady(req);
@@ -89,7 +140,9 @@ describe('readiness statistics', () => {
     }
     const fake = await until('stats', async () => {
       // This company's runs only: the suite's other runs on the shared server (a killed worker's, say) differ.
-      const s = (await h.client.stats(3600_000, { companyId })).find((g) => g.driver === 'sandbox' && g.provider === 'fake');
+      const s = (await h.client.stats(3600_000, { companyId })).find(
+        (g) => g.driver === 'sandbox' && g.provider === 'fake',
+      );
       return s && s.runs >= 3 ? s : null;
     });
     expect(fake.runs).toBe(3);
@@ -108,7 +161,10 @@ describe('bounded leases', () => {
     expect(await runEnd(h, req.companyId, req.heartbeatRunId)).toMatchObject({ status: 'expired' });
     const [lease] = await h.store.listRunLeases(req.companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'expired', cleanupStatus: 'success' });
-    const log = await h.store.listActivity(req.companyId, { runId: req.heartbeatRunId, action: ACTIVITY_ACTIONS.leaseExpired });
+    const log = await h.store.listActivity(req.companyId, {
+      runId: req.heartbeatRunId,
+      action: ACTIVITY_ACTIONS.leaseExpired,
+    });
     expect(log).toHaveLength(1);
   });
 

@@ -32,7 +32,12 @@ async function recordedScenarios(): Promise<Record<string, string>> {
   await h.client.completeRun(ready.companyId, ready.heartbeatRunId, { status: 'succeeded' });
 
   const companyId = uniqueId('co');
-  const env = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake', faults: { realize: { fail: 'always' } } } });
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'f',
+    driver: 'sandbox',
+    config: { provider: 'fake', faults: { realize: { fail: 'always' } } },
+  });
   const failed = runRequest({ companyId, environmentId: env.id });
   await expectRunError(h.client.startRunAndWaitReady(failed), 'workspace_realization_failed');
   await runEnd(h, failed.companyId, failed.heartbeatRunId);
@@ -53,20 +58,40 @@ it('replays fresh histories of a completed, a failed and a cancelled run', async
   const scenarios = await recordedScenarios();
   const cli = await ensureTemporalCli();
   for (const [name, workflowId] of Object.entries(scenarios)) {
-    const json = execFileSync(cli, ['workflow', 'show', '--address', inject('temporalAddress'), '--workflow-id', workflowId, '--output', 'json']).toString();
+    const json = execFileSync(cli, [
+      'workflow',
+      'show',
+      '--address',
+      inject('temporalAddress'),
+      '--workflow-id',
+      workflowId,
+      '--output',
+      'json',
+    ]).toString();
     const text = historyText(json);
     expect(text).toContain(runRequestMarker); // decoded payloads are searched, not just base64
     expect(text).not.toContain('hunter2-host-secret');
     const version = process.env.ENVRUN_RECORD_HISTORY;
     if (version) writeFileSync(fixture(`${name}-${version}`), json);
-    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundle') }, replayName: name }, JSON.parse(json));
+    await Worker.runReplayHistory(
+      { workflowBundle: { codePath: inject('workflowBundle') }, replayName: name },
+      JSON.parse(json),
+    );
   }
 });
 
 const scenarios = ['history-completed', 'history-realization-failed', 'history-cancelled'];
-it.each([...scenarios, ...scenarios.map((s) => `${s}-v3`), ...scenarios.map((s) => `${s}-v4`)])('replays the committed %s fixture', async (name) => {
-  expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=<version>`).toBe(true);
-  const history = JSON.parse(readFileSync(fixture(name), 'utf8'));
-  expect(history.events.length).toBeGreaterThan(10);
-  await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundle') }, replayName: name }, history);
-});
+it.each([...scenarios, ...scenarios.map((s) => `${s}-v3`), ...scenarios.map((s) => `${s}-v4`)])(
+  'replays the committed %s fixture',
+  async (name) => {
+    expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=<version>`).toBe(
+      true,
+    );
+    const history = JSON.parse(readFileSync(fixture(name), 'utf8'));
+    expect(history.events.length).toBeGreaterThan(10);
+    await Worker.runReplayHistory(
+      { workflowBundle: { codePath: inject('workflowBundle') }, replayName: name },
+      history,
+    );
+  },
+);

@@ -26,8 +26,13 @@ afterAll(async () => {
 });
 
 const sshConfig = (over: Record<string, unknown> = {}) => ({
-  host: '127.0.0.1', port: sshd.port, username: sshd.username, remoteWorkspacePath: remoteRoot,
-  privateKeySecretRef: `env:${KEY_VAR}`, knownHosts: sshd.knownHosts, ...over,
+  host: '127.0.0.1',
+  port: sshd.port,
+  username: sshd.username,
+  remoteWorkspacePath: remoteRoot,
+  privateKeySecretRef: `env:${KEY_VAR}`,
+  knownHosts: sshd.knownHosts,
+  ...over,
 });
 
 describe('ssh driver', () => {
@@ -36,15 +41,33 @@ describe('ssh driver', () => {
     const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
     const cwd = tempWorkspace();
     writeFileSync(join(cwd, "it's a file.txt"), 'local');
-    const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo provisioned-remotely > remote.txt; env > env.txt' } });
+    const req = runRequest({
+      companyId,
+      cwd,
+      environmentId: env.id,
+      runtimeOverlay: { provisionCommand: 'echo provisioned-remotely > remote.txt; env > env.txt' },
+    });
     const result = await h.client.startRunAndWaitReady(req);
-    expect(result.lease.providerLeaseId).toMatch(new RegExp(`^ssh://${sshd.username}@127\\.0\\.0\\.1:${sshd.port}${remoteRoot}/${req.heartbeatRunId}-[0-9a-f]{12}$`));
-    expect(result.executionTarget).toMatchObject({ kind: 'remote', transport: 'ssh', spec: { host: '127.0.0.1', port: sshd.port, privateKeySecretRef: `env:${KEY_VAR}` } });
+    expect(result.lease.providerLeaseId).toMatch(
+      new RegExp(
+        `^ssh://${sshd.username}@127\\.0\\.0\\.1:${sshd.port}${remoteRoot}/${req.heartbeatRunId}-[0-9a-f]{12}$`,
+      ),
+    );
+    expect(result.executionTarget).toMatchObject({
+      kind: 'remote',
+      transport: 'ssh',
+      spec: { host: '127.0.0.1', port: sshd.port, privateKeySecretRef: `env:${KEY_VAR}` },
+    });
     expect(result.remoteExecution).toEqual((result.executionTarget as { spec: unknown }).spec);
     // Resolving an SSH target goes over the network: an ordinary activity, never a local one.
     expect(await scheduledActivities(h, companyId, req.heartbeatRunId)).toContain('resolveTarget');
-    expect(result.workspaceRealization).toMatchObject({ transport: 'ssh', sync: { strategy: 'ssh_archive_upload_download' } });
-    expect((result.workspaceRealization as { summary: string }).summary).toMatch(/^SSH workspace realized at .+@127\.0\.0\.1:\d+:\/.+\.$/);
+    expect(result.workspaceRealization).toMatchObject({
+      transport: 'ssh',
+      sync: { strategy: 'ssh_archive_upload_download' },
+    });
+    expect((result.workspaceRealization as { summary: string }).summary).toMatch(
+      /^SSH workspace realized at .+@127\.0\.0\.1:\d+:\/.+\.$/,
+    );
     const remoteCwd = (result.executionTarget as { remoteCwd: string }).remoteCwd;
     expect(readFileSync(join(remoteCwd, "it's a file.txt"), 'utf8')).toBe('local');
     // Provision saw only the explicit environment: no worker variable, and never the key.
@@ -52,7 +75,11 @@ describe('ssh driver', () => {
     expect(envDump).not.toContain(KEY_VAR);
     expect(envDump).not.toContain('PRIVATE KEY');
 
-    const exec = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'sh', args: ['-c', 'cat remote.txt; echo "$1"', 'x', '$(id) ; rm -rf /'], env: { A: 'b' } });
+    const exec = await h.admin.exec(companyId, req.heartbeatRunId, {
+      command: 'sh',
+      args: ['-c', 'cat remote.txt; echo "$1"', 'x', '$(id) ; rm -rf /'],
+      env: { A: 'b' },
+    });
     expect(exec).toMatchObject({ exitCode: 0, stdout: 'provisioned-remotely\n$(id) ; rm -rf /\n' });
 
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -62,14 +89,23 @@ describe('ssh driver', () => {
     // The key is in no lease metadata, activity log entry or workflow history.
     const leases = JSON.stringify(await h.store.listLeases(companyId));
     const log = JSON.stringify(await h.store.listActivity(companyId));
-    const history = JSON.stringify(await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).fetchHistory());
+    const history = JSON.stringify(
+      await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).fetchHistory(),
+    );
     const keyBody = sshd.privateKey.split('\n')[1]!;
     for (const text of [leases, log, history]) expect(text).not.toContain(keyBody);
   });
 
   it('refuses an unknown host key with strict checking (a clear, non-retried error)', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ knownHosts: '[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl' }) });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'ssh',
+      driver: 'ssh',
+      config: sshConfig({
+        knownHosts: '[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl',
+      }),
+    });
     const req = runRequest({ companyId, environmentId: env.id });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'lease_acquire_failed');
     expect(err.message).toContain(`host key of 127.0.0.1:${sshd.port} is not in knownHosts`);
@@ -81,7 +117,12 @@ describe('ssh driver', () => {
     const keyFile = join(mkdtempSync(join(tmpdir(), 'key-')), 'id');
     writeFileSync(keyFile, sshd.privateKey, { mode: 0o600 });
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'ssh-file', driver: 'ssh', config: sshConfig({ privateKeySecretRef: `file:${keyFile}` }) });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'ssh-file',
+      driver: 'ssh',
+      config: sshConfig({ privateKeySecretRef: `file:${keyFile}` }),
+    });
     const req = runRequest({ companyId, environmentId: env.id });
     await h.client.startRunAndWaitReady(req);
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -93,15 +134,27 @@ describe('ssh driver', () => {
     const probe = await h.admin.probeEnvironment(companyId, ok.id);
     expect(probe.ok).toBe(true);
     expect(probe.diagnostics[0]).toBe(`connected to ${sshd.username}@127.0.0.1:${sshd.port}`);
-    const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig({ privateKeySecretRef: 'env:ENVRUN_NO_SUCH_KEY' }) });
-    const err = await expectRunError(h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })), 'lease_acquire_failed');
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'ssh',
+      driver: 'ssh',
+      config: sshConfig({ privateKeySecretRef: 'env:ENVRUN_NO_SUCH_KEY' }),
+    });
+    const err = await expectRunError(
+      h.client.startRunAndWaitReady(runRequest({ companyId, environmentId: env.id })),
+      'lease_acquire_failed',
+    );
     expect(err.message).toBe('privateKeySecretRef env:ENVRUN_NO_SUCH_KEY: the variable is not set on this worker');
   });
 
   it('a failing remote provision reports exit code and first stderr line; the run folder is removed', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
-    const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo "make: *** no rule" >&2; exit 2' } });
+    const req = runRequest({
+      companyId,
+      environmentId: env.id,
+      runtimeOverlay: { provisionCommand: 'echo "make: *** no rule" >&2; exit 2' },
+    });
     const err = await expectRunError(h.client.startRunAndWaitReady(req), 'workspace_realization_failed');
     expect(err).toMatchObject({ driver: 'ssh', message: 'provision command exited with code 2: make: *** no rule' });
     await runEnd(h, companyId, req.heartbeatRunId);
@@ -116,7 +169,17 @@ describe('ssh driver, more', () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({ companyId, name: 'ssh', driver: 'ssh', config: sshConfig() });
     const cwd = tempWorkspace();
-    const git = (...args: string[]) => execFileSync('git', ['-C', cwd, ...args], { env: { PATH: process.env.PATH!, HOME: cwd, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@t', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@t' } });
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-C', cwd, ...args], {
+        env: {
+          PATH: process.env.PATH!,
+          HOME: cwd,
+          GIT_AUTHOR_NAME: 't',
+          GIT_AUTHOR_EMAIL: 't@t',
+          GIT_COMMITTER_NAME: 't',
+          GIT_COMMITTER_EMAIL: 't@t',
+        },
+      });
     git('init', '-q', '-b', 'main');
     writeFileSync(join(cwd, '.gitignore'), 'node_modules/\n*.log\n');
     writeFileSync(join(cwd, 'app.js'), 'console.log(1)');
@@ -126,8 +189,13 @@ describe('ssh driver, more', () => {
     mkdirSync(join(cwd, 'node_modules'));
     writeFileSync(join(cwd, 'node_modules', 'huge.bin'), 'x'.repeat(1000));
     const req = runRequest({
-      companyId, cwd, environmentId: env.id,
-      runtimeOverlay: { provisionCommand: 'test ! -e node_modules && test -f draft.md && git log --oneline | wc -l > commits.txt && echo noise > build.log' },
+      companyId,
+      cwd,
+      environmentId: env.id,
+      runtimeOverlay: {
+        provisionCommand:
+          'test ! -e node_modules && test -f draft.md && git log --oneline | wc -l > commits.txt && echo noise > build.log',
+      },
     });
     const result = await h.client.startRunAndWaitReady(req);
     expect(result.workspaceRealization).toMatchObject({ sync: { strategy: 'ssh_git_import_export' } });
@@ -146,8 +214,14 @@ describe('ssh driver, more', () => {
     const hostPub = readFileSync(join(late, 'host_key.pub'), 'utf8').trim().split(/\s+/);
     process.env.ENVRUN_TEST_LATE_KEY = readFileSync(join(late, 'user_key'), 'utf8');
     const env = await h.admin.createEnvironment({
-      companyId, name: 'late', driver: 'ssh',
-      config: sshConfig({ port, privateKeySecretRef: 'env:ENVRUN_TEST_LATE_KEY', knownHosts: `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}` }),
+      companyId,
+      name: 'late',
+      driver: 'ssh',
+      config: sshConfig({
+        port,
+        privateKeySecretRef: 'env:ENVRUN_TEST_LATE_KEY',
+        knownHosts: `[127.0.0.1]:${port} ${hostPub[0]} ${hostPub[1]}`,
+      }),
     });
     const req = runRequest({ companyId, environmentId: env.id });
     const ready = h.client.startRunAndWaitReady(req);
@@ -156,11 +230,21 @@ describe('ssh driver, more', () => {
     try {
       const result = await ready;
       expect(result.executionTarget).toMatchObject({ transport: 'ssh' });
-      const history = await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).fetchHistory();
-      const acquire = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'acquireLease');
-      const started = history.events!.find((e) => e.activityTaskStartedEventAttributes && e.activityTaskStartedEventAttributes.scheduledEventId?.toString() === acquire!.eventId!.toString());
+      const history = await h.client.temporal.workflow
+        .getHandle(runWorkflowId(companyId, req.heartbeatRunId))
+        .fetchHistory();
+      const acquire = history.events!.find(
+        (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'acquireLease',
+      );
+      const started = history.events!.find(
+        (e) =>
+          e.activityTaskStartedEventAttributes &&
+          e.activityTaskStartedEventAttributes.scheduledEventId?.toString() === acquire!.eventId!.toString(),
+      );
       expect(started!.activityTaskStartedEventAttributes!.attempt).toBeGreaterThanOrEqual(2);
-      expect(started!.activityTaskStartedEventAttributes!.lastFailure?.message).toMatch(/ssh connection to .* failed: .*ECONNREFUSED/);
+      expect(started!.activityTaskStartedEventAttributes!.lastFailure?.message).toMatch(
+        /ssh connection to .* failed: .*ECONNREFUSED/,
+      );
       await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
     } finally {
       await server.stop();
