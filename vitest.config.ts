@@ -12,6 +12,7 @@ export default defineConfig({
       'test/workflows/**/*.test.ts',
       'test/e2e/**/*.test.ts',
       'test/faults/**/*.test.ts',
+      'test/security/**/*.test.ts',
     ],
     reporters: ['default'],
   },

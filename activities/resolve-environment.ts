@@ -6,7 +6,7 @@ import {
   type ExecutionWorkspace,
   type RunRequest,
 } from '../contracts/index.js';
-import { checkEnabled, checkWorkspacePath, TenancyError } from '../drivers/tenancy.js';
+import { checkEnabled, checkSecretGrant, checkWorkspacePath, TenancyError } from '../drivers/tenancy.js';
 import { failureContext, tenancyOf, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
 
@@ -66,6 +66,11 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     const tenancy = tenancyOf(deps);
     try {
       checkEnabled(tenancy, environment.driver, context.provider);
+      // Checked again here, not only when the environment was written: grants change, rows may be older.
+      const secretRef = environment.config.privateKeySecretRef;
+      if (typeof secretRef === 'string') {
+        checkSecretGrant(tenancy, environment.companyId, secretRef, 'config.privateKeySecretRef');
+      }
     } catch (err) {
       throw runFailure('unsupported_environment', (err as Error).message, context);
     }

@@ -2,6 +2,8 @@
 // database, plus the calls that need an environment's driver in this process (probe, exec, releasing a
 // retained or orphaned lease). Runs themselves go through `admin.runs`, the Temporal-only EnvRunClient.
 // Every input is parsed here, once, before anything is written.
+import { checkEnabled, checkSecretGrant, loadTenancy, TenancyError, type Tenancy } from '../drivers/tenancy.js';
+import { providerOf } from '../leases/policy.js';
 import { createDrivers, type DriverRegistry } from '../drivers/registry.js';
 import { loadProviders } from '../drivers/providers/load.js';
 import type { ProbeResult } from '../drivers/providers/types.js';
@@ -38,6 +40,8 @@ export interface EnvRunAdminOptions {
   runs: EnvRunClient;
   store: Store;
   drivers: DriverRegistry;
+  /** The deployment's tenancy settings; read from the environment when absent. */
+  tenancy?: Tenancy;
   onClose?: () => Promise<void>;
 }
 
@@ -45,12 +49,14 @@ export class EnvRunAdmin {
   readonly runs: EnvRunClient;
   readonly store: Store;
   private readonly drivers: DriverRegistry;
+  private readonly tenancy: Tenancy;
   private readonly onClose?: () => Promise<void>;
 
   constructor(options: EnvRunAdminOptions) {
     this.runs = options.runs;
     this.store = options.store;
     this.drivers = options.drivers;
+    this.tenancy = options.tenancy ?? loadTenancy();
     this.onClose = options.onClose;
   }
 
@@ -73,6 +79,7 @@ export class EnvRunAdmin {
       runs,
       store: new Store(database.db),
       drivers: createDrivers(providers),
+      tenancy: loadTenancy(process.env, config.dataDir),
       onClose: async () => {
         await runs.close();
         await database.close();
@@ -100,6 +107,19 @@ export class EnvRunAdmin {
     return parsed;
   }
 
+  /** The deployment's rules: the driver and provider are enabled, the secret reference is granted. */
+  private checkTenancy(companyId: string, driver: Driver, config: Record<string, unknown>): void {
+    try {
+      checkEnabled(this.tenancy, driver, providerOf(driver, config));
+      if (typeof config.privateKeySecretRef === 'string') {
+        checkSecretGrant(this.tenancy, companyId, config.privateKeySecretRef, 'config.privateKeySecretRef');
+      }
+    } catch (err) {
+      if (err instanceof TenancyError) throw new InvalidInputError(err.message);
+      throw err;
+    }
+  }
+
   async createEnvironment(input: {
     companyId: string;
     name: string;
@@ -111,6 +131,7 @@ export class EnvRunAdmin {
     const driver = parse(DriverSchema, input.driver, 'driver');
     const name = parse(DisplayName, input.name, 'name');
     const config = this.validateEnvironmentConfig(driver, input.config);
+    this.checkTenancy(companyId, driver, config);
     if (driver === 'local' && (await this.store.listEnvironments(companyId)).some((e) => e.driver === 'local')) {
       throw new InvalidInputError(`driver: company ${companyId} already has a local environment`);
     }
@@ -143,6 +164,7 @@ export class EnvRunAdmin {
     const name = patch.name === undefined ? undefined : parse(DisplayName, patch.name, 'name');
     const config =
       patch.config === undefined ? undefined : this.validateEnvironmentConfig(current.driver, patch.config);
+    if (config) this.checkTenancy(current.companyId, current.driver, config);
     const updated = await this.store.updateEnvironment(current.id, { config, name, description: patch.description });
     return updated!;
   }

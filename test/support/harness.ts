@@ -12,6 +12,7 @@ import { EnvRunAdmin } from '../../client/admin.js';
 import { EnvRunClient } from '../../client/runs.js';
 import { loadProviders } from '../../drivers/providers/load.js';
 import { createWorker } from '../../worker/worker.js';
+import type { Tenancy } from '../../drivers/tenancy.js';
 
 let runtimeInstalled = false;
 function quietRuntime(): void {
@@ -60,6 +61,8 @@ export interface HarnessOptions {
   adminUrl?: string;
   /** More Worker options (interceptors, for instance). */
   workerExtra?: Partial<WorkerOptions>;
+  /** The deployment's tenancy settings for the worker and the admin API (default: the process's). */
+  tenancy?: Tenancy;
 }
 
 export async function createHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -80,7 +83,13 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     connection: nativeConnection,
     namespace: 'default',
     taskQueue,
-    deps: { store, drivers, provisionTimeoutMs: 30_000, temporal },
+    deps: {
+      store,
+      drivers,
+      provisionTimeoutMs: 30_000,
+      temporal,
+      ...(options.tenancy ? { tenancy: options.tenancy } : {}),
+    },
     workflowBundlePath: inject('workflowBundle'),
     shutdownGraceMs: 1000,
     ...(options.workerExtra ? { extra: options.workerExtra } : {}),
@@ -88,7 +97,12 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const running = worker.run();
   // The seed's semantics: a spent realization ends the run (ops tests opt in to awaiting_retry per run).
   const client = new EnvRunClient({ client: temporal, taskQueue, runDefaults: { awaitRetryMs: 0 } });
-  const admin = new EnvRunAdmin({ runs: client, store, drivers });
+  const admin = new EnvRunAdmin({
+    runs: client,
+    store,
+    drivers,
+    ...(options.tenancy ? { tenancy: options.tenancy } : {}),
+  });
   return {
     client,
     admin,
