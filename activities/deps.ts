@@ -66,3 +66,8 @@ export function stepContext(): StepContext & { beat(): void } {
     beat: () => ctx.heartbeat(last),
   };
 }
+
+/** The environment as it is now: an operator may have fixed its config before a retry. */
+export async function currentEnvironment(deps: ActivityDeps, environment: Environment): Promise<Environment> {
+  return (await deps.store.getEnvironment(environment.companyId, environment.id)) ?? environment;
+}

@@ -12,7 +12,7 @@ import {
   WorkspaceRealizationRecordSchema,
   describeZodError,
 } from '../contracts/index.js';
-import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { currentEnvironment, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, runFailure } from './errors.js';
 
 export interface RealizeWorkspaceInput {
@@ -70,13 +70,7 @@ export function buildRealizationRequest(input: RealizeWorkspaceInput): Workspace
  */
 export function createRealizeWorkspace(deps: ActivityDeps) {
   return async function realizeWorkspace(original: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {
-    // The environment as it is now: an operator may have fixed its config before retrying.
-    const input = {
-      ...original,
-      environment:
-        (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ??
-        original.environment,
-    };
+    const input = { ...original, environment: await currentEnvironment(deps, original.environment) };
     const context = failureContext(deps, input.environment);
     const driver = driverFor(deps, input.environment);
     if (!driver.realize) {

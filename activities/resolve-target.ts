@@ -7,7 +7,7 @@ import {
   type RemoteExecutionSpec,
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
-import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { currentEnvironment, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, runFailure } from './errors.js';
 
 export interface ResolveTargetInput {
@@ -29,12 +29,7 @@ export function toRemoteSpec(target: ExecutionTarget): RemoteExecutionSpec {
 /** Step 5: how the agent reaches the realized workspace. */
 export function createResolveTarget(deps: ActivityDeps) {
   return async function resolveTarget(original: ResolveTargetInput): Promise<ResolvedTarget> {
-    const input = {
-      ...original,
-      environment:
-        (await deps.store.getEnvironment(original.environment.companyId, original.environment.id)) ??
-        original.environment,
-    };
+    const input = { ...original, environment: await currentEnvironment(deps, original.environment) };
     const context = failureContext(deps, input.environment);
     let target: ExecutionTarget;
     try {

@@ -86,24 +86,22 @@ export function toEnvRunError(err: unknown): EnvRunError | null {
       }
     }
     if (cur instanceof CancelledFailure) {
-      return new EnvRunError({
-        code: 'run_cancelled',
-        message: 'the run was cancelled',
-        environmentId: null,
-        driver: null,
-        provider: null,
-      });
+      return cancelledError();
     }
     cur = (cur as { cause?: unknown }).cause;
   }
   if (err instanceof WorkflowFailedError && err.cause?.name === 'CancelledFailure') {
-    return new EnvRunError({
-      code: 'run_cancelled',
-      message: 'the run was cancelled',
-      environmentId: null,
-      driver: null,
-      provider: null,
-    });
+    return cancelledError();
   }
   return null;
+}
+
+function cancelledError(): EnvRunError {
+  return new EnvRunError({
+    code: 'run_cancelled',
+    message: 'the run was cancelled',
+    environmentId: null,
+    driver: null,
+    provider: null,
+  });
 }

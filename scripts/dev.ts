@@ -86,7 +86,8 @@ async function main(): Promise<void> {
       driver: 'sandbox',
       config: { provider: 'fake' },
     }));
-  const workspace = join(config.dataDir, 'demo-workspace');
+  // Beside the data folder, not in it: no run may use the data folder (it holds the store's credentials).
+  const workspace = `${config.dataDir}-demo-workspace`;
   mkdirSync(workspace, { recursive: true });
   writeFileSync(join(workspace, 'README.md'), '# demo workspace\n\nCopied into a fake sandbox by envrun.\n');
   const heartbeatRunId = `demo-${Date.now()}`;

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { DriverSchema, ExternalId, NewExecutionWorkspaceSchema } from '../../contracts/index.js';
 import { withAdmin } from './connect.js';
-import { check, company, json, localPath, parseJsonObject } from './input.js';
+import { check, company, idCommand, json, localPath, parseJsonObject } from './input.js';
 import { EXIT_FAILURE, print } from './output.js';
 
 export function addEnvironmentCommands(program: Command): void {
@@ -51,31 +51,15 @@ export function addEnvironmentCommands(program: Command): void {
       const updated = await withAdmin((a) => a.updateEnvironment(companyId, id, { config }));
       print(o, updated, () => `${updated.id}\tupdated`);
     });
-  env
-    .command('probe')
-    .description("run the environment's probe and print its diagnostics")
-    .argument('<id>')
-    .addOption(company())
-    .addOption(json())
-    .action(async (id: string, o) => {
-      check(z.uuid(), id, 'id');
-      const companyId = check(ExternalId, o.company, '--company');
-      const result = await withAdmin((a) => a.probeEnvironment(companyId, id));
-      print(o, result, () => [`${result.ok ? 'ok' : 'FAILED'}`, ...result.diagnostics.map((d) => `  ${d}`)].join('\n'));
-      if (!result.ok) process.exitCode = EXIT_FAILURE;
-    });
-  env
-    .command('archive')
-    .description('archive an environment (no new run can lease it)')
-    .argument('<id>')
-    .addOption(company())
-    .addOption(json())
-    .action(async (id: string, o) => {
-      check(z.uuid(), id, 'id');
-      const companyId = check(ExternalId, o.company, '--company');
-      const archived = await withAdmin((a) => a.archiveEnvironment(companyId, id));
-      print(o, archived, () => `${archived.id}\tarchived`);
-    });
+  idCommand(env, 'probe', "run the environment's probe and print its diagnostics", async (companyId, id, o) => {
+    const result = await withAdmin((a) => a.probeEnvironment(companyId, id));
+    print(o, result, () => [`${result.ok ? 'ok' : 'FAILED'}`, ...result.diagnostics.map((d) => `  ${d}`)].join('\n'));
+    if (!result.ok) process.exitCode = EXIT_FAILURE;
+  });
+  idCommand(env, 'archive', 'archive an environment (no new run can lease it)', async (companyId, id, o) => {
+    const archived = await withAdmin((a) => a.archiveEnvironment(companyId, id));
+    print(o, archived, () => `${archived.id}\tarchived`);
+  });
 
   const workspace = program.command('workspace').description('execution workspaces').exitOverride();
   workspace

@@ -1,10 +1,11 @@
 // The CLI's input: options every command shares, and parsers whose messages name the option. Every command
 // checks its input with these before it connects, so bad input starts nothing and writes nothing.
-import { Option } from 'commander';
+import { Option, type Command } from 'commander';
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { describeZodError } from '../../contracts/index.js';
+import { ExternalId, describeZodError } from '../../contracts/index.js';
 import { InvalidInputError } from '../errors.js';
+import type { Output } from './output.js';
 
 export const company = () => new Option('--company <id>', 'company id').makeOptionMandatory();
 export const runOpt = () => new Option('--run <id>', 'heartbeat run id').makeOptionMandatory();
@@ -50,4 +51,26 @@ export function parseEnvAssignments(values: string[] | undefined): Record<string
     env[item.slice(0, eq)] = item.slice(eq + 1);
   }
   return env;
+}
+
+/**
+ * A command on one of a company's records by id (`<group> <name> ID --company C`): both are checked before
+ * anything connects, then `act` runs and returns what the command prints.
+ */
+export function idCommand(
+  group: Command,
+  name: string,
+  description: string,
+  act: (companyId: string, id: string, options: Output) => Promise<void>,
+): void {
+  group
+    .command(name)
+    .description(description)
+    .argument('<id>')
+    .addOption(company())
+    .addOption(json())
+    .action(async (id: string, o: Output & { company: string }) => {
+      check(z.uuid(), id, 'id');
+      await act(check(ExternalId, o.company, '--company'), id, o);
+    });
 }

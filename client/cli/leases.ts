@@ -1,9 +1,8 @@
 // `envrun lease …`: a company's leases, and releasing one kept by retain_on_failure.
 import { Option, type Command } from 'commander';
-import { z } from 'zod';
 import { ExternalId } from '../../contracts/index.js';
 import { withAdmin } from './connect.js';
-import { check, company, json } from './input.js';
+import { check, company, idCommand, json } from './input.js';
 import { print } from './output.js';
 
 export function addLeaseCommands(program: Command): void {
@@ -30,16 +29,13 @@ export function addLeaseCommands(program: Command): void {
       );
     });
 
-  lease
-    .command('release')
-    .description('release a lease kept by retain_on_failure (destroys its resource)')
-    .argument('<id>')
-    .addOption(company())
-    .addOption(json())
-    .action(async (id: string, o) => {
-      check(z.uuid(), id, 'id');
-      const companyId = check(ExternalId, o.company, '--company');
+  idCommand(
+    lease,
+    'release',
+    'release a lease kept by retain_on_failure (destroys its resource)',
+    async (companyId, id, o) => {
       const released = await withAdmin((a) => a.releaseRetainedLease(companyId, id));
       print(o, released, () => `${released.id}\t${released.status}\tcleanup=${released.cleanupStatus}`);
-    });
+    },
+  );
 }

@@ -7,7 +7,7 @@ export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
 export interface Output {
-  json: boolean;
+  json?: boolean | undefined;
 }
 
 export function print(opts: Output, value: unknown, human: () => string): void {
