@@ -1,19 +1,23 @@
 import { CancelledFailure, Context } from '@temporalio/activity';
 import type {
+  DriverRealization,
   Environment,
   EnvironmentLease,
   ExecutionWorkspace,
+  RealizableRequest,
   RunRequest,
   WorkspaceRealizationRecord,
   WorkspaceRealizationRequest,
 } from '../contracts/index.js';
 import {
   ExecutionWorkspaceRuntimeConfig,
+  RealizedExecutionWorkspaceSchema,
   WorkspaceRealizationRecordSchema,
   describeZodError,
 } from '../contracts/index.js';
 import { currentEnvironment, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
-import { asRunFailure, runFailure } from './errors.js';
+import { asRunFailure, runFailure, type FailureContext } from './errors.js';
+import { checkRunPaths } from './resolve-environment.js';
 
 export interface RealizeWorkspaceInput {
   request: RunRequest;
@@ -30,7 +34,9 @@ export interface RealizeWorkspaceOutput {
 const DEFAULT_PROVISION_TIMEOUT_MS = 10 * 60_000;
 
 /** The version-1 realization request: the run's source plus the runtime overlay (request over workspace config). */
-export function buildRealizationRequest(input: RealizeWorkspaceInput): WorkspaceRealizationRequest {
+export function buildRealizationRequest(
+  input: RealizeWorkspaceInput & { request: RealizableRequest },
+): WorkspaceRealizationRequest {
   const { request, environment, executionWorkspace } = input;
   const stored = ExecutionWorkspaceRuntimeConfig.safeParse(executionWorkspace?.metadata?.config ?? {});
   const config = stored.success ? stored.data : {};
@@ -70,8 +76,9 @@ export function buildRealizationRequest(input: RealizeWorkspaceInput): Workspace
  */
 export function createRealizeWorkspace(deps: ActivityDeps) {
   return async function realizeWorkspace(original: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {
-    const input = { ...original, environment: await currentEnvironment(deps, original.environment) };
-    const context = failureContext(deps, input.environment);
+    const environment = await currentEnvironment(deps, original.environment);
+    const context = failureContext(deps, environment);
+    const input = { ...original, environment, request: realizable(deps, original.request, context) };
     const driver = driverFor(deps, input.environment);
     if (!driver.realize) {
       throw runFailure('workspace_realization_failed', `driver ${driver.driver} does not realize workspaces`, context, {
@@ -84,7 +91,7 @@ export function createRealizeWorkspace(deps: ActivityDeps) {
       (input.environment.config.provisionTimeoutMs as number | undefined) ??
       deps.provisionTimeoutMs ??
       DEFAULT_PROVISION_TIMEOUT_MS;
-    let record: WorkspaceRealizationRecord | null;
+    let record: DriverRealization | null;
     // Heartbeat even while a provision command prints nothing: that is how a cancel reaches this attempt.
     const activity = Context.current();
     const step = stepContext();
@@ -104,7 +111,7 @@ export function createRealizeWorkspace(deps: ActivityDeps) {
         context,
       );
     }
-    const checked = WorkspaceRealizationRecordSchema.safeParse(record);
+    const checked = WorkspaceRealizationRecordSchema.safeParse({ ...record, driver: environment.driver });
     if (!checked.success) {
       throw runFailure(
         'workspace_realization_failed',
@@ -115,4 +122,18 @@ export function createRealizeWorkspace(deps: ActivityDeps) {
     }
     return { realizationRequest, record: checked.data };
   };
+}
+
+/**
+ * The request with its workspace. A run that realizes on request got its workspace through the realize
+ * update, not through the start: it is parsed and held to the workspace roots here, at that edge.
+ */
+function realizable(deps: ActivityDeps, request: RunRequest, context: FailureContext): RealizableRequest {
+  if (request.realize !== 'on_request' && request.workspace) return { ...request, workspace: request.workspace };
+  const parsed = RealizedExecutionWorkspaceSchema.safeParse(request.workspace);
+  if (!parsed.success) {
+    throw runFailure('invalid_request', describeZodError(parsed.error, 'workspace'), context, { nonRetryable: true });
+  }
+  checkRunPaths(deps, parsed.data, context);
+  return { ...request, workspace: parsed.data };
 }

@@ -4,11 +4,12 @@ import {
   describeZodError,
   type Environment,
   type ExecutionWorkspace,
+  type RealizedExecutionWorkspace,
   type RunRequest,
 } from '../contracts/index.js';
 import { checkEnabled, checkSecretGrant, checkWorkspacePath, TenancyError } from '../drivers/tenancy.js';
 import { failureContext, tenancyOf, type ActivityDeps } from './deps.js';
-import { NO_CONTEXT, runFailure } from './errors.js';
+import { NO_CONTEXT, runFailure, type FailureContext } from './errors.js';
 
 export interface ResolvedEnvironment {
   request: RunRequest;
@@ -74,23 +75,30 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     } catch (err) {
       throw runFailure('unsupported_environment', (err as Error).message, context);
     }
-    // Every path of the run is read or written on this host: each must be inside the deployment's roots.
-    const { baseCwd, cwd, worktreePath } = request.workspace;
-    const paths: Array<[string | null, string]> = [
-      [baseCwd, 'baseCwd'],
-      [cwd, 'cwd'],
-      [worktreePath, 'worktreePath'],
-    ];
-    for (const [path, field] of paths) {
-      if (!path) continue;
-      try {
-        checkWorkspacePath(tenancy, path, `request.workspace.${field}`);
-      } catch (err) {
-        if (err instanceof TenancyError) throw runFailure('invalid_request', err.message, context);
-        throw err;
-      }
-    }
+    if (request.workspace) checkRunPaths(deps, request.workspace, context);
     const localTarget = deps.drivers[environment.driver]?.targetIsLocal?.(environment) ?? false;
     return { request, environment, executionWorkspace, localTarget };
   };
+}
+
+/** Every path of a run is read or written on this host: each must be inside the deployment's roots. */
+export function checkRunPaths(
+  deps: ActivityDeps,
+  workspace: RealizedExecutionWorkspace,
+  context: FailureContext,
+): void {
+  const paths: Array<[string | null, string]> = [
+    [workspace.baseCwd, 'baseCwd'],
+    [workspace.cwd, 'cwd'],
+    [workspace.worktreePath, 'worktreePath'],
+  ];
+  for (const [path, field] of paths) {
+    if (!path) continue;
+    try {
+      checkWorkspacePath(tenancyOf(deps), path, `request.workspace.${field}`);
+    } catch (err) {
+      if (err instanceof TenancyError) throw runFailure('invalid_request', err.message, context);
+      throw err;
+    }
+  }
 }

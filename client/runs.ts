@@ -16,17 +16,22 @@ import { z } from 'zod';
 import {
   CompleteRunSchema,
   ExternalId,
+  RealizeRequestSchema,
   RunRequestSchema,
   SEARCH_ATTRIBUTES,
   WORKFLOW_TYPE,
   completeUpdate,
   describeZodError,
   getRunQuery,
+  realizeUpdate,
   renewUpdate,
   retryRealizationUpdate,
   runWorkflowId,
+  waitLeasedUpdate,
   waitReadyUpdate,
   type CompleteRun,
+  type LeasedRun,
+  type RealizeRequestInput,
   type RunOutcome as RunWorkflowResult,
   type RunRequest,
   type RunRequestInput,
@@ -187,6 +192,51 @@ export class EnvRunClient {
     }
   }
 
+  /**
+   * Starts a run that realizes on request and waits until it holds its lease (update-with-start). Returns
+   * the environment and the lease as stored, or throws an EnvRunError with the run's code.
+   */
+  async startRunAndWaitLeased(input: Omit<RunRequestInput, 'realize'>): Promise<LeasedRun> {
+    const request = parseInput(RunRequestSchema, { ...this.runDefaults, ...input, realize: 'on_request' }, 'request');
+    const startWorkflowOperation = new WithStartWorkflowOperation<EnvironmentRunWorkflow>(
+      WORKFLOW_TYPE,
+      this.workflowOptions(request),
+    );
+    try {
+      return await this.temporal.workflow.executeUpdateWithStart(waitLeasedUpdate, { startWorkflowOperation });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        // The same run started before and has ended: say how, like any call on an ended run.
+        const { companyId, heartbeatRunId } = request;
+        await this.resultOfClosedRun(runWorkflowId(companyId, heartbeatRunId));
+        const ended = await this.runOutcome(this.handle(companyId, heartbeatRunId), companyId, heartbeatRunId);
+        throw new RunEndedError(
+          `run ${heartbeatRunId} of company ${companyId} already ended`,
+          ended!.outcome,
+          ended!.detail,
+        );
+      }
+      throw toEnvRunError(err) ?? err;
+    }
+  }
+
+  /** Realizes a run started to realize on request and waits until it is ready. */
+  async realizeRun(companyId: string, heartbeatRunId: string, input: RealizeRequestInput): Promise<RunResult> {
+    const request = parseInput(RealizeRequestSchema, input, 'realize');
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      return await handle.executeUpdate(realizeUpdate, { args: [request] });
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) {
+        throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+      }
+      const runError = toEnvRunError(err);
+      if (runError) throw runError;
+      if (err instanceof WorkflowUpdateFailedError && err.cause) throw new RunStateError(err.cause.message);
+      throw err;
+    }
+  }
+
   /** Waits until a started run is ready. */
   async waitReady(companyId: string, heartbeatRunId: string): Promise<RunResult> {
     const handle = this.handle(companyId, heartbeatRunId);
@@ -220,6 +270,18 @@ export class EnvRunClient {
       if (err instanceof WorkflowNotFoundError) return null;
       throw err;
     }
+  }
+
+  /** Waits until the run's workflow has ended and returns its final state; null when there is no such run. */
+  async waitEnded(companyId: string, heartbeatRunId: string): Promise<RunState | null> {
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      await handle.result();
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return null;
+      // A failed or cancelled run has ended too: its state says how.
+    }
+    return this.getRun(companyId, heartbeatRunId);
   }
 
   /** The agent is done: the workflow releases the lease. Returns the run after release. */

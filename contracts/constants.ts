@@ -54,6 +54,7 @@ export type CleanupStatus = (typeof CLEANUP_STATUSES)[number];
 export const RUN_PHASES = [
   'resolving',
   'leasing',
+  'awaiting_realize',
   'realizing',
   'persisting',
   'resolving_target',

@@ -1,12 +1,22 @@
 // Workflow message definitions and search attribute keys: shared by the workflow, the worker and the client.
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { CompleteRun, RunResult, RunState } from './run.js';
+import type { Environment, EnvironmentLease } from './records.js';
+import type { CompleteRun, RealizeRequest, RunResult, RunState } from './run.js';
 
 /** The run's state, answered from the workflow (phase, lease, target, error). */
 export const getRunQuery = defineQuery<RunState>('getRun');
 /** Waits until the run is ready and returns its result, or fails with the run's error code. */
 export const waitReadyUpdate = defineUpdate<RunResult>('waitReady');
+/** What a leased run holds: its environment and lease (the rows as stored). */
+export interface LeasedRun {
+  environment: Environment;
+  lease: EnvironmentLease;
+}
+/** Waits until the run holds its lease and returns it, or fails with the run's error code. */
+export const waitLeasedUpdate = defineUpdate<LeasedRun>('waitLeased');
+/** Realizes a run that realizes on request, then waits until it is ready. Refused unless awaiting it. */
+export const realizeUpdate = defineUpdate<RunResult, [RealizeRequest]>('realize');
 /** The control plane's agent is done: release the lease. Refused unless the run is ready. */
 export const completeUpdate = defineUpdate<RunState, [CompleteRun]>('complete');
 

@@ -204,6 +204,8 @@ export const SYNC_STRATEGIES = [
 /** Version 1 of the workspace realization record (docs/design.md). */
 export const WorkspaceRealizationRecordSchema = z.object({
   version: z.literal(1),
+  /** The environment's driver; `transport` is how the workspace is reached (the same for every driver today). */
+  driver: DriverSchema,
   transport: DriverSchema,
   provider: z.string().nullable(),
   environmentId: z.string(),
@@ -227,3 +229,5 @@ export const WorkspaceRealizationRecordSchema = z.object({
   summary: z.string(),
 });
 export type WorkspaceRealizationRecord = z.infer<typeof WorkspaceRealizationRecordSchema>;
+/** A record as a driver makes it: the realize step adds the environment's driver. */
+export type DriverRealization = Omit<WorkspaceRealizationRecord, 'driver'>;

@@ -5,10 +5,21 @@ import {
   EnvironmentLeaseSchema,
   ExecutionWorkspaceSchema,
   RealizedExecutionWorkspaceSchema,
+  type RealizedExecutionWorkspace,
   RuntimeOverlaySchema,
   WorkspaceRealizationRecordSchema,
 } from './records.js';
 import { ExecutionTargetSchema, RemoteExecutionSpecSchema } from './target.js';
+
+const AdapterType = z
+  .string()
+  .regex(/^[a-z0-9_.-]+$/, 'must be lower-case letters, digits, _ . -')
+  .max(64);
+const RequestedMode = z
+  .string()
+  .max(64)
+  .nullish()
+  .transform((v) => v ?? null);
 
 /** What the control plane sends to start a run. Parsed once, in the client, before anything starts. */
 export const RunRequestSchema = z
@@ -25,18 +36,16 @@ export const RunRequestSchema = z
       .transform((v) => v ?? null),
     issueId: ExternalId.nullish().transform((v) => v ?? null),
     agentId: ExternalId.nullish().transform((v) => v ?? null),
-    adapterType: z
-      .string()
-      .regex(/^[a-z0-9_.-]+$/, 'must be lower-case letters, digits, _ . -')
-      .max(64)
-      .default('process'),
-    requestedMode: z
-      .string()
-      .max(64)
-      .nullish()
-      .transform((v) => v ?? null),
+    adapterType: AdapterType.default('process'),
+    requestedMode: RequestedMode,
     leasePolicy: LeasePolicySchema.nullish().transform((v) => v ?? null),
-    workspace: RealizedExecutionWorkspaceSchema,
+    /**
+     * `at_start`: the workspace comes with the request and the run goes on to ready. `on_request`: the run
+     * stops once leased and realizes when asked (the realize update brings the workspace).
+     */
+    realize: z.enum(['at_start', 'on_request']).default('at_start'),
+    /** Where the code is; absent only when the run realizes on request. */
+    workspace: RealizedExecutionWorkspaceSchema.nullish().transform((v) => v ?? null),
     runtimeOverlay: RuntimeOverlaySchema.partial().default({}),
     provisionTimeoutMs: z
       .number()
@@ -63,9 +72,27 @@ export const RunRequestSchema = z
       .max(30 * 24 * 3600_000)
       .default(DEFAULT_LEASE_TTL_MS),
   })
-  .strict();
+  .strict()
+  .refine((r) => r.realize === 'on_request' || r.workspace !== null, {
+    message: 'required (only a run that realizes on request may leave it out)',
+    path: ['workspace'],
+  });
 export type RunRequestInput = z.input<typeof RunRequestSchema>;
 export type RunRequest = z.output<typeof RunRequestSchema>;
+/** A run request at realization, when its workspace is known. */
+export type RealizableRequest = RunRequest & { workspace: RealizedExecutionWorkspace };
+
+/** What a run that realizes on request is asked to realize (the realize update's argument). */
+export const RealizeRequestSchema = z
+  .object({
+    workspace: RealizedExecutionWorkspaceSchema,
+    adapterType: AdapterType.optional(),
+    requestedMode: RequestedMode,
+    runtimeOverlay: RuntimeOverlaySchema.partial().optional(),
+  })
+  .strict();
+export type RealizeRequestInput = z.input<typeof RealizeRequestSchema>;
+export type RealizeRequest = z.output<typeof RealizeRequestSchema>;
 
 /** What a ready run hands to the control plane. */
 export const RunResultSchema = z.object({

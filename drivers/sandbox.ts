@@ -4,6 +4,7 @@ import {
   describeZodError,
   type Environment,
   type EnvironmentLease,
+  type DriverRealization,
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { NonRetryableError } from './errors.js';
@@ -69,7 +70,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         expiresAt: acquired.expiresAt ? new Date(acquired.expiresAt) : null,
       };
     },
-    async realize(ctx, input): Promise<WorkspaceRealizationRecord> {
+    async realize(ctx, input): Promise<DriverRealization> {
       const { environment, lease, request } = input;
       const { provider, config } = providerFor(environment);
       const providerLeaseId = requireProviderLease(lease);

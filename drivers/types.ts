@@ -3,7 +3,9 @@ import type {
   Environment,
   EnvironmentLease,
   ExecResult,
+  DriverRealization,
   ExecutionTarget,
+  RealizableRequest,
   RunRequest,
   WorkspaceRealizationRecord,
   WorkspaceRealizationRequest,
@@ -29,7 +31,7 @@ export interface AcquiredLease {
 export interface RealizeInput {
   environment: Environment;
   lease: EnvironmentLease;
-  request: RunRequest;
+  request: RealizableRequest;
   realizationRequest: WorkspaceRealizationRequest;
   provisionTimeoutMs: number;
 }
@@ -55,10 +57,10 @@ export interface EnvironmentDriver {
     input: { environment: Environment; lease: EnvironmentLease; request: RunRequest },
   ): Promise<AcquiredLease>;
   /** Absent for drivers that realize nothing (plugin): the realization stays `{}`. */
-  realize?(ctx: StepContext, input: RealizeInput): Promise<WorkspaceRealizationRecord | null>;
+  realize?(ctx: StepContext, input: RealizeInput): Promise<DriverRealization | null>;
   resolveTarget(
     ctx: StepContext,
-    input: LeaseRef & { record: WorkspaceRealizationRecord | null },
+    input: LeaseRef & { record: DriverRealization | null },
   ): Promise<ExecutionTarget>;
   /**
    * True when resolving the target only checks this host (no network, no remote API): the workflow then
@@ -67,7 +69,7 @@ export interface EnvironmentDriver {
   targetIsLocal?(environment: Environment): boolean;
   execute(
     ctx: StepContext,
-    input: LeaseRef & { record: WorkspaceRealizationRecord | null },
+    input: LeaseRef & { record: DriverRealization | null },
     request: ProviderExecRequest,
   ): Promise<ExecResult>;
   /** Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained). */

@@ -17,6 +17,7 @@ import { ACTIVITY_ACTIONS, DEFAULT_LEASE_TTL_MS, type ErrorCode } from '../contr
 import type {
   Environment,
   EnvironmentLease,
+  RealizeRequest,
   ExecutionWorkspace,
   RunOutcome,
   RunRequest,
@@ -59,7 +60,7 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
     step = 'lease_acquire_failed';
     leaseAttempted = true;
     let lease = await activitySteps.acquireLease({ request, environment });
-    run.leased(lease);
+    run.leased(environment, lease);
     await db.logActivity(
       leaseRow(request, ACTIVITY_ACTIONS.leaseAcquired, lease, {
         environmentId: environment.id,
@@ -71,52 +72,63 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
       }),
     );
 
-    let record: WorkspaceRealizationRecord | null = null;
-    let persistedExecutionWorkspace = executionWorkspace;
-    if (environment.driver !== 'plugin') {
-      step = 'workspace_realization_failed';
-      const realized = await realize(run, { request, environment, lease, executionWorkspace }, opsFeatures);
-      record = realized.record;
-      run.setPhase('persisting');
-      ({ lease, persistedExecutionWorkspace } = await db.persistMetadata({
-        environment,
-        lease,
-        executionWorkspaceId: request.executionWorkspaceId,
-        realizationRequest: realized.realizationRequest,
-        record,
-        leaseTtlMs: ttlMs,
-      }));
-    }
+    // A run that realizes on request holds its lease until the control plane asks (or completes, or the
+    // lease's TTL passes without either).
+    const asked = request.realize === 'on_request' ? await awaitRealizeRequest(run, ttlMs) : 'asked';
+    if (asked === 'expired') expired = true;
+    if (asked === 'asked') {
+      const realizing = withRealizeRequest(request, run.realizeRequest);
+      let record: WorkspaceRealizationRecord | null = null;
+      let persistedExecutionWorkspace = executionWorkspace;
+      if (environment.driver !== 'plugin') {
+        step = 'workspace_realization_failed';
+        const realized = await realize(
+          run,
+          { request: realizing, environment, lease, executionWorkspace },
+          opsFeatures,
+        );
+        record = realized.record;
+        run.setPhase('persisting');
+        ({ lease, persistedExecutionWorkspace } = await db.persistMetadata({
+          environment,
+          lease,
+          executionWorkspaceId: request.executionWorkspaceId,
+          realizationRequest: realized.realizationRequest,
+          record,
+          leaseTtlMs: ttlMs,
+        }));
+      }
 
-    run.setPhase('resolving_target');
-    step = 'transport_resolution_failed';
-    // Runs started before local target resolution existed replay as they began.
-    const localTarget = patched('envrun-local-target') && resolved.localTarget === true;
-    const resolveTarget = localTarget ? localResolveTarget : activitySteps.resolveTarget;
-    const target = await resolveTarget({ environment, lease, record });
-    if (record) {
-      await db.logActivity(
-        leaseRow(request, ACTIVITY_ACTIONS.workspaceRealized, lease, {
-          environmentId: environment.id,
-          driver: environment.driver,
-          summary: record.summary,
-          transport: record.transport,
-        }),
+      run.setPhase('resolving_target');
+      step = 'transport_resolution_failed';
+      // Runs started before local target resolution existed replay as they began.
+      const localTarget = patched('envrun-local-target') && resolved.localTarget === true;
+      const resolveTarget = localTarget ? localResolveTarget : activitySteps.resolveTarget;
+      const target = await resolveTarget({ environment, lease, record });
+      if (record) {
+        await db.logActivity(
+          leaseRow(request, ACTIVITY_ACTIONS.workspaceRealized, lease, {
+            environmentId: environment.id,
+            driver: environment.driver,
+            summary: record.summary,
+            transport: record.transport,
+          }),
+        );
+      }
+      run.ready(
+        {
+          lease,
+          executionTarget: target.executionTarget,
+          remoteExecution: target.remoteExecution,
+          workspaceRealization: record ?? {},
+          persistedExecutionWorkspace,
+        },
+        environment.driver,
+        opsFeatures,
       );
-    }
-    run.ready(
-      {
-        lease,
-        executionTarget: target.executionTarget,
-        remoteExecution: target.remoteExecution,
-        workspaceRealization: record ?? {},
-        persistedExecutionWorkspace,
-      },
-      environment.driver,
-      opsFeatures,
-    );
 
-    expired = await holdUntilDone(run, ttlMs, opsFeatures);
+      expired = await holdUntilDone(run, ttlMs, opsFeatures);
+    }
   } catch (err) {
     if (isCancellation(err) || CancellationScope.current().consideredCancelled) {
       run.cancelled = true;
@@ -136,6 +148,29 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
   if (run.cancelled) throw cancellation;
   if (state.error) throw applicationFailure(state.error);
   return { status: expired ? 'expired' : state.completion!.status, releasedLeases: state.releasedLeases };
+}
+
+/**
+ * Waits in awaiting_realize for the realize update. Returns how the wait ended: asked to realize, the run
+ * completed (it is released without realizing), or the lease expired.
+ */
+async function awaitRealizeRequest(run: Run, ttlMs: number): Promise<'asked' | 'completed' | 'expired'> {
+  run.setPhase('awaiting_realize');
+  const answered = await condition(() => run.realizeRequest !== null || run.state.completion !== null, ttlMs);
+  if (!answered) return 'expired';
+  return run.realizeRequest ? 'asked' : 'completed';
+}
+
+/** The run's request with what the realize update brought (its workspace, adapter, mode, overlay). */
+function withRealizeRequest(request: RunRequest, asked: RealizeRequest | null): RunRequest {
+  if (!asked) return request;
+  return {
+    ...request,
+    workspace: asked.workspace,
+    adapterType: asked.adapterType ?? request.adapterType,
+    requestedMode: asked.requestedMode ?? request.requestedMode,
+    runtimeOverlay: { ...request.runtimeOverlay, ...asked.runtimeOverlay },
+  };
 }
 
 /** The activity-log row of an event on this run's lease. */

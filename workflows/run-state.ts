@@ -17,6 +17,7 @@ import type {
   Driver,
   Environment,
   EnvironmentLease,
+  RealizeRequest,
   RunFailure,
   RunRequestInput,
   RunResult,
@@ -26,11 +27,14 @@ import {
   SEARCH_ATTRIBUTES,
   completeUpdate,
   getRunQuery,
+  realizeUpdate,
   renewUpdate,
   retryRealizationSignal,
   retryRealizationUpdate,
   slotGrantedSignal,
+  waitLeasedUpdate,
   waitReadyUpdate,
+  type LeasedRun,
 } from '../contracts/messages.js';
 import { providerOf } from '../leases/policy.js';
 
@@ -108,6 +112,10 @@ export function createRunState(input: RunRequestInput) {
     granted: new Set<string>(),
     /** Capacity gates this run joined, in order: they get their slot (or queue place) back newest first. */
     joinedGates: [] as string[],
+    /** The environment and lease, once leased (waitLeased answers with them). */
+    leasedRun: null as LeasedRun | null,
+    /** What a run that realizes on request was asked to realize. */
+    realizeRequest: null as RealizeRequest | null,
 
     setPhase(phase: RunPhase) {
       state.phase = phase;
@@ -139,7 +147,8 @@ export function createRunState(input: RunRequestInput) {
         ...(state.provider ? [{ key: SEARCH_ATTRIBUTES.provider, value: state.provider }] : []),
       ]);
     },
-    leased(lease: EnvironmentLease) {
+    leased(environment: Environment, lease: EnvironmentLease) {
+      run.leasedRun = { environment, lease };
       state.leaseId = lease.id;
       state.provider = lease.provider ?? state.provider;
       state.timestamps.leased = now();
@@ -191,13 +200,30 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
   setHandler(waitReadyUpdate, async () => {
     await condition(() => state.result !== null || state.error !== null || run.cancelled);
     if (state.result) return state.result;
-    if (state.error) throw applicationFailure(state.error);
-    throw ApplicationFailure.create({
-      type: RUN_CANCELLED,
-      message: 'the run was cancelled before it was ready',
-      nonRetryable: true,
-    });
+    throw state.error ? applicationFailure(state.error) : cancelledBefore('ready');
   });
+  setHandler(waitLeasedUpdate, async () => {
+    await condition(() => run.leasedRun !== null || state.error !== null || run.cancelled);
+    if (run.leasedRun) return run.leasedRun;
+    throw state.error ? applicationFailure(state.error) : cancelledBefore('leased');
+  });
+  setHandler(
+    realizeUpdate,
+    async (request: RealizeRequest) => {
+      run.realizeRequest = request;
+      await condition(() => state.result !== null || state.error !== null || run.cancelled);
+      if (state.result) return state.result;
+      throw state.error ? applicationFailure(state.error) : cancelledBefore('ready');
+    },
+    {
+      validator: (request: RealizeRequest) => {
+        if (!request?.workspace) throw new Error('workspace: required');
+        if (state.phase !== 'awaiting_realize' || run.realizeRequest) {
+          throw new Error(`the run is ${state.phase}, not awaiting_realize`);
+        }
+      },
+    },
+  );
   const requestRetry = () => {
     if (state.phase === 'awaiting_retry') run.retryRequested = true;
   };
@@ -243,10 +269,20 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
           throw new Error('status: must be "succeeded" or "failed"');
         }
         if (state.completion) throw new Error('the run was already completed');
-        if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
+        if (state.phase !== 'ready' && state.phase !== 'awaiting_realize') {
+          throw new Error(`the run is ${state.phase}, not ready`);
+        }
       },
     },
   );
+}
+
+function cancelledBefore(what: 'leased' | 'ready'): ApplicationFailure {
+  return ApplicationFailure.create({
+    type: RUN_CANCELLED,
+    message: `the run was cancelled before it was ${what}`,
+    nonRetryable: true,
+  });
 }
 
 /** Turns whatever a step threw into the run's failure, keeping the code the activity chose. */

@@ -61,7 +61,7 @@ describe('workspace roots', () => {
     const link = join(allowed, uniqueId('link'));
     symlinkSync(outside, link);
     const request = runRequest({ cwd: link });
-    request.workspace = { ...request.workspace, baseCwd: mkdtempSync(join(allowed, 'ws-')) };
+    request.workspace = { ...request.workspace!, baseCwd: mkdtempSync(join(allowed, 'ws-')) };
     const err = await expectRunError(h.client.startRunAndWaitReady(request), 'invalid_request');
     expect(err.message).toContain('request.workspace.cwd');
   });
@@ -74,7 +74,7 @@ describe('workspace roots', () => {
   it('refuses a worktree path outside the roots', async () => {
     const cwd = mkdtempSync(join(allowed, 'ws-'));
     const request = runRequest({ cwd });
-    request.workspace = { ...request.workspace, worktreePath: join(outside, 'wt') };
+    request.workspace = { ...request.workspace!, worktreePath: join(outside, 'wt') };
     const err = await expectRunError(h.client.startRunAndWaitReady(request), 'invalid_request');
     expect(err.message).toContain('request.workspace.worktreePath');
   });

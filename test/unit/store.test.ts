@@ -12,6 +12,7 @@ const backends = [
 
 const record = (leaseId: string, environmentId: string): WorkspaceRealizationRecord => ({
   version: 1,
+  driver: 'local',
   transport: 'local',
   provider: 'local',
   environmentId,
