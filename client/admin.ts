@@ -6,6 +6,7 @@ import { checkEnabled, checkSecretGrant, loadTenancy, TenancyError, type Tenancy
 import { providerOf } from '../leases/policy.js';
 import { createDrivers, type DriverRegistry } from '../drivers/registry.js';
 import { loadProviders } from '../drivers/providers/load.js';
+import { loadPlugins } from '../drivers/plugins/load.js';
 import type { ProbeResult } from '../drivers/providers/types.js';
 import { releaseLease, releaseOrphanLease } from '../leases/release.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
@@ -61,11 +62,12 @@ export class EnvRunAdmin {
   }
 
   /**
-   * Opens the database (DATABASE_URL, or the embedded store of ENVRUN_DATA_DIR), loads the providers and
-   * connects the runs client, all with the worker's configuration. `close()` closes both.
+   * Opens the database (DATABASE_URL, or the embedded store of ENVRUN_DATA_DIR), loads the providers and the
+   * plugins and connects the runs client, all with the worker's configuration. `close()` closes both.
    */
   static async connect(config: ClientConfig = loadClientConfig()): Promise<EnvRunAdmin> {
     const providers = await loadProviders(config);
+    const plugins = await loadPlugins(config);
     const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
     const database: Database = await openDatabase(url, 4);
     let runs: EnvRunClient;
@@ -78,7 +80,7 @@ export class EnvRunAdmin {
     return new EnvRunAdmin({
       runs,
       store: new Store(database.db),
-      drivers: createDrivers(providers),
+      drivers: createDrivers(providers, plugins),
       tenancy: loadTenancy(process.env, config.dataDir),
       onClose: async () => {
         await runs.close();

@@ -1,6 +1,6 @@
 // What a client needs from the environment, validated with zod: where Temporal is (address, namespace, TLS,
 // API key and profiles follow @temporalio/envconfig's conventions, so Temporal Cloud works too), the task
-// queue, and, for the admin, the database and the provider modules. The worker's configuration
+// queue, and, for the admin, the database and the provider and plugin modules. The worker's configuration
 // (worker/config.ts) extends this one, so a variable reads the same in the worker, the CLI and the library.
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
 import { resolve } from 'node:path';
@@ -19,6 +19,7 @@ export const ClientEnvSchema = z.object({
     .optional(),
   ENVRUN_DATA_DIR: z.string().min(1).default('./.envrun'),
   ENVRUN_PROVIDER_MODULES: z.string().optional(),
+  ENVRUN_PLUGIN_MODULES: z.string().optional(),
 });
 
 /** Options for a Temporal connection, as envconfig produces them (the client's and the worker's alike). */
@@ -31,6 +32,8 @@ export interface ClientConfig {
   dataDir: string;
   /** Sandbox provider modules to load (ENVRUN_PROVIDER_MODULES, comma-separated paths). */
   providerModules: string[];
+  /** Plugin modules to load (ENVRUN_PLUGIN_MODULES, comma-separated paths). */
+  pluginModules: string[];
 }
 
 export class ConfigError extends Error {
@@ -60,11 +63,17 @@ export function clientConfigFrom(e: z.output<typeof ClientEnvSchema>, env: NodeJ
     taskQueue: e.ENVRUN_TASK_QUEUE,
     databaseUrl: e.DATABASE_URL,
     dataDir: resolve(e.ENVRUN_DATA_DIR),
-    providerModules: (e.ENVRUN_PROVIDER_MODULES ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
+    providerModules: modulePaths(e.ENVRUN_PROVIDER_MODULES),
+    pluginModules: modulePaths(e.ENVRUN_PLUGIN_MODULES),
   };
+}
+
+/** A comma-separated list of module paths. */
+function modulePaths(list: string | undefined): string[] {
+  return (list ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 /** Reads and validates the client's configuration. */

@@ -1,5 +1,5 @@
 // The worker's configuration: the client's (client/config.ts: Temporal, task queue, database, provider
-// modules) plus what only the worker reads, validated with zod at start.
+// and plugin modules) plus what only the worker reads, validated with zod at start.
 import { z } from 'zod';
 import { durationMs } from '../contracts/duration.js';
 import { ClientEnvSchema, clientConfigFrom, hostPort, parseEnv, type ClientConfig } from '../client/config.js';

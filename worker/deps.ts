@@ -1,8 +1,10 @@
-// The real dependencies of the activities: the store, the providers and the drivers.
+// The real dependencies of the activities: the store, the providers, the plugins and the drivers.
 import { createDrivers } from '../drivers/registry.js';
 import type { ActivityDeps } from '../activities/index.js';
 import { loadProviders } from '../drivers/providers/load.js';
 import type { ProviderRegistry } from '../drivers/providers/registry.js';
+import { loadPlugins } from '../drivers/plugins/load.js';
+import type { PluginRegistry } from '../drivers/plugins/registry.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
 import { Store } from '../store/store.js';
 import { loadTenancy } from '../drivers/tenancy.js';
@@ -11,22 +13,25 @@ import type { EnvRunConfig } from './config.js';
 export interface RuntimeDeps extends ActivityDeps {
   database: Database;
   providers: ProviderRegistry;
+  plugins: PluginRegistry;
   close(): Promise<void>;
 }
 
 export async function createRuntimeDeps(
-  config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs' | 'providerModules'>,
+  config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs' | 'providerModules' | 'pluginModules'>,
   options: { poolSize?: number; log?: (line: string) => void } = {},
 ): Promise<RuntimeDeps> {
   const tenancy = loadTenancy(process.env, config.dataDir);
   const providers = await loadProviders(config);
+  const plugins = await loadPlugins(config);
   const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log: options.log });
   const database = await openDatabase(url, options.poolSize ?? 10);
   return {
     database,
     providers,
+    plugins,
     store: new Store(database.db),
-    drivers: createDrivers(providers),
+    drivers: createDrivers(providers, plugins),
     provisionTimeoutMs: config.provisionTimeoutMs,
     tenancy,
     close: () => database.close(),

@@ -11,6 +11,7 @@ import { Store } from '../../store/store.js';
 import { EnvRunAdmin } from '../../client/admin.js';
 import { EnvRunClient } from '../../client/runs.js';
 import { loadProviders } from '../../drivers/providers/load.js';
+import { loadPlugins } from '../../drivers/plugins/load.js';
 import { createWorker } from '../../worker/worker.js';
 import type { Tenancy } from '../../drivers/tenancy.js';
 
@@ -56,6 +57,8 @@ export interface Harness {
 
 export interface HarnessOptions {
   providerModules?: string[];
+  /** Plugin modules to load, as ENVRUN_PLUGIN_MODULES does. */
+  pluginModules?: string[];
   temporalAddress?: string;
   /** The PostgreSQL server for the fresh database (the suite's embedded one by default). */
   adminUrl?: string;
@@ -73,7 +76,8 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const fakeRoot = join(dataDir, 'sandboxes', 'fake');
   mkdirSync(fakeRoot, { recursive: true });
   const providers = await loadProviders({ dataDir, providerModules: options.providerModules ?? [] });
-  const drivers = createDrivers(providers);
+  const plugins = await loadPlugins({ dataDir, pluginModules: options.pluginModules ?? [] });
+  const drivers = createDrivers(providers, plugins);
   const address = options.temporalAddress ?? inject('temporalAddress');
   const nativeConnection = await NativeConnection.connect({ address });
   const taskQueue = uniqueId('test');

@@ -1,6 +1,7 @@
 // The seed's scenarios, end to end on the real Temporal server, a real PostgreSQL and real drivers.
 import { WorkflowFailedError } from '@temporalio/client';
 import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NotFoundError, RunEndedError, RunStateError } from '../../client/errors.js';
 import { ACTIVITY_ACTIONS } from '../../contracts/index.js';
@@ -9,7 +10,10 @@ import { expectRunError, runEnd, runRequest, scheduledActivities, tempWorkspace 
 
 let h: Harness;
 beforeAll(async () => {
-  h = await createHarness();
+  // The plugin scenario's environment is served by the example plugin (key "acme").
+  h = await createHarness({
+    pluginModules: [fileURLToPath(new URL('../fixtures/plugins/acme.mjs', import.meta.url))],
+  });
 });
 afterAll(async () => {
   await h?.close();
