@@ -131,9 +131,11 @@ async function main(): Promise<void> {
     return;
   }
   say('running; Ctrl+C stops the worker, the dev server and the embedded store');
+  // Ctrl+C reaches every process of the terminal's foreground group, and tsx relays it once more: the
+  // handlers stay installed through shutdown, so a second signal cannot kill the process half-way.
   await new Promise<void>((resolveStop) => {
-    process.once('SIGINT', () => resolveStop());
-    process.once('SIGTERM', () => resolveStop());
+    process.on('SIGINT', () => resolveStop());
+    process.on('SIGTERM', () => resolveStop());
   });
   await shutdown();
 }
