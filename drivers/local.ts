@@ -1,40 +1,39 @@
 // The local driver: the run executes on the worker's machine, in the run's cwd or a git worktree of it.
-import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
-import { promisify } from 'node:util';
-import { LocalDriverConfig, describeZodError, type WorkspaceRealizationRecord } from '../contracts/index.js';
+import {
+  LocalDriverConfig,
+  describeZodError,
+  type DriverRealization,
+  type WorkspaceRealizationRecord,
+} from '../contracts/index.js';
 import { NonRetryableError } from './errors.js';
-import { firstLine, runProcess } from './process.js';
+import { runGit } from './git.js';
+import { runProcess } from './process.js';
 import type { EnvironmentDriver, RealizeInput, StepContext } from './types.js';
 import { provision } from './provision.js';
+import { providerOf } from '../leases/policy.js';
 
-const execFileAsync = promisify(execFile);
+export { gitErrorLine } from './git.js';
 
 async function isDirectory(path: string): Promise<boolean> {
-  return stat(path).then((s) => s.isDirectory(), () => false);
+  return stat(path).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
 }
 
-/**
- * The line of git's stderr that says what went wrong: its first `fatal:` line, else its first `error:` line,
- * else its first line. (Git often starts with progress, e.g. "Preparing worktree (new branch …)".)
- */
-export function gitErrorLine(stderr: string): string {
-  const lines = stderr.split('\n').map((l) => l.trim());
-  return lines.find((l) => l.startsWith('fatal:')) ?? lines.find((l) => l.startsWith('error:')) ?? firstLine(stderr);
-}
-
+/** Git, hardened (drivers/git.ts): the repository may hold what an earlier local run's agent planted in it. */
 async function git(cwd: string, args: string[]): Promise<string> {
-  try {
-    const { stdout } = await execFileAsync('git', args, { cwd, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
-    return stdout.trim();
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`git ${args[0]} failed: ${gitErrorLine(e.stderr ?? '') || e.message}`);
-  }
+  return (await runGit(args, { cwd })).trim(); // throws a GitError: "git <command> failed: <git's fatal line>"
 }
 
 /** Makes (or, on a retry, adopts) the run's worktree on its branch. */
-async function ensureWorktree(repo: string, worktreePath: string, branch: string, baseRef: string | null): Promise<boolean> {
+async function ensureWorktree(
+  repo: string,
+  worktreePath: string,
+  branch: string,
+  baseRef: string | null,
+): Promise<boolean> {
   if (await isDirectory(worktreePath)) {
     const top = await git(worktreePath, ['rev-parse', '--show-toplevel']).catch(() => '');
     const current = await git(worktreePath, ['rev-parse', '--abbrev-ref', 'HEAD']).catch(() => '');
@@ -42,7 +41,10 @@ async function ensureWorktree(repo: string, worktreePath: string, branch: string
     throw new NonRetryableError(`worktree path ${worktreePath} exists and is not a worktree on branch ${branch}`);
   }
   await git(repo, ['check-ref-format', '--branch', branch]);
-  const branchExists = await git(repo, ['rev-parse', '--verify', '--quiet', `refs/heads/${branch}`]).then(() => true, () => false);
+  const branchExists = await git(repo, ['rev-parse', '--verify', '--quiet', `refs/heads/${branch}`]).then(
+    () => true,
+    () => false,
+  );
   const args = branchExists
     ? ['worktree', 'add', '--', worktreePath, branch]
     : ['worktree', 'add', '-b', branch, '--', worktreePath, ...(baseRef ? [baseRef] : [])];
@@ -53,7 +55,7 @@ async function ensureWorktree(repo: string, worktreePath: string, branch: string
 export function createLocalDriver(): EnvironmentDriver {
   return {
     driver: 'local',
-    providerOf: () => 'local',
+    providerOf: (environment) => providerOf(environment.driver, environment.config),
     targetIsLocal: () => true,
     validateConfig(config) {
       const parsed = LocalDriverConfig.safeParse(config);
@@ -61,28 +63,52 @@ export function createLocalDriver(): EnvironmentDriver {
       return parsed.data;
     },
     async probe() {
-      const shell = await stat('/bin/sh').then(() => true, () => false);
-      const gitOk = await git('/', ['--version']).then((v) => v, () => null);
-      return { ok: shell, diagnostics: [shell ? '/bin/sh present' : '/bin/sh missing', gitOk ?? 'git not found (git_worktree unavailable)'] };
+      const shell = await stat('/bin/sh').then(
+        () => true,
+        () => false,
+      );
+      const gitOk = await git('/', ['--version']).then(
+        (v) => v,
+        () => null,
+      );
+      return {
+        ok: shell,
+        diagnostics: [
+          shell ? '/bin/sh present' : '/bin/sh missing',
+          gitOk ?? 'git not found (git_worktree unavailable)',
+        ],
+      };
     },
     async acquire(_ctx, { request }) {
-      return { provider: 'local', providerLeaseId: null, metadata: { cwd: request.workspace.cwd }, expiresAt: null };
+      return {
+        provider: 'local',
+        providerLeaseId: null,
+        metadata: { cwd: request.workspace?.cwd ?? null },
+        expiresAt: null,
+      };
     },
-    async realize(ctx: StepContext, input: RealizeInput): Promise<WorkspaceRealizationRecord> {
+    async realize(ctx: StepContext, input: RealizeInput): Promise<DriverRealization> {
       const { workspace } = input.request;
-      if (!(await isDirectory(workspace.baseCwd))) throw new NonRetryableError(`cwd ${workspace.baseCwd} does not exist or is not a directory`);
+      if (!(await isDirectory(workspace.baseCwd)))
+        throw new NonRetryableError(`cwd ${workspace.baseCwd} does not exist or is not a directory`);
       let cwd = workspace.cwd;
       if (workspace.strategy === 'git_worktree') {
         if (!workspace.branchName || !workspace.worktreePath) {
-          throw new NonRetryableError('workspace.branchName and workspace.worktreePath are required for strategy git_worktree');
+          throw new NonRetryableError(
+            'workspace.branchName and workspace.worktreePath are required for strategy git_worktree',
+          );
         }
         await ensureWorktree(workspace.baseCwd, workspace.worktreePath, workspace.branchName, workspace.repoRef);
         cwd = workspace.worktreePath;
       } else if (!(await isDirectory(cwd))) {
         throw new NonRetryableError(`cwd ${cwd} does not exist or is not a directory`);
       }
-      const bootstrap = await provision(input.realizationRequest.runtimeOverlay.provisionCommand, input.provisionTimeoutMs, cwd,
-        (request) => runProcess({ ...request, cwd, signal: ctx.signal, onLine: ctx.progress }));
+      const bootstrap = await provision(
+        input.realizationRequest.runtimeOverlay.provisionCommand,
+        input.provisionTimeoutMs,
+        cwd,
+        (request) => runProcess({ ...request, cwd, signal: ctx.signal, onLine: ctx.progress }),
+      );
       return {
         version: 1,
         transport: 'local',
@@ -94,7 +120,12 @@ export function createLocalDriver(): EnvironmentDriver {
         remote: { path: cwd },
         sync: { strategy: 'none' },
         bootstrap,
-        rebuild: { strategy: workspace.strategy, baseCwd: workspace.baseCwd, worktreePath: workspace.worktreePath, branchName: workspace.branchName },
+        rebuild: {
+          strategy: workspace.strategy,
+          baseCwd: workspace.baseCwd,
+          worktreePath: workspace.worktreePath,
+          branchName: workspace.branchName,
+        },
         summary: `Local workspace realized at ${cwd}.`,
       };
     },

@@ -1,10 +1,96 @@
 // Running a command with exactly the environment we give it: never the host's (host secrets must not
 // leak into a workspace or sandbox), no shell unless a caller asks for one, SIGTERM then SIGKILL on timeout.
+// Output is hostile too: what is kept of it is bounded (the last MiB of each stream, lines cut at 64 KiB),
+// however much a command prints and however it splits it.
 import { spawn } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
 import type { ExecResult } from '../contracts/index.js';
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-const MAX_CAPTURE = 1024 * 1024; // keep the last MiB of each stream
+export const MAX_CAPTURE = 1024 * 1024; // keep the last MiB of each stream
+export const MAX_LINE = 64 * 1024; // a longer progress line is cut here (the rest of it is dropped)
+const BLOCK = 64 * 1024;
+
+/**
+ * The last `limit` bytes of a stream. Chunks are copied into fixed 64 KiB blocks, reused once old enough
+ * (no string concatenation, no per-chunk objects kept): memory stays ~limit + 64 KiB whatever the stream
+ * size or chunking. Decoded once, at the end.
+ */
+export class TailBuffer {
+  private readonly blocks: Buffer[] = [];
+  private current: Buffer = Buffer.allocUnsafe(BLOCK);
+  private used = 0;
+  private readonly keepBlocks: number;
+
+  constructor(private readonly limit = MAX_CAPTURE) {
+    this.keepBlocks = Math.ceil(limit / BLOCK);
+  }
+
+  push(chunk: Buffer): void {
+    let offset = chunk.length > this.limit + BLOCK ? chunk.length - this.limit - BLOCK : 0; // older bytes are dropped anyway
+    while (offset < chunk.length) {
+      const n = Math.min(BLOCK - this.used, chunk.length - offset);
+      chunk.copy(this.current, this.used, offset, offset + n);
+      this.used += n;
+      offset += n;
+      if (this.used === BLOCK) {
+        this.blocks.push(this.current);
+        this.current = this.blocks.length > this.keepBlocks ? this.blocks.shift()! : Buffer.allocUnsafe(BLOCK);
+        this.used = 0;
+      }
+    }
+  }
+
+  toString(): string {
+    const all = Buffer.concat([...this.blocks, this.current.subarray(0, this.used)]);
+    let tail = all.length > this.limit ? all.subarray(all.length - this.limit) : all;
+    if (tail.length < all.length) {
+      // The cut may fall inside a UTF-8 character: start at the next character.
+      let skip = 0;
+      while (skip < 3 && skip < tail.length && (tail[skip]! & 0xc0) === 0x80) skip++;
+      tail = tail.subarray(skip);
+    }
+    return tail.toString('utf8');
+  }
+}
+
+/**
+ * Splits a byte stream into lines for `onLine`. Only the current partial line is held, and never more than
+ * `maxLine` characters of it: a longer line is emitted cut (marked `… [truncated]`) and the rest of it, up
+ * to the next newline, is dropped. A final line without a newline is not emitted (as before).
+ */
+export class LineSplitter {
+  private readonly decoder = new StringDecoder('utf8');
+  private partial = '';
+  private dropping = false;
+
+  constructor(
+    private readonly onLine: (line: string) => void,
+    private readonly maxLine = MAX_LINE,
+  ) {}
+
+  push(chunk: Buffer): void {
+    const text = this.decoder.write(chunk);
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+      if (this.dropping) this.dropping = false;
+      else this.emit(this.partial + text.slice(start, Math.min(nl, start + this.maxLine + 1)));
+      this.partial = '';
+      start = nl + 1;
+    }
+    if (this.dropping || start === text.length) return;
+    this.partial += text.slice(start, start + this.maxLine + 1 - this.partial.length);
+    if (this.partial.length > this.maxLine) {
+      this.emit(this.partial);
+      this.partial = '';
+      this.dropping = true;
+    }
+  }
+
+  private emit(line: string): void {
+    this.onLine(line.length > this.maxLine ? `${line.slice(0, this.maxLine)}… [truncated]` : line);
+  }
+}
 
 export interface RunProcessOptions {
   command: string;
@@ -33,20 +119,16 @@ export function runProcess(options: RunProcessOptions): Promise<ExecResult> {
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true, // own process group: a timeout kills the whole tree
     });
-    let stdout = '';
-    let stderr = '';
+    const captured = { stdout: new TailBuffer(), stderr: new TailBuffer() };
     let timedOut = false;
     let killTimer: NodeJS.Timeout | undefined;
-    const partial = { stdout: '', stderr: '' };
-    const collect = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
-      const text = chunk.toString('utf8');
-      if (stream === 'stdout') stdout = (stdout + text).slice(-MAX_CAPTURE);
-      else stderr = (stderr + text).slice(-MAX_CAPTURE);
-      if (options.onLine) {
-        const lines = (partial[stream] + text).split('\n');
-        partial[stream] = lines.pop() ?? '';
-        for (const line of lines) options.onLine(line, stream);
-      }
+    const collect = (stream: 'stdout' | 'stderr') => {
+      const tail = captured[stream];
+      const lines = options.onLine ? new LineSplitter((line) => options.onLine!(line, stream)) : null;
+      return (chunk: Buffer) => {
+        tail.push(chunk);
+        lines?.push(chunk);
+      };
     };
     child.stdout.on('data', collect('stdout'));
     child.stderr.on('data', collect('stderr'));
@@ -76,7 +158,13 @@ export function runProcess(options: RunProcessOptions): Promise<ExecResult> {
       clearTimeout(timer);
       if (killTimer) clearTimeout(killTimer);
       options.signal?.removeEventListener('abort', onAbort);
-      resolve({ exitCode: code, signal: signal ?? null, timedOut, stdout, stderr });
+      resolve({
+        exitCode: code,
+        signal: signal ?? null,
+        timedOut,
+        stdout: captured.stdout.toString(),
+        stderr: captured.stderr.toString(),
+      });
     });
     child.stdin.on('error', () => undefined);
     child.stdin.end(options.stdin ?? '');
@@ -85,5 +173,10 @@ export function runProcess(options: RunProcessOptions): Promise<ExecResult> {
 
 /** The first non-empty line of a stream, for short error messages. */
 export function firstLine(text: string): string {
-  return text.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? '';
+  return (
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l.length > 0) ?? ''
+  );
 }
