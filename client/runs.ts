@@ -272,6 +272,20 @@ export class EnvRunClient {
     }
   }
 
+  /**
+   * The run's phase as its search attributes show it: answered by the server, with no worker involved, so
+   * it can be read at any moment of the run. Null when there is no such run.
+   */
+  async phaseOf(companyId: string, heartbeatRunId: string): Promise<string | null> {
+    try {
+      const description = await this.handle(companyId, heartbeatRunId).describe();
+      return description.typedSearchAttributes.get(SEARCH_ATTRIBUTES.phase) ?? null;
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return null;
+      throw err;
+    }
+  }
+
   /** Waits until the run's workflow has ended and returns its final state; null when there is no such run. */
   async waitEnded(companyId: string, heartbeatRunId: string): Promise<RunState | null> {
     const handle = this.handle(companyId, heartbeatRunId);

@@ -2,13 +2,16 @@
 import type { Command } from 'commander';
 import { stopEmbeddedStore } from '../../store/embedded.js';
 import { loadClientConfig } from '../config.js';
+import { json } from './input.js';
+import { print, type Output } from './output.js';
 
 export function addDbCommands(program: Command): void {
   const db = program.command('db').description('the embedded PostgreSQL store').exitOverride();
   db.command('stop')
     .description('stop the embedded PostgreSQL server of ENVRUN_DATA_DIR')
-    .action(async () => {
+    .addOption(json())
+    .action(async (o: Output) => {
       const stopped = await stopEmbeddedStore(loadClientConfig().dataDir);
-      console.log(stopped ? 'stopped' : 'not running');
+      print(o, { stopped }, () => (stopped ? 'stopped' : 'not running'));
     });
 }

@@ -30,10 +30,11 @@ export function addOpsCommands(program: Command): void {
     .command('install')
     .description('create the reaper schedule')
     .option('--every <duration>', 'e.g. 5m', '5m')
+    .addOption(json())
     .action(async (o) => {
       const every = check(durationString('must be a duration like 5m'), o.every, '--every');
       const created = await withRuns((c) => c.installReaper(every));
-      console.log(created ? `installed (every ${every})` : 'already installed');
+      print(o, { installed: created, every }, () => (created ? `installed (every ${every})` : 'already installed'));
     });
   reaper
     .command('run-once')

@@ -13,3 +13,9 @@ export interface Output {
 export function print(opts: Output, value: unknown, human: () => string): void {
   console.log(opts.json ? JSON.stringify(value, null, 2) : human());
 }
+
+/** A line about what is happening, on stderr (stdout carries the command's value); timed on a terminal. */
+export function progress(line: string): void {
+  const stamp = process.stderr.isTTY ? `${new Date().toISOString().slice(11, 19)} ` : '';
+  process.stderr.write(`envrun: ${stamp}${line}\n`);
+}

@@ -8,11 +8,13 @@ import {
   RunPhaseSchema,
   RunRequestSchema,
   type RunRequestInput,
+  type RunResult,
 } from '../../contracts/index.js';
 import { EnvRunError, NotFoundError } from '../errors.js';
+import type { EnvRunClient } from '../runs.js';
 import { withAdmin, withRuns } from './connect.js';
 import { check, company, fail, json, localPath, millis, parseEnvAssignments, runOpt } from './input.js';
-import { print } from './output.js';
+import { print, progress } from './output.js';
 
 export function addRunCommands(program: Command): void {
   const run = program.command('run').description('environment runs').exitOverride();
@@ -42,7 +44,8 @@ export function addRunCommands(program: Command): void {
       'how long a failed realization waits in awaiting_retry for an operator (0: fail at once)',
     )
     .option('--lease-ttl-ms <ms>', 'a ready run not renewed or completed within this time expires')
-    .option('--wait', 'wait until ready and print the execution target')
+    .option('--wait', 'wait until ready and print the execution target; phase changes go to stderr')
+    .option('--wait-through-retry', 'with --wait: keep waiting while the run awaits an operator retry')
     .addOption(json())
     .action(async (o) => {
       const cwd = localPath(o.cwd, '--cwd');
@@ -74,7 +77,7 @@ export function addRunCommands(program: Command): void {
       check(RunRequestSchema, request, 'request'); // before connecting: bad input starts nothing
       await withRuns(async (c) => {
         if (o.wait) {
-          const result = await c.startRunAndWaitReady(request);
+          const result = await waitWithPhases(c, request, { throughRetry: Boolean(o.waitThroughRetry) });
           print(o, result, () => `ready\t${JSON.stringify(result.executionTarget)}`);
         } else {
           const started = await c.startRun(request);
@@ -99,7 +102,13 @@ export function addRunCommands(program: Command): void {
           `environment\t${state.environmentId ?? '-'} (${state.driver ?? '-'})`,
           `lease\t${state.leaseId ?? '-'}`,
           `target\t${state.result ? JSON.stringify(state.result.executionTarget) : '-'}`,
+          ...(state.expiresAt ? [`expires\t${state.expiresAt}`] : []),
           ...(state.error ? [`error\t${state.error.code}: ${state.error.message}`] : []),
+          ...(state.lastError && !state.error
+            ? [`last error\t${state.lastError.code}: ${state.lastError.message}`]
+            : []),
+          ...(state.operatorRetries ? [`operator retries\t${state.operatorRetries}`] : []),
+          ...Object.entries(state.timestamps).map(([phase, at]) => `${phase}\t${at ?? '-'}`),
         ].join('\n'),
       );
     });
@@ -210,4 +219,46 @@ export function addRunCommands(program: Command): void {
       }
       process.exitCode = result.exitCode ?? (result.timedOut ? 124 : 128);
     });
+}
+
+/**
+ * Starts the run and waits until it is ready, printing each phase change on stderr as it happens. A run
+ * that enters awaiting_retry ends the wait (unless `throughRetry`): the error and the command that retries
+ * it are printed, and the command fails with the run's error code.
+ */
+async function waitWithPhases(
+  runs: EnvRunClient,
+  request: RunRequestInput,
+  options: { throughRetry: boolean },
+): Promise<RunResult> {
+  const { companyId, heartbeatRunId } = request;
+  const ready = runs.startRunAndWaitReady(request);
+  let settled = false;
+  const done = ready.finally(() => {
+    settled = true;
+  });
+  let last: string | null = null;
+  const watch = (async (): Promise<RunResult | never> => {
+    for (;;) {
+      if (settled) return done;
+      const phase = await runs.phaseOf(companyId, heartbeatRunId).catch(() => null);
+      if (phase && phase !== last) {
+        last = phase;
+        progress(`phase ${phase}`);
+        if (phase === 'awaiting_retry' && !options.throughRetry) {
+          const state = await runs.getRun(companyId, heartbeatRunId);
+          const error = state?.lastError ?? state?.error;
+          if (error) {
+            progress(`${error.code}: ${error.message}`);
+            progress(`retry with: envrun run retry --company ${companyId} --run ${heartbeatRunId}`);
+            throw new EnvRunError(error);
+          }
+        }
+      }
+      await Promise.race([done.catch(() => undefined), new Promise((r) => setTimeout(r, 250))]);
+    }
+  })();
+  const result = await Promise.race([done, watch]);
+  if (last !== 'ready') progress('phase ready');
+  return result;
 }

@@ -347,7 +347,7 @@ describe('a run through the CLI', () => {
     expect((await h.store.listRunLeases(companyId, 'r1'))[0]!.status).toBe('released');
     const again = await envrun(['run', 'cancel', '--company', companyId, '--run', 'r1', '--json']);
     expect(again.code, again.stderr).toBe(1);
-    expect(again.stdout).toBe('');
+    expect(JSON.parse(again.stdout)).toMatchObject({ error: { code: 'run_ended', outcome: 'cancelled' }, exitCode: 1 });
     expect(again.stderr.trim()).toBe(
       `envrun: run r1 of company ${companyId} already ended, nothing to cancel: cancelled`,
     );
