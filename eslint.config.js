@@ -86,7 +86,7 @@ export default tseslint.config(
   },
   {
     // The runs client talks only to Temporal: a control plane loads it without the worker's packages.
-    files: ['client/runs.ts', 'client/config.ts', 'client/errors.ts', 'client/reaper-schedule.ts'],
+    files: ['client/runs.ts', 'client/public.ts', 'client/config.ts', 'client/errors.ts', 'client/reaper-schedule.ts'],
     rules: {
       'no-restricted-imports': [
         'error',

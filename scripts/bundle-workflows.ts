@@ -1,4 +1,5 @@
-// Bundles the workflow code ahead of time (production workers load it with ENVRUN_WORKFLOW_BUNDLE).
+// Bundles the workflow code ahead of time (production workers load it with ENVRUN_WORKFLOW_BUNDLE):
+// `npm run bundle` from the sources, or `node dist/scripts/bundle-workflows.js OUT` from the build (an image).
 import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';

@@ -154,12 +154,20 @@ export function tsxLoaderUrl(): string {
   return pathToFileURL(join(dirname(pkg), 'dist', 'loader.mjs')).href;
 }
 
+/**
+ * The daemon's command line. Run from dist/ (this file is embedded.js), the compiled embedded-daemon.js under
+ * plain node; from the sources (tsx, vitest), embedded-daemon.ts through tsx's loader.
+ */
+function daemonArgs(dir: string): string[] {
+  if (import.meta.url.endsWith('.js')) return [fileURLToPath(new URL('./embedded-daemon.js', import.meta.url)), dir];
+  return ['--import', tsxLoaderUrl(), fileURLToPath(new URL('./embedded-daemon.ts', import.meta.url)), dir];
+}
+
 async function startDaemon(dir: string, deadline: number): Promise<string> {
   rmSync(join(dir, INFO_FILE), { force: true });
-  const daemon = fileURLToPath(new URL('./embedded-daemon.ts', import.meta.url));
-  const tsx = tsxLoaderUrl();
+  const args = daemonArgs(dir);
   const logFd = openSync(join(dir, 'store.log'), 'a');
-  const child = spawn(process.execPath, ['--import', tsx, daemon, dir], {
+  const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', logFd, logFd],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp' },

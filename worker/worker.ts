@@ -2,7 +2,10 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import { fileURLToPath } from 'node:url';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 
-export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+// Run from dist/ (compiled, this file is worker.js) the workflows are the compiled workflows/index.js;
+// from the sources (tsx, vitest) they are the .ts file.
+const WORKFLOWS_FILE = import.meta.url.endsWith('.js') ? '../workflows/index.js' : '../workflows/index.ts';
+export const WORKFLOWS_PATH = fileURLToPath(new URL(WORKFLOWS_FILE, import.meta.url));
 
 export interface CreateWorkerOptions {
   connection: NativeConnection;

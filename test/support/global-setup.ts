@@ -1,8 +1,13 @@
 // One Temporal dev server, one embedded PostgreSQL, one Debian PostgreSQL and one workflow bundle for the
-// whole suite, on free ports, stopped at the end.
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+// whole suite, on free ports, stopped at the end; and dist/ built (`npm run build`, incremental), which the
+// `envrun` bin the CLI tests spawn runs.
+import { execFile } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
 import { ensureEmbeddedStore, stopEmbeddedStore } from '../../store/embedded.js';
 import { bundleWorkflows } from '../../scripts/bundle-workflows.js';
@@ -19,6 +24,25 @@ declare module 'vitest' {
   }
 }
 
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * `npm run build` without npm: tsc -p tsconfig.build.json, then the migrations. A type error elsewhere in the
+ * tree (the lint's business) does not stop the suite: tsc still writes the JavaScript, and the error is shown.
+ */
+async function buildDist(): Promise<void> {
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  const run = promisify(execFile);
+  try {
+    await run(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT, maxBuffer: 16 << 20 });
+  } catch (err) {
+    const out = (err as { stdout?: string }).stdout ?? String(err);
+    console.warn(`npm run build: tsc reported errors (the tests run what it emitted):\n${out.slice(0, 4000)}`);
+  }
+  await run(process.execPath, [join(ROOT, 'scripts', 'copy-migrations.mjs')], { cwd: ROOT });
+  if (!existsSync(join(ROOT, 'dist', 'client', 'cli', 'index.js'))) throw new Error('npm run build wrote no dist/');
+}
+
 export default async function setup(project: TestProject) {
   const tmp = mkdtempSync(join(tmpdir(), 'envrun-test-'));
   chmodSync(tmp, 0o755);
@@ -28,6 +52,7 @@ export default async function setup(project: TestProject) {
       startDevServer({ headless: true, logFile: join(tmp, 'temporal.log') }),
       ensureEmbeddedStore(join(tmp, 'embedded')),
       bundleWorkflows(join(tmp, 'workflow-bundle.js')),
+      buildDist(),
     ]);
     started.push(
       () => temporal.stop(),

@@ -192,7 +192,11 @@ describe('company B against company A', () => {
     ]) {
       const res = await envrun(['env', ...args, '--company', B, '--json']);
       expect(res.code, res.stderr).toBe(1);
-      expect(res.stdout).toBe('');
+      // Under --json the error is JSON on stdout too: the same words, nothing of A's environment.
+      expect(JSON.parse(res.stdout)).toEqual({
+        error: { code: 'not_found', message: `environment ${envA.id} of company ${B} not found` },
+        exitCode: 1,
+      });
       expect(res.stderr).toBe(`envrun: environment ${envA.id} of company ${B} not found\n`);
     }
     const after = await h.store.getEnvironmentById(envA.id);

@@ -1,0 +1,23 @@
+// `envrun/client`: the runs client (EnvRunClient, Temporal only: no database, driver or worker package is
+// loaded with it), its configuration and the errors every envrun call throws. Environments, workspaces and
+// leases are `envrun/admin`; the schemas and constants, `envrun/contracts`.
+export {
+  EnvRunClient,
+  type EnvRunClientOptions,
+  type EnvironmentRunWorkflow,
+  type ListedRun,
+  type ReadinessStats,
+  type RunFilter,
+  type StartedRun,
+} from './runs.js';
+export {
+  EnvRunError,
+  InvalidInputError,
+  NotFoundError,
+  RunEndedError,
+  RunStateError,
+  toEnvRunError,
+  type RunOutcome,
+} from './errors.js';
+export { ConfigError, loadClientConfig, type ClientConfig } from './config.js';
+export type * from '../contracts/index.js';

@@ -1,0 +1,82 @@
+// `envrun/worker`: what a process needs to run an envrun worker. `runWorker()` is the whole worker process
+// (what `npm run worker` runs: configuration from the environment, the store, search attributes, the
+// reaper schedule, the worker until SIGINT/SIGTERM); the parts are exported for a process that assembles
+// its own (its own Runtime, connection or activity dependencies).
+import { Client } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { REAPER_SCHEDULE_ID, installReaperSchedule } from '../client/reaper-schedule.js';
+import { redactUrl } from '../store/db.js';
+import { loadConfig, type EnvRunConfig } from './config.js';
+import { createRuntimeDeps } from './deps.js';
+import { ensureSearchAttributes } from './search-attributes.js';
+import { createWorker } from './worker.js';
+
+export { createWorker, WORKFLOWS_PATH, type CreateWorkerOptions } from './worker.js';
+export { ConfigError, DEFAULT_MAX_CACHED_WORKFLOWS, loadConfig, type EnvRunConfig } from './config.js';
+export { createRuntimeDeps, type RuntimeDeps } from './deps.js';
+export { ensureSearchAttributes } from './search-attributes.js';
+export { REAPER_SCHEDULE_ID, installReaperSchedule } from '../client/reaper-schedule.js';
+export { bundleWorkflows } from '../scripts/bundle-workflows.js';
+
+export interface RunWorkerOptions {
+  /** Where the worker's progress lines go; `[envrun] …` on stdout when absent. */
+  log?: (line: string) => void;
+  /**
+   * Installs Temporal's Runtime for this process (its logger at the configured level, SIGINT/SIGTERM/SIGQUIT/
+   * SIGUSR2 shut the worker down, the Prometheus endpoint of ENVRUN_METRICS_ADDRESS). Default true; false
+   * where the process installs its own Runtime, and then stops the worker itself (see `onStarted`).
+   */
+  installRuntime?: boolean;
+  /** Called with the worker once it is created, before it polls: `worker.shutdown()` stops it. */
+  onStarted?: (worker: Worker) => void;
+}
+
+/**
+ * Runs an envrun worker with `config` (by default `loadConfig()`: the environment variables the README lists;
+ * a bad value throws a ConfigError naming it). Resolves once the worker has shut down and drained (SIGINT or
+ * SIGTERM with the installed Runtime, or `worker.shutdown()`), its connection and database closed.
+ */
+export async function runWorker(config: EnvRunConfig = loadConfig(), options: RunWorkerOptions = {}): Promise<void> {
+  const log = options.log ?? ((line: string) => console.log(`[envrun] ${line}`));
+  if (options.installRuntime ?? true) {
+    Runtime.install({
+      logger: new DefaultLogger(config.logLevel),
+      shutdownSignals: ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR2'],
+      ...(config.metricsAddress
+        ? { telemetryOptions: { metrics: { prometheus: { bindAddress: config.metricsAddress } } } }
+        : {}),
+    });
+  }
+  const deps = await createRuntimeDeps(config, { poolSize: 20, log });
+  let connection: NativeConnection | undefined;
+  try {
+    connection = await NativeConnection.connect(config.temporal.connection);
+    const added = await ensureSearchAttributes(connection, config.temporal.namespace);
+    if (added.length) log(`registered search attributes: ${added.join(', ')}`);
+    const temporal = new Client({ connection, namespace: config.temporal.namespace });
+    deps.temporal = temporal;
+    if (config.reaperEvery && (await installReaperSchedule(temporal, config.taskQueue, config.reaperEvery))) {
+      log(`reaper schedule ${REAPER_SCHEDULE_ID} installed (every ${config.reaperEvery})`);
+    }
+    const worker = await createWorker({
+      connection,
+      namespace: config.temporal.namespace,
+      taskQueue: config.taskQueue,
+      deps,
+      workflowBundlePath: config.workflowBundle,
+      shutdownGraceMs: config.shutdownGraceMs,
+      maxConcurrentActivities: config.maxConcurrentActivities,
+      maxCachedWorkflows: config.maxCachedWorkflows,
+    });
+    log(
+      `worker on ${config.temporal.address} namespace=${config.temporal.namespace} taskQueue=${config.taskQueue} ` +
+        `store=${config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded (${config.dataDir})`}`,
+    );
+    options.onStarted?.(worker);
+    await worker.run();
+  } finally {
+    await connection?.close();
+    await deps.close();
+    log('worker stopped');
+  }
+}
