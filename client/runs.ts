@@ -187,7 +187,7 @@ export class EnvRunClient {
     try {
       return await this.temporal.workflow.executeUpdateWithStart(waitReadyUpdate, { startWorkflowOperation });
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) return this.resultOfClosedRun(options.workflowId);
+      if (err instanceof WorkflowExecutionAlreadyStartedError) return this.endedRun(options.workflowId);
       throw toEnvRunError(err) ?? err;
     }
   }
@@ -207,14 +207,7 @@ export class EnvRunClient {
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
         // The same run started before and has ended: say how, like any call on an ended run.
-        const { companyId, heartbeatRunId } = request;
-        await this.resultOfClosedRun(runWorkflowId(companyId, heartbeatRunId));
-        const ended = await this.runOutcome(this.handle(companyId, heartbeatRunId), companyId, heartbeatRunId);
-        throw new RunEndedError(
-          `run ${heartbeatRunId} of company ${companyId} already ended`,
-          ended!.outcome,
-          ended!.detail,
-        );
+        return this.endedRun(runWorkflowId(request.companyId, request.heartbeatRunId));
       }
       throw toEnvRunError(err) ?? err;
     }
@@ -245,20 +238,27 @@ export class EnvRunClient {
     } catch (err) {
       const runError = toEnvRunError(err);
       if (runError) throw runError;
-      return this.resultOfClosedRun(handle.workflowId);
+      return this.endedRun(handle.workflowId);
     }
   }
 
-  private async resultOfClosedRun(workflowId: string): Promise<RunResult> {
-    const handle = this.temporal.workflow.getHandle(workflowId);
+  /**
+   * A run that has ended is never reported as ready (its lease is released, its target gone): a failed or
+   * cancelled run throws its EnvRunError, any other ended run a RunEndedError saying how it ended.
+   */
+  private async endedRun(workflowId: string): Promise<never> {
+    const handle = this.temporal.workflow.getHandle<EnvironmentRunWorkflow>(workflowId);
+    let outcome: RunWorkflowResult;
     try {
-      await handle.result();
+      outcome = await handle.result();
     } catch (err) {
       throw toEnvRunError(err) ?? err;
     }
-    const state = await handle.query(getRunQuery);
-    if (!state.result) throw new Error(`run ${workflowId} ended without a result`);
-    return state.result;
+    throw new RunEndedError(
+      `run ${workflowId} already ended: completed, status ${outcome.status}`,
+      'completed',
+      outcome.status,
+    );
   }
 
   /** The run as the workflow sees it: phase, lease, target, error. Null when there is no such run. */
