@@ -34,7 +34,8 @@ export function createSweepOrphanLeases(deps: ActivityDeps & { temporal?: Client
               : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
         else continue; // cannot tell: leave it for the next sweep
       }
-      if (reason) reaped.push(await releaseOrphanLease(deps, lease, reason));
+      const done = reason ? await releaseOrphanLease(deps, lease, reason) : null;
+      if (done) reaped.push(done);
     }
     return reaped;
   };

@@ -243,7 +243,11 @@ export class EnvRunAdmin {
     const lease = await this.store.getLease(companyId, leaseId);
     if (!lease) throw new NotFoundError(`lease ${leaseId} of company ${companyId} not found`);
     if (lease.status !== 'retained') throw new RunStateError(`lease ${leaseId} is ${lease.status}, not retained`);
-    const { lease: released, error } = await releaseLease({ store: this.store, drivers: this.drivers }, lease, {
+    const {
+      lease: released,
+      error,
+      skipped,
+    } = await releaseLease({ store: this.store, drivers: this.drivers }, lease, {
       endAs: 'released',
       destroy: true,
       step: { attempt: 1, idempotencyKey: `lease-release/${leaseId}` },
@@ -261,6 +265,7 @@ export class EnvRunAdmin {
         },
       }),
     });
+    if (skipped) throw new RunStateError(`lease ${leaseId} is ${released.status}, not retained`);
     if (error) throw new Error(`lease ${leaseId} released but its resource could not be destroyed: ${error}`);
     return released;
   }

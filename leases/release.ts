@@ -41,6 +41,8 @@ export interface ReleasedLease {
   lease: EnvironmentLease;
   /** The provider's error when its resource could not be freed, else null. */
   error: string | null;
+  /** Someone else released it first: nothing was done. */
+  skipped?: boolean;
 }
 
 export async function releaseLease(
@@ -50,15 +52,30 @@ export async function releaseLease(
 ): Promise<ReleasedLease> {
   const { store } = deps;
   const now = deps.clock?.() ?? new Date();
-  if (o.endAs) {
-    lease = (await store.updateLease(lease.id, {
-      status: o.endAs,
-      releasedAt: o.endAs === 'retained' ? null : now,
-      ...(o.failureReason === undefined ? {} : { failureReason: o.failureReason }),
-      cleanupStatus: 'pending',
-      lastUsedAt: now,
-    }))!;
+  // Claimed by compare-and-set on the row as read: whoever releases a lease second (a reaper sweep beside
+  // the run's own release, two sweeps, an operator) finds it changed and leaves it alone.
+  const claimed = o.endAs
+    ? await store.updateLease(
+        lease.id,
+        {
+          status: o.endAs,
+          releasedAt: o.endAs === 'retained' ? null : now,
+          ...(o.failureReason === undefined ? {} : { failureReason: o.failureReason }),
+          cleanupStatus: 'pending',
+          lastUsedAt: now,
+        },
+        { status: lease.status, cleanupStatus: lease.cleanupStatus },
+      )
+    : await store.updateLease(
+        lease.id,
+        { cleanupStatus: 'pending' },
+        { status: lease.status, cleanupStatus: lease.cleanupStatus },
+      );
+  if (!claimed) {
+    const current = await store.getLease(lease.companyId, lease.id);
+    return { lease: current ?? lease, error: null, skipped: true };
   }
+  lease = claimed;
   const environment = await environmentOf(deps, lease, o.environments);
   let error: string | null = null;
   try {
@@ -97,15 +114,20 @@ export type { ReapedLease };
  * Releases a lease whose run can no longer release it (its workflow is closed or gone, or its environment
  * is being archived). An active lease ends `released` with the reason; an ended lease whose cleanup failed
  * keeps its status and only has its resource freed again, counting on from the attempts already spent.
+ * Null when another release got to it first.
  */
 export async function releaseOrphanLease(
   deps: ReleaseDeps,
   lease: EnvironmentLease,
   reason: string,
-): Promise<ReapedLease> {
+): Promise<ReapedLease | null> {
   const wasActive = lease.status === 'active';
   const spent = typeof lease.metadata?.cleanupAttempts === 'number' ? lease.metadata.cleanupAttempts : 0;
-  const { lease: released, error } = await releaseLease(deps, lease, {
+  const {
+    lease: released,
+    error,
+    skipped,
+  } = await releaseLease(deps, lease, {
     ...(wasActive ? { endAs: 'released' as const, failureReason: reason } : {}),
     step: { attempt: wasActive ? 1 : spent + 1, idempotencyKey: `reap/${lease.id}` },
     log: (stored, err) => {
@@ -115,12 +137,14 @@ export async function releaseOrphanLease(
         cleanupStatus: stored.cleanupStatus,
         reason,
       };
-      if (wasActive)
+      if (wasActive) {
         return { ...reaperEvent(stored), action: ACTIVITY_ACTIONS.leaseReleased, details: { ...details, error: err } };
+      }
       // A cleanup that keeps failing shows on the lease and in the sweep result; the log gets one row when it succeeds.
       return err ? null : { ...reaperEvent(stored), action: ACTIVITY_ACTIONS.leaseCleanedUp, details };
     },
   });
+  if (skipped) return null;
   if (!error && !wasActive) await deps.store.mergeLeaseMetadata(lease.id, { cleanupAttempts: spent + 1 });
   return {
     leaseId: lease.id,

@@ -1,5 +1,5 @@
 // Queries over the envrun tables. Every read is scoped by company; rows leave as contract records.
-import { and, asc, desc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNull, sql } from 'drizzle-orm';
 import type {
   ActivityLogEntry,
   CleanupStatus,
@@ -336,11 +336,22 @@ export class Store {
       lastUsedAt: Date;
       metadata: Record<string, unknown> | null;
     }>,
+    /** Only if the row still has these values (a compare-and-set); null otherwise. */
+    expected: { status?: LeaseStatus; cleanupStatus?: CleanupStatus | null } = {},
   ): Promise<EnvironmentLease | null> {
+    const conds = [eq(environmentLeases.id, id)];
+    if (expected.status) conds.push(eq(environmentLeases.status, expected.status));
+    if (expected.cleanupStatus !== undefined) {
+      conds.push(
+        expected.cleanupStatus === null
+          ? isNull(environmentLeases.cleanupStatus)
+          : eq(environmentLeases.cleanupStatus, expected.cleanupStatus),
+      );
+    }
     const [row] = await this.db
       .update(environmentLeases)
       .set({ ...patch, updatedAt: new Date() })
-      .where(eq(environmentLeases.id, id))
+      .where(and(...conds))
       .returning();
     return row ? toLease(row) : null;
   }

@@ -253,6 +253,11 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
     {
       validator: () => {
         if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
+        // A completed run is about to release; an expired lease is already lost: neither is renewed.
+        if (state.completion) throw new Error('the run was completed; its lease is being released');
+        if (state.expiresAt && Date.parse(state.expiresAt) <= Date.now()) {
+          throw new Error(`the lease expired at ${state.expiresAt}`);
+        }
       },
     },
   );
