@@ -1,12 +1,4 @@
-export { EnvRunClient, type StartedRun } from './runs.js';
+// Everything the client folder offers, runs and administration together (inside this repository; a
+// consumer imports `envrun/client` and `envrun/admin`, which keep the two apart).
+export * from './public.js';
 export { EnvRunAdmin } from './admin.js';
-export {
-  EnvRunError,
-  InvalidInputError,
-  NotFoundError,
-  RunEndedError,
-  RunStateError,
-  toEnvRunError,
-  type RunOutcome,
-} from './errors.js';
-export type * from '../contracts/index.js';

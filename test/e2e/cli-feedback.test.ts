@@ -1,34 +1,15 @@
 // What the CLI tells an operator while it matters: `run start --wait` narrates phases on stderr and stops
 // with the error and the retry command when the run awaits an operator; `run status` shows the last error
 // and phase times; under --json every error, of any command, is a JSON object with code and message.
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, type CliResult } from '../support/cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { tempWorkspace, until } from '../support/runs.js';
 
-const BIN = fileURLToPath(new URL('../../bin/envrun.mjs', import.meta.url));
 let h: Harness;
 
-function envrun(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      {
-        env: {
-          PATH: process.env.PATH ?? '/usr/bin:/bin',
-          HOME: process.env.HOME ?? '/tmp',
-          TEMPORAL_ADDRESS: inject('temporalAddress'),
-          DATABASE_URL: h.database.url,
-          ENVRUN_TASK_QUEUE: h.taskQueue,
-          ENVRUN_DATA_DIR: h.dataDir,
-        },
-      },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
+function envrun(args: string[]): Promise<CliResult> {
+  return runCli(h, args);
 }
 
 beforeAll(async () => {

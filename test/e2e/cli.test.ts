@@ -1,41 +1,13 @@
 // The `envrun` binary as a user runs it, against the real server, a real worker and PostgreSQL.
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, type CliResult } from '../support/cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { tempWorkspace } from '../support/runs.js';
 
-const BIN = fileURLToPath(new URL('../../bin/envrun.mjs', import.meta.url));
 let h: Harness;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 function envrun(args: string[], extraEnv: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      {
-        env: {
-          PATH: process.env.PATH ?? '/usr/bin:/bin',
-          HOME: process.env.HOME ?? '/tmp',
-          TEMPORAL_ADDRESS: inject('temporalAddress'),
-          DATABASE_URL: h.database.url,
-          ENVRUN_TASK_QUEUE: h.taskQueue,
-          ENVRUN_DATA_DIR: h.dataDir,
-          ...extraEnv,
-        },
-      },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+  return runCli(h, args, extraEnv);
 }
 
 beforeAll(async () => {

@@ -1,18 +1,16 @@
 // One company can never read, lease or release another company's environments, leases or runs. Company A
 // holds a ready run, a retained lease and a run awaiting retry; company B tries every company-scoped client
 // path and the CLI on A's ids. Afterwards A's rows and runs are exactly as they were, and A still controls them.
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidInputError, NotFoundError } from '../../client/errors.js';
 import type { Environment, EnvironmentLease, ExecutionWorkspace } from '../../contracts/index.js';
+import { runCli, type CliResult } from '../support/cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runRequest, tempWorkspace, until } from '../support/runs.js';
 
-const BIN = fileURLToPath(new URL('../../bin/envrun.mjs', import.meta.url));
 const A = uniqueId('co-a');
 const B = uniqueId('co-b');
 let h: Harness;
@@ -34,25 +32,8 @@ async function stateOfA() {
   };
 }
 
-function envrun(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      {
-        env: {
-          PATH: process.env.PATH ?? '/usr/bin:/bin',
-          HOME: process.env.HOME ?? '/tmp',
-          TEMPORAL_ADDRESS: inject('temporalAddress'),
-          DATABASE_URL: h.database.url,
-          ENVRUN_TASK_QUEUE: h.taskQueue,
-          ENVRUN_DATA_DIR: h.dataDir,
-        },
-      },
-      (err, stdout, stderr) =>
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
+function envrun(args: string[]): Promise<CliResult> {
+  return runCli(h, args);
 }
 
 beforeAll(async () => {
