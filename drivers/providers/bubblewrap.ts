@@ -1,51 +1,202 @@
-// The bubblewrap provider: a real local sandbox. Each lease is a folder; commands run under `bwrap` in new
-// user/pid/mount/ipc/uts (and, unless allowed, network) namespaces, with the workspace bind-mounted
-// read-write at /workspace, the system folders read-only, and nothing else of the host visible.
+// The bubblewrap provider: a real local sandbox. Each lease is a folder; each command runs under `bwrap`
+// in new user, pid, mount, ipc, uts and cgroup namespaces (and its own network namespace unless the
+// environment is allowed the host's), as an unprivileged uid with no capabilities, no way to make user
+// namespaces, a seccomp filter, and prlimit's process, memory, file-size and CPU limits. The workspace is
+// bind-mounted read-write at /workspace, the system folders read-only, /tmp is a sized tmpfs, and nothing
+// else of the host is visible. When the worker is root, bwrap itself runs as an unprivileged host uid
+// (ENVRUN_SANDBOX_UID, default 65534) that owns the lease's workspace: the sandbox holds no host privilege
+// even if it left its namespaces. SECURITY.md says what this isolates and what it does not.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdir, rm, stat } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { chmod, lchown, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { describeZodError } from '../../contracts/index.js';
 import { NonRetryableError } from '../errors.js';
-import { runProcess } from '../process.js';
+import {
+  DEFAULT_HOST_SANDBOX_ID,
+  NetworkSetting,
+  SANDBOX_CWD,
+  SANDBOX_ID,
+  SandboxFds,
+  SandboxLimits,
+  parseBwrapFeatures,
+  sandboxArgs,
+  sandboxEtcFiles,
+  type BwrapFeatures,
+  type NetworkMode,
+} from './bwrap-args.js';
+import { DEFAULT_SYNC_TIMEOUT_MS, describeCopy, safeCopyBack, safeCopyIn } from '../sync/safe-copy.js';
+import { runSandbox } from './bwrap-run.js';
+import { sandboxSeccompFilter } from './seccomp-bpf.js';
 import type { SandboxProvider } from './types.js';
 
-const SANDBOX_CWD = '/workspace';
-const READ_ONLY = ['/usr', '/bin', '/sbin', '/lib', '/lib64', '/lib32', '/etc/alternatives', '/etc/ld.so.cache', '/etc/ssl'];
-
-const BubblewrapConfig = z.object({
-  provider: z.literal('bubblewrap'),
-  reuseLease: z.boolean().default(false),
-  timeoutMs: z.number().int().positive().optional(),
-  network: z.boolean().default(false),
-  /** Keep the sandbox's changes out of the local workspace at release. */
-  discardChanges: z.boolean().default(false),
-}).passthrough();
+const BubblewrapConfig = z
+  .object({
+    provider: z.literal('bubblewrap'),
+    reuseLease: z.boolean().default(false),
+    timeoutMs: z.number().int().positive().optional(),
+    /** 'none' (default), 'outbound' (internet, not the host's loopback) or 'host'; true = 'outbound'. */
+    network: NetworkSetting,
+    /** Per-command resource limits (bwrap-args.ts has the defaults). */
+    limits: SandboxLimits,
+    /** Keep the sandbox's changes out of the local workspace at release. */
+    discardChanges: z.boolean().default(false),
+  })
+  .passthrough();
 type BubblewrapConfig = z.infer<typeof BubblewrapConfig>;
 
+export interface BubblewrapProviderOptions {
+  rootDir: string;
+  bwrapPath?: string | null;
+  /** May environments use `network: 'host'`? Default: ENVRUN_ALLOW_HOST_NETWORK=1 on the worker. */
+  allowHostNetwork?: boolean;
+  /** Host uid/gid bwrap runs as when the worker is root. Default: ENVRUN_SANDBOX_UID/GID, else 65534. */
+  sandboxUid?: number;
+  sandboxGid?: number;
+  slirp4netnsPath?: string | null;
+}
+
+const findFirst = (paths: string[]): string | null => paths.find((p) => existsSync(p)) ?? null;
+
 export function findBwrap(): string | null {
-  for (const p of ['/usr/bin/bwrap', '/usr/local/bin/bwrap']) if (existsSync(p)) return p;
-  return null;
+  return findFirst(['/usr/bin/bwrap', '/usr/local/bin/bwrap']);
 }
 
-/** Can bwrap make its namespaces here? Null when it can, else the reason in plain words. */
-export function bwrapUnavailable(bwrap = findBwrap()): string | null {
+const isRoot = () => process.getuid?.() === 0;
+
+function hostId(explicit: number | undefined, variable: string): number {
+  const raw = explicit ?? (process.env[variable] ? Number(process.env[variable]) : DEFAULT_HOST_SANDBOX_ID);
+  if (!Number.isInteger(raw) || raw <= 0 || raw >= 2 ** 32 - 1) {
+    throw new NonRetryableError(`bubblewrap: ${variable} must be a uid/gid other than 0 (got ${String(raw)})`);
+  }
+  return raw;
+}
+
+/** Can bwrap make its namespaces here (as `runAs` when given)? Null when it can, else the reason in plain words. */
+export function bwrapUnavailable(
+  bwrap = findBwrap(),
+  runAs: { uid: number; gid: number } | null = null,
+): string | null {
   if (!bwrap) return 'bwrap is not installed (Debian: apt-get install bubblewrap)';
-  const res = spawnSync(bwrap, ['--ro-bind', '/', '/', '--unshare-all', '--die-with-parent', 'true'], { encoding: 'utf8', timeout: 10_000 });
-  return res.status === 0 ? null : `bwrap cannot create namespaces here: ${(res.stderr || res.error?.message || `exit ${res.status}`).trim()}`;
+  const res = spawnSync(bwrap, ['--ro-bind', '/', '/', '--unshare-all', '--die-with-parent', 'true'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+    cwd: '/',
+    ...(runAs ?? {}),
+  });
+  return res.status === 0
+    ? null
+    : `bwrap cannot create namespaces here: ${(res.stderr || res.error?.message || `exit ${res.status}`).trim()}`;
 }
 
-export function createBubblewrapProvider(options: { rootDir: string; bwrapPath?: string | null }): SandboxProvider<BubblewrapConfig> {
+const featureCache = new Map<string, BwrapFeatures>();
+function bwrapFeatures(bwrap: string): BwrapFeatures {
+  let features = featureCache.get(bwrap);
+  if (!features) {
+    const res = spawnSync(bwrap, ['--help'], { encoding: 'utf8', timeout: 10_000 });
+    features = parseBwrapFeatures(`${res.stdout ?? ''}${res.stderr ?? ''}`);
+    featureCache.set(bwrap, features);
+  }
+  return features;
+}
+
+/** The first folder on the way to `path` that `uid`/`gid` cannot pass through, or null. */
+function unreachableAncestor(path: string, uid: number, gid: number): string | null {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    try {
+      const st = statSync(dir);
+      const may = st.uid === uid ? st.mode & 0o100 : st.gid === gid ? st.mode & 0o010 : st.mode & 0o001;
+      if (!may) return dir;
+    } catch {
+      /* not made yet: mkdir makes it passable */
+    }
+    if (dir === dirname(dir)) return null;
+  }
+}
+
+/** Gives the tree to the sandbox's host uid, links included (never followed). */
+async function chownTree(path: string, uid: number, gid: number): Promise<void> {
+  await lchown(path, uid, gid);
+  if (!(await lstat(path)).isDirectory()) return;
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    const child = join(path, entry.name);
+    if (entry.isDirectory()) await chownTree(child, uid, gid);
+    else await lchown(child, uid, gid);
+  }
+}
+
+const readOrNull = (path: string): string | null => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+};
+
+export function createBubblewrapProvider(options: BubblewrapProviderOptions): SandboxProvider<BubblewrapConfig> {
   const root = resolve(options.rootDir);
   const bwrap = options.bwrapPath === undefined ? findBwrap() : options.bwrapPath;
+  const slirp4netns =
+    options.slirp4netnsPath === undefined
+      ? findFirst(['/usr/bin/slirp4netns', '/usr/local/bin/slirp4netns'])
+      : options.slirp4netnsPath;
+  const prlimit = findFirst(['/usr/bin/prlimit', '/bin/prlimit']);
+  const shell = findFirst(['/bin/bash', '/usr/bin/bash']);
+  const hostNetworkAllowed = () => options.allowHostNetwork ?? process.env.ENVRUN_ALLOW_HOST_NETWORK === '1';
+  /** Who bwrap runs as on the host: the sandbox uid when we are root, else ourselves. */
+  const runAs = () =>
+    isRoot()
+      ? { uid: hostId(options.sandboxUid, 'ENVRUN_SANDBOX_UID'), gid: hostId(options.sandboxGid, 'ENVRUN_SANDBOX_GID') }
+      : null;
   const leaseDir = (id: string) => {
     const m = /^bwrap:\/\/([A-Za-z0-9._-]+)$/.exec(id);
     if (!m?.[1]) throw new NonRetryableError(`bubblewrap: not a bubblewrap lease id: ${id}`);
     return join(root, m[1]);
   };
   const workspaceOf = (id: string) => join(leaseDir(id), 'workspace');
+
+  /** Why this worker cannot run sandboxes, or null. */
+  function unavailable(): string | null {
+    const as = runAs();
+    const reason = bwrapUnavailable(bwrap, as);
+    if (reason) return reason;
+    if (!prlimit) return 'prlimit is not installed (Debian: apt-get install util-linux)';
+    if (as) {
+      const blocked = unreachableAncestor(join(root, 'x', 'workspace'), as.uid, as.gid);
+      if (blocked) {
+        return `the sandbox uid ${as.uid} cannot pass through ${blocked} to reach ${root}: put ENVRUN_DATA_DIR under folders others may search (chmod o+x), or set ENVRUN_SANDBOX_UID`;
+      }
+    }
+    return null;
+  }
+
+  function refuseHostNetwork(network: NetworkMode): void {
+    if (network === 'host' && !hostNetworkAllowed()) {
+      throw new NonRetryableError(
+        'bubblewrap config: config.network: "host" shares the worker\'s network (and its 127.0.0.1 services) with the sandbox; ' +
+          'this worker does not allow it (set ENVRUN_ALLOW_HOST_NETWORK=1 on the worker to allow it), use "outbound" for internet access',
+      );
+    }
+  }
+
+  /** Makes the lease's folder: passable by the sandbox uid, the workspace its own. */
+  async function prepareLeaseDir(providerLeaseId: string): Promise<void> {
+    const workspace = workspaceOf(providerLeaseId);
+    await mkdir(workspace, { recursive: true });
+    const as = runAs();
+    if (!as) return;
+    await chmod(root, 0o711);
+    await chmod(leaseDir(providerLeaseId), 0o711);
+    await lchown(workspace, as.uid, as.gid);
+    await chmod(workspace, 0o700);
+    const blocked = unreachableAncestor(workspace, as.uid, as.gid); // folders mkdir just made under a tight umask
+    if (blocked)
+      throw new NonRetryableError(
+        `bubblewrap: the sandbox uid ${as.uid} cannot pass through ${blocked} (chmod o+x it)`,
+      );
+  }
 
   return {
     key: 'bubblewrap',
@@ -55,55 +206,129 @@ export function createBubblewrapProvider(options: { rootDir: string; bwrapPath?:
       if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeZodError(r.error, 'config')}`);
       return r.data;
     },
-    async probe() {
-      const reason = bwrapUnavailable(bwrap);
-      return reason ? { ok: false, diagnostics: [reason] } : { ok: true, diagnostics: [`${bwrap} can create user, pid, mount, ipc, uts and net namespaces`, `sandboxes under ${root}`] };
+    async probe(config) {
+      const reason = unavailable();
+      if (reason) return { ok: false, diagnostics: [reason] };
+      const features = bwrapFeatures(bwrap!);
+      const as = runAs();
+      const diagnostics = [
+        `${bwrap} can create user, pid, mount, ipc, uts and net namespaces`,
+        `sandboxes under ${root}, run as ${as ? `host uid ${as.uid}` : `the worker's uid ${process.getuid?.() ?? '?'}`}, uid ${SANDBOX_ID} inside, no capabilities`,
+      ];
+      if (!features.disableUserns)
+        diagnostics.push(
+          'this bwrap has no --disable-userns (bubblewrap < 0.8): nested user namespaces are refused only by the seccomp filter',
+        );
+      if (!features.tmpfsSize)
+        diagnostics.push('this bwrap has no --size (bubblewrap < 0.9): /tmp and /dev/shm are not size-limited');
+      if (!sandboxSeccompFilter())
+        diagnostics.push(`no seccomp filter for ${process.arch}: the sandbox runs without one`);
+      if (config.network === 'outbound' && !slirp4netns)
+        return {
+          ok: false,
+          diagnostics: [...diagnostics, 'network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)'],
+        };
+      if (config.network === 'host' && !hostNetworkAllowed())
+        return {
+          ok: false,
+          diagnostics: [...diagnostics, 'network "host" is not allowed on this worker (ENVRUN_ALLOW_HOST_NETWORK=1)'],
+        };
+      return { ok: true, diagnostics };
     },
-    async acquireLease(_config, ctx) {
-      const reason = bwrapUnavailable(bwrap);
+    async acquireLease(config, ctx) {
+      refuseHostNetwork(config.network);
+      const reason = unavailable();
       if (reason) throw new NonRetryableError(reason);
-      const name = ctx.reuseKey ?? `${ctx.heartbeatRunId}-${createHash('sha256').update(ctx.idempotencyKey).digest('hex').slice(0, 12)}`;
+      const name =
+        ctx.reuseKey ??
+        `${ctx.heartbeatRunId}-${createHash('sha256').update(ctx.idempotencyKey).digest('hex').slice(0, 12)}`;
       const providerLeaseId = `bwrap://${name.replace(/[^A-Za-z0-9._-]/g, '_')}`;
       const existed = existsSync(leaseDir(providerLeaseId));
-      await mkdir(workspaceOf(providerLeaseId), { recursive: true });
+      await prepareLeaseDir(providerLeaseId);
       return { providerLeaseId, metadata: { root: leaseDir(providerLeaseId), adopted: existed }, expiresAt: null };
     },
     async resumeLease(_config, ctx) {
-      return (await stat(leaseDir(ctx.providerLeaseId)).then(() => true, () => false))
+      return (await stat(leaseDir(ctx.providerLeaseId)).then(
+        () => true,
+        () => false,
+      ))
         ? { providerLeaseId: ctx.providerLeaseId, metadata: { resumed: true }, expiresAt: null }
         : null;
     },
     async realizeWorkspace(_config, ctx) {
       // The upload: the sandbox's filesystem is on this host, so the workspace is copied straight into
-      // the folder bind-mounted at /workspace (no archive and no tar processes: this is the realize path
-      // the benchmark measures). Symlinks are copied as links, never followed out of the workspace.
+      // the folder bind-mounted at /workspace (no archive, no tar processes). Links stay links and are
+      // never written through, even where a reused sandbox left some in the folder.
       const target = workspaceOf(ctx.providerLeaseId);
-      await cp(ctx.localPath, target, { recursive: true, force: true, verbatimSymlinks: true, preserveTimestamps: true });
-      ctx.onProgress?.(`uploaded ${ctx.localPath} into the sandbox`);
-      return { cwd: SANDBOX_CWD, metadata: { syncStrategy: 'sandbox_archive_upload_download', hostPath: target, localPath: ctx.localPath } };
+      const copied = await safeCopyIn(ctx.localPath, target, { signal: ctx.signal });
+      const as = runAs();
+      if (as) await chownTree(target, as.uid, as.gid);
+      ctx.onProgress?.(`uploaded ${ctx.localPath} into the sandbox: ${describeCopy(copied)}`);
+      return {
+        cwd: SANDBOX_CWD,
+        metadata: { syncStrategy: 'sandbox_archive_upload_download', hostPath: target, localPath: ctx.localPath },
+      };
     },
     async execute(config, ctx, request) {
       if (!bwrap) throw new NonRetryableError('bwrap is not installed (Debian: apt-get install bubblewrap)');
+      if (!prlimit) throw new NonRetryableError('prlimit is not installed (Debian: apt-get install util-linux)');
+      refuseHostNetwork(config.network);
+      if (config.network === 'outbound' && !slirp4netns)
+        throw new NonRetryableError(
+          'bubblewrap: network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)',
+        );
       const workspace = workspaceOf(ctx.providerLeaseId);
       const cwd = request.cwd ?? SANDBOX_CWD;
-      if (relative(SANDBOX_CWD, cwd).startsWith('..')) throw new NonRetryableError(`bubblewrap: cwd ${cwd} is outside ${SANDBOX_CWD}`);
-      const args = ['--die-with-parent', '--new-session', '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try'];
-      if (!config.network) args.push('--unshare-net');
-      for (const dir of READ_ONLY) if (existsSync(dir)) args.push('--ro-bind', dir, dir);
-      args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp', '--bind', workspace, SANDBOX_CWD, '--chdir', cwd, '--clearenv');
-      for (const [k, v] of Object.entries({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: SANDBOX_CWD, ...request.env })) args.push('--setenv', k, v);
-      args.push('--', request.command, ...request.args);
-      return runProcess({ command: bwrap, args, cwd: workspace, env: {}, stdin: request.stdin, timeoutMs: request.timeoutMs, signal: ctx.signal, onLine: ctx.onProgress });
+      if (relative(SANDBOX_CWD, cwd).startsWith('..'))
+        throw new NonRetryableError(`bubblewrap: cwd ${cwd} is outside ${SANDBOX_CWD}`);
+      const workerIsRoot = isRoot();
+      const fds = new SandboxFds();
+      const args = sandboxArgs({
+        features: bwrapFeatures(bwrap),
+        network: config.network,
+        limits: config.limits,
+        workspace,
+        cwd,
+        env: request.env,
+        command: request.command,
+        args: request.args,
+        prlimit,
+        etcFiles: sandboxEtcFiles(config.network, {
+          resolvConf: readOrNull('/etc/resolv.conf'),
+          hosts: readOrNull('/etc/hosts'),
+        }),
+        seccomp: sandboxSeccompFilter(),
+        fds,
+      });
+      return runSandbox({
+        bwrap,
+        args,
+        fds,
+        runAs: runAs(),
+        shell,
+        slirp4netns:
+          config.network === 'outbound' && slirp4netns ? { path: slirp4netns, joinUserns: !workerIsRoot } : null,
+        stdin: request.stdin,
+        timeoutMs: request.timeoutMs,
+        signal: ctx.signal,
+        onLine: ctx.onProgress,
+      });
     },
     async resolveTarget(_config, ctx) {
-      if (!existsSync(workspaceOf(ctx.providerLeaseId))) throw new Error(`bubblewrap: sandbox ${ctx.providerLeaseId} is gone`);
+      if (!existsSync(workspaceOf(ctx.providerLeaseId)))
+        throw new Error(`bubblewrap: sandbox ${ctx.providerLeaseId} is gone`);
       return { remoteCwd: SANDBOX_CWD };
     },
     async releaseLease(config, ctx) {
       const workspace = workspaceOf(ctx.providerLeaseId);
       if (ctx.syncBackTo && !config.discardChanges && existsSync(workspace)) {
-        // The download: the sandbox's changes come back into the local workspace (links stay links).
-        await cp(workspace, ctx.syncBackTo, { recursive: true, force: true, verbatimSymlinks: true, preserveTimestamps: true });
+        // The download trusts nothing the sandbox wrote: no .git, no link followed, no FIFO or device, no
+        // owner or setuid bit (drivers/sync/safe-copy.ts); what was skipped is reported, never fatal.
+        const result = await safeCopyBack(workspace, ctx.syncBackTo, {
+          signal: ctx.signal,
+          timeoutMs: DEFAULT_SYNC_TIMEOUT_MS,
+        });
+        ctx.onProgress?.(`synced back into ${ctx.syncBackTo}: ${describeCopy(result)}`);
       }
       if (!ctx.keep) await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
     },

@@ -1,0 +1,107 @@
+// A real bubblewrap sandbox for the attack tests in test/security: the provider's own public functions
+// (acquire, realize, execute, release), no mocks, under the suite's temporary root.
+//
+// ENVRUN_SANDBOX_TEST_PROVIDER=<module> points the suite at another implementation of the provider (for
+// instance the pre-hardening one, `git show <rev>:drivers/providers/bubblewrap.ts`); with
+// ENVRUN_SANDBOX_TEST_LEGACY_CONFIG=1 the network mode is given as the old boolean.
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { inject } from 'vitest';
+import type { ExecResult } from '../../contracts/index.js';
+import type { BubblewrapProviderOptions } from '../../drivers/providers/bubblewrap.js';
+import type { SandboxProvider } from '../../drivers/providers/types.js';
+
+type Factory = (options: BubblewrapProviderOptions) => SandboxProvider<Record<string, unknown>>;
+
+async function providerFactory(): Promise<Factory> {
+  const alt = process.env.ENVRUN_SANDBOX_TEST_PROVIDER;
+  const mod = (alt ? await import(resolve(alt)) : await import('../../drivers/providers/bubblewrap.js')) as {
+    createBubblewrapProvider: Factory;
+  };
+  return mod.createBubblewrapProvider;
+}
+
+export interface Sandbox {
+  /** The lease's workspace folder on the host (/workspace inside). */
+  hostWorkspace: string;
+  /** The local workspace it was realized from (and syncs back to). */
+  local: string;
+  sh(script: string, options?: { timeoutMs?: number; env?: Record<string, string> }): Promise<ExecResult>;
+  close(): Promise<void>;
+  /** Releases the lease, syncing the sandbox's changes back into `local` first. */
+  closeWithSyncBack(): Promise<void>;
+}
+
+export interface SandboxOptions {
+  network?: 'none' | 'outbound' | 'host';
+  limits?: Record<string, number>;
+  provider?: Partial<BubblewrapProviderOptions>;
+}
+
+const ctx = { environmentId: 'env-security', heartbeatRunId: 'run-security', attempt: 1 };
+
+export function sandboxConfig(options: SandboxOptions): Record<string, unknown> {
+  const network = options.network ?? 'none';
+  return {
+    provider: 'bubblewrap',
+    network: process.env.ENVRUN_SANDBOX_TEST_LEGACY_CONFIG === '1' ? network !== 'none' : network,
+    ...(options.limits ? { limits: options.limits } : {}),
+  };
+}
+
+/** A provider over a fresh root under the suite's temporary folder (which the sandbox uid may pass). */
+export async function sandboxProvider(
+  options: Partial<BubblewrapProviderOptions> = {},
+): Promise<SandboxProvider<Record<string, unknown>>> {
+  const rootDir = join(inject('tmpRoot'), `sandboxes-${randomUUID().slice(0, 8)}`);
+  mkdirSync(rootDir, { recursive: true, mode: 0o755 });
+  return (await providerFactory())({ rootDir, ...options });
+}
+
+export async function openSandbox(options: SandboxOptions & { local?: string } = {}): Promise<Sandbox> {
+  const provider = await sandboxProvider(options.provider);
+  const config = provider.validateConfig(sandboxConfig(options));
+  const lease = await provider.acquireLease(config, { ...ctx, idempotencyKey: randomUUID(), reuseKey: null });
+  const local = options.local ?? mkdtempSync(join(tmpdir(), 'envrun-sandbox-local-'));
+  await provider.realizeWorkspace(config, { ...ctx, providerLeaseId: lease.providerLeaseId, localPath: local });
+  const hostWorkspace = join(String(lease.metadata.root), 'workspace');
+  return {
+    hostWorkspace,
+    local,
+    sh: (script, o = {}) =>
+      provider.execute(
+        config,
+        { ...ctx, providerLeaseId: lease.providerLeaseId },
+        { command: 'bash', args: ['-c', script], env: o.env ?? {}, timeoutMs: o.timeoutMs ?? 30_000 },
+      ),
+    close: () =>
+      provider.releaseLease(config, { ...ctx, providerLeaseId: lease.providerLeaseId, keep: false, syncBackTo: null }),
+    closeWithSyncBack: () =>
+      provider.releaseLease(config, { ...ctx, providerLeaseId: lease.providerLeaseId, keep: false, syncBackTo: local }),
+  };
+}
+
+/** Host pids whose command line contains `marker` (the test's own processes excluded). */
+export function hostProcessesWith(marker: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(marker)) found.push(Number(name));
+    } catch {
+      /* gone */
+    }
+  }
+  return found;
+}
+
+/** host:port of a postgres:// URL or a host:port address. */
+export function portOf(address: string): number {
+  const url = address.includes('://') ? new URL(address) : new URL(`tcp://${address}`);
+  return Number(url.port);
+}
+
+export const isRoot = () => process.getuid?.() === 0;
+export const hasBwrap = () => existsSync('/usr/bin/bwrap');
