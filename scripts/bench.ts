@@ -8,7 +8,7 @@ import { defineUpdate } from '@temporalio/workflow';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,9 +88,9 @@ function spawnWorker(
   let out = '';
   return new Promise((resolve, reject) => {
     const onData = (c: Buffer) => {
-      out += c.toString();
-      writeFileSync(logFile, out);
-      if (out.includes('[envrun] worker on')) resolve(child);
+      out = (out + c.toString()).slice(-65_536);
+      appendFileSync(logFile, c);
+      if (out.includes('worker on ')) resolve(child);
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
@@ -202,7 +202,7 @@ async function main(): Promise<void> {
         ENVRUN_DATA_DIR: dataDir,
         ENVRUN_WORKFLOW_BUNDLE: bundle,
         ENVRUN_REAPER_EVERY: 'off',
-        ENVRUN_LOG_LEVEL: 'WARN',
+        ENVRUN_LOG_LEVEL: 'INFO', // the start line is an info line (and INFO is the default)
       },
       join(tmp, 'envrun-worker.log'),
       [

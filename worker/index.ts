@@ -3,15 +3,24 @@
 // reaper schedule, the worker until SIGINT/SIGTERM); the parts are exported for a process that assembles
 // its own (its own Runtime, connection or activity dependencies).
 import { Client } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { REAPER_SCHEDULE_ID, installReaperSchedule } from '../client/reaper-schedule.js';
 import { redactUrl } from '../store/db.js';
 import { loadConfig, type EnvRunConfig } from './config.js';
 import { createRuntimeDeps } from './deps.js';
 import { ensureSearchAttributes } from './search-attributes.js';
 import { createWorker } from './worker.js';
+import { TemporalLogger, coreLogForwarding, createLogger } from './logging.js';
 
 export { createWorker, WORKFLOWS_PATH, type CreateWorkerOptions } from './worker.js';
+export {
+  TemporalLogger,
+  coreLogForwarding,
+  createLogger,
+  runIdsOf,
+  stepLogInterceptor,
+  type EnvRunLogger,
+} from './logging.js';
 export { ConfigError, DEFAULT_MAX_CACHED_WORKFLOWS, loadConfig, type EnvRunConfig } from './config.js';
 export { createRuntimeDeps, type RuntimeDeps } from './deps.js';
 export { ensureSearchAttributes } from './search-attributes.js';
@@ -19,7 +28,7 @@ export { REAPER_SCHEDULE_ID, installReaperSchedule } from '../client/reaper-sche
 export { bundleWorkflows } from '../scripts/bundle-workflows.js';
 
 export interface RunWorkerOptions {
-  /** Where the worker's progress lines go; `[envrun] …` on stdout when absent. */
+  /** Where the worker's progress lines go; JSON lines on stdout at the configured level when absent. */
   log?: (line: string) => void;
   /**
    * Installs Temporal's Runtime for this process (its logger at the configured level, SIGINT/SIGTERM/SIGQUIT/
@@ -37,14 +46,16 @@ export interface RunWorkerOptions {
  * SIGTERM with the installed Runtime, or `worker.shutdown()`), its connection and database closed.
  */
 export async function runWorker(config: EnvRunConfig = loadConfig(), options: RunWorkerOptions = {}): Promise<void> {
-  const log = options.log ?? ((line: string) => console.log(`[envrun] ${line}`));
+  const logger = createLogger({ level: config.logLevel });
+  const log = options.log ?? ((line: string) => logger.info(line));
   if (options.installRuntime ?? true) {
     Runtime.install({
-      logger: new DefaultLogger(config.logLevel),
+      logger: new TemporalLogger(logger),
       shutdownSignals: ['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR2'],
-      ...(config.metricsAddress
-        ? { telemetryOptions: { metrics: { prometheus: { bindAddress: config.metricsAddress } } } }
-        : {}),
+      telemetryOptions: {
+        logging: coreLogForwarding(config.logLevel),
+        ...(config.metricsAddress ? { metrics: { prometheus: { bindAddress: config.metricsAddress } } } : {}),
+      },
     });
   }
   const deps = await createRuntimeDeps(config, { poolSize: 20, log });

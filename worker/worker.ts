@@ -1,6 +1,7 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { fileURLToPath } from 'node:url';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
+import { stepLogInterceptor } from './logging.js';
 
 // Run from dist/ (compiled, this file is worker.js) the workflows are the compiled workflows/index.js;
 // from the sources (tsx, vitest) they are the .ts file.
@@ -36,5 +37,10 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
     // Send heartbeats within ~2 s, so a cancelled run stops its provision command promptly.
     maxHeartbeatThrottleInterval: '2s',
     ...options.extra,
+    // Every step's log lines carry the run's ids, and each step logs its start and end (worker/logging.ts).
+    interceptors: {
+      ...options.extra?.interceptors,
+      activity: [stepLogInterceptor, ...(options.extra?.interceptors?.activity ?? [])],
+    },
   });
 }

@@ -52,12 +52,13 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
       },
     },
   );
-  let logs = '';
-  worker.stdout.on('data', (c: Buffer) => (logs += c.toString()));
-  worker.stderr.on('data', (c: Buffer) => (logs += c.toString()));
+  let stdout = '';
+  let stderr = '';
+  worker.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  worker.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<void>((r) => worker.once('exit', () => r()));
-  for (let i = 0; i < 200 && !logs.includes('[envrun] worker on'); i++) await new Promise((r) => setTimeout(r, 100));
-  expect(logs).toContain('[envrun] worker on');
+  for (let i = 0; i < 200 && !stdout.includes('worker on '); i++) await new Promise((r) => setTimeout(r, 100));
+  expect(stdout, stderr).toContain('worker on ');
 
   const connection = await Connection.connect({ address: inject('temporalAddress') });
   const client = new EnvRunClient({ client: new Client({ connection }), taskQueue, runDefaults: { awaitRetryMs: 0 } });
@@ -116,6 +117,29 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
     )
     .map(historyText);
   const leases = JSON.stringify(await new Store(db.db).listLeases(companyId));
+  // The logs searched are the JSON lines an operator ships (every stdout line is one), at DEBUG: the
+  // worker's, every step's of the three runs, the SDK's and Core's; and whatever reached stderr.
+  const lines = stdout
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  for (const r of [ok, failing, refused]) {
+    const workflowId = runWorkflowId(companyId, r.heartbeatRunId);
+    const steps = new Set(
+      lines.filter((l) => l.workflowId === workflowId && l.msg === 'step started').map((l) => l.step),
+    );
+    expect([...steps], workflowId).toEqual(
+      expect.arrayContaining(['resolveEnvironment', 'acquireLease', 'releaseLease']),
+    );
+  }
+  const stepFailed = lines.find((l) => l.msg === 'step failed' && l.step === 'realizeWorkspace');
+  expect(stepFailed?.errorMessage).toContain('provision command exited with code 9');
+  expect(lines.some((l) => l.sdkComponent === 'worker')).toBe(true);
+  expect(lines.some((l) => l.sdkComponent === 'core')).toBe(true);
+  expect(lines.some((l) => l.level === 'debug')).toBe(true);
+  const logs = `${stdout}\n${stderr}`;
+  const dbPassword = new URL(db.url).password;
+  if (dbPassword) expect(logs.includes(dbPassword), 'the database password found in logs').toBe(false);
   const activity = JSON.stringify(await new Store(db.db).listActivity(companyId));
   expect(logs).toContain('provision command exited with code 9'); // the search looks at real logs
   expect(histories.join('')).toContain('env:ENVRUN_SSH_KEY'); // decoded payloads: the reference is there, the key is not

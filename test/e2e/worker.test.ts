@@ -50,12 +50,12 @@ it('serves runs from a prebuilt bundle, exports Prometheus metrics, and drains o
     ENVRUN_TASK_QUEUE: taskQueue,
     ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'),
     ENVRUN_SHUTDOWN_GRACE_MS: '2000',
-    ENVRUN_LOG_LEVEL: 'WARN',
+    ENVRUN_LOG_LEVEL: 'INFO', // the start and stop lines are info lines
     ENVRUN_REAPER_EVERY: 'off',
     ENVRUN_METRICS_ADDRESS: metricsAddress,
     ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
   });
-  for (let i = 0; i < 200 && !w.out().includes('[envrun] worker on'); i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 200 && !w.out().includes('worker on '); i++) await new Promise((r) => setTimeout(r, 100));
   expect(w.out(), w.err()).toContain(`taskQueue=${taskQueue}`);
   expect(w.out()).not.toContain(new URL(db.url).password || 'no-password-in-url');
 
@@ -80,5 +80,5 @@ it('serves runs from a prebuilt bundle, exports Prometheus metrics, and drains o
 
   w.child.kill('SIGTERM');
   expect(await w.exited).toBe(0);
-  expect(w.out()).toContain('[envrun] worker stopped');
+  expect(w.out()).toContain('"msg":"worker stopped"');
 });

@@ -34,7 +34,7 @@ function startWorker(env: Record<string, string>): { child: ChildProcess; ready:
   const ready = new Promise<void>((resolve) =>
     child.stdout!.on('data', (c: Buffer) => {
       out += c.toString();
-      if (out.includes('[envrun] worker on')) resolve();
+      if (out.includes('worker on ')) resolve();
     }),
   );
   return { child, ready };
@@ -48,7 +48,7 @@ it('kill -9 during realization: a new worker finishes the run, exactly one lease
     DATABASE_URL: db.url,
     ENVRUN_TASK_QUEUE: taskQueue,
     ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'),
-    ENVRUN_LOG_LEVEL: 'ERROR',
+    ENVRUN_LOG_LEVEL: 'INFO', // the start line is an info line
     ENVRUN_REAPER_EVERY: 'off',
     ENVRUN_DATA_DIR: dataDir,
   };
