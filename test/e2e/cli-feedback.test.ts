@@ -31,6 +31,8 @@ describe('run start --wait', () => {
       'r1',
       '--cwd',
       tempWorkspace(),
+      '--provision',
+      'sleep 4',
       '--wait',
     ]);
     expect(out.code, out.stderr).toBe(0);
