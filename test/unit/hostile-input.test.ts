@@ -149,13 +149,11 @@ const invalidConfig = fc.oneof(
   fc
     .oneof(fc.constant('Bad Key'), fc.constant(''), fc.constant('../x'), fc.integer())
     .map((v) => ({ driver: 'sandbox', field: 'config.provider', config: { provider: v } })),
-  fc
-    .oneof(fc.integer({ max: 0 }), fc.string(), fc.double({ min: 0.1, max: 0.9 }))
-    .map((v) => ({
-      driver: 'sandbox',
-      field: 'config.maxConcurrentLeases',
-      config: { provider: 'fake', maxConcurrentLeases: v },
-    })),
+  fc.oneof(fc.integer({ max: 0 }), fc.string(), fc.double({ min: 0.1, max: 0.9 })).map((v) => ({
+    driver: 'sandbox',
+    field: 'config.maxConcurrentLeases',
+    config: { provider: 'fake', maxConcurrentLeases: v },
+  })),
   fc
     .oneof(fc.constant('maybe'), fc.integer())
     .map((v) => ({ driver: 'local', field: 'config.singleFlight', config: { singleFlight: v } })),
@@ -173,13 +171,11 @@ const invalidConfig = fc.oneof(
         ].includes(k),
     )
     .map((k) => ({ driver: 'local', field: 'config', config: { [k]: true } })),
-  fc
-    .oneof(fc.constant(0), fc.constant(-1), fc.constant('x'))
-    .map((v) => ({
-      driver: 'sandbox',
-      field: 'config.faults.realize.fail',
-      config: { provider: 'fake', faults: { realize: { fail: v } } },
-    })),
+  fc.oneof(fc.constant(0), fc.constant(-1), fc.constant('x')).map((v) => ({
+    driver: 'sandbox',
+    field: 'config.faults.realize.fail',
+    config: { provider: 'fake', faults: { realize: { fail: v } } },
+  })),
 );
 
 it('1,000 invalid environment configs: each refused naming its field; no row written', async () => {

@@ -118,7 +118,7 @@ describe('bubblewrap provider', () => {
     expect(existsSync((lease!.metadata!.provider as { root: string }).root)).toBe(false);
   });
 
-  it('network: true (the old boolean) means outbound: a namespace of its own with a user-mode stack, not the host\'s', async () => {
+  it("network: true (the old boolean) means outbound: a namespace of its own with a user-mode stack, not the host's", async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({
       companyId,
@@ -129,7 +129,14 @@ describe('bubblewrap provider', () => {
     const req = runRequest({ companyId, environmentId: env.id });
     await h.client.startRunAndWaitReady(req);
     const inside = await h.admin.exec(companyId, req.heartbeatRunId, { command: 'cat', args: ['/proc/net/dev'] });
-    expect(inside.stdout.trim().split('\n').slice(2).map((l) => l.trim().split(':')[0]).sort()).toEqual(['lo', 'tap0']);
+    expect(
+      inside.stdout
+        .trim()
+        .split('\n')
+        .slice(2)
+        .map((l) => l.trim().split(':')[0])
+        .sort(),
+    ).toEqual(['lo', 'tap0']);
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
 
