@@ -83,7 +83,13 @@ export function createAcquireLease(deps: ActivityDeps) {
         providerLeaseId: acquired.providerLeaseId,
         // The provider's own expiry when it has one, else the run's TTL set when the row was written.
         expiresAt: acquired.expiresAt ?? (lease.expiresAt ? new Date(lease.expiresAt) : null),
-        metadata: { ...(lease.metadata ?? {}), ...acquired.metadata, acquired: true },
+        metadata: {
+          ...(lease.metadata ?? {}),
+          ...acquired.metadata,
+          acquired: true,
+          // The resource lives on this host: the run's later steps on it are routed to this host's queue.
+          ...(deps.hostId && driver.hostBound?.(environment) ? { hostId: deps.hostId } : {}),
+        },
       });
       return updated!;
     } catch (err) {

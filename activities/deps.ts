@@ -17,6 +17,8 @@ export interface ActivityDeps {
   provisionTimeoutMs?: number;
   /** Workspace roots, secret grants, enabled drivers and providers; read from the environment when absent. */
   tenancy?: Tenancy;
+  /** This worker's host (ENVRUN_HOST_ID): leases on host-bound resources record it. */
+  hostId?: string;
 }
 
 let processTenancy: Tenancy | undefined;

@@ -1,4 +1,5 @@
 import { createAcquireLease } from './acquire-lease.js';
+import { createExecCommand } from './exec-command.js';
 import type { ActivityDeps } from './deps.js';
 import { createLogActivity } from './log-activity.js';
 import { createPersistMetadata } from './persist-metadata.js';
@@ -23,6 +24,7 @@ export function createActivities(deps: ActivityDeps) {
     renewLease: createRenewLease(deps),
     sweepOrphanLeases: createSweepOrphanLeases(deps),
     requestSlot: createRequestSlot(deps),
+    execCommand: createExecCommand(deps),
   };
 }
 

@@ -272,23 +272,8 @@ export class EnvRunAdmin {
 
   // ---- commands in a run's target ------------------------------------------------------------------
   /** Runs a command in a ready run's target through its driver, in this process, with only the given environment. */
+  /** Runs a command in a ready run's target, through the worker that holds it (see EnvRunClient.exec). */
   async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<ExecResult> {
-    const request = parse(ExecRequestSchema, input, 'exec');
-    const state = await this.runs.getRun(companyId, heartbeatRunId);
-    if (!state) throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
-    if (state.phase !== 'ready' || !state.result) {
-      throw new InvalidInputError(`run: ${heartbeatRunId} is ${state.phase}, not ready`);
-    }
-    const environment = await this.store.getEnvironment(companyId, state.result.lease.environmentId);
-    if (!environment) throw new NotFoundError(`environment ${state.result.lease.environmentId} not found`);
-    const driver = this.drivers[environment.driver];
-    if (!driver) throw new InvalidInputError(`driver: ${environment.driver} cannot execute commands from this client`);
-    const realization = state.result.workspaceRealization;
-    const record = 'version' in realization ? (realization as WorkspaceRealizationRecord) : null;
-    return driver.execute(
-      { attempt: 1, idempotencyKey: state.workflowId },
-      { environment, lease: state.result.lease, record },
-      request,
-    );
+    return this.runs.exec(companyId, heartbeatRunId, input);
   }
 }

@@ -15,6 +15,7 @@ import {
 import { z } from 'zod';
 import {
   CompleteRunSchema,
+  ExecRequestSchema,
   ExternalId,
   RealizeRequestSchema,
   RunRequestSchema,
@@ -22,6 +23,7 @@ import {
   WORKFLOW_TYPE,
   completeUpdate,
   describeZodError,
+  execUpdate,
   getRunQuery,
   realizeUpdate,
   renewUpdate,
@@ -30,6 +32,8 @@ import {
   waitLeasedUpdate,
   waitReadyUpdate,
   type CompleteRun,
+  type ExecRequest,
+  type ExecResult,
   type LeasedRun,
   type RealizeRequestInput,
   type RunOutcome as RunWorkflowResult,
@@ -210,6 +214,30 @@ export class EnvRunClient {
         return this.endedRun(runWorkflowId(request.companyId, request.heartbeatRunId));
       }
       throw toEnvRunError(err) ?? err;
+    }
+  }
+
+  /**
+   * Runs a command in a ready run's target. The run's workflow hands it to the worker that holds the run's
+   * resource (its host's queue for a local folder or a sandbox on that host): this process runs no driver.
+   * Arguments are passed as data, never through a shell; the command sees only the given environment; its
+   * output is capped; its exit code is kept.
+   */
+  async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<ExecResult> {
+    const request = parseInput(ExecRequestSchema, input, 'exec');
+    const handle = this.handle(companyId, heartbeatRunId);
+    try {
+      return await handle.executeUpdate(execUpdate, { args: [request] });
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) {
+        throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+      }
+      const runError = toEnvRunError(err);
+      if (runError) throw runError;
+      if (err instanceof WorkflowUpdateFailedError && err.cause) {
+        throw new InvalidInputError(`run: ${err.cause.message.replace(/^the run is/, `${heartbeatRunId} is`)}`);
+      }
+      throw err;
     }
   }
 

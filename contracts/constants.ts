@@ -10,6 +10,7 @@ export const ERROR_CODES = [
   'transport_resolution_failed',
   'lease_release_failed',
   'lease_cleanup_failed',
+  'environment_host_lost',
   'invalid_request',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -81,6 +82,14 @@ export const ACTIVITY_ACTIONS = {
 export const RUN_CANCELLED = 'run_cancelled';
 
 export const DEFAULT_TASK_QUEUE = 'envrun';
+
+/**
+ * The task queue of one worker host: work on a host-bound resource (a local folder, a bubblewrap or fake
+ * sandbox) runs there, on the host that holds it. Every worker polls the shared queue and its own.
+ */
+export function hostTaskQueue(taskQueue: string, hostId: string): string {
+  return `${taskQueue}/host/${hostId}`;
+}
 export const WORKFLOW_TYPE = 'environmentRun';
 
 /**

@@ -2,6 +2,7 @@
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Environment, EnvironmentLease } from './records.js';
+import type { ExecRequest, ExecResult } from './target.js';
 import type { CompleteRun, RealizeRequest, RunResult, RunState } from './run.js';
 
 /** The run's state, answered from the workflow (phase, lease, target, error). */
@@ -17,6 +18,8 @@ export interface LeasedRun {
 export const waitLeasedUpdate = defineUpdate<LeasedRun>('waitLeased');
 /** Realizes a run that realizes on request, then waits until it is ready. Refused unless awaiting it. */
 export const realizeUpdate = defineUpdate<RunResult, [RealizeRequest]>('realize');
+/** Runs a command in a ready run's target, on the worker that holds its resource. Refused unless ready. */
+export const execUpdate = defineUpdate<ExecResult, [ExecRequest]>('exec');
 /** The control plane's agent is done: release the lease. Refused unless the run is ready. */
 export const completeUpdate = defineUpdate<RunState, [CompleteRun]>('complete');
 

@@ -57,6 +57,7 @@ export function createLocalDriver(): EnvironmentDriver {
     driver: 'local',
     providerOf: (environment) => providerOf(environment.driver, environment.config),
     targetIsLocal: () => true,
+    hostBound: () => true,
     validateConfig(config) {
       const parsed = LocalDriverConfig.safeParse(config);
       if (!parsed.success) throw new NonRetryableError(describeZodError(parsed.error, 'config'));

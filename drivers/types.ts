@@ -45,6 +45,11 @@ export interface LeaseRef {
 export interface EnvironmentDriver {
   readonly driver: Driver;
   /** The provider named on leases and failures, from the environment's (already validated) config. */
+  /**
+   * True when the environment's resources live on the worker host that acquires them (a local folder, a
+   * sandbox on this machine): realize, target, exec and release of its leases then run on that host.
+   */
+  hostBound?(environment: Environment): boolean;
   providerOf(environment: Environment): string | null;
   /** Checks the environment's config; throws an Error naming the field. */
   validateConfig(config: Record<string, unknown>): Record<string, unknown>;

@@ -1,5 +1,6 @@
 // The worker's configuration: the client's (client/config.ts: Temporal, task queue, database, provider
 // and plugin modules) plus what only the worker reads, validated with zod at start.
+import { hostname } from 'node:os';
 import { z } from 'zod';
 import { durationMs } from '../contracts/duration.js';
 import { ClientEnvSchema, clientConfigFrom, hostPort, parseEnv, type ClientConfig } from '../client/config.js';
@@ -26,6 +27,10 @@ export const EnvSchema = ClientEnvSchema.extend({
     .refine((v) => v === 'off' || durationMs(v) !== null, 'must be a duration like 5m, or off')
     .default('5m'),
   ENVRUN_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
+  ENVRUN_HOST_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'must be letters, digits, dot, dash or underscore')
+    .optional(),
 });
 
 export interface EnvRunConfig extends ClientConfig {
@@ -39,6 +44,8 @@ export interface EnvRunConfig extends ClientConfig {
   reaperEvery: string | null;
   /** host:port of the Prometheus endpoint (/metrics); none when absent. */
   metricsAddress: string | undefined;
+  /** This worker host (ENVRUN_HOST_ID, default the hostname): it also polls the host's own queue. */
+  hostId: string;
 }
 
 /** Reads and validates the configuration; a bad value throws a ConfigError naming the variable. */
@@ -54,5 +61,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): EnvRunConfig {
     logLevel: e.ENVRUN_LOG_LEVEL,
     metricsAddress: e.ENVRUN_METRICS_ADDRESS,
     reaperEvery: e.ENVRUN_REAPER_EVERY === 'off' ? null : e.ENVRUN_REAPER_EVERY,
+    hostId: e.ENVRUN_HOST_ID ?? hostname(),
   };
 }

@@ -18,7 +18,8 @@ export interface RuntimeDeps extends ActivityDeps {
 }
 
 export async function createRuntimeDeps(
-  config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs' | 'providerModules' | 'pluginModules'>,
+  config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs' | 'providerModules' | 'pluginModules'> &
+    Partial<Pick<EnvRunConfig, 'hostId'>>,
   options: { poolSize?: number; log?: (line: string) => void } = {},
 ): Promise<RuntimeDeps> {
   const tenancy = loadTenancy(process.env, config.dataDir);
@@ -33,6 +34,7 @@ export async function createRuntimeDeps(
     store: new Store(database.db),
     drivers: createDrivers(providers, plugins),
     provisionTimeoutMs: config.provisionTimeoutMs,
+    ...(config.hostId ? { hostId: config.hostId } : {}),
     tenancy,
     close: () => database.close(),
   };

@@ -3,13 +3,13 @@
 // reaper schedule, the worker until SIGINT/SIGTERM); the parts are exported for a process that assembles
 // its own (its own Runtime, connection or activity dependencies).
 import { Client } from '@temporalio/client';
-import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { NativeConnection, Runtime } from '@temporalio/worker';
 import { REAPER_SCHEDULE_ID, installReaperSchedule } from '../client/reaper-schedule.js';
 import { redactUrl } from '../store/db.js';
 import { loadConfig, type EnvRunConfig } from './config.js';
 import { createRuntimeDeps } from './deps.js';
 import { ensureSearchAttributes } from './search-attributes.js';
-import { createWorker } from './worker.js';
+import { createWorker, type EnvRunWorker } from './worker.js';
 import { TemporalLogger, coreLogForwarding, createLogger } from './logging.js';
 
 export { createWorker, WORKFLOWS_PATH, type CreateWorkerOptions } from './worker.js';
@@ -37,7 +37,7 @@ export interface RunWorkerOptions {
    */
   installRuntime?: boolean;
   /** Called with the worker once it is created, before it polls: `worker.shutdown()` stops it. */
-  onStarted?: (worker: Worker) => void;
+  onStarted?: (worker: EnvRunWorker) => void;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { fileURLToPath } from 'node:url';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
+import { hostTaskQueue } from '../contracts/index.js';
 import { stepLogInterceptor } from './logging.js';
 
 // Run from dist/ (compiled, this file is worker.js) the workflows are the compiled workflows/index.js;
@@ -22,7 +23,49 @@ export interface CreateWorkerOptions {
   extra?: Partial<WorkerOptions>;
 }
 
-export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
+/**
+ * The worker of one host: it polls the shared task queue (workflows and every activity) and, when the
+ * deps name the host, the host's own queue (activities only: the steps on resources this host holds).
+ */
+export interface EnvRunWorker {
+  shared: Worker;
+  host: Worker | null;
+  /** Runs both until shutdown; resolves when both have stopped. */
+  run(): Promise<void>;
+  shutdown(): void;
+}
+
+export async function createWorker(options: CreateWorkerOptions): Promise<EnvRunWorker> {
+  const shared = await createSharedWorker(options);
+  const hostId = options.deps.hostId;
+  const host = hostId
+    ? await Worker.create({
+        connection: options.connection,
+        namespace: options.namespace,
+        taskQueue: hostTaskQueue(options.taskQueue, hostId),
+        activities: createActivities(options.deps),
+        shutdownGraceTime: options.shutdownGraceMs ?? 10_000,
+        maxConcurrentActivityTaskExecutions: options.maxConcurrentActivities ?? 200,
+        maxHeartbeatThrottleInterval: '2s',
+        interceptors: {
+          activity: [stepLogInterceptor, ...(options.extra?.interceptors?.activity ?? [])],
+        },
+      })
+    : null;
+  return {
+    shared,
+    host,
+    async run() {
+      await Promise.all([shared.run(), host?.run()]);
+    },
+    shutdown() {
+      shared.shutdown();
+      host?.shutdown();
+    },
+  };
+}
+
+async function createSharedWorker(options: CreateWorkerOptions): Promise<Worker> {
   return Worker.create({
     connection: options.connection,
     namespace: options.namespace,

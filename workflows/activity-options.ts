@@ -124,14 +124,30 @@ export const STEP_OPTIONS = {
       summary: 'release lease',
     }),
   },
+  execCommand: {
+    // A command is not idempotent: one attempt; the request's own timeout bounds it (at most 24 h).
+    activity: {
+      startToCloseTimeout: '25h',
+      heartbeatTimeout: '30s',
+      retry: { maximumAttempts: 1 },
+      cancellationType: ActivityCancellationType.TRY_CANCEL,
+      summary: 'run a command in the target',
+    },
+  },
 } satisfies { [K in keyof Activities]?: { activity: ActivityOptions; local?: LocalActivityOptions } };
 
 type Step = keyof typeof STEP_OPTIONS;
 type LocalStep = { [K in Step]: (typeof STEP_OPTIONS)[K] extends { local: LocalActivityOptions } ? K : never }[Step];
 
-function asActivity<K extends Step>(step: K) {
-  return proxyActivities<Activities>(STEP_OPTIONS[step].activity)[step];
+function asActivity<K extends Step>(step: K, onHost?: { taskQueue: string; scheduleToStartTimeout?: string }) {
+  return proxyActivities<Activities>({ ...STEP_OPTIONS[step].activity, ...onHost })[step];
 }
+
+/**
+ * How long a step waits for its host to pick it up before the run counts the host as gone
+ * (environment_host_lost). Release has no such limit: it waits for the host to come back.
+ */
+const HOST_PICKUP = '5m';
 function asLocalActivity<K extends LocalStep>(step: K) {
   return proxyLocalActivities<Activities>(STEP_OPTIONS[step].local)[step];
 }
@@ -161,6 +177,25 @@ export const activitySteps = {
   resolveTarget: asActivity('resolveTarget'),
   releaseLease: asActivity('releaseLease'),
 };
+
+export interface HostSteps extends Pick<typeof activitySteps, 'realizeWorkspace' | 'resolveTarget' | 'releaseLease'> {
+  execCommand: ReturnType<typeof asActivity<'execCommand'>>;
+}
+
+/**
+ * The steps on a lease's resource, on the queue of the worker host that holds it (null: the shared queue,
+ * for resources any worker reaches).
+ */
+export function hostSteps(taskQueue: string | null): HostSteps {
+  if (!taskQueue) return { ...activitySteps, execCommand: asActivity('execCommand') };
+  const pickup = { taskQueue, scheduleToStartTimeout: HOST_PICKUP };
+  return {
+    realizeWorkspace: asActivity('realizeWorkspace', pickup),
+    resolveTarget: asActivity('resolveTarget', pickup),
+    releaseLease: asActivity('releaseLease', { taskQueue }),
+    execCommand: asActivity('execCommand', pickup),
+  };
+}
 
 /** Target resolution as a local activity, for drivers whose target is a check on this host. */
 export const localResolveTarget = asLocalActivity('resolveTarget');

@@ -103,7 +103,9 @@ export async function environmentRun(input: RunRequestInput): Promise<RunOutcome
       step = 'transport_resolution_failed';
       // Runs started before local target resolution existed replay as they began.
       const localTarget = patched('envrun-local-target') && resolved.localTarget === true;
-      const resolveTarget = localTarget ? localResolveTarget : activitySteps.resolveTarget;
+      // A host-bound resource is checked on its own host, never in whichever worker runs this task.
+      const onHost = typeof lease.metadata?.hostId === 'string';
+      const resolveTarget = localTarget && !onHost ? localResolveTarget : run.steps.resolveTarget;
       const target = await resolveTarget({ environment, lease, record });
       if (record) {
         await db.logActivity(
@@ -208,7 +210,7 @@ async function realize(run: Run, args: RealizeInput, awaitRetry: boolean) {
   let realized: Awaited<ReturnType<typeof activitySteps.realizeWorkspace>>;
   for (;;) {
     try {
-      realized = await activitySteps.realizeWorkspace(args);
+      realized = await run.steps.realizeWorkspace(args);
       break;
     } catch (err) {
       if (isCancellation(err) || !awaitRetry || args.request.awaitRetryMs === 0) throw err;

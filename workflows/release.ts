@@ -5,7 +5,7 @@ import type { ReleaseOutcome } from '../activities/release-lease.js';
 import { leaseEventRow } from '../contracts/activity-log.js';
 import { ACTIVITY_ACTIONS } from '../contracts/constants.js';
 import type { RunRequestInput } from '../contracts/index.js';
-import { RELEASE_ATTEMPTS, activitySteps, type DbSteps } from './activity-options.js';
+import { RELEASE_ATTEMPTS, type DbSteps } from './activity-options.js';
 import type { Run } from './run-state.js';
 
 export interface ReleaseInput {
@@ -36,7 +36,7 @@ export async function releaseLeases(run: Run, { input, expired, ttlMs, logActivi
           ? `not renewed within ${ttlMs} ms`
           : (state.completion?.failureReason ?? null);
     try {
-      const released = await activitySteps.releaseLease({
+      const released = await run.steps.releaseLease({
         companyId: input.companyId,
         heartbeatRunId: input.heartbeatRunId,
         leaseId: state.leaseId,

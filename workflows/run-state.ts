@@ -3,6 +3,7 @@
 import {
   ActivityFailure,
   ApplicationFailure,
+  TimeoutFailure,
   condition,
   metricMeter,
   setCurrentDetails,
@@ -11,10 +12,13 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { RUN_CANCELLED, isErrorCode, type ErrorCode, type RunPhase } from '../contracts/constants.js';
+import { RUN_CANCELLED, hostTaskQueue, isErrorCode, type ErrorCode, type RunPhase } from '../contracts/constants.js';
+import { hostSteps } from './activity-options.js';
 import type {
   CompleteRun,
   Driver,
+  DriverRealization,
+  ExecRequest,
   Environment,
   EnvironmentLease,
   RealizeRequest,
@@ -26,6 +30,7 @@ import type {
 import {
   SEARCH_ATTRIBUTES,
   completeUpdate,
+  execUpdate,
   getRunQuery,
   realizeUpdate,
   renewUpdate,
@@ -116,6 +121,8 @@ export function createRunState(input: RunRequestInput) {
     leasedRun: null as LeasedRun | null,
     /** What a run that realizes on request was asked to realize. */
     realizeRequest: null as RealizeRequest | null,
+    /** The steps on the lease's resource: on its host's queue once leased on a host-bound resource. */
+    steps: hostSteps(null),
 
     setPhase(phase: RunPhase) {
       state.phase = phase;
@@ -149,6 +156,8 @@ export function createRunState(input: RunRequestInput) {
     },
     leased(environment: Environment, lease: EnvironmentLease) {
       run.leasedRun = { environment, lease };
+      const hostId = lease.metadata?.hostId;
+      if (typeof hostId === 'string') run.steps = hostSteps(hostTaskQueue(info.taskQueue, hostId));
       state.leaseId = lease.id;
       state.provider = lease.provider ?? state.provider;
       state.timestamps.leased = now();
@@ -224,6 +233,23 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
       },
     },
   );
+  setHandler(
+    execUpdate,
+    async (request: ExecRequest) => {
+      const result = state.result!;
+      const record =
+        'version' in result.workspaceRealization ? (result.workspaceRealization as DriverRealization) : null;
+      return run.steps.execCommand({ companyId: state.companyId, lease: result.lease, record, request });
+    },
+    {
+      validator: (request: ExecRequest) => {
+        if (!request?.command) throw new Error('command: required');
+        if (state.phase !== 'ready' || !state.result || state.completion) {
+          throw new Error(`the run is ${state.phase}, not ready`);
+        }
+      },
+    },
+  );
   const requestRetry = () => {
     if (state.phase === 'awaiting_retry') run.retryRequested = true;
   };
@@ -293,6 +319,14 @@ function cancelledBefore(what: 'leased' | 'ready'): ApplicationFailure {
 /** Turns whatever a step threw into the run's failure, keeping the code the activity chose. */
 function toRunFailure(err: unknown, step: ErrorCode, context: FailureContext): RunFailure {
   const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
+  if (cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START') {
+    // Only steps on a host's own queue have a pickup limit: nothing polls that queue any more.
+    return {
+      code: 'environment_host_lost',
+      message: "the worker host that holds the run's resource is gone",
+      ...context,
+    };
+  }
   if (cause instanceof ApplicationFailure) {
     const details = cause.details?.[0] as Partial<RunFailure> | undefined;
     const code = isErrorCode(details?.code) ? details.code : isErrorCode(cause.type) ? cause.type : step;

@@ -12,7 +12,7 @@ import {
 } from '../../contracts/index.js';
 import { EnvRunError, NotFoundError } from '../errors.js';
 import type { EnvRunClient } from '../runs.js';
-import { withAdmin, withRuns } from './connect.js';
+import { withRuns } from './connect.js';
 import { check, company, fail, json, localPath, millis, parseEnvAssignments, runOpt } from './input.js';
 import { print, progress } from './output.js';
 
@@ -211,7 +211,7 @@ export function addRunCommands(program: Command): void {
       const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
       const env = parseEnvAssignments(o.envVar);
       const timeoutMs = check(millis(1), o.timeout, '--timeout');
-      const result = await withAdmin((a) => a.exec(companyId, runId, { command, args, env, timeoutMs }));
+      const result = await withRuns((c) => c.exec(companyId, runId, { command, args, env, timeoutMs }));
       if (o.json) console.log(JSON.stringify(result, null, 2));
       else {
         process.stdout.write(result.stdout);

@@ -201,6 +201,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
   return {
     key: 'bubblewrap',
     localTarget: true,
+    hostBound: true,
     validateConfig(config) {
       const r = BubblewrapConfig.safeParse(config);
       if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeZodError(r.error, 'config')}`);

@@ -12,6 +12,7 @@ export function createSharedProvider(rootDir: string): SandboxProvider<FakeConfi
   return {
     ...fake,
     key: 'shared',
+    hostBound: false, // one folder for every host: any worker may reach it
     validateConfig: (config) => fake.validateConfig({ ...(config as Record<string, unknown>), provider: 'fake' }),
   };
 }

@@ -1,6 +1,6 @@
 // A real worker on the suite's Temporal dev server, over a fresh database and a fake provider root.
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, type Worker, type WorkerOptions } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, type WorkerOptions } from '@temporalio/worker';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { EnvRunAdmin } from '../../client/admin.js';
 import { EnvRunClient } from '../../client/runs.js';
 import { loadProviders } from '../../drivers/providers/load.js';
 import { loadPlugins } from '../../drivers/plugins/load.js';
-import { createWorker } from '../../worker/worker.js';
+import { createWorker, type EnvRunWorker } from '../../worker/worker.js';
 import type { Tenancy } from '../../drivers/tenancy.js';
 
 let runtimeInstalled = false;
@@ -51,7 +51,7 @@ export interface Harness {
   dataDir: string;
   fakeRoot: string;
   taskQueue: string;
-  worker: Worker;
+  worker: EnvRunWorker;
   close(): Promise<void>;
 }
 
@@ -66,6 +66,8 @@ export interface HarnessOptions {
   workerExtra?: Partial<WorkerOptions>;
   /** The deployment's tenancy settings for the worker and the admin API (default: the process's). */
   tenancy?: Tenancy;
+  /** The worker's host: it also polls that host's queue (default: a fresh id; null: no host queue). */
+  hostId?: string | null;
 }
 
 export async function createHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -93,6 +95,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       provisionTimeoutMs: 30_000,
       temporal,
       ...(options.tenancy ? { tenancy: options.tenancy } : {}),
+      ...(options.hostId === null ? {} : { hostId: options.hostId ?? uniqueId('host') }),
     },
     workflowBundlePath: inject('workflowBundle'),
     shutdownGraceMs: 1000,

@@ -44,7 +44,8 @@ describe('happy path', () => {
       'local:logActivity',
       'realizeWorkspace',
       'local:persistMetadata',
-      'local:resolveTarget',
+      // On the host that holds the folder (its own task queue), not in whichever worker runs the workflow.
+      'resolveTarget',
       'local:logActivity',
     ]);
     // The company's local environment was ensured on demand, exactly one.
