@@ -1,5 +1,6 @@
 import { createAcquireLease } from './acquire-lease.js';
 import { createExecCommand } from './exec-command.js';
+import { createLeaseOperation } from './lease-operation.js';
 import type { ActivityDeps } from './deps.js';
 import { createLogActivity } from './log-activity.js';
 import { createPersistMetadata } from './persist-metadata.js';
@@ -9,7 +10,7 @@ import { createResolveEnvironment } from './resolve-environment.js';
 import { createRenewLease } from './renew-lease.js';
 import { createRequestSlot } from './request-slot.js';
 import { createResolveTarget } from './resolve-target.js';
-import { createSweepOrphanLeases } from './sweep-orphan-leases.js';
+import { createFindOrphanLeases, createSweepOrphanLeases } from './sweep-orphan-leases.js';
 
 /** Every step of a run as an activity, built over the worker's dependencies (tests pass small real ones). */
 export function createActivities(deps: ActivityDeps) {
@@ -23,8 +24,10 @@ export function createActivities(deps: ActivityDeps) {
     releaseLease: createReleaseLease(deps),
     renewLease: createRenewLease(deps),
     sweepOrphanLeases: createSweepOrphanLeases(deps),
+    findOrphanLeases: createFindOrphanLeases(deps),
     requestSlot: createRequestSlot(deps),
     execCommand: createExecCommand(deps),
+    leaseOperation: createLeaseOperation(deps),
   };
 }
 

@@ -8,11 +8,39 @@ import { releaseOrphanLease, type ReapedLease } from '../leases/release.js';
  * driver, and every ended lease whose provider cleanup failed (or was cut short) is cleaned up again once
  * its workflow is closed. One lease's failure never stops the sweep.
  */
+export interface OrphanLease {
+  companyId: string;
+  leaseId: string;
+  reason: string;
+  /** The host that holds its resource (host-bound leases): it is released there. */
+  hostId: string | null;
+}
+
 export function createSweepOrphanLeases(deps: ActivityDeps & { temporal?: Client }) {
   return async function sweepOrphanLeases(): Promise<ReapedLease[]> {
+    const orphans = await findOrphans(deps);
+    const reaped: ReapedLease[] = [];
+    for (const orphan of orphans) {
+      const lease = await deps.store.getLease(orphan.companyId, orphan.leaseId);
+      const done = lease ? await releaseOrphanLease(deps, lease, orphan.reason) : null;
+      if (done) reaped.push(done);
+    }
+    return reaped;
+  };
+}
+
+/** The reaper's first half: which leases need releasing (or their cleanup retried), and where. */
+export function createFindOrphanLeases(deps: ActivityDeps & { temporal?: Client }) {
+  return async function findOrphanLeases(): Promise<OrphanLease[]> {
+    return findOrphans(deps);
+  };
+}
+
+async function findOrphans(deps: ActivityDeps & { temporal?: Client }): Promise<OrphanLease[]> {
+  {
     const temporal = deps.temporal;
     if (!temporal) throw new Error('the reaper needs a Temporal client in its activity dependencies');
-    const reaped: ReapedLease[] = [];
+    const orphans: OrphanLease[] = [];
     const candidates = [...(await deps.store.listActiveLeases()), ...(await deps.store.listUnfinishedCleanups())];
     for (const lease of candidates) {
       let reason: string | null = null;
@@ -34,9 +62,10 @@ export function createSweepOrphanLeases(deps: ActivityDeps & { temporal?: Client
               : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
         else continue; // cannot tell: leave it for the next sweep
       }
-      const done = reason ? await releaseOrphanLease(deps, lease, reason) : null;
-      if (done) reaped.push(done);
+      if (!reason) continue;
+      const hostId = typeof lease.metadata?.hostId === 'string' ? lease.metadata.hostId : null;
+      orphans.push({ companyId: lease.companyId, leaseId: lease.id, reason, hostId });
     }
-    return reaped;
-  };
+    return orphans;
+  }
 }

@@ -8,7 +8,9 @@ import { createDrivers, type DriverRegistry } from '../drivers/registry.js';
 import { loadProviders } from '../drivers/providers/load.js';
 import { loadPlugins } from '../drivers/plugins/load.js';
 import type { ProbeResult } from '../drivers/providers/types.js';
-import { releaseLease, releaseOrphanLease } from '../leases/release.js';
+import type { ReleasedLease } from '../leases/release.js';
+import type { LeaseOperation } from '../activities/lease-operation.js';
+import { randomUUID } from 'node:crypto';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
 import { Store } from '../store/store.js';
 import {
@@ -33,7 +35,7 @@ import {
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { loadClientConfig, type ClientConfig } from './config.js';
-import { InvalidInputError, NotFoundError, RunStateError } from './errors.js';
+import { InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
 import { EnvRunClient, parseInput as parse } from './runs.js';
 
 export interface EnvRunAdminOptions {
@@ -193,19 +195,16 @@ export class EnvRunAdmin {
         await handle.result().catch(() => undefined);
       } else {
         const reason = `environment ${current.id} archived`;
-        await releaseOrphanLease({ store: this.store, drivers: this.drivers }, lease, reason);
+        await this.onLeaseHost(lease, { kind: 'releaseOrphan', companyId: lease.companyId, leaseId: lease.id, reason });
       }
     }
     return archived;
   }
 
-  /** Runs the environment's probe (driver, provider) and returns its diagnostics. */
+  /** Runs the environment's probe (driver, provider) on a worker and returns its diagnostics. */
   async probeEnvironment(companyId: string, id: string): Promise<ProbeResult> {
     const environment = await this.getEnvironment(companyId, id);
-    const driver = this.drivers[environment.driver];
-    if (!driver) return { ok: false, diagnostics: [`driver ${environment.driver} is not available in this process`] };
-    if (!driver.probe) return { ok: true, diagnostics: [`driver ${environment.driver} has nothing to probe`] };
-    return driver.probe(environment);
+    return this.onLeaseHost<ProbeResult>(null, { kind: 'probe', companyId, environmentId: environment.id });
   }
 
   // ---- execution workspaces ------------------------------------------------------------------------
@@ -243,31 +242,32 @@ export class EnvRunAdmin {
     const lease = await this.store.getLease(companyId, leaseId);
     if (!lease) throw new NotFoundError(`lease ${leaseId} of company ${companyId} not found`);
     if (lease.status !== 'retained') throw new RunStateError(`lease ${leaseId} is ${lease.status}, not retained`);
-    const {
-      lease: released,
-      error,
-      skipped,
-    } = await releaseLease({ store: this.store, drivers: this.drivers }, lease, {
-      endAs: 'released',
-      destroy: true,
-      step: { attempt: 1, idempotencyKey: `lease-release/${leaseId}` },
-      log: (stored, cleanupError) => ({
-        actor: 'operator',
-        scope: 'operator',
-        lease: stored,
-        action: ACTIVITY_ACTIONS.leaseReleased,
-        details: {
-          environmentId: stored.environmentId,
-          status: stored.status,
-          cleanupStatus: stored.cleanupStatus,
-          outcome: 'retained_release',
-          cleanupError,
-        },
-      }),
-    });
-    if (skipped) throw new RunStateError(`lease ${leaseId} is ${released.status}, not retained`);
-    if (error) throw new Error(`lease ${leaseId} released but its resource could not be destroyed: ${error}`);
-    return released;
+    const released = await this.onLeaseHost<ReleasedLease>(lease, { kind: 'releaseRetained', companyId, leaseId });
+    if (released.skipped) throw new RunStateError(`lease ${leaseId} is ${released.lease.status}, not retained`);
+    if (released.error) {
+      throw new Error(`lease ${leaseId} released but its resource could not be destroyed: ${released.error}`);
+    }
+    return released.lease;
+  }
+
+  /**
+   * Runs one operation on a lease's resource through a worker: on the host that holds it when the lease is
+   * host-bound (its host's queue), else on any worker. This process runs no driver for it.
+   */
+  private async onLeaseHost<T>(lease: EnvironmentLease | null, operation: LeaseOperation): Promise<T> {
+    const hostId = typeof lease?.metadata?.hostId === 'string' ? lease.metadata.hostId : null;
+    try {
+      return (await this.runs.temporal.workflow.execute('leaseOperation', {
+        taskQueue: this.runs.taskQueue,
+        workflowId: `envrun-op/${operation.kind}/${randomUUID()}`,
+        args: [{ ...operation, hostId }],
+      })) as T;
+    } catch (err) {
+      // The operation's own error, not "workflow execution failed": the innermost failure says what happened.
+      let cause: unknown = err;
+      while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
+      throw toEnvRunError(err) ?? (cause instanceof Error ? new Error(cause.message) : err);
+    }
   }
 
   // ---- commands in a run's target ------------------------------------------------------------------

@@ -1,14 +1,37 @@
-// The orphan sweep, started by a Temporal Schedule every few minutes (or by `envrun reaper run-once`).
-import { proxyActivities } from '@temporalio/workflow';
+// The orphan sweep, started by a Temporal Schedule every few minutes (or by `envrun reaper run-once`): it
+// finds the leases whose run is gone (or whose cleanup failed) and releases each on the worker host that
+// holds its resource. One lease's failure never stops the sweep; the next sweep tries it again.
+import { proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
-import type { ReapedLease } from '../leases/release.js';
+import { hostTaskQueue } from '../contracts/constants.js';
+import type { ReapedLease } from '../contracts/reaper.js';
 
-const { sweepOrphanLeases } = proxyActivities<Activities>({
-  startToCloseTimeout: '10m',
+const { findOrphanLeases } = proxyActivities<Activities>({
+  startToCloseTimeout: '5m',
   retry: { maximumAttempts: 3, initialInterval: '5s' },
-  summary: 'release leases whose run is gone',
+  summary: 'find leases whose run is gone',
 });
 
+function releaseOn(hostId: string | null) {
+  return proxyActivities<Activities>({
+    startToCloseTimeout: '10m',
+    // A host that never picks it up is gone: its lease waits for the next sweep (or its host's return).
+    ...(hostId ? { taskQueue: hostTaskQueue(workflowInfo().taskQueue, hostId), scheduleToStartTimeout: '1m' } : {}),
+    retry: { maximumAttempts: 3, initialInterval: '5s' },
+    summary: 'release a lease whose run is gone',
+  }).leaseOperation;
+}
+
 export async function reaper(): Promise<ReapedLease[]> {
-  return sweepOrphanLeases();
+  const reaped: ReapedLease[] = [];
+  for (const orphan of await findOrphanLeases()) {
+    const { hostId, ...lease } = orphan;
+    try {
+      const done = (await releaseOn(hostId)({ kind: 'releaseOrphan', ...lease })) as ReapedLease | null;
+      if (done) reaped.push(done);
+    } catch {
+      // Left for the next sweep.
+    }
+  }
+  return reaped;
 }

@@ -99,3 +99,33 @@ it('every run gets ready, exec reaches its own sandbox, and release cleans up on
   expect(sandboxesOf(h.dataDir)).toEqual([]);
   expect(sandboxesOf(hostB.dataDir)).toEqual([]);
 });
+
+it('retained leases are released on the host that holds their sandboxes; the probe runs on a worker', async () => {
+  const companyId = uniqueId('co');
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'fake',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  const runs = Array.from({ length: 6 }, (_, i) => `kept-${i}`);
+  for (const heartbeatRunId of runs) {
+    await h.client.startRunAndWaitReady(
+      runRequest({ companyId, heartbeatRunId, environmentId: env.id, leasePolicy: 'retain_on_failure' }),
+    );
+    await h.client.completeRun(companyId, heartbeatRunId, { status: 'failed', failureReason: 'agent crashed' });
+  }
+  const retained = await h.store.listLeases(companyId, 'retained');
+  expect(retained).toHaveLength(runs.length);
+  // The admin API runs no driver: each release is carried out by the lease's own host.
+  for (const lease of retained) {
+    expect(await h.admin.releaseRetainedLease(companyId, lease.id)).toMatchObject({
+      status: 'released',
+      cleanupStatus: 'success',
+    });
+  }
+  expect(sandboxesOf(h.dataDir)).toEqual([]);
+  expect(sandboxesOf(hostB.dataDir)).toEqual([]);
+  // The probe runs on a worker too.
+  expect((await h.admin.probeEnvironment(companyId, env.id)).ok).toBe(true);
+});
