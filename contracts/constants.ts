@@ -49,6 +49,9 @@ export const DEFAULT_LEASE_POLICY: LeasePolicy = 'ephemeral';
 /** How long a ready run holds its lease without a renewal. */
 export const DEFAULT_LEASE_TTL_MS = 3600_000;
 
+/** History events after which a held run continues as new (Temporal warns at 10,240 and stops at 51,200). */
+export const DEFAULT_CONTINUE_AFTER_EVENTS = 2000;
+
 export const CLEANUP_STATUSES = ['pending', 'success', 'failed'] as const;
 export type CleanupStatus = (typeof CLEANUP_STATUSES)[number];
 

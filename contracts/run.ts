@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DriverSchema, ExternalId, LeasePolicySchema, RunFailureSchema, Timestamp } from './common.js';
-import { DEFAULT_LEASE_TTL_MS, RUN_PHASES } from './constants.js';
+import { DEFAULT_CONTINUE_AFTER_EVENTS, DEFAULT_LEASE_TTL_MS, RUN_PHASES } from './constants.js';
 import {
   EnvironmentLeaseSchema,
   ExecutionWorkspaceSchema,
@@ -71,6 +71,11 @@ export const RunRequestSchema = z
       .min(1000)
       .max(30 * 24 * 3600_000)
       .default(DEFAULT_LEASE_TTL_MS),
+    /**
+     * A held run continues as new once its history has this many events (renewals add to it), so a run can
+     * be held for weeks without reaching Temporal's history limit.
+     */
+    continueAfterEvents: z.number().int().min(100).max(40_000).default(DEFAULT_CONTINUE_AFTER_EVENTS),
   })
   .strict()
   .refine((r) => r.realize === 'on_request' || r.workspace !== null, {

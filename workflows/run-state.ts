@@ -90,11 +90,22 @@ function initialState(input: RunRequestInput): RunState {
 /** What a failure names besides its code and message. */
 type FailureContext = Pick<RunFailure, 'environmentId' | 'driver' | 'provider'>;
 
+/** What a held run carries into its next run when it continues as new. */
+export interface ContinuedRun {
+  state: RunState;
+  leasedRun: LeasedRun;
+  joinedGates: string[];
+  renewals: number;
+}
+
+/** The workflow's argument: a run request, or (after continue-as-new) the same request with what it held. */
+export type RunInput = RunRequestInput & { continued?: ContinuedRun };
+
 /** The run's state and the helpers that change it; made once, at the start of the workflow. */
-export function createRunState(input: RunRequestInput) {
+export function createRunState(input: RunInput) {
   const info = workflowInfo();
   const metrics = runMetrics();
-  const state = initialState(input);
+  const state = input.continued ? { ...input.continued.state, workflowId: info.workflowId } : initialState(input);
   const context = (): FailureContext => ({
     environmentId: state.environmentId,
     driver: state.driver,
@@ -180,6 +191,10 @@ export function createRunState(input: RunRequestInput) {
     released() {
       state.timestamps.released = now();
     },
+    /** What the next run of the chain needs to go on holding the lease. */
+    snapshot(): ContinuedRun {
+      return { state, leasedRun: run.leasedRun!, joinedGates: run.joinedGates, renewals: run.renewals };
+    },
     /** Release and the gates are done: complete may return, and the run takes its final phase. */
     ended() {
       run.releaseDone = true;
@@ -187,6 +202,14 @@ export function createRunState(input: RunRequestInput) {
       run.setPhase(run.cancelled ? 'cancelled' : state.error ? 'failed' : 'released');
     },
   };
+  if (input.continued) {
+    run.leasedRun = input.continued.leasedRun;
+    run.joinedGates = [...input.continued.joinedGates];
+    for (const gate of run.joinedGates) run.granted.add(gate);
+    run.renewals = input.continued.renewals;
+    const hostId = run.leasedRun.lease.metadata?.hostId;
+    if (typeof hostId === 'string') run.steps = hostSteps(hostTaskQueue(info.taskQueue, hostId));
+  }
   return run;
 }
 export type Run = ReturnType<typeof createRunState>;

@@ -1,0 +1,60 @@
+// A run held for weeks: every renewal adds to its history, so the run continues as new before the history
+// grows past its threshold. Across the chain it stays ready with one lease; renew, exec and complete keep
+// working; each run of the chain stays under the threshold.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { runWorkflowId } from '../../contracts/index.js';
+import { createHarness, uniqueId, type Harness } from '../support/harness.js';
+import { runRequest } from '../support/runs.js';
+
+let h: Harness;
+beforeAll(async () => {
+  h = await createHarness();
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+/** Every run of the workflow's chain, first to last, with its history length. */
+async function chainOf(workflowId: string): Promise<Array<{ runId: string; events: number }>> {
+  const described = await h.client.temporal.workflow.getHandle(workflowId).describe();
+  const chain: Array<{ runId: string; events: number }> = [];
+  let runId = described.raw.workflowExecutionInfo?.firstRunId ?? undefined;
+  while (runId) {
+    const { events } = await h.client.temporal.workflow.getHandle(workflowId, runId).fetchHistory();
+    chain.push({ runId, events: events?.length ?? 0 });
+    // Each run's last event names the next run of the chain.
+    runId = events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined;
+  }
+  return chain;
+}
+
+it('a thousand renewals: the run continues as new, stays ready on one lease, and completes', async () => {
+  const companyId = uniqueId('co');
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'fake',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  const threshold = 300;
+  const req = runRequest({ companyId, environmentId: env.id, continueAfterEvents: threshold });
+  const ready = await h.client.startRunAndWaitReady(req);
+  for (let i = 0; i < 1000; i++) {
+    const state = await h.client.renewRun(companyId, req.heartbeatRunId);
+    expect(state.phase).toBe('ready');
+    expect(state.leaseId).toBe(ready.lease.id);
+  }
+  // Still the same run to the client: its target, its lease, and a command in its sandbox.
+  expect((await h.client.waitReady(companyId, req.heartbeatRunId)).lease.id).toBe(ready.lease.id);
+  const out = await h.client.exec(companyId, req.heartbeatRunId, { command: 'pwd' });
+  expect(out.exitCode).toBe(0);
+
+  const chain = await chainOf(runWorkflowId(companyId, req.heartbeatRunId));
+  expect(chain.length).toBeGreaterThan(3);
+  // Each run stops at the first renewal past the threshold (a renewal adds a handful of events).
+  for (const run of chain) expect(run.events, run.runId).toBeLessThan(threshold + 20);
+
+  const done = await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+  expect(done.releasedLeases).toMatchObject([{ id: ready.lease.id, status: 'released', cleanupStatus: 'success' }]);
+  expect(await h.store.listRunLeases(companyId, req.heartbeatRunId)).toHaveLength(1);
+}, 240_000);
