@@ -8,7 +8,7 @@ import { createRealizeWorkspace } from './realize-workspace.js';
 import { createReleaseLease } from './release-lease.js';
 import { createResolveEnvironment } from './resolve-environment.js';
 import { createRenewLease } from './renew-lease.js';
-import { createRequestSlot } from './request-slot.js';
+import { createEndedHolders, createRequestSlot } from './request-slot.js';
 import { createResolveTarget } from './resolve-target.js';
 import { createFindOrphanLeases, createSweepOrphanLeases } from './sweep-orphan-leases.js';
 
@@ -26,6 +26,7 @@ export function createActivities(deps: ActivityDeps) {
     sweepOrphanLeases: createSweepOrphanLeases(deps),
     findOrphanLeases: createFindOrphanLeases(deps),
     requestSlot: createRequestSlot(deps),
+    endedHolders: createEndedHolders(deps),
     execCommand: createExecCommand(deps),
     leaseOperation: createLeaseOperation(deps),
   };

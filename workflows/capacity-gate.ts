@@ -1,7 +1,16 @@
 // A capacity gate: admits runs in arrival order while fewer than `capacity` hold a slot. One gate
 // workflow per environment (maxConcurrentLeases) or per execution workspace (single flight, wait mode):
 // durable, visible in the UI, no in-memory counter anywhere.
-import { condition, continueAsNew, getExternalWorkflowHandle, setHandler, workflowInfo } from '@temporalio/workflow';
+import {
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  patched,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
 import {
   getGateQuery,
   releaseSlotSignal,
@@ -16,12 +25,21 @@ export interface CapacityGateInput {
   queue?: string[];
 }
 
+const { endedHolders } = proxyActivities<Activities>({
+  startToCloseTimeout: '30s',
+  retry: { maximumAttempts: 3, initialInterval: '1s' },
+  summary: 'find holders whose run has ended',
+});
+
 export async function capacityGate(input: CapacityGateInput): Promise<void> {
   const capacity = Math.max(1, input.capacity);
   const holders = new Set(input.holders ?? []);
   const queue = [...(input.queue ?? [])];
+  // A new request wakes the gate even when it is full: its holders are checked for ended runs first.
+  let requested = false;
   setHandler(requestSlotSignal, (runId: string) => {
     if (!holders.has(runId) && !queue.includes(runId)) queue.push(runId);
+    requested = true;
   });
   setHandler(releaseSlotSignal, (runId: string) => {
     holders.delete(runId);
@@ -31,6 +49,12 @@ export async function capacityGate(input: CapacityGateInput): Promise<void> {
   setHandler(getGateQuery, (): GateState => ({ capacity, holders: [...holders], queue: [...queue] }));
 
   for (;;) {
+    // Before a waiting run is turned away again, take back the slots of holders whose run has ended.
+    const reclaim = patched('envrun-gate-reclaim');
+    if (reclaim && queue.length > 0 && holders.size >= capacity) {
+      for (const runId of await endedHolders([...holders])) holders.delete(runId);
+    }
+    requested = false;
     while (queue.length > 0 && holders.size < capacity) {
       const runId = queue.shift()!;
       holders.add(runId);
@@ -45,8 +69,10 @@ export async function capacityGate(input: CapacityGateInput): Promise<void> {
     }
     const idle = () => queue.length === 0 && holders.size === 0;
     // Idle for a while: end (the next request starts the gate again with signal-with-start).
-    const admissible = () => (queue.length > 0 && holders.size < capacity) || workflowInfo().continueAsNewSuggested;
-    const woke = await condition(admissible, idle() ? '1 minute' : '1 day');
+    const admissible = () =>
+      (queue.length > 0 && holders.size < capacity) || (reclaim && requested) || workflowInfo().continueAsNewSuggested;
+    // With runs waiting, look again every minute for holders that ended without giving their slot back.
+    const woke = await condition(admissible, idle() || queue.length > 0 ? '1 minute' : '1 day');
     if (!woke && idle()) return;
   }
 }

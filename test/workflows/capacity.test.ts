@@ -114,4 +114,24 @@ describe('capacity', () => {
     expect(result.lease.executionWorkspaceId).toBe(ws.id);
     await h.client.completeRun(companyId, 'second', { status: 'succeeded' });
   });
+
+  it('a holder whose run was terminated gives its slot back: the next run is admitted', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'one',
+      driver: 'sandbox',
+      config: { provider: 'fake', maxConcurrentLeases: 1 },
+    });
+    await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: 'holder', environmentId: env.id }));
+    // Terminated: no release, no signal to the gate; only the gate's own check can take the slot back.
+    await h.client.handle(companyId, 'holder').terminate('operator terminated it');
+    const next = await h.client.startRunAndWaitReady(
+      runRequest({ companyId, heartbeatRunId: 'next', environmentId: env.id }),
+    );
+    expect(next.lease.status).toBe('active');
+    const gate = await h.client.temporal.workflow.getHandle(`envrun-gate/environment/${env.id}`).query(getGateQuery);
+    expect(gate.holders).toEqual([`envrun/${companyId}/next`]);
+    await h.client.completeRun(companyId, 'next', { status: 'succeeded' });
+  });
 });
