@@ -1,6 +1,6 @@
 import type { Environment, EnvironmentLease, RunRequest } from '../contracts/index.js';
 import { leasePolicyOf } from '../leases/policy.js';
-import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { deploymentOf, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, runFailure } from './errors.js';
 import { uniqueViolation } from '../store/store.js';
 
@@ -87,6 +87,8 @@ export function createAcquireLease(deps: ActivityDeps) {
           ...(lease.metadata ?? {}),
           ...acquired.metadata,
           acquired: true,
+          // The deployment that holds it: a reaper of another deployment sharing the database leaves it alone.
+          deployment: deploymentOf(),
           // The resource lives on this host: the run's later steps on it are routed to this host's queue.
           ...(deps.hostId && driver.hostBound?.(environment) ? { hostId: deps.hostId } : {}),
         },

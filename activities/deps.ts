@@ -73,3 +73,9 @@ export function stepContext(): StepContext & { beat(): void } {
 export async function currentEnvironment(deps: ActivityDeps, environment: Environment): Promise<Environment> {
   return (await deps.store.getEnvironment(environment.companyId, environment.id)) ?? environment;
 }
+
+/** The Temporal namespace and task queue of the running step: the deployment a lease belongs to. */
+export function deploymentOf(): { namespace: string; taskQueue: string } {
+  const { workflowNamespace, taskQueue } = Context.current().info;
+  return { namespace: workflowNamespace ?? 'default', taskQueue };
+}

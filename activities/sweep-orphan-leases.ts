@@ -1,6 +1,6 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { runWorkflowId } from '../contracts/index.js';
-import type { ActivityDeps } from './deps.js';
+import { deploymentOf, type ActivityDeps } from './deps.js';
 import { releaseOrphanLease, type ReapedLease } from '../leases/release.js';
 
 /**
@@ -42,7 +42,11 @@ async function findOrphans(deps: ActivityDeps & { temporal?: Client }): Promise<
     if (!temporal) throw new Error('the reaper needs a Temporal client in its activity dependencies');
     const orphans: OrphanLease[] = [];
     const candidates = [...(await deps.store.listActiveLeases()), ...(await deps.store.listUnfinishedCleanups())];
+    const here = deploymentOf();
     for (const lease of candidates) {
+      // Another deployment's lease (its namespace or task queue differs) is its own reaper's to release.
+      const owner = lease.metadata?.deployment as { namespace?: string; taskQueue?: string } | undefined;
+      if (owner && (owner.namespace !== here.namespace || owner.taskQueue !== here.taskQueue)) continue;
       let reason: string | null = null;
       try {
         const desc = await temporal.workflow

@@ -134,3 +134,23 @@ it('the reaper schedule is installed once', async () => {
       .catch(() => undefined);
   }
 });
+
+it("a sweep never releases another deployment's lease sharing the database", async () => {
+  const companyId = uniqueId('co');
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'e',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  const theirs = await orphanedRun(companyId, env.id, 'theirs');
+  // The same database, another deployment: its task queue differs from this reaper's.
+  await h.store.mergeLeaseMetadata(theirs.id, {
+    deployment: { namespace: 'default', taskQueue: 'another-deployment' },
+  });
+  const ours = await orphanedRun(companyId, env.id, 'ours');
+  const reaped = (await h.client.reaperRunOnce()).filter((r) => r.companyId === companyId);
+  expect(reaped.map((r) => r.leaseId)).toEqual([ours.id]);
+  expect(await h.store.getLease(companyId, theirs.id)).toMatchObject({ status: 'active' });
+  expect(existsSync(dirOf(theirs))).toBe(true);
+});
