@@ -17,6 +17,8 @@ export interface ResolvedEnvironment {
   executionWorkspace: ExecutionWorkspace | null;
   /** The driver's target resolution is a local check (see EnvironmentDriver.targetIsLocal). */
   localTarget?: boolean;
+  /** The run realizes a workspace (EnvironmentDriver.realizes); absent in runs recorded before it existed. */
+  realizes?: boolean;
 }
 
 /**
@@ -76,8 +78,10 @@ export function createResolveEnvironment(deps: ActivityDeps) {
       throw runFailure('unsupported_environment', (err as Error).message, context);
     }
     if (request.workspace) checkRunPaths(deps, request.workspace, context);
-    const localTarget = deps.drivers[environment.driver]?.targetIsLocal?.(environment) ?? false;
-    return { request, environment, executionWorkspace, localTarget };
+    const driver = deps.drivers[environment.driver];
+    const localTarget = driver?.targetIsLocal?.(environment) ?? false;
+    const realizes = driver?.realizes?.(environment) ?? Boolean(driver?.realize);
+    return { request, environment, executionWorkspace, localTarget, realizes };
   };
 }
 

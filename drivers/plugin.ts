@@ -84,6 +84,16 @@ export function createPluginDriver(plugins: PluginRegistry = new PluginRegistry(
       const plugin = plugins.get(String(environment.config.pluginKey ?? ''));
       return !plugin?.resolveTarget || plugin.localTarget === true;
     },
+    realizes: (environment) => {
+      if (unsupportedReason(environment)) return false;
+      try {
+        const { plugin, config } = pluginFor(environment);
+        if (!plugin.realize) return false;
+        return plugin.realizes?.({ driverKey: config.driverKey, driverConfig: config.driverConfig }) ?? true;
+      } catch {
+        return false; // a config the plugin refuses fails the lease step, which says why
+      }
+    },
     providerOf: (environment) => providerOf(environment.driver, environment.config),
     unsupportedReason,
     validateConfig(config) {

@@ -61,6 +61,11 @@ export interface EnvironmentDriver {
     ctx: StepContext,
     input: { environment: Environment; lease: EnvironmentLease; request: RunRequest },
   ): Promise<AcquiredLease>;
+  /**
+   * Whether runs on this environment realize a workspace (absent: they do when `realize` exists). A plugin
+   * environment whose plugin realizes nothing keeps its realization `{}`.
+   */
+  realizes?(environment: Environment): boolean;
   /** Absent for drivers that realize nothing (plugin): the realization stays `{}`. */
   realize?(ctx: StepContext, input: RealizeInput): Promise<DriverRealization | null>;
   resolveTarget(ctx: StepContext, input: LeaseRef & { record: DriverRealization | null }): Promise<ExecutionTarget>;

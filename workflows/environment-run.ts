@@ -99,7 +99,9 @@ export async function environmentRun(input: RunInput): Promise<RunOutcome> {
         const realizing = withRealizeRequest(request, run.realizeRequest);
         let record: WorkspaceRealizationRecord | null = null;
         let persistedExecutionWorkspace = executionWorkspace;
-        if (environment.driver !== 'plugin') {
+        // Whether it realizes is the driver's to say (a plugin may realize nothing); runs recorded before
+        // the driver said so realize unless their driver is plugin, as they did.
+        if (resolved.realizes ?? environment.driver !== 'plugin') {
           step = 'workspace_realization_failed';
           const realized = await realize(
             run,

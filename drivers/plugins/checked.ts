@@ -100,6 +100,10 @@ export function checkedPlugin(p: EnvRunPlugin): EnvRunPlugin {
     const probe = p.probe.bind(p);
     checkedOne.probe = (ctx): Promise<ProbeResult> => call(k, 'probe', PluginProbeSchema, () => probe(ctx));
   }
+  if (p.realizes) {
+    const realizes = p.realizes.bind(p);
+    checkedOne.realizes = (input) => realizes(input) === true;
+  }
   if (p.realize) {
     const realize = p.realize.bind(p);
     checkedOne.realize = (ctx): Promise<PluginRealized> => call(k, 'realize', PluginRealizedSchema, () => realize(ctx));

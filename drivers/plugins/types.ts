@@ -96,6 +96,11 @@ export interface EnvRunPlugin {
   acquire(ctx: PluginCallContext & { idempotencyKey: string; reuseKey: string | null }): Promise<PluginLease>;
   /** Ends this run's use of the resource; `keep` when it outlives the lease (reuse, retained). Idempotent. */
   release(ctx: PluginCallContext & PluginLeaseRef & { keep: boolean }): Promise<void>;
+  /**
+   * Whether runs on this driver key and config realize a workspace (absent: whenever `realize` exists).
+   * A plugin whose resources carry no workspace of envrun's leaves the realization `{}`.
+   */
+  realizes?(input: { driverKey: string; driverConfig: Record<string, unknown> }): boolean;
   /** Puts the run's workspace in place and runs its provision command. */
   realize?(
     ctx: PluginCallContext &

@@ -5,10 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { buildRealizationRequest } from '../../activities/realize-workspace.js';
-import { RunRequestSchema, WorkspaceRealizationRecordSchema, runWorkflowId } from '../../contracts/index.js';
+import { WorkspaceRealizationRecordSchema, runWorkflowId } from '../../contracts/index.js';
 import { loadPlugins } from '../../drivers/plugins/load.js';
-import { createPluginDriver } from '../../drivers/plugin.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runEnd, runRequest, scheduledActivities } from '../support/runs.js';
 
@@ -227,33 +225,17 @@ it('a duplicate plugin key, or a module that does not load, is refused at start'
   );
 });
 
-// The workflow does not realize plugin environments yet; the driver's realize is ready for when it does.
-it("the driver's realize delegates to the plugin and builds a valid plugin realization record", async () => {
+it('a plugin that realizes: the run realizes through the plugin and gets a plugin realization record', async () => {
   const companyId = uniqueId('co');
-  const env = await acmeEnvironment(companyId);
+  const env = await acmeEnvironment(companyId, { workspace: true, target: 'local' });
   const req = runRequest({ companyId, environmentId: env.id, runtimeOverlay: { provisionCommand: 'echo hi > made' } });
   const cwd = (req.workspace as { cwd: string }).cwd;
   writeFileSync(join(cwd, 'src.txt'), 'source');
   const result = await h.client.startRunAndWaitReady(req);
-  const driver = createPluginDriver(
-    await loadPlugins({ dataDir: h.dataDir, pluginModules: [join(outside, 'acme.mjs')] }),
-  );
-  const request = RunRequestSchema.parse(req);
-  const realizeInput = {
-    request: { ...request, workspace: request.workspace! },
-    environment: env,
-    lease: result.lease,
-  };
-  const record = await driver.realize!(
-    { attempt: 1, idempotencyKey: runWorkflowId(companyId, req.heartbeatRunId) },
-    {
-      ...realizeInput,
-      realizationRequest: buildRealizationRequest({ ...realizeInput, executionWorkspace: null }),
-      provisionTimeoutMs: 30_000,
-    },
-  );
-  // The realize step adds the environment's driver to what the driver returns.
-  expect(WorkspaceRealizationRecordSchema.parse({ driver: 'plugin', ...record })).toMatchObject({
+  expect(await scheduledActivities(h, companyId, req.heartbeatRunId)).toContain('realizeWorkspace');
+  const record = WorkspaceRealizationRecordSchema.parse(result.workspaceRealization);
+  expect(record).toMatchObject({
+    driver: 'plugin',
     transport: 'plugin',
     provider: 'acme',
     providerLeaseId: result.lease.providerLeaseId,
@@ -261,6 +243,8 @@ it("the driver's realize delegates to the plugin and builds a valid plugin reali
     sync: { strategy: 'provider_defined' },
     bootstrap: { command: 'echo hi > made', exitCode: 0 },
   });
-  expect(readdirSync(record!.remote.path).sort()).toEqual(['made', 'src.txt']);
+  expect(readdirSync(record.remote.path).sort()).toEqual(['made', 'src.txt']);
+  // The plugin's target is the realized workspace, on this host.
+  expect(result.executionTarget).toMatchObject({ kind: 'local', cwd: record.remote.path });
   await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
 });
