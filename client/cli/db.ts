@@ -1,6 +1,5 @@
 // `envrun db …`: the embedded PostgreSQL store of ENVRUN_DATA_DIR.
 import type { Command } from 'commander';
-import { stopEmbeddedStore } from '../../store/embedded.js';
 import { loadClientConfig } from '../config.js';
 import { json } from './input.js';
 import { print, type Output } from './output.js';
@@ -11,6 +10,7 @@ export function addDbCommands(program: Command): void {
     .description('stop the embedded PostgreSQL server of ENVRUN_DATA_DIR')
     .addOption(json())
     .action(async (o: Output) => {
+      const { stopEmbeddedStore } = await import('../../store/embedded.js');
       const stopped = await stopEmbeddedStore(loadClientConfig().dataDir);
       print(o, { stopped }, () => (stopped ? 'stopped' : 'not running'));
     });
