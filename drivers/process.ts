@@ -2,7 +2,7 @@
 // leak into a workspace or sandbox), no shell unless a caller asks for one, SIGTERM then SIGKILL on timeout.
 // Output is hostile too: what is kept of it is bounded (the last MiB of each stream, lines cut at 64 KiB),
 // however much a command prints and however it splits it.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { StringDecoder } from 'node:string_decoder';
 import type { ExecResult } from '../contracts/index.js';
 
@@ -110,6 +110,46 @@ export function explicitEnv(env: Record<string, string>): Record<string, string>
   return { PATH: DEFAULT_PATH, ...env };
 }
 
+/**
+ * Keeps what a child prints, bounded: the last MiB of each stream, and each complete line (cut at the line
+ * cap) handed to `onLine`. Output is hostile: nothing here grows with it.
+ */
+export function captureOutput(
+  child: ChildProcess,
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void,
+): { stdout(): string; stderr(): string } {
+  const captured = { stdout: new TailBuffer(), stderr: new TailBuffer() };
+  for (const stream of ['stdout', 'stderr'] as const) {
+    const lines = onLine ? new LineSplitter((line) => onLine(line, stream)) : null;
+    child[stream]!.on('data', (chunk: Buffer) => {
+      captured[stream].push(chunk);
+      lines?.push(chunk);
+    });
+  }
+  return { stdout: () => captured.stdout.toString(), stderr: () => captured.stderr.toString() };
+}
+
+/** Ends a detached child's whole process group: SIGTERM, then SIGKILL once the grace time has passed. */
+export function groupTerminator(child: ChildProcess, graceMs = 2000): { terminate(): void; clear(): void } {
+  let killTimer: NodeJS.Timeout | undefined;
+  const killGroup = (sig: NodeJS.Signals) => {
+    try {
+      if (child.pid) process.kill(-child.pid, sig);
+    } catch {
+      /* already gone */
+    }
+  };
+  return {
+    terminate() {
+      killGroup('SIGTERM');
+      killTimer ??= setTimeout(() => killGroup('SIGKILL'), graceMs);
+    },
+    clear() {
+      if (killTimer) clearTimeout(killTimer);
+    },
+  };
+}
+
 export function runProcess(options: RunProcessOptions): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(options.command, options.args, {
@@ -119,30 +159,9 @@ export function runProcess(options: RunProcessOptions): Promise<ExecResult> {
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true, // own process group: a timeout kills the whole tree
     });
-    const captured = { stdout: new TailBuffer(), stderr: new TailBuffer() };
+    const output = captureOutput(child, options.onLine);
+    const { terminate, clear } = groupTerminator(child, options.killGraceMs);
     let timedOut = false;
-    let killTimer: NodeJS.Timeout | undefined;
-    const collect = (stream: 'stdout' | 'stderr') => {
-      const tail = captured[stream];
-      const lines = options.onLine ? new LineSplitter((line) => options.onLine!(line, stream)) : null;
-      return (chunk: Buffer) => {
-        tail.push(chunk);
-        lines?.push(chunk);
-      };
-    };
-    child.stdout.on('data', collect('stdout'));
-    child.stderr.on('data', collect('stderr'));
-    const killGroup = (sig: NodeJS.Signals) => {
-      try {
-        if (child.pid) process.kill(-child.pid, sig);
-      } catch {
-        /* already gone */
-      }
-    };
-    const terminate = () => {
-      killGroup('SIGTERM');
-      killTimer = setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? 2000);
-    };
     const timer = setTimeout(() => {
       timedOut = true;
       terminate();
@@ -156,15 +175,9 @@ export function runProcess(options: RunProcessOptions): Promise<ExecResult> {
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      if (killTimer) clearTimeout(killTimer);
+      clear();
       options.signal?.removeEventListener('abort', onAbort);
-      resolve({
-        exitCode: code,
-        signal: signal ?? null,
-        timedOut,
-        stdout: captured.stdout.toString(),
-        stderr: captured.stderr.toString(),
-      });
+      resolve({ exitCode: code, signal: signal ?? null, timedOut, stdout: output.stdout(), stderr: output.stderr() });
     });
     child.stdin.on('error', () => undefined);
     child.stdin.end(options.stdin ?? '');

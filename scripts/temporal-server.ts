@@ -3,11 +3,11 @@
 // then on PATH, then in ~/.cache/envrun/bin; failing those, built with `go install` into that folder
 // (a few minutes, once). Prints what it does; fails naming every way to get them.
 import { execFile, spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { cacheBinDir } from './temporal-cli.js';
+import { cacheBinDir, executable, onPath } from './temporal-cli.js';
 
 export const TEMPORAL_SERVER_VERSION = '1.29.1';
 const MODULE = 'go.temporal.io/server';
@@ -20,22 +20,6 @@ const PACKAGES = [
 export interface TemporalServerBinaries {
   server: string;
   sqlTool: string;
-}
-
-function executable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function onPath(name: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir && executable(join(dir, name))) return join(dir, name);
-  }
-  return null;
 }
 
 /** The version a binary reports (`temporal version 1.29.1`), or null when it does not run. */

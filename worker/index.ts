@@ -10,7 +10,7 @@ import { loadConfig, type EnvRunConfig } from './config.js';
 import { createRuntimeDeps } from './deps.js';
 import { ensureSearchAttributes } from './search-attributes.js';
 import { createWorker, type EnvRunWorker } from './worker.js';
-import { TemporalLogger, coreLogForwarding, createLogger } from './logging.js';
+import { TemporalLogger, coreLogForwarding, createLogger, type EnvRunLogger } from './logging.js';
 
 export { createWorker, WORKFLOWS_PATH, type CreateWorkerOptions } from './worker.js';
 export {
@@ -30,6 +30,8 @@ export { bundleWorkflows } from '../scripts/bundle-workflows.js';
 export interface RunWorkerOptions {
   /** Where the worker's progress lines go; JSON lines on stdout at the configured level when absent. */
   log?: (line: string) => void;
+  /** The logger to use (and to give Temporal's Runtime); one at the configured level when absent. */
+  logger?: EnvRunLogger;
   /**
    * Installs Temporal's Runtime for this process (its logger at the configured level, SIGINT/SIGTERM/SIGQUIT/
    * SIGUSR2 shut the worker down, the Prometheus endpoint of ENVRUN_METRICS_ADDRESS). Default true; false
@@ -46,8 +48,10 @@ export interface RunWorkerOptions {
  * SIGTERM with the installed Runtime, or `worker.shutdown()`), its connection and database closed.
  */
 export async function runWorker(config: EnvRunConfig = loadConfig(), options: RunWorkerOptions = {}): Promise<void> {
-  const logger = createLogger({ level: config.logLevel });
-  const log = options.log ?? ((line: string) => logger.info(line));
+  const logger = options.logger ?? createLogger({ level: config.logLevel });
+  const say = (fields: Record<string, unknown>, line: string) =>
+    options.log ? options.log(line) : logger.info(fields, line);
+  const log = (line: string) => say({}, line);
   if (options.installRuntime ?? true) {
     Runtime.install({
       logger: new TemporalLogger(logger),
@@ -63,7 +67,7 @@ export async function runWorker(config: EnvRunConfig = loadConfig(), options: Ru
   try {
     connection = await NativeConnection.connect(config.temporal.connection);
     const added = await ensureSearchAttributes(connection, config.temporal.namespace);
-    if (added.length) log(`registered search attributes: ${added.join(', ')}`);
+    if (added.length) say({ searchAttributes: added }, `registered search attributes: ${added.join(', ')}`);
     const temporal = new Client({ connection, namespace: config.temporal.namespace });
     deps.temporal = temporal;
     if (config.reaperEvery && (await installReaperSchedule(temporal, config.taskQueue, config.reaperEvery))) {
@@ -79,9 +83,11 @@ export async function runWorker(config: EnvRunConfig = loadConfig(), options: Ru
       maxConcurrentActivities: config.maxConcurrentActivities,
       maxCachedWorkflows: config.maxCachedWorkflows,
     });
-    log(
-      `worker on ${config.temporal.address} namespace=${config.temporal.namespace} taskQueue=${config.taskQueue} ` +
-        `store=${config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded (${config.dataDir})`}`,
+    const store = config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded (${config.dataDir})`;
+    const { address, namespace } = config.temporal;
+    say(
+      { address, namespace, taskQueue: config.taskQueue, hostId: config.hostId, store },
+      `worker on ${address} namespace=${namespace} taskQueue=${config.taskQueue} host=${config.hostId} store=${store}`,
     );
     options.onStarted?.(worker);
     await worker.run();

@@ -7,7 +7,7 @@ import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import type { ExecResult } from '../../contracts/index.js';
-import { DEFAULT_PATH, LineSplitter, TailBuffer } from '../process.js';
+import { DEFAULT_PATH, captureOutput, groupTerminator } from '../process.js';
 import type { SandboxFds } from './bwrap-args.js';
 
 const NETWORK_SETUP_TIMEOUT_MS = 15_000;
@@ -88,33 +88,12 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
       return;
     }
     // Output is hostile: only its last MiB per stream is kept, progress lines are bounded (drivers/process.ts).
-    const captured = { stdout: new TailBuffer(), stderr: new TailBuffer() };
+    const output = captureOutput(child, options.onLine);
+    const { terminate, clear } = groupTerminator(child, options.killGraceMs);
     let timedOut = false;
     let settled = false;
-    let killTimer: NodeJS.Timeout | undefined;
     let slirp: ChildProcess | null = null;
     let setupTimer: NodeJS.Timeout | undefined;
-    const collect = (stream: 'stdout' | 'stderr') => {
-      const tail = captured[stream];
-      const lines = options.onLine ? new LineSplitter((line) => options.onLine!(line, stream)) : null;
-      return (chunk: Buffer) => {
-        tail.push(chunk);
-        lines?.push(chunk);
-      };
-    };
-    child.stdout!.on('data', collect('stdout'));
-    child.stderr!.on('data', collect('stderr'));
-    const killGroup = (sig: NodeJS.Signals) => {
-      try {
-        if (child.pid) process.kill(-child.pid, sig);
-      } catch {
-        /* already gone */
-      }
-    };
-    const terminate = () => {
-      killGroup('SIGTERM');
-      killTimer ??= setTimeout(() => killGroup('SIGKILL'), options.killGraceMs ?? 2000);
-    };
     let networkError: Error | null = null;
     const failNetwork = (message: string) => {
       if (networkError) return;
@@ -246,7 +225,7 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
       settled = true;
       clearTimeout(timer);
       clearTimeout(setupTimer);
-      if (killTimer) clearTimeout(killTimer);
+      clear();
       options.signal?.removeEventListener('abort', onAbort);
       stopSlirp();
       reject(err);
@@ -255,7 +234,7 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
       settled = true;
       clearTimeout(timer);
       clearTimeout(setupTimer);
-      if (killTimer) clearTimeout(killTimer);
+      clear();
       options.signal?.removeEventListener('abort', onAbort);
       stopSlirp();
       if (networkError && !timedOut) reject(networkError);
@@ -264,8 +243,8 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
           exitCode: code,
           signal: signal ?? null,
           timedOut,
-          stdout: captured.stdout.toString(),
-          stderr: captured.stderr.toString(),
+          stdout: output.stdout(),
+          stderr: output.stderr(),
         });
     });
     child.stdin!.on('error', () => undefined);
