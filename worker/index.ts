@@ -25,7 +25,7 @@ export { ConfigError, DEFAULT_MAX_CACHED_WORKFLOWS, loadConfig, type EnvRunConfi
 export { createRuntimeDeps, type RuntimeDeps } from './deps.js';
 export { ensureSearchAttributes } from './search-attributes.js';
 export { REAPER_SCHEDULE_ID, installReaperSchedule } from '../client/reaper-schedule.js';
-export { bundleWorkflows } from '../scripts/bundle-workflows.js';
+export { bundleWorkflows } from './bundle.js';
 
 export interface RunWorkerOptions {
   /** Where the worker's progress lines go; JSON lines on stdout at the configured level when absent. */

@@ -14,7 +14,7 @@ export interface CreateWorkerOptions {
   namespace: string;
   taskQueue: string;
   deps: ActivityDeps;
-  /** A prebuilt bundle (scripts/bundle-workflows.ts); bundled from source when absent. */
+  /** A prebuilt bundle (worker/bundle.ts); bundled from source when absent. */
   workflowBundlePath?: string | undefined;
   shutdownGraceMs?: number;
   maxConcurrentActivities?: number;
