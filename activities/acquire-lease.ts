@@ -1,12 +1,20 @@
-import type { Environment, EnvironmentLease, RunRequest } from '../contracts/index.js';
+import {
+  ACTIVITY_ACTIONS,
+  leaseEventRow,
+  type Environment,
+  type EnvironmentLease,
+  type RunRequest,
+} from '../contracts/index.js';
+import type { StepContext } from '../drivers/types.js';
 import { leasePolicyOf } from '../leases/policy.js';
 import { deploymentOf, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
-import { asRunFailure, runFailure } from './errors.js';
+import { NO_CONTEXT, asRunFailure, runFailure } from './errors.js';
 import { uniqueViolation } from '../store/store.js';
 
+/** The environment by id: the step reads it as it is now (and the history keeps ids, not records). */
 export interface AcquireLeaseInput {
   request: RunRequest;
-  environment: Environment;
+  environmentId: string;
 }
 
 /**
@@ -15,7 +23,14 @@ export interface AcquireLeaseInput {
  * and the resource instead of making second ones.
  */
 export function createAcquireLease(deps: ActivityDeps) {
-  return async function acquireLease({ request, environment }: AcquireLeaseInput): Promise<EnvironmentLease> {
+  return async function acquireLease({ request, environmentId }: AcquireLeaseInput): Promise<EnvironmentLease> {
+    const environment = await deps.store.getEnvironment(request.companyId, environmentId);
+    if (!environment) {
+      throw runFailure('environment_not_found', `environment ${environmentId} not found`, {
+        ...NO_CONTEXT,
+        environmentId,
+      });
+    }
     const context = failureContext(deps, environment);
     const driver = driverFor(deps, environment);
     const unsupported = driver.unsupportedReason?.(environment);
@@ -76,26 +91,71 @@ export function createAcquireLease(deps: ActivityDeps) {
       });
     }
     if (lease.providerLeaseId || (lease.metadata && 'acquired' in lease.metadata)) return lease; // adopted on retry
+    const step = stepContext();
+    let acquired: Awaited<ReturnType<typeof driver.acquire>>;
     try {
-      const acquired = await driver.acquire(stepContext(), { environment, lease, request });
-      const updated = await deps.store.updateLease(lease.id, {
-        provider: acquired.provider,
-        providerLeaseId: acquired.providerLeaseId,
-        // The provider's own expiry when it has one, else the run's TTL set when the row was written.
-        expiresAt: acquired.expiresAt ?? (lease.expiresAt ? new Date(lease.expiresAt) : null),
-        metadata: {
-          ...(lease.metadata ?? {}),
-          ...acquired.metadata,
-          acquired: true,
-          // The deployment that holds it: a reaper of another deployment sharing the database leaves it alone.
-          deployment: deploymentOf(),
-          // The resource lives on this host: the run's later steps on it are routed to this host's queue.
-          ...(deps.hostId && driver.hostBound?.(environment) ? { hostId: deps.hostId } : {}),
-        },
-      });
-      return updated!;
+      acquired = await driver.acquire(step, { environment, lease, request });
     } catch (err) {
       throw asRunFailure(err, 'lease_acquire_failed', context);
     }
+    const patch = {
+      provider: acquired.provider,
+      providerLeaseId: acquired.providerLeaseId,
+      // The provider's own expiry when it has one, else the run's TTL set when the row was written.
+      expiresAt: acquired.expiresAt ?? (lease.expiresAt ? new Date(lease.expiresAt) : null),
+      metadata: {
+        ...(lease.metadata ?? {}),
+        ...acquired.metadata,
+        acquired: true,
+        // The deployment that holds it: a reaper of another deployment sharing the database leaves it alone.
+        deployment: deploymentOf(),
+        // The resource lives on this host: the run's later steps on it are routed to this host's queue.
+        ...(deps.hostId && driver.hostBound?.(environment) ? { hostId: deps.hostId } : {}),
+      },
+    };
+    const logged = leaseEventRow({
+      actor: 'run',
+      scope: step.idempotencyKey,
+      action: ACTIVITY_ACTIONS.leaseAcquired,
+      lease: { id: lease.id, companyId: request.companyId, heartbeatRunId: request.heartbeatRunId },
+      agentId: request.agentId,
+      details: {
+        environmentId: environment.id,
+        driver: environment.driver,
+        leasePolicy: lease.leasePolicy,
+        provider: acquired.provider,
+        executionWorkspaceId: request.executionWorkspaceId,
+        issueId: request.issueId,
+      },
+    });
+    // Only while the lease is still active: a run that gave up (and released or lost the lease) while the
+    // provider was still making the resource must not have it recorded on an ended lease, out of sight.
+    const updated = await deps.store.updateLease(lease.id, patch, { status: 'active' }, logged);
+    if (updated) return updated;
+    await freeLateResource(deps, { environment, lease: { ...lease, ...patch, expiresAt: null }, step });
+    throw runFailure('lease_acquire_failed', `lease ${lease.id} ended while its resource was being acquired`, context, {
+      nonRetryable: true,
+    });
   };
+}
+
+/**
+ * Frees a resource made for a lease that has ended meanwhile. When the provider cannot free it now, the
+ * lease records it with `cleanupStatus: failed`, which the reaper retries: no resource is left where
+ * nothing looks.
+ */
+async function freeLateResource(
+  deps: ActivityDeps,
+  { environment, lease, step }: { environment: Environment; lease: EnvironmentLease; step: StepContext },
+): Promise<void> {
+  try {
+    await driverFor(deps, environment).release(step, { environment, lease, keep: false });
+    await deps.store.updateLease(lease.id, { metadata: { ...lease.metadata, lateAcquire: 'freed' } });
+  } catch (err) {
+    await deps.store.updateLease(lease.id, {
+      providerLeaseId: lease.providerLeaseId,
+      metadata: { ...lease.metadata, lateAcquire: 'cleanup_failed', cleanupError: (err as Error).message },
+      cleanupStatus: 'failed',
+    });
+  }
 }

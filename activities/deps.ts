@@ -19,6 +19,8 @@ export interface ActivityDeps {
   tenancy?: Tenancy;
   /** This worker's host (ENVRUN_HOST_ID): leases on host-bound resources record it. */
   hostId?: string;
+  /** A host whose queue saw no poll for this long is gone (default: ENVRUN_HOST_STALE_MS, else 90 s). */
+  hostStaleMs?: number;
 }
 
 let processTenancy: Tenancy | undefined;

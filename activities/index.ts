@@ -1,5 +1,7 @@
 import { createAcquireLease } from './acquire-lease.js';
 import { createExecCommand } from './exec-command.js';
+import { createHostAlive, createMarkLeaseLost } from './host-lost.js';
+import { createPrepareWorkspace } from './prepare-workspace.js';
 import { createLeaseOperation } from './lease-operation.js';
 import type { ActivityDeps } from './deps.js';
 import { createLogActivity } from './log-activity.js';
@@ -18,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
     resolveEnvironment: createResolveEnvironment(deps),
     acquireLease: createAcquireLease(deps),
     realizeWorkspace: createRealizeWorkspace(deps),
+    prepareWorkspace: createPrepareWorkspace(deps),
     persistMetadata: createPersistMetadata(deps),
     resolveTarget: createResolveTarget(deps),
     logActivity: createLogActivity(deps),
@@ -29,6 +32,8 @@ export function createActivities(deps: ActivityDeps) {
     endedHolders: createEndedHolders(deps),
     execCommand: createExecCommand(deps),
     leaseOperation: createLeaseOperation(deps),
+    hostAlive: createHostAlive(deps),
+    markLeaseLost: createMarkLeaseLost(deps),
   };
 }
 

@@ -1,9 +1,10 @@
 import { Context } from '@temporalio/activity';
-import type { Environment, EnvironmentLease } from '../contracts/index.js';
+import { ACTIVITY_ACTIONS, type Environment, type EnvironmentLease } from '../contracts/index.js';
 import { finalLeaseStatus, type ReleaseOutcome } from '../leases/policy.js';
 import { releaseLease as releaseOne } from '../leases/release.js';
 import { failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
+import { withoutRecord } from './prepare-workspace.js';
 
 export type { ReleaseOutcome } from '../leases/policy.js';
 
@@ -16,6 +17,8 @@ export interface ReleaseLeaseInput {
   failureReason: string | null;
   /** On this attempt a provider that still fails is recorded as `cleanupStatus: failed` instead of retried. */
   finalAttempt: number;
+  /** The run's agent, for the activity-log rows this step writes. */
+  agentId?: string | null;
 }
 
 export interface CleanupFailure {
@@ -46,12 +49,14 @@ export function createReleaseLease(deps: ActivityDeps) {
       );
     }
     const finalAttempt = Context.current().info.attempt >= input.finalAttempt;
+    const step = stepContext();
     const cleanupFailures: CleanupFailure[] = [];
     const retryable: string[] = [];
     const environments = new Map<string, Environment | null>();
     const result: EnvironmentLease[] = [];
     for (const lease of all) {
-      if (lease.status !== 'active' && lease.cleanupStatus !== 'pending') {
+      // A lease lost with its host is freed there by the reaper if the host comes back, not from here.
+      if (lease.status === 'lost' || (lease.status !== 'active' && lease.cleanupStatus !== 'pending')) {
         result.push(lease);
         continue;
       }
@@ -62,9 +67,23 @@ export function createReleaseLease(deps: ActivityDeps) {
               failureReason: input.outcome === 'succeeded' ? null : (input.failureReason ?? input.outcome),
             }
           : {}),
-        step: stepContext(),
+        step,
         recordFailure: finalAttempt,
         environments,
+        log: (stored) => ({
+          actor: 'run',
+          scope: step.idempotencyKey,
+          action: input.outcome === 'expired' ? ACTIVITY_ACTIONS.leaseExpired : ACTIVITY_ACTIONS.leaseReleased,
+          lease: stored,
+          agentId: input.agentId ?? null,
+          details: {
+            environmentId: stored.environmentId,
+            status: stored.status,
+            cleanupStatus: stored.cleanupStatus,
+            failureReason: stored.failureReason,
+            outcome: input.outcome,
+          },
+        }),
       });
       if (released.error && finalAttempt) cleanupFailures.push({ leaseId: lease.id, message: released.error });
       else if (released.error) retryable.push(`${lease.id}: ${released.error}`);
@@ -79,6 +98,6 @@ export function createReleaseLease(deps: ActivityDeps) {
         { nonRetryable: false },
       );
     }
-    return { leases: result, cleanupFailures };
+    return { leases: result.map(withoutRecord), cleanupFailures };
   };
 }

@@ -11,14 +11,12 @@ import { checkEnabled, checkSecretGrant, checkWorkspacePath, TenancyError } from
 import { failureContext, tenancyOf, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure, type FailureContext } from './errors.js';
 
+/** What the run needs to go on: small, since it is recorded in the run's history. */
 export interface ResolvedEnvironment {
   request: RunRequest;
   environment: Environment;
-  executionWorkspace: ExecutionWorkspace | null;
-  /** The driver's target resolution is a local check (see EnvironmentDriver.targetIsLocal). */
-  localTarget?: boolean;
-  /** The run realizes a workspace (EnvironmentDriver.realizes); absent in runs recorded before it existed. */
-  realizes?: boolean;
+  /** The run realizes a workspace (EnvironmentDriver.realizes); else only its target is resolved. */
+  realizes: boolean;
 }
 
 /**
@@ -79,9 +77,8 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     }
     if (request.workspace) checkRunPaths(deps, request.workspace, context);
     const driver = deps.drivers[environment.driver];
-    const localTarget = driver?.targetIsLocal?.(environment) ?? false;
     const realizes = driver?.realizes?.(environment) ?? Boolean(driver?.realize);
-    return { request, environment, executionWorkspace, localTarget, realizes };
+    return { request, environment, realizes };
   };
 }
 

@@ -1,5 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { runWorkflowId } from '../contracts/index.js';
+import { runWorkflowId, type EnvironmentLease } from '../contracts/index.js';
+import { hostLostSignal } from '../contracts/messages.js';
+import { isHostAlive, markLeaseLost } from './host-lost.js';
 import { deploymentOf, type ActivityDeps } from './deps.js';
 import { releaseOrphanLease, type ReapedLease } from '../leases/release.js';
 
@@ -43,33 +45,59 @@ async function findOrphans(deps: ActivityDeps & { temporal?: Client }): Promise<
     const orphans: OrphanLease[] = [];
     const candidates = [...(await deps.store.listActiveLeases()), ...(await deps.store.listUnfinishedCleanups())];
     const here = deploymentOf();
+    // Whether each host seen is alive, asked once per sweep.
+    const alive = new Map<string, Promise<boolean>>();
+    const isAlive = (hostId: string) => {
+      if (!alive.has(hostId)) alive.set(hostId, isHostAlive(deps, here.namespace, here.taskQueue, hostId));
+      return alive.get(hostId)!;
+    };
     for (const lease of candidates) {
       // Another deployment's lease (its namespace or task queue differs) is its own reaper's to release.
       const owner = lease.metadata?.deployment as { namespace?: string; taskQueue?: string } | undefined;
       if (owner && (owner.namespace !== here.namespace || owner.taskQueue !== here.taskQueue)) continue;
+      const hostId = typeof lease.metadata?.hostId === 'string' ? lease.metadata.hostId : null;
+      if (lease.status === 'lost') {
+        // Lost with its host: once that host is back, what is left of the resource is freed there.
+        if (hostId && (await isAlive(hostId))) {
+          orphans.push({ ...ids(lease), reason: `cleanup of a lease lost with host ${hostId}, now back`, hostId });
+        }
+        continue;
+      }
+      const handle = temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId ?? ''));
       let reason: string | null = null;
       try {
-        const desc = await temporal.workflow
-          .getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId ?? ''))
-          .describe();
-        if (desc.status.name !== 'RUNNING') {
-          reason =
-            lease.status === 'active'
-              ? `reaped: run workflow is ${desc.status.name.toLowerCase()}`
-              : `cleanup retried: ${lease.cleanupStatus} after the run ended`;
+        const desc = await handle.describe();
+        if (desc.status.name === 'RUNNING') {
+          // A ready run whose host is gone is told; it fails with environment_host_lost and ends the lease lost.
+          if (lease.status === 'active' && hostId && !(await isAlive(hostId))) {
+            await handle.signal(hostLostSignal, hostId).catch(() => undefined);
+          }
+          continue;
         }
+        reason =
+          lease.status === 'active'
+            ? `reaped: run workflow is ${desc.status.name.toLowerCase()}`
+            : `cleanup retried: ${lease.cleanupStatus} after the run ended`;
       } catch (err) {
-        if (err instanceof WorkflowNotFoundError)
-          reason =
-            lease.status === 'active'
-              ? 'reaped: run workflow not found'
-              : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
-        else continue; // cannot tell: leave it for the next sweep
+        if (!(err instanceof WorkflowNotFoundError)) continue; // cannot tell: leave it for the next sweep
+        reason =
+          lease.status === 'active'
+            ? 'reaped: run workflow not found'
+            : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
       }
-      if (!reason) continue;
-      const hostId = typeof lease.metadata?.hostId === 'string' ? lease.metadata.hostId : null;
-      orphans.push({ companyId: lease.companyId, leaseId: lease.id, reason, hostId });
+      if (hostId && !(await isAlive(hostId))) {
+        // Its host stays gone: the lease ends lost (its cleanup waits for the host's return).
+        if (lease.status === 'active') {
+          await markLeaseLost(deps, { ...ids(lease), hostId, scope: 'reaper', actor: 'reaper' });
+        }
+        continue;
+      }
+      orphans.push({ ...ids(lease), reason, hostId });
     }
     return orphans;
   }
+}
+
+function ids(lease: EnvironmentLease): Pick<OrphanLease, 'companyId' | 'leaseId'> {
+  return { companyId: lease.companyId, leaseId: lease.id };
 }

@@ -407,11 +407,13 @@ export class EnvRunClient {
       clauses.push(`${SEARCH_ATTRIBUTES.companyId.name} = '${filter.companyId}'`);
     }
     const groups = new Map<string, number[]>();
+    clauses.push(`${SEARCH_ATTRIBUTES.readyMs.name} IS NOT NULL`);
     for await (const wf of this.temporal.workflow.list({ query: clauses.join(' AND ') })) {
-      const memo = (wf.memo ?? {}) as { requestedToReadyMs?: number; driver?: string; provider?: string };
-      if (typeof memo.requestedToReadyMs !== 'number') continue;
-      const key = `${memo.driver}/${memo.provider}`;
-      groups.set(key, [...(groups.get(key) ?? []), memo.requestedToReadyMs]);
+      const sa = wf.typedSearchAttributes;
+      const readyMs = sa.get(SEARCH_ATTRIBUTES.readyMs);
+      if (typeof readyMs !== 'number') continue;
+      const key = `${sa.get(SEARCH_ATTRIBUTES.driver) ?? 'none'}/${sa.get(SEARCH_ATTRIBUTES.provider) ?? 'none'}`;
+      groups.set(key, [...(groups.get(key) ?? []), readyMs]);
     }
     const rank = (sorted: number[], p: number) => sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
     return [...groups.entries()].sort().map(([key, values]) => {

@@ -34,7 +34,12 @@ export type Driver = (typeof DRIVERS)[number];
 export const ENVIRONMENT_STATUSES = ['active', 'archived'] as const;
 export type EnvironmentStatus = (typeof ENVIRONMENT_STATUSES)[number];
 
-export const LEASE_STATUSES = ['active', 'released', 'expired', 'failed', 'retained'] as const;
+/**
+ * `lost`: the worker host that held the lease's resource is gone (its queue has no pollers). The resource
+ * may still exist on that host: a lost lease keeps `cleanupStatus: pending` and the reaper frees it if the
+ * host comes back.
+ */
+export const LEASE_STATUSES = ['active', 'released', 'expired', 'failed', 'retained', 'lost'] as const;
 export type LeaseStatus = (typeof LEASE_STATUSES)[number];
 
 export const LEASE_POLICIES = [
@@ -49,6 +54,12 @@ export const DEFAULT_LEASE_POLICY: LeasePolicy = 'ephemeral';
 /** How long a ready run holds its lease without a renewal. */
 export const DEFAULT_LEASE_TTL_MS = 3600_000;
 
+/** How long a step on a host-bound resource waits to be picked up before the run checks the host. */
+export const DEFAULT_HOST_PICKUP_MS = 30_000;
+
+/** How many times a run not yet ready is placed on another host after its host was lost. */
+export const MAX_PLACEMENTS = 3;
+
 /** History events after which a held run continues as new (Temporal warns at 10,240 and stops at 51,200). */
 export const DEFAULT_CONTINUE_AFTER_EVENTS = 2000;
 
@@ -60,8 +71,6 @@ export const RUN_PHASES = [
   'leasing',
   'awaiting_realize',
   'realizing',
-  'persisting',
-  'resolving_target',
   'awaiting_retry',
   'waiting_for_capacity',
   'ready',
@@ -79,6 +88,8 @@ export const ACTIVITY_ACTIONS = {
   leaseExpired: 'environment.lease_expired',
   /** The reaper freed the provider resource of an ended lease whose own cleanup had failed. */
   leaseCleanedUp: 'environment.lease_cleaned_up',
+  /** The worker host that held the lease's resource is gone. */
+  leaseLost: 'environment.lease_lost',
 } as const;
 
 /** Failure type of a run cancelled before it was ready (not an environment error code). */

@@ -35,6 +35,8 @@ export const requestSlotSignal = defineSignal<[string]>('requestSlot');
 export const releaseSlotSignal = defineSignal<[string]>('releaseSlot');
 /** Sent by a gate to the run it admits, with the gate's workflow id. */
 export const slotGrantedSignal = defineSignal<[string]>('slotGranted');
+/** The reaper found the worker host of the run's resource gone (its id as the argument). */
+export const hostLostSignal = defineSignal<[string]>('hostLost');
 export interface GateState {
   capacity: number;
   holders: string[];
@@ -50,10 +52,12 @@ export const SEARCH_ATTRIBUTES = {
   driver: defineSearchAttributeKey('EnvRunDriver', SearchAttributeType.KEYWORD),
   provider: defineSearchAttributeKey('EnvRunProvider', SearchAttributeType.KEYWORD),
   heartbeatRunId: defineSearchAttributeKey('EnvRunHeartbeatRunId', SearchAttributeType.KEYWORD),
+  /** Milliseconds from the start request to ready, set with the ready phase (readiness statistics). */
+  readyMs: defineSearchAttributeKey('EnvRunReadyMs', SearchAttributeType.INT),
 } as const;
 
 /** `--search-attribute` arguments for `temporal server start-dev` and the operator API. */
 export const SEARCH_ATTRIBUTE_REGISTRATIONS = Object.values(SEARCH_ATTRIBUTES).map((key) => ({
   name: key.name,
-  type: 'Keyword' as const,
+  type: key.type === SearchAttributeType.INT ? ('Int' as const) : ('Keyword' as const),
 }));

@@ -1,6 +1,11 @@
 import { z } from 'zod';
 import { DriverSchema, ExternalId, LeasePolicySchema, RunFailureSchema, Timestamp } from './common.js';
-import { DEFAULT_CONTINUE_AFTER_EVENTS, DEFAULT_LEASE_TTL_MS, RUN_PHASES } from './constants.js';
+import {
+  DEFAULT_CONTINUE_AFTER_EVENTS,
+  DEFAULT_HOST_PICKUP_MS,
+  DEFAULT_LEASE_TTL_MS,
+  RUN_PHASES,
+} from './constants.js';
 import {
   EnvironmentLeaseSchema,
   ExecutionWorkspaceSchema,
@@ -76,6 +81,12 @@ export const RunRequestSchema = z
      * be held for weeks without reaching Temporal's history limit.
      */
     continueAfterEvents: z.number().int().min(100).max(40_000).default(DEFAULT_CONTINUE_AFTER_EVENTS),
+    /**
+     * How long a step on a host-bound resource may wait for that host's worker to pick it up before the run
+     * checks that the host is still there (a busy host: it waits again; a gone host: environment_host_lost,
+     * and a run not yet ready is placed again on a live host).
+     */
+    hostPickupMs: z.number().int().min(500).max(3600_000).default(DEFAULT_HOST_PICKUP_MS),
   })
   .strict()
   .refine((r) => r.realize === 'on_request' || r.workspace !== null, {
@@ -150,6 +161,8 @@ export const RunStateSchema = z.object({
   error: RunFailureSchema.nullable(),
   completion: z.object({ status: z.enum(['succeeded', 'failed']), failureReason: z.string().nullable() }).nullable(),
   releasedLeases: z.array(EnvironmentLeaseSchema),
+  /** Leases lost with their worker host (ids), before the run was placed again or failed. */
+  lostLeases: z.array(z.string()),
   timestamps: RunTimestampsSchema,
   /** Realization attempts started by operators (0 = only the first). */
   operatorRetries: z.number().int(),

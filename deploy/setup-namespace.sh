@@ -4,10 +4,10 @@
 # same commands in both places.
 #
 # Waits for the frontend to answer, creates the namespace unless it exists, waits until the frontend serves
-# it, then registers every search attribute as Keyword (the server skips those already registered). Any
+# it, then registers every search attribute (the server skips those already registered). Any
 # other failure stops the script.
 #
-# Environment: TEMPORAL_ADDRESS; ENVRUN_SEARCH_ATTRIBUTES (space-separated names); TEMPORAL_NAMESPACE
+# Environment: TEMPORAL_ADDRESS; ENVRUN_SEARCH_ATTRIBUTES (space-separated Name:Type, e.g. EnvRunPhase:Keyword); TEMPORAL_NAMESPACE
 # (default: default); NAMESPACE_RETENTION (default 7d); SETUP_WAIT_SECONDS (default 120).
 set -eu
 
@@ -47,8 +47,8 @@ until temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" --na
 done
 
 set --
-for name in $ENVRUN_SEARCH_ATTRIBUTES; do
-  set -- "$@" --name "$name" --type Keyword
+for attribute in $ENVRUN_SEARCH_ATTRIBUTES; do
+  set -- "$@" --name "${attribute%%:*}" --type "${attribute#*:}"
 done
 temporal operator search-attribute create --address "$TEMPORAL_ADDRESS" --namespace "$namespace" "$@"
 echo "search attributes registered in $namespace: $ENVRUN_SEARCH_ATTRIBUTES"

@@ -461,7 +461,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         TEMPORAL_ADDRESS: temporalAddress,
         TEMPORAL_NAMESPACE: namespace,
         NAMESPACE_RETENTION: options.retention ?? '1d',
-        ENVRUN_SEARCH_ATTRIBUTES: SEARCH_ATTRIBUTE_REGISTRATIONS.map((a) => a.name).join(' '),
+        ENVRUN_SEARCH_ATTRIBUTES: SEARCH_ATTRIBUTE_REGISTRATIONS.map((a) => `${a.name}:${a.type}`).join(' '),
       },
       join(logs, 'setup-namespace.log'),
     );

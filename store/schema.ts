@@ -91,8 +91,11 @@ export const environmentLeases = pgTable(
   (t) => [
     index('environment_leases_company_status_idx').on(t.companyId, t.status),
     index('environment_leases_environment_idx').on(t.environmentId),
-    // A retried acquire can never write a second lease for the same run.
-    uniqueIndex('environment_leases_one_per_run').on(t.companyId, t.heartbeatRunId),
+    // A retried acquire can never write a second lease for the same run. A lease lost with its host does
+    // not count: the run is placed again on a live host with a fresh lease.
+    uniqueIndex('environment_leases_one_per_run')
+      .on(t.companyId, t.heartbeatRunId)
+      .where(sql`status <> 'lost'`),
     // Single flight: at most one active ephemeral lease per execution workspace.
     uniqueIndex('environment_leases_single_flight')
       .on(t.executionWorkspaceId)

@@ -1,5 +1,5 @@
 // Queries over the envrun tables. Every read is scoped by company; rows leave as contract records.
-import { and, asc, desc, eq, inArray, isNull, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNull, ne, sql } from 'drizzle-orm';
 import type {
   ActivityLogEntry,
   CleanupStatus,
@@ -263,11 +263,18 @@ export class Store {
   }
 
   // ---- leases -------------------------------------------------------------------------------------
+  /** The run's current lease: one lost with its host does not count (the run was placed again). */
   async findRunLease(companyId: string, heartbeatRunId: string): Promise<EnvironmentLease | null> {
     const rows = await this.db
       .select()
       .from(environmentLeases)
-      .where(and(eq(environmentLeases.companyId, companyId), eq(environmentLeases.heartbeatRunId, heartbeatRunId)));
+      .where(
+        and(
+          eq(environmentLeases.companyId, companyId),
+          eq(environmentLeases.heartbeatRunId, heartbeatRunId),
+          ne(environmentLeases.status, 'lost'),
+        ),
+      );
     return rows[0] ? toLease(rows[0]) : null;
   }
 
@@ -338,6 +345,8 @@ export class Store {
     }>,
     /** Only if the row still has these values (a compare-and-set); null otherwise. */
     expected: { status?: LeaseStatus; cleanupStatus?: CleanupStatus | null } = {},
+    /** The activity-log row of this change, written in the same transaction (only if the row changed). */
+    log?: NewActivity,
   ): Promise<EnvironmentLease | null> {
     const conds = [eq(environmentLeases.id, id)];
     if (expected.status) conds.push(eq(environmentLeases.status, expected.status));
@@ -348,12 +357,21 @@ export class Store {
           : eq(environmentLeases.cleanupStatus, expected.cleanupStatus),
       );
     }
-    const [row] = await this.db
-      .update(environmentLeases)
-      .set({ ...patch, updatedAt: new Date() })
-      .where(and(...conds))
-      .returning();
-    return row ? toLease(row) : null;
+    const update = (db: Pick<typeof this.db, 'update'>) =>
+      db
+        .update(environmentLeases)
+        .set({ ...patch, updatedAt: new Date() })
+        .where(and(...conds))
+        .returning();
+    if (!log) {
+      const [row] = await update(this.db);
+      return row ? toLease(row) : null;
+    }
+    return this.db.transaction(async (tx) => {
+      const [row] = await update(tx);
+      if (row) await tx.insert(activityLog).values(log).onConflictDoNothing({ target: activityLog.eventKey });
+      return row ? toLease(row) : null;
+    });
   }
 
   /** Merges keys into a lease's metadata (jsonb ||), returning the stored row. */
@@ -386,14 +404,17 @@ export class Store {
     return rows.map(toLease);
   }
 
-  /** Leases whose run ended but whose provider resource was never freed (cleanup failed or cut short). */
+  /**
+   * Leases whose run ended but whose provider resource was never freed (cleanup failed or cut short), and
+   * leases lost with their host (freed once it is back).
+   */
   async listUnfinishedCleanups(): Promise<EnvironmentLease[]> {
     const rows = await this.db
       .select()
       .from(environmentLeases)
       .where(
         and(
-          inArray(environmentLeases.status, ['released', 'failed', 'expired']),
+          inArray(environmentLeases.status, ['released', 'failed', 'expired', 'lost']),
           inArray(environmentLeases.cleanupStatus, ['failed', 'pending']),
         ),
       )
@@ -420,8 +441,12 @@ export class Store {
     request: WorkspaceRealizationRequest;
     record: WorkspaceRealizationRecord;
     expiresAt?: Date | undefined;
+    /** The activity-log row of the realization, written in the same transaction. */
+    log?: NewActivity;
   }): Promise<{ lease: EnvironmentLease; executionWorkspace: ExecutionWorkspace | null }> {
     return this.db.transaction(async (tx) => {
+      if (input.log)
+        await tx.insert(activityLog).values(input.log).onConflictDoNothing({ target: activityLog.eventKey });
       const leasePatch = JSON.stringify({ workspaceRealization: input.record });
       const [lease] = await tx
         .update(environmentLeases)

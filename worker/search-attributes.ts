@@ -2,7 +2,10 @@ import proto from '@temporalio/proto';
 import type { NativeConnection } from '@temporalio/worker';
 import { SEARCH_ATTRIBUTE_REGISTRATIONS } from '../contracts/index.js';
 
-const KEYWORD = proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD;
+const INDEXED = {
+  Keyword: proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+  Int: proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT,
+};
 
 /**
  * Checks that envrun's custom search attributes exist in the namespace and registers the missing ones
@@ -16,12 +19,14 @@ export async function ensureSearchAttributes(connection: NativeConnection, names
   try {
     await connection.operatorService.addSearchAttributes({
       namespace,
-      searchAttributes: Object.fromEntries(missing.map((a) => [a.name, KEYWORD])),
+      searchAttributes: Object.fromEntries(missing.map((a) => [a.name, INDEXED[a.type]])),
     });
   } catch (err) {
     const names = missing.map((a) => a.name).join(', ');
     const cmds = missing
-      .map((a) => `temporal operator search-attribute create --namespace ${namespace} --name ${a.name} --type Keyword`)
+      .map(
+        (a) => `temporal operator search-attribute create --namespace ${namespace} --name ${a.name} --type ${a.type}`,
+      )
       .join('\n  ');
     throw new Error(
       `search attributes missing in namespace ${namespace} (${names}) and could not be registered: ${(err as Error).message}\nRegister them with:\n  ${cmds}`,

@@ -56,13 +56,10 @@ export const RELEASE_ATTEMPTS = 5;
 
 /**
  * Each step's options by step name: `activity` when it runs as a regular activity, `local` when it runs as
- * a local one. The database steps have both: runs started before they became local keep the regular ones.
+ * a local one (a short database step, or a check that needs no host).
  */
 export const STEP_OPTIONS = {
-  resolveEnvironment: {
-    activity: { ...activity({ timeout: '30s', attempts: 5 }), summary: 'resolve environment' },
-    local: dbStep('resolve environment', '5m'),
-  },
+  resolveEnvironment: { local: dbStep('resolve environment', '5m') },
   requestSlot: {
     activity: { ...activity({ timeout: '30s', attempts: 10 }), summary: 'join capacity queue' },
   },
@@ -76,44 +73,19 @@ export const STEP_OPTIONS = {
       summary: 'acquire lease',
     }),
   },
-  realizeWorkspace: {
+  prepareWorkspace: {
     activity: activity({
       timeout: '2h',
       attempts: 3,
       initial: '1s',
       heartbeatTimeout: '20s',
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-      summary: 'realize workspace',
+      summary: 'realize workspace, persist it, resolve the execution target',
     }),
   },
-  persistMetadata: {
-    activity: { ...activity({ timeout: '30s', attempts: 10 }), summary: 'persist realization metadata' },
-    local: dbStep('persist realization metadata', '10m'),
-  },
-  resolveTarget: {
-    activity: activity({
-      timeout: '1m',
-      attempts: 3,
-      initial: '500ms',
-      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-      summary: 'resolve execution target',
-    }),
-    /** Only for drivers whose target is a check on this host (ResolvedEnvironment.localTarget). */
-    local: {
-      startToCloseTimeout: '1m',
-      retry: { maximumAttempts: 3, initialInterval: '500ms', backoffCoefficient: 2, nonRetryableErrorTypes },
-      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-      summary: 'resolve execution target',
-    },
-  },
-  logActivity: {
-    activity: { ...activity({ timeout: '30s', attempts: 10 }), summary: 'log activity' },
-    local: dbStep('log activity', '10m'),
-  },
-  renewLease: {
-    activity: { ...activity({ timeout: '30s', attempts: 10 }), summary: 'renew lease' },
-    local: dbStep('renew lease', '2m'),
-  },
+  renewLease: { local: dbStep('renew lease', '2m') },
+  hostAlive: { local: dbStep('check that the resource host is alive', '2m') },
+  markLeaseLost: { local: dbStep('record the lease as lost with its host', '10m') },
   releaseLease: {
     // Release retries a database outage for up to half an hour; see RELEASE_ATTEMPTS for a failing provider.
     activity: activity({
@@ -134,68 +106,50 @@ export const STEP_OPTIONS = {
       summary: 'run a command in the target',
     },
   },
-} satisfies { [K in keyof Activities]?: { activity: ActivityOptions; local?: LocalActivityOptions } };
+} satisfies { [K in keyof Activities]?: { activity?: ActivityOptions; local?: LocalActivityOptions } };
 
 type Step = keyof typeof STEP_OPTIONS;
+type RegularStep = { [K in Step]: (typeof STEP_OPTIONS)[K] extends { activity: ActivityOptions } ? K : never }[Step];
 type LocalStep = { [K in Step]: (typeof STEP_OPTIONS)[K] extends { local: LocalActivityOptions } ? K : never }[Step];
 
-function asActivity<K extends Step>(step: K, onHost?: { taskQueue: string; scheduleToStartTimeout?: string }) {
-  return proxyActivities<Activities>({ ...STEP_OPTIONS[step].activity, ...onHost })[step];
+function asActivity<K extends RegularStep>(step: K, options?: Partial<ActivityOptions>) {
+  return proxyActivities<Activities>({ ...STEP_OPTIONS[step].activity, ...options })[step];
 }
-
-/**
- * How long a step waits for its host to pick it up before the run counts the host as gone
- * (environment_host_lost). Release has no such limit: it waits for the host to come back.
- */
-const HOST_PICKUP = '5m';
 function asLocalActivity<K extends LocalStep>(step: K) {
   return proxyLocalActivities<Activities>(STEP_OPTIONS[step].local)[step];
 }
 
-/** The short database steps as local activities (runs started with the 'envrun-local-steps' patch). */
+/** The short database steps and checks, as local activities: markers in the history, no queue round trip. */
 export const dbSteps = {
   resolveEnvironment: asLocalActivity('resolveEnvironment'),
-  persistMetadata: asLocalActivity('persistMetadata'),
-  logActivity: asLocalActivity('logActivity'),
   renewLease: asLocalActivity('renewLease'),
-};
-export type DbSteps = typeof dbSteps;
-
-/** The same steps as regular activities, for runs started before they became local. */
-export const legacyDbSteps: DbSteps = {
-  resolveEnvironment: asActivity('resolveEnvironment'),
-  persistMetadata: asActivity('persistMetadata'),
-  logActivity: asActivity('logActivity'),
-  renewLease: asActivity('renewLease'),
+  hostAlive: asLocalActivity('hostAlive'),
+  markLeaseLost: asLocalActivity('markLeaseLost'),
 };
 
-/** The steps that are always regular activities: they wait on a queue, a provider or a remote host. */
-export const activitySteps = {
+/** The steps on the shared queue: any worker can take them. */
+export const sharedSteps = {
   requestSlot: asActivity('requestSlot'),
   acquireLease: asActivity('acquireLease'),
-  realizeWorkspace: asActivity('realizeWorkspace'),
-  resolveTarget: asActivity('resolveTarget'),
-  releaseLease: asActivity('releaseLease'),
 };
 
-export interface HostSteps extends Pick<typeof activitySteps, 'realizeWorkspace' | 'resolveTarget' | 'releaseLease'> {
+/** The steps on a lease's resource. */
+export interface HostSteps {
+  prepareWorkspace: ReturnType<typeof asActivity<'prepareWorkspace'>>;
+  releaseLease: ReturnType<typeof asActivity<'releaseLease'>>;
   execCommand: ReturnType<typeof asActivity<'execCommand'>>;
 }
 
 /**
- * The steps on a lease's resource, on the queue of the worker host that holds it (null: the shared queue,
- * for resources any worker reaches).
+ * The steps on a lease's resource, on the queue of the worker host that holds it, where a task not picked
+ * up within `pickupMs` makes the run check whether that host is still there. With no host (null: a
+ * resource any worker reaches), on the shared queue.
  */
-export function hostSteps(taskQueue: string | null): HostSteps {
-  if (!taskQueue) return { ...activitySteps, execCommand: asActivity('execCommand') };
-  const pickup = { taskQueue, scheduleToStartTimeout: HOST_PICKUP };
+export function hostSteps(taskQueue: string | null, pickupMs: number): HostSteps {
+  const on = taskQueue ? { taskQueue, scheduleToStartTimeout: pickupMs } : {};
   return {
-    realizeWorkspace: asActivity('realizeWorkspace', pickup),
-    resolveTarget: asActivity('resolveTarget', pickup),
-    releaseLease: asActivity('releaseLease', { taskQueue }),
-    execCommand: asActivity('execCommand', pickup),
+    prepareWorkspace: asActivity('prepareWorkspace', on),
+    releaseLease: asActivity('releaseLease', on),
+    execCommand: asActivity('execCommand', on),
   };
 }
-
-/** Target resolution as a local activity, for drivers whose target is a check on this host. */
-export const localResolveTarget = asLocalActivity('resolveTarget');

@@ -5,7 +5,6 @@ import {
   condition,
   continueAsNew,
   getExternalWorkflowHandle,
-  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -50,8 +49,7 @@ export async function capacityGate(input: CapacityGateInput): Promise<void> {
 
   for (;;) {
     // Before a waiting run is turned away again, take back the slots of holders whose run has ended.
-    const reclaim = patched('envrun-gate-reclaim');
-    if (reclaim && queue.length > 0 && holders.size >= capacity) {
+    if (queue.length > 0 && holders.size >= capacity) {
       for (const runId of await endedHolders([...holders])) holders.delete(runId);
     }
     requested = false;
@@ -70,7 +68,7 @@ export async function capacityGate(input: CapacityGateInput): Promise<void> {
     const idle = () => queue.length === 0 && holders.size === 0;
     // Idle for a while: end (the next request starts the gate again with signal-with-start).
     const admissible = () =>
-      (queue.length > 0 && holders.size < capacity) || (reclaim && requested) || workflowInfo().continueAsNewSuggested;
+      (queue.length > 0 && holders.size < capacity) || requested || workflowInfo().continueAsNewSuggested;
     // With runs waiting, look again every minute for holders that ended without giving their slot back.
     const woke = await condition(admissible, idle() || queue.length > 0 ? '1 minute' : '1 day');
     if (!woke && idle()) return;

@@ -4,7 +4,7 @@ import { CancellationScope, condition, getExternalWorkflowHandle, workflowInfo }
 import type { Environment, RunRequest } from '../contracts/index.js';
 import { releaseSlotSignal } from '../contracts/messages.js';
 import { leasePolicyOf } from '../leases/policy.js';
-import { activitySteps } from './activity-options.js';
+import { sharedSteps } from './activity-options.js';
 import type { Run } from './run-state.js';
 
 export interface Gate {
@@ -35,7 +35,7 @@ export async function waitForSlots(run: Run, gates: Gate[]): Promise<void> {
   for (const gate of gates) {
     run.setPhase('waiting_for_capacity');
     run.joinedGates.push(gate.id);
-    await activitySteps.requestSlot({
+    await sharedSteps.requestSlot({
       gateId: gate.id,
       capacity: gate.capacity,
       runWorkflowId: info.workflowId,

@@ -8,12 +8,19 @@ import {
   metricMeter,
   setCurrentDetails,
   setHandler,
-  upsertMemo,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { RUN_CANCELLED, hostTaskQueue, isErrorCode, type ErrorCode, type RunPhase } from '../contracts/constants.js';
-import { hostSteps } from './activity-options.js';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
+import {
+  DEFAULT_HOST_PICKUP_MS,
+  RUN_CANCELLED,
+  hostTaskQueue,
+  isErrorCode,
+  type ErrorCode,
+  type RunPhase,
+} from '../contracts/constants.js';
+import { dbSteps, hostSteps, type HostSteps } from './activity-options.js';
 import type {
   CompleteRun,
   Driver,
@@ -32,6 +39,7 @@ import {
   completeUpdate,
   execUpdate,
   getRunQuery,
+  hostLostSignal,
   realizeUpdate,
   renewUpdate,
   retryRealizationSignal,
@@ -74,6 +82,7 @@ function initialState(input: RunRequestInput): RunState {
     error: null,
     completion: null,
     releasedLeases: [],
+    lostLeases: [],
     operatorRetries: 0,
     lastError: null,
     expiresAt: null,
@@ -113,6 +122,9 @@ export function createRunState(input: RunInput) {
   });
   const now = () => new Date().toISOString();
   const providerLabel = () => state.provider ?? 'none';
+  const pickupMs = input.hostPickupMs ?? DEFAULT_HOST_PICKUP_MS;
+  // Search attributes waiting for the next phase change: at most four upserts on a run's way to released.
+  let pending: SearchAttributeUpdatePair[] = [];
 
   const run = {
     state,
@@ -133,17 +145,32 @@ export function createRunState(input: RunInput) {
     /** What a run that realizes on request was asked to realize. */
     realizeRequest: null as RealizeRequest | null,
     /** The steps on the lease's resource: on its host's queue once leased on a host-bound resource. */
-    steps: hostSteps(null),
+    steps: hostSteps(null, pickupMs),
+    /** The worker host that holds the lease's resource (null: a resource any worker reaches). */
+    hostId: null as string | null,
+    /** That host was found gone while the run was ready (by a step, or the reaper's signal). */
+    hostLost: false,
 
-    setPhase(phase: RunPhase) {
+    /**
+     * Enters a phase. `searchable: false` keeps a brief phase (releasing) out of the search attributes: it
+     * shows in the query and the UI's details, and the next searchable phase replaces it.
+     */
+    setPhase(phase: RunPhase, { searchable = true }: { searchable?: boolean } = {}) {
       state.phase = phase;
       metrics.phaseCounter.add(1, { phase });
-      upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.phase, value: phase }]);
+      if (searchable) {
+        upsertSearchAttributes([...pending, { key: SEARCH_ATTRIBUTES.phase, value: phase }]);
+        pending = [];
+      }
       setCurrentDetails(describe(state));
     },
     /** Shows the error code in the run's search attributes (null clears it). */
     showErrorCode(code: ErrorCode | null) {
       upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.errorCode, value: code }]);
+    },
+    /** The error code goes with the next phase change. */
+    showErrorCodeNext(code: ErrorCode) {
+      pending.push({ key: SEARCH_ATTRIBUTES.errorCode, value: code });
     },
     /** Turns whatever a step threw into a failure of this run. */
     failure(err: unknown, step: ErrorCode): RunFailure {
@@ -159,34 +186,46 @@ export function createRunState(input: RunInput) {
       state.environmentId = environment.id;
       state.driver = environment.driver;
       state.provider = providerOf(environment.driver, environment.config);
-      upsertSearchAttributes([
+      pending.push(
         { key: SEARCH_ATTRIBUTES.environmentId, value: environment.id },
         { key: SEARCH_ATTRIBUTES.driver, value: environment.driver },
         ...(state.provider ? [{ key: SEARCH_ATTRIBUTES.provider, value: state.provider }] : []),
-      ]);
+      );
     },
     leased(environment: Environment, lease: EnvironmentLease) {
       run.leasedRun = { environment, lease };
-      const hostId = lease.metadata?.hostId;
-      if (typeof hostId === 'string') run.steps = hostSteps(hostTaskQueue(info.taskQueue, hostId));
+      run.onHost(lease);
       state.leaseId = lease.id;
       state.provider = lease.provider ?? state.provider;
       state.timestamps.leased = now();
+    },
+    /** Routes the steps on the lease's resource to the host that holds it. */
+    onHost(lease: EnvironmentLease) {
+      const hostId = lease.metadata?.hostId;
+      run.hostId = typeof hostId === 'string' ? hostId : null;
+      run.steps = hostSteps(run.hostId ? hostTaskQueue(info.taskQueue, run.hostId) : null, pickupMs);
+    },
+    /** The lease was lost with its host; the run is placed again (a fresh lease) or fails. */
+    lost(lease: EnvironmentLease | null) {
+      if (lease) state.lostLeases = [...state.lostLeases, lease.id];
+      state.leaseId = null;
+      run.leasedRun = null;
+      run.hostId = null;
     },
     realized(driver: Driver, tookMs: number) {
       state.lastError = null;
       metrics.realizationHistogram.record(tookMs, { driver, provider: providerLabel() });
       state.timestamps.realized = now();
     },
-    /** The run is ready; `memo` puts its time to ready in the workflow's memo. */
-    ready(result: RunResult, driver: Driver, memo: boolean) {
+    /** The run is ready. */
+    ready(result: RunResult, driver: Driver) {
       state.result = result;
       state.expiresAt = result.lease.expiresAt;
       state.timestamps.ready = now();
-      run.setPhase('ready');
       const requestedToReadyMs = Date.now() - info.startTime.getTime();
+      pending.push({ key: SEARCH_ATTRIBUTES.readyMs, value: requestedToReadyMs });
+      run.setPhase('ready');
       metrics.readyHistogram.record(requestedToReadyMs, { driver, provider: providerLabel() });
-      if (memo) upsertMemo({ requestedToReadyMs, driver, provider: providerLabel() });
     },
     released() {
       state.timestamps.released = now();
@@ -198,7 +237,10 @@ export function createRunState(input: RunInput) {
     /** Release and the gates are done: complete may return, and the run takes its final phase. */
     ended() {
       run.releaseDone = true;
-      if (state.error) metrics.errorCounter.add(1, { code: state.error.code });
+      if (state.error) {
+        metrics.errorCounter.add(1, { code: state.error.code });
+        run.showErrorCodeNext(state.error.code);
+      }
       run.setPhase(run.cancelled ? 'cancelled' : state.error ? 'failed' : 'released');
     },
   };
@@ -207,8 +249,7 @@ export function createRunState(input: RunInput) {
     run.joinedGates = [...input.continued.joinedGates];
     for (const gate of run.joinedGates) run.granted.add(gate);
     run.renewals = input.continued.renewals;
-    const hostId = run.leasedRun.lease.metadata?.hostId;
-    if (typeof hostId === 'string') run.steps = hostSteps(hostTaskQueue(info.taskQueue, hostId));
+    run.onHost(run.leasedRun.lease);
   }
   return run;
 }
@@ -228,6 +269,10 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
   setHandler(getRunQuery, () => state);
   setHandler(slotGrantedSignal, (gateId: string) => {
     run.granted.add(gateId);
+  });
+  setHandler(hostLostSignal, (hostId: string) => {
+    // A run still on its way to ready finds out through its own steps, and is placed again.
+    if (hostId === run.hostId && state.phase === 'ready') run.hostLost = true;
   });
   setHandler(waitReadyUpdate, async () => {
     await condition(() => state.result !== null || state.error !== null || run.cancelled);
@@ -262,7 +307,15 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
       const result = state.result!;
       const record =
         'version' in result.workspaceRealization ? (result.workspaceRealization as DriverRealization) : null;
-      return run.steps.execCommand({ companyId: state.companyId, lease: result.lease, record, request });
+      try {
+        return await onHost(run, (steps) =>
+          steps.execCommand({ companyId: state.companyId, lease: result.lease, record, request }),
+        );
+      } catch (err) {
+        if (!(err instanceof HostLostError)) throw err;
+        run.hostLost = true;
+        throw applicationFailure(run.failureOf('environment_host_lost', err.message));
+      }
     },
     {
       validator: (request: ExecRequest) => {
@@ -329,6 +382,36 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
       },
     },
   );
+}
+
+/** The host of the run's resource is gone (no worker has polled its queue within the stale window). */
+export class HostLostError extends Error {
+  constructor(readonly hostId: string) {
+    super(`worker host ${hostId}, which holds the run's resource, is gone`);
+    this.name = 'HostLostError';
+  }
+}
+
+/**
+ * Runs a step on the lease's resource. When its host does not pick the task up in time, the run asks
+ * Temporal whether anyone still polls that host's queue: a busy host gets the task again, a gone one
+ * raises HostLostError.
+ */
+export async function onHost<T>(run: Run, step: (steps: HostSteps) => Promise<T>): Promise<T> {
+  for (;;) {
+    try {
+      return await step(run.steps);
+    } catch (err) {
+      const hostId = run.hostId;
+      if (!hostId || !notPickedUp(err)) throw err;
+      if (!(await dbSteps.hostAlive({ hostId }))) throw new HostLostError(hostId);
+    }
+  }
+}
+
+function notPickedUp(err: unknown): boolean {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  return cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START';
 }
 
 function cancelledBefore(what: 'leased' | 'ready'): ApplicationFailure {

@@ -44,6 +44,7 @@ export function addRunCommands(program: Command): void {
       'how long a failed realization waits in awaiting_retry for an operator (0: fail at once)',
     )
     .option('--lease-ttl-ms <ms>', 'a ready run not renewed or completed within this time expires')
+    .option('--host-pickup-ms <ms>', "how long a step may wait for its resource's host before the host is checked")
     .option('--wait', 'wait until ready and print the execution target; phase changes go to stderr')
     .option('--wait-through-retry', 'with --wait: keep waiting while the run awaits an operator retry')
     .addOption(json())
@@ -70,6 +71,9 @@ export function addRunCommands(program: Command): void {
         runtimeOverlay: o.provision ? { provisionCommand: o.provision } : {},
         ...(o.awaitRetryMs !== undefined ? { awaitRetryMs: check(millis(0), o.awaitRetryMs, '--await-retry-ms') } : {}),
         ...(o.leaseTtlMs !== undefined ? { leaseTtlMs: check(millis(1000), o.leaseTtlMs, '--lease-ttl-ms') } : {}),
+        ...(o.hostPickupMs !== undefined
+          ? { hostPickupMs: check(millis(500), o.hostPickupMs, '--host-pickup-ms') }
+          : {}),
       };
       if (worktree && !o.branch) fail('--branch', 'required with --worktree');
       check(ExternalId, o.company, '--company');

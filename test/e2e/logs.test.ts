@@ -11,15 +11,7 @@ import { freshDatabase, uniqueId } from '../support/harness.js';
 import { expectRunError, runRequest } from '../support/runs.js';
 
 const MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
-const RUN_STEPS = [
-  'resolveEnvironment',
-  'acquireLease',
-  'realizeWorkspace',
-  'persistMetadata',
-  'resolveTarget',
-  'logActivity',
-  'releaseLease',
-];
+const RUN_STEPS = ['resolveEnvironment', 'acquireLease', 'prepareWorkspace', 'releaseLease'];
 const BELOW_WARN = ['trace', 'debug', 'info'];
 
 type Line = Record<string, unknown>;

@@ -132,7 +132,7 @@ it('an SSH key held by the worker appears in no log, history, lease or activity 
       expect.arrayContaining(['resolveEnvironment', 'acquireLease', 'releaseLease']),
     );
   }
-  const stepFailed = lines.find((l) => l.msg === 'step failed' && l.step === 'realizeWorkspace');
+  const stepFailed = lines.find((l) => l.msg === 'step failed' && l.step === 'prepareWorkspace');
   expect(stepFailed?.errorMessage).toContain('provision command exited with code 9');
   expect(lines.some((l) => l.sdkComponent === 'worker')).toBe(true);
   expect(lines.some((l) => l.sdkComponent === 'core')).toBe(true);

@@ -52,17 +52,9 @@ interface Case {
 const cases: Case[] = [
   { step: 'resolveEnvironment', hold: { activity: 'resolveEnvironment', ms: 1500 } },
   { step: 'acquireLease', hold: { activity: 'acquireLease', ms: 1500 } },
-  {
-    step: 'logActivity (lease acquired)',
-    hold: { activity: 'logActivity', action: ACTIVITY_ACTIONS.leaseAcquired, ms: 1500 },
-  },
-  { step: 'realizeWorkspace', provision: 'sleep 5', inside: (s) => s.phase === 'realizing' },
-  { step: 'persistMetadata', hold: { activity: 'persistMetadata', ms: 1500 } },
-  { step: 'resolveTarget', hold: { activity: 'resolveTarget', ms: 1500 } },
-  {
-    step: 'logActivity (workspace realized)',
-    hold: { activity: 'logActivity', action: ACTIVITY_ACTIONS.workspaceRealized, ms: 2500 },
-  },
+  // The prepare step realizes (the provision command sleeps), then persists and resolves the target.
+  { step: 'prepareWorkspace (realizing)', provision: 'sleep 5', inside: (s) => s.phase === 'realizing' },
+  { step: 'prepareWorkspace (held)', hold: { activity: 'prepareWorkspace', ms: 1500 } },
   { step: 'ready', inside: (s) => s.phase === 'ready' },
   { step: 'releaseLease', hold: { activity: 'releaseLease', ms: 1500 }, complete: true },
 ];

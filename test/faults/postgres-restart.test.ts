@@ -47,7 +47,7 @@ it('stop PostgreSQL mid-run and start it again: activities retry, every run fini
 
   await pg.stop();
   // While it is down: ready runs are completed (their release waits), new runs are started (their
-  // resolve waits), and the slow runs finish provisioning (their persist waits).
+  // resolve waits), and the slow runs finish provisioning (their persist, inside the prepare step, waits).
   const completing = ready.map((id) => h!.client.completeRun(companyId, id, { status: 'succeeded' }));
   for (const p of completing) p.catch(() => undefined);
   const late = ['late-0', 'late-1'];
@@ -56,7 +56,7 @@ it('stop PostgreSQL mid-run and start it again: activities retry, every run fini
     const phases = await Promise.all(
       [...slow, ...ready].map(async (id) => (await h!.client.getRun(companyId, id))?.phase),
     );
-    return phases.every((p) => p === 'persisting' || p === 'releasing');
+    return phases.every((p) => p === 'realizing' || p === 'releasing');
   });
   await new Promise((r) => setTimeout(r, 3000));
   expect((await h.client.getRun(companyId, 'late-0'))?.phase).toBe('resolving');

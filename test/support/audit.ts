@@ -1,6 +1,6 @@
 // The audit every load or fault case ends with: every run accounted for (ready, completed, or failed with
-// a declared code), one lease per run, no active lease left, no leaked provider folder, no duplicate
-// activity-log entry.
+// a declared code), one lease per run (besides leases lost with a dead host, each naming it), no active
+// lease left, no leaked provider folder, no duplicate activity-log entry.
 import { CancelledFailure } from '@temporalio/common';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -53,11 +53,22 @@ export async function audit(
     if (outcome.startsWith('failed:'))
       expect(known.has(outcome.slice('failed:'.length)), `${run} ended ${outcome}`).toBe(true);
   }
-  const leases = await h.store.listLeases(companyId);
+  const all = await h.store.listLeases(companyId);
+  // A lease lost with its host ends `lost`, names the host, and keeps its cleanup pending for its return.
+  for (const l of all.filter((x) => x.status === 'lost')) {
+    expect(typeof l.metadata?.hostId, `host of lost lease ${l.id}`).toBe('string');
+    expect(l.failureReason).toContain('environment_host_lost');
+  }
+  const leases = all.filter((l) => l.status !== 'lost');
   const perRun = new Map<string, number>();
   for (const l of leases) perRun.set(l.heartbeatRunId ?? '', (perRun.get(l.heartbeatRunId ?? '') ?? 0) + 1);
   const leaseless = new Set(options.leaseless ?? []);
-  for (const run of runIds) expect(perRun.get(run) ?? 0, `leases of ${run}`).toBe(leaseless.has(run) ? 0 : 1);
+  const lostOf = (run: string) => all.filter((l) => l.status === 'lost' && l.heartbeatRunId === run).length;
+  for (const run of runIds) {
+    // A run whose host died ends environment_host_lost with only the lease lost there.
+    const hostLost = outcomes.get(run) === 'failed:environment_host_lost' && lostOf(run) > 0;
+    expect(perRun.get(run) ?? 0, `leases of ${run}`).toBe(leaseless.has(run) || hostLost ? 0 : 1);
+  }
   expect(leases.filter((l) => l.status === 'active' && outcomes.get(l.heartbeatRunId ?? '') !== 'ready')).toEqual([]);
   const leaseRoot = join(h.fakeRoot, 'leases');
   const leftovers = existsSync(leaseRoot)

@@ -49,7 +49,13 @@ export default async function setup(project: TestProject) {
   const started: Array<() => Promise<unknown>> = [];
   try {
     const [temporal, embeddedUrl, bundle] = await Promise.all([
-      startDevServer({ headless: true, logFile: join(tmp, 'temporal.log') }),
+      // Idle workers poll again every 10 s (the server's default: 1 min), so a host's queue shows a poll
+      // within TEST_HOST_STALE_MS while its worker lives (host loss is detected by that window).
+      startDevServer({
+        headless: true,
+        logFile: join(tmp, 'temporal.log'),
+        dynamicConfig: { 'matching.longPollExpirationInterval': '10s' },
+      }),
       ensureEmbeddedStore(join(tmp, 'embedded')),
       bundleWorkflows(join(tmp, 'workflow-bundle.js')),
       buildDist(),

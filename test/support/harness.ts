@@ -40,6 +40,9 @@ export async function freshDatabase(adminUrl: string = inject('embeddedPgUrl')):
   return { ...database, url: url.toString() };
 }
 
+/** A host whose queue saw no poll for this long is gone (the test server's long polls last 10 s). */
+export const TEST_HOST_STALE_MS = 25_000;
+
 export interface Harness {
   /** Runs, through Temporal only. */
   client: EnvRunClient;
@@ -96,6 +99,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       temporal,
       ...(options.tenancy ? { tenancy: options.tenancy } : {}),
       ...(options.hostId === null ? {} : { hostId: options.hostId ?? uniqueId('host') }),
+      hostStaleMs: TEST_HOST_STALE_MS,
     },
     workflowBundlePath: inject('workflowBundle'),
     shutdownGraceMs: 1000,

@@ -11,6 +11,8 @@ import { createActivities } from '../../activities/index.js';
 import { Store } from '../../store/store.js';
 import { RunRequestSchema, type Environment } from '../../contracts/index.js';
 import { createProviders } from '../../drivers/providers/load.js';
+import { createFakeProvider } from '../../drivers/providers/fake.js';
+import { ProviderRegistry } from '../../drivers/providers/registry.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 import { tempWorkspace } from '../support/runs.js';
 
@@ -57,12 +59,58 @@ describe('acquireLease', () => {
       environmentId: environment.id,
       workspace: { baseCwd: '/w', cwd: '/w' },
     });
-    const first = await env(1, 'wf-a').run(acts().acquireLease, { request, environment });
-    const second = await env(2, 'wf-a').run(acts().acquireLease, { request, environment });
+    const first = await env(1, 'wf-a').run(acts().acquireLease, { request, environmentId: environment.id });
+    const second = await env(2, 'wf-a').run(acts().acquireLease, { request, environmentId: environment.id });
     expect(second.id).toBe(first.id);
     expect(second.providerLeaseId).toBe(first.providerLeaseId);
     expect(await store.listRunLeases(companyId, 'run-1')).toHaveLength(1);
     expect(readdirSync(join(dataDir, 'sandboxes', 'fake', 'leases', 'run-1'))).toHaveLength(1);
+  });
+
+  it('an acquire that lands after its run gave up frees what it made; the ended lease stays ended', async () => {
+    const companyId = uniqueId('co');
+    const environment = await sandboxEnvironment(companyId);
+    const request = RunRequestSchema.parse({
+      companyId,
+      heartbeatRunId: 'late',
+      environmentId: environment.id,
+      workspace: { baseCwd: '/w', cwd: '/w' },
+    });
+    // The provider makes the sandbox, then the attempt stalls; meanwhile the run gives up and its release
+    // ends the lease (no resource was recorded on it yet, so there was nothing for the release to free).
+    let resume!: () => void;
+    const stalled = new Promise<void>((r) => (resume = r));
+    let made!: () => void;
+    const madeIt = new Promise<void>((r) => (made = r));
+    const fake = createFakeProvider({ rootDir: join(dataDir, 'sandboxes', 'fake') });
+    const slow = new ProviderRegistry([
+      {
+        ...fake,
+        acquireLease: async (...args: Parameters<typeof fake.acquireLease>) => {
+          const acquired = await fake.acquireLease(...args);
+          made();
+          await stalled;
+          return acquired;
+        },
+      },
+    ]);
+    const acquiring = env(1, 'wf-late')
+      .run(createActivities({ store, drivers: createDrivers(slow) }).acquireLease, {
+        request,
+        environmentId: environment.id,
+      })
+      .catch((e: unknown) => e);
+    await madeIt;
+    const [row] = await store.listRunLeases(companyId, 'late');
+    await store.updateLease(row!.id, { status: 'failed', releasedAt: new Date(), cleanupStatus: 'success' });
+    resume();
+    expect(await acquiring).toMatchObject({ type: 'lease_acquire_failed', nonRetryable: true });
+    const [lease] = await store.listRunLeases(companyId, 'late');
+    expect(lease).toMatchObject({ status: 'failed', providerLeaseId: null });
+    expect(lease!.metadata).toMatchObject({ lateAcquire: 'freed' });
+    // The sandbox it made is gone: nothing is left that no lease points at.
+    const leaseDir = join(dataDir, 'sandboxes', 'fake', 'leases', 'late');
+    expect(existsSync(leaseDir) ? readdirSync(leaseDir) : []).toEqual([]);
   });
 
   it('after a crash between the lease row and the provider call, the retry adopts the row', async () => {
@@ -85,7 +133,7 @@ describe('acquireLease', () => {
       metadata: null,
       expiresAt: null,
     });
-    const lease = await env(2, 'wf-b').run(acts().acquireLease, { request, environment });
+    const lease = await env(2, 'wf-b').run(acts().acquireLease, { request, environmentId: environment.id });
     expect(lease.id).toBe(orphan.id);
     expect(lease.providerLeaseId).toMatch(/^fake:\/\/run-2\//);
     expect(await store.listRunLeases(companyId, 'run-2')).toHaveLength(1);
@@ -119,7 +167,7 @@ describe('exactly-once create with bubblewrap', () => {
     });
     const leases = [];
     for (const attempt of [2, 3, 4, 5])
-      leases.push(await env(attempt, 'wf-bw').run(acts.acquireLease, { request, environment }));
+      leases.push(await env(attempt, 'wf-bw').run(acts.acquireLease, { request, environmentId: environment.id }));
     expect(new Set(leases.map((l) => l.id)).size).toBe(1);
     expect(new Set(leases.map((l) => l.providerLeaseId)).size).toBe(1);
     expect(leases[0]!.metadata).toHaveProperty('provider.adopted', true);
@@ -137,7 +185,7 @@ describe('realizeWorkspace', () => {
     const environment = await store.ensureLocalEnvironment(companyId);
     const cwd = tempWorkspace();
     const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-3', workspace: { baseCwd: cwd, cwd } });
-    const lease = await env(1, 'wf-c').run(acts.acquireLease, { request, environment });
+    const lease = await env(1, 'wf-c').run(acts.acquireLease, { request, environmentId: environment.id });
     await expect(
       env(1, 'wf-c').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null }),
     ).rejects.toMatchObject({
@@ -181,7 +229,7 @@ describe('realizeWorkspace', () => {
       },
       runtimeOverlay: { provisionCommand: 'git rev-parse --abbrev-ref HEAD > branch.txt' },
     });
-    const lease = await env(1, 'wf-d').run(acts.acquireLease, { request, environment });
+    const lease = await env(1, 'wf-d').run(acts.acquireLease, { request, environmentId: environment.id });
     const first = await env(1, 'wf-d').run(acts.realizeWorkspace, {
       request,
       environment,
@@ -217,7 +265,7 @@ describe('realizeWorkspace', () => {
       provisionTimeoutMs: 300,
       runtimeOverlay: { provisionCommand: 'sleep 5; touch late' },
     });
-    const lease = await env(1, 'wf-e').run(acts.acquireLease, { request, environment });
+    const lease = await env(1, 'wf-e').run(acts.acquireLease, { request, environmentId: environment.id });
     const started = Date.now();
     await expect(
       env(1, 'wf-e').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null }),

@@ -40,13 +40,11 @@ describe('happy path', () => {
     expect(result.workspaceRealization).toMatchObject({ version: 1, transport: 'local', sync: { strategy: 'none' } });
     expect(await scheduledActivities(h, req.companyId, req.heartbeatRunId)).toEqual([
       'local:resolveEnvironment',
+      // Writes its activity-log row in the same transaction as the lease.
       'acquireLease',
-      'local:logActivity',
-      'realizeWorkspace',
-      'local:persistMetadata',
-      // On the host that holds the folder (its own task queue), not in whichever worker runs the workflow.
-      'resolveTarget',
-      'local:logActivity',
+      // Realize, persist (with its log row) and resolve the target, on the host that holds the folder (its
+      // own task queue), not in whichever worker runs the workflow.
+      'prepareWorkspace',
     ]);
     // The company's local environment was ensured on demand, exactly one.
     const envs = await h.admin.listEnvironments(req.companyId);
@@ -139,9 +137,10 @@ describe('happy path', () => {
     expect(result.remoteExecution).toBeNull();
     expect(result.lease.providerLeaseId).toBe(`plugin://acme/vm/${req.heartbeatRunId}`);
     const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
-    expect(steps).not.toContain('realizeWorkspace');
-    expect(steps).not.toContain('local:persistMetadata');
-    expect(steps).toContain('local:resolveTarget');
+    // The plugin realizes nothing: the prepare step only resolves its target.
+    expect(steps).toEqual(['local:resolveEnvironment', 'acquireLease', 'prepareWorkspace']);
+    const leased = await h.store.getLease(companyId, result.lease.id);
+    expect(leased!.metadata).not.toHaveProperty('workspaceRealization');
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
 });
@@ -166,9 +165,11 @@ describe('failures', () => {
     const end = await runEnd(h, companyId, req.heartbeatRunId);
     expect(end).toBeInstanceOf(WorkflowFailedError);
     const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
-    expect(steps.filter((s) => s.endsWith('resolveTarget'))).toEqual([]);
-    expect(steps).not.toContain('local:persistMetadata');
-    expect(steps.filter((s) => s === 'realizeWorkspace')).toHaveLength(1); // one activity, retried inside by policy
+    // One prepare activity, retried inside by policy; it never got as far as persisting or the target.
+    expect(steps.filter((s) => s === 'prepareWorkspace')).toHaveLength(1);
+    expect((await h.store.listActivity(companyId, { runId: req.heartbeatRunId })).map((l) => l.action)).not.toContain(
+      ACTIVITY_ACTIONS.workspaceRealized,
+    );
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
     expect(lease).toMatchObject({ status: 'failed', cleanupStatus: 'success' });
     expect(lease!.failureReason).toContain('workspace_realization_failed');
@@ -438,7 +439,7 @@ describe('lifecycle', () => {
     let seen: unknown = null;
     for (let i = 0; i < 80 && !seen; i++) {
       const desc = await h.client.temporal.workflow.getHandle(workflowId).describe();
-      const pending = desc.raw.pendingActivities?.find((a) => a.activityType?.name === 'realizeWorkspace');
+      const pending = desc.raw.pendingActivities?.find((a) => a.activityType?.name === 'prepareWorkspace');
       const payload = pending?.heartbeatDetails?.payloads?.[0]?.data;
       if (payload) {
         const details = JSON.parse(Buffer.from(payload).toString('utf8')) as { lastLine?: string };

@@ -89,7 +89,7 @@ it('every run gets ready, exec reaches its own sandbox, and release cleans up on
   const history = await h.client.temporal.workflow.getHandle(`envrun/${companyId}/run-0`).fetchHistory();
   const queues = (history.events ?? [])
     .map((e) => e.activityTaskScheduledEventAttributes)
-    .filter((a) => a?.activityType?.name === 'realizeWorkspace' || a?.activityType?.name === 'execCommand')
+    .filter((a) => a?.activityType?.name === 'prepareWorkspace' || a?.activityType?.name === 'execCommand')
     .map((a) => a!.taskQueue?.name);
   expect(queues).toEqual([hostTaskQueue(h.taskQueue, String(hosts[0])), hostTaskQueue(h.taskQueue, String(hosts[0]))]);
 

@@ -97,8 +97,7 @@ describe('realizeForRun', () => {
     expect(result.remoteExecution).toBeNull();
     expect(result.workspaceRealization).toEqual(expect.objectContaining({ version: 1, driver: 'local' }));
     const activities = await scheduledActivities(h, companyId, 'run-1');
-    expect(activities.filter((a) => a === 'realizeWorkspace')).toHaveLength(1);
-    expect(activities.filter((a) => a.endsWith('resolveTarget'))).toHaveLength(1);
+    expect(activities.filter((a) => a === 'prepareWorkspace')).toHaveLength(1);
     await orchestrator.releaseForRun({ companyId, heartbeatRunId: 'run-1', status: 'succeeded' });
   });
 
@@ -131,7 +130,9 @@ describe('realizeForRun', () => {
     expect(err.driver).toBe('local');
     expect(err.message).toContain('sandbox unreachable');
     expect(err.cause).toBeDefined();
-    expect((await scheduledActivities(h, companyId, 'run-f')).some((a) => a.endsWith('resolveTarget'))).toBe(false);
+    expect((await h.store.listActivity(companyId, { runId: 'run-f' })).map((l) => l.action)).not.toContain(
+      ACTIVITY_ACTIONS.workspaceRealized,
+    );
     // It threw once the step's retries were spent: the run did not wait for an operator.
     expect((await h.client.waitEnded(companyId, 'run-f'))?.phase).toBe('failed');
   });
@@ -163,7 +164,7 @@ describe('realizeForRun', () => {
     const result = await acquireAndRealize(companyId, 'run-p', { environmentId: env.id });
     expect(result.workspaceRealization).toEqual({});
     expect(result.executionTarget).toBeNull();
-    expect(await scheduledActivities(h, companyId, 'run-p')).not.toContain('realizeWorkspace');
+    expect((await h.store.getLease(companyId, result.lease.id))!.metadata).not.toHaveProperty('workspaceRealization');
     await orchestrator.releaseForRun({ companyId, heartbeatRunId: 'run-p', status: 'succeeded' });
   });
 

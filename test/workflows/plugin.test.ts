@@ -80,8 +80,9 @@ it('a plugin environment reaches ready with {} and a null target; the plugin acq
   const dir = leaseDir(result.lease.metadata);
   expect(existsSync(dir)).toBe(true);
   const steps = await scheduledActivities(h, companyId, req.heartbeatRunId);
-  expect(steps).not.toContain('realizeWorkspace');
-  expect(steps).toContain('local:resolveTarget'); // acme's target is a check on this host
+  // One prepare step that only resolves the target: the plugin realizes nothing, nothing is persisted.
+  expect(steps).toEqual(['local:resolveEnvironment', 'acquireLease', 'prepareWorkspace']);
+  expect((await h.store.getLease(companyId, result.lease.id))!.metadata).not.toHaveProperty('workspaceRealization');
 
   const workflowId = runWorkflowId(companyId, req.heartbeatRunId);
   expect(callsOf({ heartbeatRunId: req.heartbeatRunId }).map((c) => c.op)).toEqual(['acquire', 'resolveTarget']);
@@ -232,7 +233,7 @@ it('a plugin that realizes: the run realizes through the plugin and gets a plugi
   const cwd = (req.workspace as { cwd: string }).cwd;
   writeFileSync(join(cwd, 'src.txt'), 'source');
   const result = await h.client.startRunAndWaitReady(req);
-  expect(await scheduledActivities(h, companyId, req.heartbeatRunId)).toContain('realizeWorkspace');
+  expect((await h.store.getLease(companyId, result.lease.id))!.metadata).toHaveProperty('workspaceRealization');
   const record = WorkspaceRealizationRecordSchema.parse(result.workspaceRealization);
   expect(record).toMatchObject({
     driver: 'plugin',

@@ -59,8 +59,14 @@ describe('ssh driver', () => {
       spec: { host: '127.0.0.1', port: sshd.port, privateKeySecretRef: `env:${KEY_VAR}` },
     });
     expect(result.remoteExecution).toEqual((result.executionTarget as { spec: unknown }).spec);
-    // Resolving an SSH target goes over the network: an ordinary activity, never a local one.
-    expect(await scheduledActivities(h, companyId, req.heartbeatRunId)).toContain('resolveTarget');
+    // Realizing and resolving an SSH target go over the network: an ordinary activity on the shared queue.
+    const steps = await h.client.temporal.workflow
+      .getHandle(runWorkflowId(companyId, req.heartbeatRunId))
+      .fetchHistory();
+    const prepare = (steps.events ?? []).find(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'prepareWorkspace',
+    );
+    expect(prepare?.activityTaskScheduledEventAttributes?.taskQueue?.name).toBe(h.taskQueue);
     expect(result.workspaceRealization).toMatchObject({
       transport: 'ssh',
       sync: { strategy: 'ssh_archive_upload_download' },

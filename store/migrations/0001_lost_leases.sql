@@ -1,0 +1,2 @@
+DROP INDEX "environment_leases_one_per_run";--> statement-breakpoint
+CREATE UNIQUE INDEX "environment_leases_one_per_run" ON "environment_leases" USING btree ("company_id","heartbeat_run_id") WHERE status <> 'lost';
