@@ -24,8 +24,9 @@ export interface PrepareWorkspaceInput {
 }
 
 export interface PreparedWorkspace {
+  /** The stored lease: once realized, its metadata holds the realization record (carried once, there). */
   lease: EnvironmentLease;
-  record: WorkspaceRealizationRecord | null;
+  realized: boolean;
   persistedExecutionWorkspace: ExecutionWorkspace | null;
   executionTarget: ExecutionTarget;
   remoteExecution: RemoteExecutionSpec;
@@ -99,13 +100,13 @@ export function createPrepareWorkspace(deps: ActivityDeps) {
       }
     }
     const target = await resolveTarget({ environment, lease, record });
-    return { lease: withoutRecord(lease), record, persistedExecutionWorkspace, ...target };
+    return { lease, realized: record !== null, persistedExecutionWorkspace, ...target };
   };
 }
 
 /**
- * The lease as the workflow carries it: its stored metadata without the realization record, which travels
- * beside it (`record`) and would otherwise be in the run's history twice. The database keeps it whole.
+ * A released lease as the workflow carries it: its stored metadata without the realization record, which
+ * the run's result already has. The database keeps it whole.
  */
 export function withoutRecord(lease: EnvironmentLease): EnvironmentLease {
   if (!lease.metadata || !('workspaceRealization' in lease.metadata)) return lease;

@@ -492,6 +492,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           ENVRUN_WORKFLOW_BUNDLE: bundle,
           ENVRUN_SHUTDOWN_GRACE_MS: String(hostGraceMs),
           ENVRUN_LOG_LEVEL: 'INFO', // the start line is an info line
+          // Host loss is detected within 45 s: deploy/dynamicconfig.yaml has idle workers poll every 20 s.
+          ENVRUN_HOST_STALE_MS: '45000',
           ...options.hostEnv,
         },
         stdio: ['ignore', 'pipe', 'pipe'],

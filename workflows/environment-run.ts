@@ -21,7 +21,13 @@ import {
   type ErrorCode,
 } from '../contracts/constants.js';
 import type { PrepareWorkspaceInput, PreparedWorkspace } from '../activities/prepare-workspace.js';
-import type { Environment, RealizeRequest, RunOutcome, RunRequest } from '../contracts/index.js';
+import type {
+  Environment,
+  RealizeRequest,
+  RunOutcome,
+  RunRequest,
+  WorkspaceRealizationRecord,
+} from '../contracts/index.js';
 import { dbSteps, sharedSteps } from './activity-options.js';
 import { capacityGates, giveBackSlots, waitForSlots } from './capacity.js';
 import { releaseLeases } from './release.js';
@@ -71,7 +77,7 @@ export async function environmentRun(input: RunInput): Promise<RunOutcome> {
             lease: placed.lease,
             executionTarget: placed.executionTarget,
             remoteExecution: placed.remoteExecution,
-            workspaceRealization: placed.record ?? {},
+            workspaceRealization: (placed.lease.metadata?.workspaceRealization as WorkspaceRealizationRecord) ?? {},
             persistedExecutionWorkspace: placed.persistedExecutionWorkspace,
           },
           environment.driver,
@@ -206,7 +212,7 @@ async function prepare(run: Run, args: PrepareWorkspaceInput): Promise<PreparedW
   for (;;) {
     try {
       const prepared = await onHost(run, (steps) => steps.prepareWorkspace(args));
-      if (prepared.record) run.realized(run.leasedRun!.environment.driver, Date.now() - started);
+      if (prepared.realized) run.realized(run.leasedRun!.environment.driver, Date.now() - started);
       return prepared;
     } catch (err) {
       if (isCancellation(err) || err instanceof HostLostError || args.request.awaitRetryMs === 0) throw err;

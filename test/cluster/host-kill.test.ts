@@ -1,7 +1,10 @@
-// Fault: one of the two envrun worker hosts is killed (SIGKILL) while it runs realizations. Its realize
-// attempts time out on their heartbeat and are retried by the other host; its sticky workflow tasks time
-// out to the shared queue. Every run is finished by the surviving host (or fails with a declared code), and
-// the audit holds: one lease per run, no active lease, no leftover sandbox, no duplicate log entry.
+// Fault: one of the two envrun worker hosts is killed (SIGKILL) while it runs realizations. On a resource
+// any host reaches (the shared provider), its prepare attempts time out on their heartbeat and are retried
+// by the other host. On a host-bound one (the fake provider, whose sandboxes live in the dead host's data
+// folder), the run finds the host gone (its queue has no poller within ENVRUN_HOST_STALE_MS), ends that
+// lease `lost` and is placed again on the other host. Its sticky workflow tasks time out to the shared
+// queue. Every run is finished by the surviving host, and the audit holds: one lease per run besides the
+// lost ones, no active lease, no leftover sandbox, no duplicate log entry.
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { audit } from '../support/audit.js';
 import { uniqueId } from '../support/harness.js';
@@ -26,6 +29,23 @@ it('kill -9 one worker host mid-realization: the other host finishes its runs, t
     driver: 'sandbox',
     config: { provider: 'shared' },
   });
+  const fake = await c.admin.createEnvironment({
+    companyId,
+    name: 'fake',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  const bound = Array.from({ length: 6 }, (_, i) => `bound-${i}`);
+  for (const id of bound)
+    await c.client.startRun(
+      runRequest({
+        companyId,
+        heartbeatRunId: id,
+        environmentId: fake.id,
+        hostPickupMs: 2000,
+        runtimeOverlay: { provisionCommand: 'sleep 20; echo done > provisioned' },
+      }),
+    );
   const runs = Array.from({ length: 8 }, (_, i) => `run-${i}`);
   for (const id of runs)
     await c.client.startRun(
@@ -52,10 +72,24 @@ it('kill -9 one worker host mid-realization: the other host finishes its runs, t
     60_000,
   );
   expect([...realizing.values()].every((h) => h >= 0)).toBe(true);
-  const perHost = hosts.map((_, i) => [...realizing.values()].filter((h) => h === i).length);
+  // The victim: the host with the most runs in flight, shared or host-bound (bound ones by their lease).
+  const boundHosts: string[] = [];
+  for (const id of bound) boundHosts.push(String((await c.store.findRunLease(companyId, id))?.metadata?.hostId));
+  const perHost = hosts.map(
+    (h, i) => [...realizing.values()].filter((x) => x === i).length + boundHosts.filter((x) => x === h.id).length,
+  );
   const victim = perHost.indexOf(Math.max(...perHost));
   const victimRuns = [...realizing].filter(([, h]) => h === victim).map(([id]) => id);
   console.log(`host-kill: realizing per host ${JSON.stringify(perHost)}; killing host ${victim} (${victimRuns})`);
+  // The host-bound runs realizing on the victim (a 20 s provision: none is ready yet): their sandboxes die
+  // with it.
+  const boundOnVictim: string[] = [];
+  for (const id of bound) {
+    const lease = await c.store.findRunLease(companyId, id);
+    if (lease?.metadata?.hostId === hosts[victim]!.id && (await c.client.getRun(companyId, id))?.phase === 'realizing')
+      boundOnVictim.push(id);
+  }
+  expect(boundOnVictim.length, 'host-bound runs on the victim').toBeGreaterThan(0);
   await control(`hosts/${victim}/kill`);
   killed = victim;
 
@@ -66,8 +100,24 @@ it('kill -9 one worker host mid-realization: the other host finishes its runs, t
   // The killed host's realizations were finished by the survivor: the attempt the history records is its.
   const survivor = hosts.find((_, i) => i !== victim)!;
   for (const id of victimRuns) expect(await c.realizedBy(companyId, id), id).toMatch(new RegExp(`^${survivor.pid}@`));
-  for (const id of runs)
+  // Host-bound runs are ready on the survivor; those the victim held were placed again, their first lease lost.
+  const survivorId = hosts.find((_, i) => i !== victim)!.id;
+  for (const id of bound) {
+    const ready = await c.client.waitReady(companyId, id);
+    expect(ready.lease.metadata?.hostId, id).toBe(
+      boundOnVictim.includes(id) ? survivorId : ready.lease.metadata?.hostId,
+    );
+  }
+  console.log(`host-kill: host-bound runs realizing on the victim: ${boundOnVictim}`);
+  for (const id of boundOnVictim) {
+    const leases = await c.store.listRunLeases(companyId, id);
+    expect(
+      leases.map((l) => l.status),
+      id,
+    ).toEqual(['lost', 'active']);
+  }
+  for (const id of [...runs, ...bound])
     expect((await c.client.completeRun(companyId, id, { status: 'succeeded' })).phase).toBe('released');
-  const outcomes = await audit(c, companyId, runs);
+  const outcomes = await audit(c, companyId, [...runs, ...bound]);
   expect(new Set(outcomes.values())).toEqual(new Set(['completed']));
-}, 240_000);
+}, 360_000);

@@ -54,7 +54,7 @@ export async function clusterClients(): Promise<ClusterClients> {
     fakeRoot: cluster.sharedSandboxes,
     async realizingOn(companyId, runId) {
       const description = await client.temporal.workflow.getHandle(runWorkflowId(companyId, runId)).describe();
-      const pending = description.raw.pendingActivities?.find((a) => a.activityType?.name === 'realizeWorkspace');
+      const pending = description.raw.pendingActivities?.find((a) => a.activityType?.name === 'prepareWorkspace');
       return pending?.lastStartedTime && pending.lastWorkerIdentity ? pending.lastWorkerIdentity : null;
     },
     async realizedBy(companyId, runId) {
@@ -65,7 +65,7 @@ export async function clusterClients(): Promise<ClusterClients> {
         const scheduled = e.activityTaskScheduledEventAttributes;
         if (scheduled) types.set(String(e.eventId), scheduled.activityType?.name ?? '');
         const started = e.activityTaskStartedEventAttributes;
-        if (started && types.get(String(started.scheduledEventId)) === 'realizeWorkspace')
+        if (started && types.get(String(started.scheduledEventId)) === 'prepareWorkspace')
           identity = started.identity ?? null;
       }
       return identity;
