@@ -104,16 +104,6 @@ export function createPrepareWorkspace(deps: ActivityDeps) {
   };
 }
 
-/**
- * A released lease as the workflow carries it: its stored metadata without the realization record, which
- * the run's result already has. The database keeps it whole.
- */
-export function withoutRecord(lease: EnvironmentLease): EnvironmentLease {
-  if (!lease.metadata || !('workspaceRealization' in lease.metadata)) return lease;
-  const { workspaceRealization: _kept, ...metadata } = lease.metadata;
-  return { ...lease, metadata };
-}
-
 /** How long persisting waits out a database outage once the workspace is realized. */
 const PERSIST_WINDOW_MS = 10 * 60_000;
 

@@ -4,7 +4,6 @@ import { finalLeaseStatus, type ReleaseOutcome } from '../leases/policy.js';
 import { releaseLease as releaseOne } from '../leases/release.js';
 import { failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
-import { withoutRecord } from './prepare-workspace.js';
 
 export type { ReleaseOutcome } from '../leases/policy.js';
 
@@ -98,6 +97,6 @@ export function createReleaseLease(deps: ActivityDeps) {
         { nonRetryable: false },
       );
     }
-    return { leases: result.map(withoutRecord), cleanupFailures };
+    return { leases: result, cleanupFailures };
   };
 }

@@ -326,7 +326,7 @@ export class EnvRunClient {
     return this.getRun(companyId, heartbeatRunId);
   }
 
-  /** The agent is done: the workflow releases the lease. Returns the run after release. */
+  /** The agent is done: the workflow releases the lease. Returns the run after release (`result`: null). */
   async completeRun(
     companyId: string,
     heartbeatRunId: string,

@@ -368,7 +368,9 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
     async (completion: CompleteRun) => {
       state.completion = { status: completion.status, failureReason: completion.failureReason ?? null };
       await condition(() => run.releaseDone);
-      return state;
+      // The run after release; its ready result is left out (the lease it names is released, and the run's
+      // history need not hold it a third time). getRun still shows it.
+      return { ...state, result: null };
     },
     {
       validator: (completion: CompleteRun) => {

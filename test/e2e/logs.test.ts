@@ -151,7 +151,7 @@ it('at ENVRUN_LOG_LEVEL=WARN only warnings and errors are logged, a failed step 
   await runs.completeRun(ok.companyId, ok.heartbeatRunId, { status: 'succeeded' });
   const failing = runRequest({ runtimeOverlay: { provisionCommand: 'exit 9' } });
   await expectRunError(runs.startRunAndWaitReady(failing), 'workspace_realization_failed');
-  const failed = (l: Line) => l.msg === 'step failed' && l.step === 'realizeWorkspace';
+  const failed = (l: Line) => l.msg === 'step failed' && l.step === 'prepareWorkspace';
   await until(() => w.lines().some(failed), 'the failed step to be logged');
   await connection.close();
   w.child.kill('SIGTERM');
