@@ -9,8 +9,8 @@ import type {
 import { ACTIVITY_ACTIONS, leaseEventRow } from '../contracts/index.js';
 import { stepContext, type ActivityDeps } from './deps.js';
 import { asRunFailure, NO_CONTEXT, runFailure } from './errors.js';
-import { createRealizeWorkspace } from './realize-workspace.js';
-import { createResolveTarget } from './resolve-target.js';
+import { realizeCurrent } from './realize-workspace.js';
+import { resolveCurrentTarget } from './resolve-target.js';
 
 /** Ids, not records: the step reads the environment, lease and execution workspace as they are now. */
 export interface PrepareWorkspaceInput {
@@ -39,8 +39,6 @@ export interface PreparedWorkspace {
  * again over what is there, rewrites the same rows, resolves the same target).
  */
 export function createPrepareWorkspace(deps: ActivityDeps) {
-  const realizeWorkspace = createRealizeWorkspace(deps);
-  const resolveTarget = createResolveTarget(deps);
   return async function prepareWorkspace(input: PrepareWorkspaceInput): Promise<PreparedWorkspace> {
     const { request } = input;
     const environment = await deps.store.getEnvironment(request.companyId, input.environmentId);
@@ -62,7 +60,7 @@ export function createPrepareWorkspace(deps: ActivityDeps) {
     let record: WorkspaceRealizationRecord | null = null;
     let persistedExecutionWorkspace = executionWorkspace;
     if (input.realizes) {
-      const realized = await realizeWorkspace({ request, environment, lease, executionWorkspace });
+      const realized = await realizeCurrent(deps, { request, environment, lease, executionWorkspace });
       const realizedRecord = (record = realized.record);
       const held = lease;
       try {
@@ -99,9 +97,16 @@ export function createPrepareWorkspace(deps: ActivityDeps) {
         });
       }
     }
-    const target = await resolveTarget({ environment, lease, record });
+    const target = await resolveCurrentTarget(deps, { environment, lease, record });
     return { lease, realized: record !== null, persistedExecutionWorkspace, ...target };
   };
+}
+
+/** A lease without its realization record, for a payload whose reader has the record already. */
+export function withoutRecord(lease: EnvironmentLease): EnvironmentLease {
+  if (!lease.metadata || !('workspaceRealization' in lease.metadata)) return lease;
+  const { workspaceRealization: _record, ...metadata } = lease.metadata;
+  return { ...lease, metadata };
 }
 
 /** How long persisting waits out a database outage once the workspace is realized. */

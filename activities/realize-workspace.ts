@@ -76,52 +76,60 @@ export function buildRealizationRequest(
  */
 export function createRealizeWorkspace(deps: ActivityDeps) {
   return async function realizeWorkspace(original: RealizeWorkspaceInput): Promise<RealizeWorkspaceOutput> {
-    const environment = await currentEnvironment(deps, original.environment);
-    const context = failureContext(deps, environment);
-    const input = { ...original, environment, request: realizable(deps, original.request, context) };
-    const driver = driverFor(deps, input.environment);
-    if (!driver.realize) {
-      throw runFailure('workspace_realization_failed', `driver ${driver.driver} does not realize workspaces`, context, {
-        nonRetryable: true,
-      });
-    }
-    const realizationRequest = buildRealizationRequest(input);
-    const provisionTimeoutMs =
-      input.request.provisionTimeoutMs ??
-      (input.environment.config.provisionTimeoutMs as number | undefined) ??
-      deps.provisionTimeoutMs ??
-      DEFAULT_PROVISION_TIMEOUT_MS;
-    let record: DriverRealization | null;
-    // Heartbeat even while a provision command prints nothing: that is how a cancel reaches this attempt.
-    const activity = Context.current();
-    const step = stepContext();
-    const beat = setInterval(() => step.beat(), 1000);
-    try {
-      record = await driver.realize(step, { ...input, realizationRequest, provisionTimeoutMs });
-    } catch (err) {
-      if (activity.cancellationSignal.aborted) throw new CancelledFailure('realization cancelled'); // reported as cancelled, not failed
-      throw asRunFailure(err, 'workspace_realization_failed', context);
-    } finally {
-      clearInterval(beat);
-    }
-    if (!record) {
-      throw runFailure(
-        'workspace_realization_failed',
-        `driver ${driver.driver} returned no workspace realization record`,
-        context,
-      );
-    }
-    const checked = WorkspaceRealizationRecordSchema.safeParse({ ...record, driver: environment.driver });
-    if (!checked.success) {
-      throw runFailure(
-        'workspace_realization_failed',
-        `driver ${driver.driver} returned an invalid realization record: ${describeZodError(checked.error, 'record')}`,
-        context,
-        { nonRetryable: true },
-      );
-    }
-    return { realizationRequest, record: checked.data };
+    return realizeCurrent(deps, { ...original, environment: await currentEnvironment(deps, original.environment) });
   };
+}
+
+/** Realizes with the environment as given: the caller has just read it. */
+export async function realizeCurrent(
+  deps: ActivityDeps,
+  original: RealizeWorkspaceInput,
+): Promise<RealizeWorkspaceOutput> {
+  const { environment } = original;
+  const context = failureContext(deps, environment);
+  const input = { ...original, environment, request: realizable(deps, original.request, context) };
+  const driver = driverFor(deps, input.environment);
+  if (!driver.realize) {
+    throw runFailure('workspace_realization_failed', `driver ${driver.driver} does not realize workspaces`, context, {
+      nonRetryable: true,
+    });
+  }
+  const realizationRequest = buildRealizationRequest(input);
+  const provisionTimeoutMs =
+    input.request.provisionTimeoutMs ??
+    (input.environment.config.provisionTimeoutMs as number | undefined) ??
+    deps.provisionTimeoutMs ??
+    DEFAULT_PROVISION_TIMEOUT_MS;
+  let record: DriverRealization | null;
+  // Heartbeat even while a provision command prints nothing: that is how a cancel reaches this attempt.
+  const activity = Context.current();
+  const step = stepContext();
+  const beat = setInterval(() => step.beat(), 1000);
+  try {
+    record = await driver.realize(step, { ...input, realizationRequest, provisionTimeoutMs });
+  } catch (err) {
+    if (activity.cancellationSignal.aborted) throw new CancelledFailure('realization cancelled'); // reported as cancelled, not failed
+    throw asRunFailure(err, 'workspace_realization_failed', context);
+  } finally {
+    clearInterval(beat);
+  }
+  if (!record) {
+    throw runFailure(
+      'workspace_realization_failed',
+      `driver ${driver.driver} returned no workspace realization record`,
+      context,
+    );
+  }
+  const checked = WorkspaceRealizationRecordSchema.safeParse({ ...record, driver: environment.driver });
+  if (!checked.success) {
+    throw runFailure(
+      'workspace_realization_failed',
+      `driver ${driver.driver} returned an invalid realization record: ${describeZodError(checked.error, 'record')}`,
+      context,
+      { nonRetryable: true },
+    );
+  }
+  return { realizationRequest, record: checked.data };
 }
 
 /**

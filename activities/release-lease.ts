@@ -4,6 +4,7 @@ import { finalLeaseStatus, type ReleaseOutcome } from '../leases/policy.js';
 import { releaseLease as releaseOne } from '../leases/release.js';
 import { failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure } from './errors.js';
+import { withoutRecord } from './prepare-workspace.js';
 
 export type { ReleaseOutcome } from '../leases/policy.js';
 
@@ -18,6 +19,8 @@ export interface ReleaseLeaseInput {
   finalAttempt: number;
   /** The run's agent, for the activity-log rows this step writes. */
   agentId?: string | null;
+  /** This lease comes back without its realization record: the run has it already and puts it back. */
+  recordKnownFor?: string | null;
 }
 
 export interface CleanupFailure {
@@ -97,6 +100,9 @@ export function createReleaseLease(deps: ActivityDeps) {
         { nonRetryable: false },
       );
     }
-    return { leases: result, cleanupFailures };
+    return {
+      leases: result.map((l) => (l.id === input.recordKnownFor ? withoutRecord(l) : l)),
+      cleanupFailures,
+    };
   };
 }

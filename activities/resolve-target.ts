@@ -29,23 +29,30 @@ export function toRemoteSpec(target: ExecutionTarget): RemoteExecutionSpec {
 /** Step 5: how the agent reaches the realized workspace. */
 export function createResolveTarget(deps: ActivityDeps) {
   return async function resolveTarget(original: ResolveTargetInput): Promise<ResolvedTarget> {
-    const input = { ...original, environment: await currentEnvironment(deps, original.environment) };
-    const context = failureContext(deps, input.environment);
-    let target: ExecutionTarget;
-    try {
-      target = await driverFor(deps, input.environment).resolveTarget(stepContext(), input);
-    } catch (err) {
-      throw asRunFailure(err, 'transport_resolution_failed', context);
-    }
-    const checked = ExecutionTargetSchema.safeParse(target);
-    if (!checked.success) {
-      throw runFailure(
-        'transport_resolution_failed',
-        `invalid execution target: ${describeZodError(checked.error, 'target')}`,
-        context,
-        { nonRetryable: true },
-      );
-    }
-    return { executionTarget: checked.data, remoteExecution: toRemoteSpec(checked.data) };
+    return resolveCurrentTarget(deps, {
+      ...original,
+      environment: await currentEnvironment(deps, original.environment),
+    });
   };
+}
+
+/** Resolves with the environment as given: the caller has just read it. */
+export async function resolveCurrentTarget(deps: ActivityDeps, input: ResolveTargetInput): Promise<ResolvedTarget> {
+  const context = failureContext(deps, input.environment);
+  let target: ExecutionTarget;
+  try {
+    target = await driverFor(deps, input.environment).resolveTarget(stepContext(), input);
+  } catch (err) {
+    throw asRunFailure(err, 'transport_resolution_failed', context);
+  }
+  const checked = ExecutionTargetSchema.safeParse(target);
+  if (!checked.success) {
+    throw runFailure(
+      'transport_resolution_failed',
+      `invalid execution target: ${describeZodError(checked.error, 'target')}`,
+      context,
+      { nonRetryable: true },
+    );
+  }
+  return { executionTarget: checked.data, remoteExecution: toRemoteSpec(checked.data) };
 }

@@ -173,9 +173,9 @@ export const RunStateSchema = z.object({
 });
 export type RunState = z.infer<typeof RunStateSchema>;
 
-/** What the workflow returns when it ends without error. */
+/** What the workflow returns when it ends without error (the released rows are in its final state, getRun). */
 export const RunOutcomeSchema = z.object({
   status: z.enum(['succeeded', 'failed', 'expired']),
-  releasedLeases: z.array(EnvironmentLeaseSchema),
+  releasedLeaseIds: z.array(z.string()),
 });
 export type RunOutcome = z.infer<typeof RunOutcomeSchema>;

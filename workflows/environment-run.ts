@@ -114,7 +114,7 @@ export async function environmentRun(input: RunInput): Promise<RunOutcome> {
   if (state.error) throw applicationFailure(state.error);
   return {
     status: held === 'expired' ? 'expired' : state.completion!.status,
-    releasedLeases: state.releasedLeases,
+    releasedLeaseIds: state.releasedLeases.map((l) => l.id),
   };
 }
 

@@ -44,9 +44,16 @@ export async function releaseLeases(run: Run, { input, expired, ttlMs }: Release
           failureReason,
           finalAttempt: RELEASE_ATTEMPTS,
           agentId: input.agentId ?? null,
+          recordKnownFor: state.result?.lease.metadata?.workspaceRealization ? state.result.lease.id : null,
         }),
       );
-      state.releasedLeases = released.leases;
+      // The rows as stored: the release step leaves out the realization record, which the run has.
+      const record = state.result?.lease.metadata?.workspaceRealization;
+      state.releasedLeases = released.leases.map((lease) =>
+        record && lease.id === state.result?.lease.id
+          ? { ...lease, metadata: { ...lease.metadata, workspaceRealization: record } }
+          : lease,
+      );
       const firstCleanupFailure = released.cleanupFailures[0];
       if (firstCleanupFailure && !state.error) {
         const message = `lease ${firstCleanupFailure.leaseId}: ${firstCleanupFailure.message}`;
