@@ -7,7 +7,8 @@ import { lstat, mkdtemp, readFile, realpath } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { Readable, Transform } from 'node:stream';
-import { Client } from 'ssh2';
+// Type only: ssh2 (and its crypto dependencies) loads when an ssh environment first connects (connect()).
+import type { Client } from 'ssh2';
 import {
   SshDriverConfig,
   describeZodError,
@@ -163,8 +164,9 @@ class HostKeyRejected extends NonRetryableError {
 async function connect(config: Config): Promise<Client> {
   const privateKey = await resolveSecretRef(config.privateKeySecretRef);
   const where = `${config.username}@${config.host}:${config.port}`;
+  const { Client: SshClient } = await import('ssh2');
   return new Promise((resolve, reject) => {
-    const client = new Client();
+    const client = new SshClient();
     let hostKeyError: Error | null = null;
     client.once('ready', () => resolve(client));
     client.once('error', (err) =>

@@ -12,7 +12,7 @@ import { EnvRunClient } from '../client/runs.js';
 import { loadConfig } from '../worker/config.js';
 import { createRuntimeDeps } from '../worker/deps.js';
 import { ensureSearchAttributes } from '../worker/search-attributes.js';
-import { createWorker } from '../worker/worker.js';
+import { bundleWorkflowsInChildProcess, createWorker } from '../worker/worker.js';
 import { startDevServer, type DevServer } from './dev-server.js';
 
 const say = (line: string) => console.log(`[envrun dev] ${line}`);
@@ -58,13 +58,17 @@ async function main(): Promise<void> {
   await ensureSearchAttributes(connection, config.temporal.namespace);
   deps.temporal = new Client({ connection, namespace: config.temporal.namespace });
   if (config.reaperEvery) await installReaperSchedule(deps.temporal, config.taskQueue, config.reaperEvery);
+  // Bundled in a child process: webpack stays out of this one (worker/worker.ts).
+  const bundle = config.workflowBundle ? null : await bundleWorkflowsInChildProcess();
   const worker = await createWorker({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.taskQueue,
     deps,
+    workflowBundlePath: config.workflowBundle ?? bundle!.path,
     shutdownGraceMs: 2000,
-  });
+    maxCachedWorkflows: config.maxCachedWorkflows,
+  }).finally(() => bundle?.remove());
   const running = worker.run();
   say(`worker polling task queue ${config.taskQueue}`);
 

@@ -11,9 +11,12 @@ const positiveInt = z.coerce.number().int().positive();
 /**
  * Runs whose workflow state the worker keeps in memory. A run held at ready waits, idle, for up to its
  * lease TTL; past this many, the least recently used is evicted and replayed from history when it next
- * has work (complete, renew, expiry), which bounds the worker's memory however many runs are held.
+ * has work (complete, renew, expiry), which bounds the worker's memory however many runs are held. 50 is
+ * above the runs a 2-core worker moves at once (its 40 workflow task slots; a smaller cache would evict
+ * runs mid-flight) and keeps 1,000 held runs within 250 MB; replaying an evicted run on completion costs
+ * a few ms (docs/benchmarks.md, "Worker memory").
  */
-export const DEFAULT_MAX_CACHED_WORKFLOWS = 250;
+export const DEFAULT_MAX_CACHED_WORKFLOWS = 50;
 
 export const EnvSchema = ClientEnvSchema.extend({
   ENVRUN_SHUTDOWN_GRACE_MS: positiveInt.default(10_000),

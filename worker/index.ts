@@ -9,10 +9,16 @@ import { redactUrl } from '../store/db.js';
 import { loadConfig, type EnvRunConfig } from './config.js';
 import { createRuntimeDeps } from './deps.js';
 import { ensureSearchAttributes } from './search-attributes.js';
-import { createWorker, type EnvRunWorker } from './worker.js';
+import { bundleWorkflowsInChildProcess, createWorker, type EnvRunWorker } from './worker.js';
 import { TemporalLogger, coreLogForwarding, createLogger, type EnvRunLogger } from './logging.js';
 
-export { createWorker, WORKFLOWS_PATH, type CreateWorkerOptions } from './worker.js';
+export {
+  bundleWorkflowsInChildProcess,
+  createWorker,
+  WORKFLOWS_PATH,
+  type CreateWorkerOptions,
+  type TemporaryBundle,
+} from './worker.js';
 export {
   TemporalLogger,
   coreLogForwarding,
@@ -73,16 +79,23 @@ export async function runWorker(config: EnvRunConfig = loadConfig(), options: Ru
     if (config.reaperEvery && (await installReaperSchedule(temporal, config.taskQueue, config.reaperEvery))) {
       log(`reaper schedule ${REAPER_SCHEDULE_ID} installed (every ${config.reaperEvery})`);
     }
-    const worker = await createWorker({
-      connection,
-      namespace: config.temporal.namespace,
-      taskQueue: config.taskQueue,
-      deps,
-      workflowBundlePath: config.workflowBundle,
-      shutdownGraceMs: config.shutdownGraceMs,
-      maxConcurrentActivities: config.maxConcurrentActivities,
-      maxCachedWorkflows: config.maxCachedWorkflows,
-    });
+    // No prebuilt bundle: bundled in a child process, so webpack never enters this one (worker/worker.ts).
+    const bundle = config.workflowBundle ? null : await bundleWorkflowsInChildProcess();
+    let worker: EnvRunWorker;
+    try {
+      worker = await createWorker({
+        connection,
+        namespace: config.temporal.namespace,
+        taskQueue: config.taskQueue,
+        deps,
+        workflowBundlePath: config.workflowBundle ?? bundle!.path,
+        shutdownGraceMs: config.shutdownGraceMs,
+        maxConcurrentActivities: config.maxConcurrentActivities,
+        maxCachedWorkflows: config.maxCachedWorkflows,
+      });
+    } finally {
+      await bundle?.remove();
+    }
     const store = config.databaseUrl ? redactUrl(config.databaseUrl) : `embedded (${config.dataDir})`;
     const { address, namespace } = config.temporal;
     say(

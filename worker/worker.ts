@@ -1,13 +1,53 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 import { hostTaskQueue } from '../contracts/index.js';
+import { tsxLoaderUrl } from '../store/embedded.js';
 import { stepLogInterceptor } from './logging.js';
 
 // Run from dist/ (compiled, this file is worker.js) the workflows are the compiled workflows/index.js;
 // from the sources (tsx, vitest) they are the .ts file.
-const WORKFLOWS_FILE = import.meta.url.endsWith('.js') ? '../workflows/index.js' : '../workflows/index.ts';
+const COMPILED = import.meta.url.endsWith('.js');
+const WORKFLOWS_FILE = COMPILED ? '../workflows/index.js' : '../workflows/index.ts';
 export const WORKFLOWS_PATH = fileURLToPath(new URL(WORKFLOWS_FILE, import.meta.url));
+
+/** A workflow bundle made for this process, in a temporary folder: `remove()` once the Worker has read it. */
+export interface TemporaryBundle {
+  path: string;
+  remove(): Promise<void>;
+}
+
+/**
+ * Bundles the workflows (worker/bundle.ts: webpack) in a child process and returns the bundle's path, for
+ * a worker given no prebuilt bundle (ENVRUN_WORKFLOW_BUNDLE). Bundled in the worker's own process instead,
+ * webpack and what it allocates stay in the worker's memory for good (about 25 MB of RssAnon when idle:
+ * docs/benchmarks.md, "Worker memory"); the Worker reads the finished file once, at Worker.create.
+ */
+export async function bundleWorkflowsInChildProcess(): Promise<TemporaryBundle> {
+  const dir = await mkdtemp(join(tmpdir(), 'envrun-workflow-bundle-'));
+  const path = join(dir, 'workflow-bundle.js');
+  const bundler = new URL(COMPILED ? './bundle.js' : './bundle.ts', import.meta.url).href;
+  const code = `import { bundleWorkflows } from ${JSON.stringify(bundler)};\nawait bundleWorkflows(${JSON.stringify(path)});`;
+  try {
+    await promisify(execFile)(
+      process.execPath,
+      [...(COMPILED ? [] : ['--import', tsxLoaderUrl()]), '--input-type=module', '--eval', code],
+      { maxBuffer: 16 * 1024 * 1024 },
+    );
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    const e = err as { stderr?: string; message: string };
+    throw new Error(
+      `bundling the workflows failed: ${(e.stderr || e.message).trim().split('\n').slice(-20).join('\n')}`,
+    );
+  }
+  return { path, remove: () => rm(dir, { recursive: true, force: true }) };
+}
 
 export interface CreateWorkerOptions {
   connection: NativeConnection;
