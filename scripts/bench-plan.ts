@@ -27,6 +27,8 @@ export interface ShapePlan {
   ready: ShapeStep[];
   /** The run held its ready state with a timer (cancelled by completion); its duration in ms. */
   holdTimerMs: number | null;
+  /** The hold timer is cancelled when the run completes (else it is left pending and dropped at close). */
+  holdTimerCancelled: boolean;
   complete: ShapeStep[];
   /** Payload bytes of the waitReady and complete update results and of the workflow's result. */
   readyBytes: number;
@@ -124,6 +126,7 @@ export function deriveShape(
   let completeBytes = 0;
   let resultBytes = 0;
   let holdTimerMs: number | null = null;
+  let holdTimerCancelled = false;
   let holdTimerId: string | null = null;
   const current = () => tasks[tasks.length - 1];
   const command = (tag: string, step?: ShapeStep) => {
@@ -201,7 +204,10 @@ export function deriveShape(
         holdTimerMs = ms;
       }
     }
-    if (e.timerCanceledEventAttributes) command('timer-cancel');
+    if (e.timerCanceledEventAttributes) {
+      command('timer-cancel');
+      if (e.timerCanceledEventAttributes.timerId === holdTimerId) holdTimerCancelled = true;
+    }
     const accepted = e.workflowExecutionUpdateAcceptedEventAttributes;
     if (accepted) {
       const name = accepted.acceptedRequest?.input?.name ?? '?';
@@ -271,6 +277,7 @@ export function deriveShape(
     plan: {
       ready: readyTasks.flatMap((t) => t.steps),
       holdTimerMs,
+      holdTimerCancelled,
       complete: completeTasks.flatMap((t) => t.steps),
       readyBytes,
       completeBytes,

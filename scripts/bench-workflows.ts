@@ -7,6 +7,7 @@
 //                and no-op activity bodies.
 //   benchBare    the former baseline: 7 + 2 sequential no-op regular activities.
 import {
+  CancellationScope,
   allHandlersFinished,
   condition,
   defineUpdate,
@@ -107,8 +108,12 @@ export async function benchShape({ plan, hostQueue }: ShapeInput): Promise<strin
   };
   for (const step of plan.ready) await run(step);
   ready = true;
-  if (plan.holdTimerMs) await condition(() => done, plan.holdTimerMs);
-  else await condition(() => done);
+  if (plan.holdTimerMs && plan.holdTimerCancelled) await condition(() => done, plan.holdTimerMs);
+  else {
+    // A hold timer left pending at completion (no TimerCanceled event), as the run leaves it.
+    if (plan.holdTimerMs) void new CancellationScope().run(() => sleep(plan.holdTimerMs!)).catch(() => undefined);
+    await condition(() => done);
+  }
   for (const step of plan.complete) await run(step);
   released = true;
   await condition(allHandlersFinished);
