@@ -48,42 +48,40 @@ export function createAcquireLease(deps: ActivityDeps) {
         context,
       );
     }
-    let lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
-    if (lease && lease.environmentId !== environment.id) {
+    // Inserted first (one round trip on the common path); a retry, or a second start of the run, finds its
+    // own row by the unique index it hits. Another run's active lease on the workspace is a conflict.
+    let lease: EnvironmentLease | null;
+    try {
+      lease = await deps.store.insertLease({
+        companyId: request.companyId,
+        environmentId: environment.id,
+        executionWorkspaceId: request.executionWorkspaceId,
+        issueId: request.issueId,
+        heartbeatRunId: request.heartbeatRunId,
+        leasePolicy,
+        provider: context.provider,
+        metadata: null,
+        expiresAt: new Date((deps.clock?.() ?? new Date()).getTime() + request.leaseTtlMs),
+      });
+    } catch (err) {
+      const constraint = uniqueViolation(err);
+      lease = constraint ? await deps.store.findRunLease(request.companyId, request.heartbeatRunId) : null;
+      if (!lease && constraint === 'environment_leases_single_flight' && request.executionWorkspaceId) {
+        const holder = await deps.store.findActiveWorkspaceLease(request.executionWorkspaceId);
+        throw runFailure(
+          'lease_conflict',
+          `execution workspace ${request.executionWorkspaceId} is already leased${holder ? ` by run ${holder.heartbeatRunId} (lease ${holder.id})` : ''}`,
+          context,
+        );
+      }
+      if (!lease) throw asRunFailure(err, 'lease_acquire_failed', context);
+    }
+    if (lease.environmentId !== environment.id) {
       throw runFailure(
         'lease_conflict',
         `run ${request.heartbeatRunId} already holds lease ${lease.id} on environment ${lease.environmentId}`,
         context,
       );
-    }
-    if (!lease) {
-      try {
-        lease = await deps.store.insertLease({
-          companyId: request.companyId,
-          environmentId: environment.id,
-          executionWorkspaceId: request.executionWorkspaceId,
-          issueId: request.issueId,
-          heartbeatRunId: request.heartbeatRunId,
-          leasePolicy,
-          provider: context.provider,
-          metadata: null,
-          expiresAt: new Date((deps.clock?.() ?? new Date()).getTime() + request.leaseTtlMs),
-        });
-      } catch (err) {
-        const constraint = uniqueViolation(err);
-        if (constraint === 'environment_leases_single_flight' && request.executionWorkspaceId) {
-          const holder = await deps.store.findActiveWorkspaceLease(request.executionWorkspaceId);
-          throw runFailure(
-            'lease_conflict',
-            `execution workspace ${request.executionWorkspaceId} is already leased${holder ? ` by run ${holder.heartbeatRunId} (lease ${holder.id})` : ''}`,
-            context,
-          );
-        }
-        if (constraint === 'environment_leases_one_per_run') {
-          lease = await deps.store.findRunLease(request.companyId, request.heartbeatRunId);
-        }
-        if (!lease) throw asRunFailure(err, 'lease_acquire_failed', context);
-      }
     }
     if (lease.status !== 'active') {
       throw runFailure('lease_acquire_failed', `lease ${lease.id} of this run is already ${lease.status}`, context, {

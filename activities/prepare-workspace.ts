@@ -41,8 +41,14 @@ export interface PreparedWorkspace {
 export function createPrepareWorkspace(deps: ActivityDeps) {
   return async function prepareWorkspace(input: PrepareWorkspaceInput): Promise<PreparedWorkspace> {
     const { request } = input;
-    const environment = await deps.store.getEnvironment(request.companyId, input.environmentId);
-    let lease = await deps.store.getLease(request.companyId, input.leaseId);
+    const [environment, stored, executionWorkspace] = await Promise.all([
+      deps.store.getEnvironment(request.companyId, input.environmentId),
+      deps.store.getLease(request.companyId, input.leaseId),
+      request.executionWorkspaceId
+        ? deps.store.getExecutionWorkspace(request.companyId, request.executionWorkspaceId)
+        : null,
+    ]);
+    let lease = stored;
     if (!environment || !lease) {
       throw runFailure('workspace_realization_failed', `lease ${input.leaseId} or its environment is gone`, {
         ...NO_CONTEXT,
@@ -54,9 +60,6 @@ export function createPrepareWorkspace(deps: ActivityDeps) {
         nonRetryable: true,
       });
     }
-    const executionWorkspace = request.executionWorkspaceId
-      ? await deps.store.getExecutionWorkspace(request.companyId, request.executionWorkspaceId)
-      : null;
     let record: WorkspaceRealizationRecord | null = null;
     let persistedExecutionWorkspace = executionWorkspace;
     if (input.realizes) {

@@ -56,7 +56,6 @@ export function createLocalDriver(): EnvironmentDriver {
   return {
     driver: 'local',
     providerOf: (environment) => providerOf(environment.driver, environment.config),
-    targetIsLocal: () => true,
     hostBound: () => true,
     validateConfig(config) {
       const parsed = LocalDriverConfig.safeParse(config);

@@ -79,11 +79,6 @@ export function createPluginDriver(plugins: PluginRegistry = new PluginRegistry(
 
   return {
     driver: 'plugin',
-    // Without a plugin target there is nothing to reach; a plugin that resolves one says whether it is local.
-    targetIsLocal: (environment) => {
-      const plugin = plugins.get(String(environment.config.pluginKey ?? ''));
-      return !plugin?.resolveTarget || plugin.localTarget === true;
-    },
     realizes: (environment) => {
       if (unsupportedReason(environment)) return false;
       try {

@@ -44,7 +44,6 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
 
   return {
     driver: 'sandbox',
-    targetIsLocal: (environment) => providers.get(String(environment.config.provider ?? ''))?.localTarget === true,
     hostBound: (environment) => providers.get(String(environment.config.provider ?? ''))?.hostBound === true,
     providerOf: (environment) => providerOf(environment.driver, environment.config),
     unsupportedReason,

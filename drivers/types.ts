@@ -69,11 +69,6 @@ export interface EnvironmentDriver {
   /** Absent for drivers that realize nothing (plugin): the realization stays `{}`. */
   realize?(ctx: StepContext, input: RealizeInput): Promise<DriverRealization | null>;
   resolveTarget(ctx: StepContext, input: LeaseRef & { record: DriverRealization | null }): Promise<ExecutionTarget>;
-  /**
-   * True when resolving the target only checks this host (no network, no remote API): the workflow then
-   * runs it as a local activity, saving a task-queue round trip. Absent means false.
-   */
-  targetIsLocal?(environment: Environment): boolean;
   execute(
     ctx: StepContext,
     input: LeaseRef & { record: DriverRealization | null },

@@ -27,7 +27,11 @@ export interface CreateLoggerOptions {
   level: LogLevel;
   /** Human-readable lines instead of JSON; default: when stdout is a TTY. */
   pretty?: boolean;
-  /** Where lines go; default stdout (written synchronously, so nothing is lost on exit). */
+  /**
+   * Where lines go; default stdout, buffered: lines written while a write is in flight go out together
+   * (one write per line cost ~10% of the worker's CPU under load, docs/benchmarks.md), and pino flushes the
+   * buffer synchronously when the process exits.
+   */
   destination?: DestinationStream;
 }
 
@@ -38,7 +42,8 @@ export interface CreateLoggerOptions {
  */
 export function createLogger(options: CreateLoggerOptions): EnvRunLogger {
   const pretty = options.pretty ?? (options.destination === undefined && process.stdout.isTTY === true);
-  const destination = options.destination ?? (pretty ? prettyDestination() : pino.destination({ dest: 1, sync: true }));
+  const destination =
+    options.destination ?? (pretty ? prettyDestination() : pino.destination({ dest: 1, sync: false }));
   return pino(
     {
       name: 'envrun',

@@ -82,7 +82,6 @@ export function checkedPlugin(p: EnvRunPlugin): EnvRunPlugin {
   const k = p.key;
   const checkedOne: EnvRunPlugin = {
     key: p.key,
-    localTarget: p.localTarget === true,
     acquire: (ctx): Promise<PluginLease> => call(k, 'acquire', PluginLeaseSchema, () => p.acquire(ctx)),
     release: async (ctx) => {
       try {

@@ -79,8 +79,6 @@ export type PluginTarget =
 export interface EnvRunPlugin {
   /** Matched against environments' `config.pluginKey`: `^[a-z0-9][a-z0-9._-]*$`. */
   readonly key: string;
-  /** Set when `resolveTarget` only looks at this host (a folder check), never a remote API. */
-  readonly localTarget?: boolean;
   /**
    * Checks `driverConfig` for `driverKey` (throws an Error whose message names the field); the result is
    * what every other call gets. Absent: every driver key and config is accepted as is.

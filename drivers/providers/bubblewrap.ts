@@ -200,7 +200,6 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
 
   return {
     key: 'bubblewrap',
-    localTarget: true,
     hostBound: true,
     validateConfig(config) {
       const r = BubblewrapConfig.safeParse(config);

@@ -31,7 +31,6 @@ export function checkedProvider<C>(p: SandboxProvider<C>): SandboxProvider<C> {
   const k = p.key;
   return {
     key: p.key,
-    ...(p.localTarget ? { localTarget: true } : {}),
     ...(p.hostBound ? { hostBound: true } : {}),
     validateConfig: (config) => p.validateConfig(config),
     probe: async (config) => checked(k, 'probe', ProbeSchema, await p.probe(config)),

@@ -95,7 +95,6 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
 
   return {
     key: 'fake',
-    localTarget: true,
     hostBound: true,
     validateConfig(config) {
       const parsed = FakeConfig.safeParse(config);

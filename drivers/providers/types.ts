@@ -34,8 +34,6 @@ export interface ProbeResult {
 
 export interface SandboxProvider<Config = Record<string, unknown>> {
   readonly key: string;
-  /** Set when `resolveTarget` only looks at this host (a folder check), never a remote API. */
-  readonly localTarget?: boolean;
   /** Set when the resource lives on the worker host that made it: its later steps run on that host. */
   readonly hostBound?: boolean;
   /** Parses the environment's config (throws naming the field); the result is what every call gets. */
