@@ -157,8 +157,18 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
   };
   const workspaceOf = (id: string) => join(leaseDir(id), 'workspace');
 
-  /** Why this worker cannot run sandboxes, or null. */
+  /**
+   * Why this worker cannot run sandboxes, or null. A pass is kept for a minute: the check spawns bwrap
+   * synchronously, which would otherwise stall the worker on every acquire; a failure is checked again.
+   */
+  let availableUntil = 0;
   function unavailable(): string | null {
+    if (Date.now() < availableUntil) return null;
+    const reason = checkAvailable();
+    if (!reason) availableUntil = Date.now() + 60_000;
+    return reason;
+  }
+  function checkAvailable(): string | null {
     const as = runAs();
     const reason = bwrapUnavailable(bwrap, as);
     if (reason) return reason;
