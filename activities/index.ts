@@ -4,14 +4,11 @@ import { createHostAlive, createMarkLeaseLost } from './host-lost.js';
 import { createPrepareWorkspace } from './prepare-workspace.js';
 import { createLeaseOperation } from './lease-operation.js';
 import type { ActivityDeps } from './deps.js';
-import { createLogActivity } from './log-activity.js';
-import { createPersistMetadata } from './persist-metadata.js';
 import { createRealizeWorkspace } from './realize-workspace.js';
 import { createReleaseLease } from './release-lease.js';
 import { createResolveEnvironment } from './resolve-environment.js';
 import { createRenewLease } from './renew-lease.js';
 import { createEndedHolders, createRequestSlot } from './request-slot.js';
-import { createResolveTarget } from './resolve-target.js';
 import { createFindOrphanLeases, createSweepOrphanLeases } from './sweep-orphan-leases.js';
 
 /** Every step of a run as an activity, built over the worker's dependencies (tests pass small real ones). */
@@ -21,9 +18,6 @@ export function createActivities(deps: ActivityDeps) {
     acquireLease: createAcquireLease(deps),
     realizeWorkspace: createRealizeWorkspace(deps),
     prepareWorkspace: createPrepareWorkspace(deps),
-    persistMetadata: createPersistMetadata(deps),
-    resolveTarget: createResolveTarget(deps),
-    logActivity: createLogActivity(deps),
     releaseLease: createReleaseLease(deps),
     renewLease: createRenewLease(deps),
     sweepOrphanLeases: createSweepOrphanLeases(deps),

@@ -27,16 +27,7 @@ export function toRemoteSpec(target: ExecutionTarget): RemoteExecutionSpec {
 }
 
 /** Step 5: how the agent reaches the realized workspace. */
-export function createResolveTarget(deps: ActivityDeps) {
-  return async function resolveTarget(original: ResolveTargetInput): Promise<ResolvedTarget> {
-    return resolveCurrentTarget(deps, {
-      ...original,
-      environment: await currentEnvironment(deps, original.environment),
-    });
-  };
-}
-
-/** Resolves with the environment as given: the caller has just read it. */
+/** Step 5 (inside the prepare step): how the agent reaches the realized workspace. */
 export async function resolveCurrentTarget(deps: ActivityDeps, input: ResolveTargetInput): Promise<ResolvedTarget> {
   const context = failureContext(deps, input.environment);
   let target: ExecutionTarget;

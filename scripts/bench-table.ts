@@ -1,27 +1,9 @@
 // Renders a `npm run bench` result as the markdown tables of docs/benchmarks.md and the README.
 // Usage: npx tsx scripts/bench-table.ts [bench/results/latest.json]
 import { readFileSync } from 'node:fs';
+// Types only: erased when this runs, so the bench itself is not loaded.
+import type { ModeStats, Spread } from './bench.js';
 
-interface Spread {
-  median: number;
-  min: number;
-  max: number;
-}
-interface ModeStats {
-  mode: string;
-  concurrency: number;
-  reps: number;
-  samples: number;
-  errors: number;
-  p50: Spread;
-  p99: Spread;
-  runsPerS: Spread;
-  pooledP50: number;
-  pooledP99: number;
-  completeP50: number;
-  cpu: { worker: number; server: number; postgres: number; client: number };
-  extra: Record<string, { p50: number; p99: number }>;
-}
 interface ShapeReport {
   events: number;
   bytes: number;

@@ -77,7 +77,7 @@ const completeUpdate = defineUpdate<string>('complete');
 const now = () => performance.now();
 const log = (line: string) => console.log(line);
 
-type ModeName = 'floor' | 'bare_shape' | 'bare_regular' | 'envrun' | 'in_process' | 'sandbox';
+export type ModeName = 'floor' | 'bare_shape' | 'bare_regular' | 'envrun' | 'in_process' | 'sandbox';
 interface Sample {
   /** The headline latency: start→ready (sandbox: start→exec returned). */
   ms: number;
@@ -756,12 +756,12 @@ async function main(): Promise<void> {
   }
 }
 
-interface Spread {
+export interface Spread {
   median: number;
   min: number;
   max: number;
 }
-interface ModeStats {
+export interface ModeStats {
   mode: ModeName;
   concurrency: number;
   reps: number;

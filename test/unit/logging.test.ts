@@ -19,7 +19,7 @@ it('takes the run ids, and only them, from each kind of step input and output', 
     heartbeatRunId: 'r',
     environmentId: 'e',
   });
-  // acquireLease, realizeWorkspace, persistMetadata, resolveTarget
+  // a step given the request and the environment record
   const lease = { id: 'l', companyId: 'c', heartbeatRunId: 'r', environmentId: 'e', leasePolicy: 'per_run' };
   expect(
     runIdsOf({ request: { companyId: 'c', heartbeatRunId: 'r' }, environment: { id: 'e', companyId: 'c', config } }),
