@@ -10,6 +10,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY contracts ./contracts
+COPY config ./config
 COPY store ./store
 COPY drivers ./drivers
 COPY leases ./leases

@@ -1,4 +1,35 @@
 import tseslint from 'typescript-eslint';
+import importX from 'eslint-plugin-import-x';
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
+
+/**
+ * The layers, lowest first. A folder may import from its own layer and the layers below it, never from one
+ * above (`import-x/no-restricted-paths`), and no module may reach itself again through its imports
+ * (`import-x/no-cycle`). test/unit/layering.test.ts shows both rules failing on fixtures.
+ */
+export const LAYERS = [
+  ['contracts', 'lib'], // pure: schemas, types, rules; the workflow imports them
+  ['config'], // the worker process's settings and deployment rules
+  ['store'], // PostgreSQL
+  ['drivers'], // local, ssh, sandbox (providers), plugin
+  ['leases'], // the one release routine
+  ['activities'], // one file per step the workflows schedule
+  ['workflows'], // deterministic; fenced further below
+  ['client'], // runs client (Temporal only), orchestrator, admin, CLI
+  ['worker'], // the worker process
+  ['scripts'], // dev and build tooling
+  ['bench', 'test'], // the benchmark and the tests (the bench may use the cluster harness)
+];
+
+const layerZones = LAYERS.flatMap((layer, i) =>
+  layer.map((target) => ({
+    target: `./${target}`,
+    from: LAYERS.slice(i + 1)
+      .flat()
+      .map((f) => `./${f}`),
+    message: `${target}/ is below these folders in the layering (eslint.config.js LAYERS): import downwards only.`,
+  })),
+).filter((zone) => zone.from.length > 0);
 
 const nodeBuiltins = [
   'assert',
@@ -35,7 +66,7 @@ const nodeBuiltins = [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', '.envrun/**', 'bin/**', 'test-artifacts/**'] },
+  { ignores: ['node_modules/**', 'dist/**', '.envrun/**', 'bin/**', 'test-artifacts/**', 'test/fixtures/layering/**'] },
   {
     files: ['**/*.ts'],
     extends: [tseslint.configs.base],
@@ -45,6 +76,20 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
       '@typescript-eslint/no-misused-promises': 'error',
+    },
+  },
+  {
+    files: ['**/*.ts'],
+    plugins: { 'import-x': importX },
+    settings: {
+      // Follow TypeScript files too (the plugin reads only .js by default: no-cycle would see no edge).
+      'import-x/extensions': ['.ts', '.js', '.mjs'],
+      'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
+      'import-x/resolver-next': [createTypeScriptImportResolver({ project: `${import.meta.dirname}/tsconfig.json` })],
+    },
+    rules: {
+      'import-x/no-restricted-paths': ['error', { basePath: import.meta.dirname, zones: layerZones }],
+      'import-x/no-cycle': ['error', { ignoreExternal: true }],
     },
   },
   {
@@ -61,13 +106,13 @@ export default tseslint.config(
           patterns: [
             { group: ['node:*'], message: 'Workflows must be deterministic: no Node modules.' },
             {
-              // leases/policy.ts is pure (the lease rules); everything else outside contracts/ may have effects.
+              // Everything outside contracts/ may have effects (the pure lease rules are contracts/lease-policy.ts).
               group: [
                 '../activities/**',
+                '../config/**',
                 '../store/**',
                 '../drivers/**',
                 '../leases/**',
-                '!../leases/policy.js',
                 '../lib/**',
                 '../worker/**',
                 '../client/**',
@@ -86,14 +131,31 @@ export default tseslint.config(
   },
   {
     // The runs client talks only to Temporal: a control plane loads it without the worker's packages.
-    files: ['client/runs.ts', 'client/public.ts', 'client/config.ts', 'client/errors.ts', 'client/reaper-schedule.ts'],
+    files: [
+      'client/runs.ts',
+      'client/public.ts',
+      'client/config.ts',
+      'client/errors.ts',
+      'client/visibility.ts',
+      'client/run-outcome.ts',
+      'client/reaper-schedule.ts',
+    ],
     rules: {
       'no-restricted-imports': [
         'error',
         {
           patterns: [
             {
-              group: ['../store/**', '../drivers/**', '../leases/**', '../activities/**', '../worker/**', './admin*'],
+              group: [
+                '../config/**',
+                '!../config/settings.js', // the settings schema: zod and contracts/ only
+                '../store/**',
+                '../drivers/**',
+                '../leases/**',
+                '../activities/**',
+                '../worker/**',
+                './admin*',
+              ],
               allowTypeImports: true,
               message: 'The runs client may only talk to Temporal.',
             },

@@ -1,5 +1,5 @@
 // `npm run test:cluster`: the end-to-end workflow suites and the load audit, unchanged, against the
-// production engine (scripts/cluster.ts: Temporal server on PostgreSQL as four processes, two envrun worker
+// production engine (test/cluster/harness.ts: Temporal server on PostgreSQL as four processes, two envrun worker
 // hosts), then the cluster's faults (test/cluster). One file at a time: a fault test breaks the whole cluster
 // for a while, which no other file should see.
 import { defineConfig } from 'vitest/config';

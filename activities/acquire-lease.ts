@@ -6,9 +6,9 @@ import {
   type RunRequest,
 } from '../contracts/index.js';
 import type { StepContext } from '../drivers/types.js';
-import { leasePolicyOf } from '../leases/policy.js';
+import { leasePolicyOf } from '../contracts/lease-policy.js';
 import { deploymentOf, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
-import { NO_CONTEXT, asRunFailure, runFailure } from './errors.js';
+import { NO_CONTEXT, asRunFailure, runFailure } from '../contracts/errors.js';
 import { uniqueViolation } from '../store/store.js';
 
 /** The environment by id: the step reads it as it is now (and the history keeps ids, not records). */

@@ -3,9 +3,9 @@ import type { Client } from '@temporalio/client';
 import type { Driver, Environment } from '../contracts/index.js';
 import type { DriverRegistry } from '../drivers/registry.js';
 import type { EnvironmentDriver, StepContext } from '../drivers/types.js';
-import { runFailure, type FailureContext } from './errors.js';
+import { runFailure, type FailureContext } from '../contracts/errors.js';
 import type { Store } from '../store/store.js';
-import { loadTenancy, type Tenancy } from '../drivers/tenancy.js';
+import { loadTenancy, type Tenancy } from '../config/tenancy.js';
 
 export interface ActivityDeps {
   store: Store;

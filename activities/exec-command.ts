@@ -7,7 +7,7 @@ import {
   type ExecResult,
 } from '../contracts/index.js';
 import { currentEnvironment, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
-import { NO_CONTEXT, runFailure } from './errors.js';
+import { NO_CONTEXT, runFailure } from '../contracts/errors.js';
 
 export interface ExecCommandInput {
   companyId: string;
@@ -20,7 +20,8 @@ export interface ExecCommandInput {
  * Runs one command in a ready run's target, on the worker that holds its resource (the run's host queue
  * for host-bound leases). Arguments reach the driver as data, never through a shell of ours; the command
  * sees only the environment given; its output is kept to the driver's cap. A command is not idempotent:
- * the activity is never retried.
+ * the activity is never retried. It heartbeats every second, so a cancel (the run releasing its lease)
+ * reaches it within the worker's heartbeat throttle: the driver kills the command and the step ends cancelled.
  */
 export function createExecCommand(deps: ActivityDeps) {
   return async function execCommand(input: ExecCommandInput): Promise<ExecResult> {
@@ -35,7 +36,11 @@ export function createExecCommand(deps: ActivityDeps) {
     const step = stepContext();
     const beat = setInterval(() => step.beat(), 1000);
     try {
-      return await driver.execute(step, { environment, lease: input.lease, record: input.record }, parsed.data);
+      const result = await driver.execute(step, { environment, lease: input.lease, record: input.record }, parsed.data);
+      // Cancelled (the run is releasing its lease): the driver has ended the command; the step ends cancelled.
+      const cancelled = Context.current().cancellationSignal;
+      if (cancelled.aborted) throw cancelled.reason;
+      return result;
     } catch (err) {
       if (Context.current().cancellationSignal.aborted) throw err;
       throw runFailure('transport_resolution_failed', (err as Error).message, failureContext(deps, environment), {

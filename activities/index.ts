@@ -1,33 +1,37 @@
 import { createAcquireLease } from './acquire-lease.js';
-import { createExecCommand } from './exec-command.js';
-import { createHostAlive, createMarkLeaseLost } from './host-lost.js';
-import { createPrepareWorkspace } from './prepare-workspace.js';
-import { createLeaseOperation } from './lease-operation.js';
 import type { ActivityDeps } from './deps.js';
-import { createRealizeWorkspace } from './realize-workspace.js';
+import { createEndedHolders } from './ended-holders.js';
+import { createExecCommand } from './exec-command.js';
+import { createFindOrphanLeases } from './find-orphan-leases.js';
+import { createHostAlive } from './host-alive.js';
+import { createLeaseOperation } from './lease-operation.js';
+import { createMarkLeaseLost } from './mark-lease-lost.js';
+import { createPrepareWorkspace } from './prepare-workspace.js';
 import { createReleaseLease } from './release-lease.js';
-import { createResolveEnvironment } from './resolve-environment.js';
 import { createRenewLease } from './renew-lease.js';
-import { createEndedHolders, createRequestSlot } from './request-slot.js';
-import { createFindOrphanLeases, createSweepOrphanLeases } from './sweep-orphan-leases.js';
+import { createRequestSlot } from './request-slot.js';
+import { createResolveEnvironment } from './resolve-environment.js';
 
-/** Every step of a run as an activity, built over the worker's dependencies (tests pass small real ones). */
+/**
+ * Every activity the workflows schedule, one file each, built over the worker's dependencies (tests pass
+ * small real ones). Nothing else is registered: a step no workflow proxies does not belong here.
+ */
 export function createActivities(deps: ActivityDeps) {
   return {
+    // The run (workflows/environment-run.ts, its options in workflows/activity-options.ts).
     resolveEnvironment: createResolveEnvironment(deps),
-    acquireLease: createAcquireLease(deps),
-    realizeWorkspace: createRealizeWorkspace(deps),
-    prepareWorkspace: createPrepareWorkspace(deps),
-    releaseLease: createReleaseLease(deps),
-    renewLease: createRenewLease(deps),
-    sweepOrphanLeases: createSweepOrphanLeases(deps),
-    findOrphanLeases: createFindOrphanLeases(deps),
     requestSlot: createRequestSlot(deps),
-    endedHolders: createEndedHolders(deps),
-    execCommand: createExecCommand(deps),
-    leaseOperation: createLeaseOperation(deps),
+    acquireLease: createAcquireLease(deps),
+    prepareWorkspace: createPrepareWorkspace(deps),
+    renewLease: createRenewLease(deps),
     hostAlive: createHostAlive(deps),
     markLeaseLost: createMarkLeaseLost(deps),
+    execCommand: createExecCommand(deps),
+    releaseLease: createReleaseLease(deps),
+    // The capacity gate, the reaper and operators' operations.
+    endedHolders: createEndedHolders(deps),
+    findOrphanLeases: createFindOrphanLeases(deps),
+    leaseOperation: createLeaseOperation(deps),
   };
 }
 

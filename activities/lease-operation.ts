@@ -1,9 +1,9 @@
 import { ACTIVITY_ACTIONS } from '../contracts/index.js';
 import type { ReapedLease } from '../contracts/reaper.js';
-import type { ProbeResult } from '../drivers/providers/types.js';
+import type { ProbeResult } from '../drivers/providers/contract.js';
 import { releaseLease, releaseOrphanLease, type ReleasedLease } from '../leases/release.js';
 import { driverFor, type ActivityDeps } from './deps.js';
-import { runFailure, NO_CONTEXT } from './errors.js';
+import { runFailure, NO_CONTEXT } from '../contracts/errors.js';
 
 /**
  * One operation on an environment or a lease's resource that an operator or the admin API asks for, run

@@ -1,12 +1,11 @@
 import { Context } from '@temporalio/activity';
 import { ACTIVITY_ACTIONS, type Environment, type EnvironmentLease } from '../contracts/index.js';
-import { finalLeaseStatus, type ReleaseOutcome } from '../leases/policy.js';
+import { finalLeaseStatus, type ReleaseOutcome } from '../contracts/lease-policy.js';
 import { releaseLease as releaseOne } from '../leases/release.js';
 import { failureContext, stepContext, type ActivityDeps } from './deps.js';
-import { NO_CONTEXT, runFailure } from './errors.js';
-import { withoutRecord } from './prepare-workspace.js';
+import { NO_CONTEXT, runFailure } from '../contracts/errors.js';
 
-export type { ReleaseOutcome } from '../leases/policy.js';
+export type { ReleaseOutcome } from '../contracts/lease-policy.js';
 
 export interface ReleaseLeaseInput {
   companyId: string;
@@ -105,4 +104,11 @@ export function createReleaseLease(deps: ActivityDeps) {
       cleanupFailures,
     };
   };
+}
+
+/** A lease without its realization record, for a payload whose reader has the record already. */
+function withoutRecord(lease: EnvironmentLease): EnvironmentLease {
+  if (!lease.metadata || !('workspaceRealization' in lease.metadata)) return lease;
+  const { workspaceRealization: _record, ...metadata } = lease.metadata;
+  return { ...lease, metadata };
 }

@@ -1,6 +1,6 @@
 import type { EnvironmentLease } from '../contracts/index.js';
 import type { ActivityDeps } from './deps.js';
-import { NO_CONTEXT, runFailure } from './errors.js';
+import { NO_CONTEXT, runFailure } from '../contracts/errors.js';
 
 export interface RenewLeaseInput {
   companyId: string;

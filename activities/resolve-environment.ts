@@ -4,12 +4,11 @@ import {
   describeZodError,
   type Environment,
   type ExecutionWorkspace,
-  type RealizedExecutionWorkspace,
   type RunRequest,
 } from '../contracts/index.js';
-import { checkEnabled, checkSecretGrant, checkWorkspacePath, TenancyError } from '../drivers/tenancy.js';
+import { NO_CONTEXT, runFailure } from '../contracts/errors.js';
+import { checkEnabled, checkRunPaths, checkSecretGrant, TenancyError } from '../config/tenancy.js';
 import { failureContext, tenancyOf, type ActivityDeps } from './deps.js';
-import { NO_CONTEXT, runFailure, type FailureContext } from './errors.js';
 
 /** What the run needs to go on: small, since it is recorded in the run's history. */
 export interface ResolvedEnvironment {
@@ -75,31 +74,14 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     } catch (err) {
       throw runFailure('unsupported_environment', (err as Error).message, context);
     }
-    if (request.workspace) checkRunPaths(deps, request.workspace, context);
-    const driver = deps.drivers[environment.driver];
-    const realizes = driver?.realizes?.(environment) ?? Boolean(driver?.realize);
-    return { request, environment, realizes };
-  };
-}
-
-/** Every path of a run is read or written on this host: each must be inside the deployment's roots. */
-export function checkRunPaths(
-  deps: ActivityDeps,
-  workspace: RealizedExecutionWorkspace,
-  context: FailureContext,
-): void {
-  const paths: Array<[string | null, string]> = [
-    [workspace.baseCwd, 'baseCwd'],
-    [workspace.cwd, 'cwd'],
-    [workspace.worktreePath, 'worktreePath'],
-  ];
-  for (const [path, field] of paths) {
-    if (!path) continue;
     try {
-      checkWorkspacePath(tenancyOf(deps), path, `request.workspace.${field}`);
+      if (request.workspace) checkRunPaths(tenancy, request.companyId, request.workspace);
     } catch (err) {
       if (err instanceof TenancyError) throw runFailure('invalid_request', err.message, context);
       throw err;
     }
-  }
+    const driver = deps.drivers[environment.driver];
+    const realizes = driver?.realizes?.(environment) ?? Boolean(driver?.realize);
+    return { request, environment, realizes };
+  };
 }

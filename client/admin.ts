@@ -2,12 +2,19 @@
 // database, plus the calls that need an environment's driver in this process (probe, exec, releasing a
 // retained or orphaned lease). Runs themselves go through `admin.runs`, the Temporal-only EnvRunClient.
 // Every input is parsed here, once, before anything is written.
-import { checkEnabled, checkSecretGrant, loadTenancy, TenancyError, type Tenancy } from '../drivers/tenancy.js';
-import { providerOf } from '../leases/policy.js';
+import {
+  checkEnabled,
+  checkSecretGrant,
+  checkWorkspacePath,
+  loadTenancy,
+  TenancyError,
+  type Tenancy,
+} from '../config/tenancy.js';
+import { providerOf } from '../contracts/lease-policy.js';
 import { createDrivers, type DriverRegistry } from '../drivers/registry.js';
 import { loadProviders } from '../drivers/providers/load.js';
 import { loadPlugins } from '../drivers/plugins/load.js';
-import type { ProbeResult } from '../drivers/providers/types.js';
+import type { ProbeResult } from '../drivers/providers/contract.js';
 import type { ReleasedLease } from '../leases/release.js';
 import type { LeaseOperation } from '../activities/lease-operation.js';
 import { randomUUID } from 'node:crypto';
@@ -35,8 +42,8 @@ import {
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { loadClientConfig, type ClientConfig } from './config.js';
-import { InvalidInputError, NotFoundError, RunStateError, toEnvRunError } from './errors.js';
-import { EnvRunClient, parseInput as parse } from './runs.js';
+import { InvalidInputError, NotFoundError, RunStateError, fromTemporal, parseInput as parse } from './errors.js';
+import { EnvRunClient } from './runs.js';
 
 export interface EnvRunAdminOptions {
   /** The runs client: exec reads the run from it, archiving cancels the environment's running runs through it. */
@@ -210,11 +217,17 @@ export class EnvRunAdmin {
   // ---- execution workspaces ------------------------------------------------------------------------
   /**
    * Persists an execution workspace; its runtime config goes to `metadata.config`. The input is parsed
-   * first (the message names the field) and `config.environmentId` must be one of the company's
-   * environments: on bad input nothing is written.
+   * first (the message names the field), `cwd` must lie inside the company's workspace roots and
+   * `config.environmentId` must be one of the company's environments: on bad input nothing is written.
    */
   async createExecutionWorkspace(input: NewExecutionWorkspaceInput): Promise<ExecutionWorkspace> {
     const { companyId, name, cwd, config } = parse(NewExecutionWorkspaceSchema, input, '');
+    try {
+      checkWorkspacePath(this.tenancy, companyId, cwd, 'cwd'); // inside the company's own workspace roots
+    } catch (err) {
+      if (err instanceof TenancyError) throw new InvalidInputError(err.message);
+      throw err;
+    }
     const environmentId = config?.environmentId;
     if (environmentId && !(await this.store.getEnvironment(companyId, environmentId))) {
       // Another company's environment reads as a missing one.
@@ -266,7 +279,8 @@ export class EnvRunAdmin {
       // The operation's own error, not "workflow execution failed": the innermost failure says what happened.
       let cause: unknown = err;
       while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
-      throw toEnvRunError(err) ?? (cause instanceof Error ? new Error(cause.message) : err);
+      const mapped = fromTemporal(err, `${operation.kind} operation`);
+      throw mapped !== err ? mapped : cause instanceof Error ? new Error(cause.message) : err;
     }
   }
 

@@ -1,26 +1,37 @@
-// What a client needs from the environment, validated with zod: where Temporal is (address, namespace, TLS,
-// API key and profiles follow @temporalio/envconfig's conventions, so Temporal Cloud works too), the task
-// queue, and, for the admin, the database and the provider and plugin modules. The worker's configuration
-// (worker/config.ts) extends this one, so a variable reads the same in the worker, the CLI and the library.
+// What a client needs from the environment: where Temporal is (address, namespace, TLS, API key and
+// profiles follow @temporalio/envconfig's conventions, so Temporal Cloud works too), the task queue, and,
+// for the admin, the database and the provider and plugin modules. Every variable is parsed by the one
+// schema of config/settings.ts; the worker's configuration (worker/config.ts) reads the rest of it, so a
+// variable reads the same in the worker, the CLI and the library.
 import { loadClientConnectConfig, type ClientConnectConfig } from '@temporalio/envconfig';
 import { resolve } from 'node:path';
-import { z } from 'zod';
-import { DEFAULT_TASK_QUEUE, describeZodError } from '../contracts/index.js';
+import { ConfigError, loadSettings, type Settings } from '../config/settings.js';
 
-export const hostPort = z.string().regex(/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/, 'must be host:port');
+export { ConfigError, hostPort } from '../config/settings.js';
 
-export const ClientEnvSchema = z.object({
-  TEMPORAL_ADDRESS: hostPort.optional(),
-  TEMPORAL_NAMESPACE: z.string().min(1).max(255).optional(),
-  ENVRUN_TASK_QUEUE: z.string().min(1).max(200).default(DEFAULT_TASK_QUEUE),
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
-    .optional(),
-  ENVRUN_DATA_DIR: z.string().min(1).default('./.envrun'),
-  ENVRUN_PROVIDER_MODULES: z.string().optional(),
-  ENVRUN_PLUGIN_MODULES: z.string().optional(),
-});
+/** The variables a client reads (the worker reads them all). */
+export const CLIENT_SETTINGS = [
+  'TEMPORAL_ADDRESS',
+  'TEMPORAL_NAMESPACE',
+  'TEMPORAL_API_KEY',
+  'TEMPORAL_TLS',
+  'TEMPORAL_TLS_CLIENT_CERT_PATH',
+  'TEMPORAL_TLS_CLIENT_CERT_DATA',
+  'TEMPORAL_TLS_CLIENT_KEY_PATH',
+  'TEMPORAL_TLS_CLIENT_KEY_DATA',
+  'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
+  'TEMPORAL_TLS_SERVER_CA_CERT_DATA',
+  'TEMPORAL_TLS_SERVER_NAME',
+  'TEMPORAL_TLS_DISABLE_HOST_VERIFICATION',
+  'TEMPORAL_CONFIG_FILE',
+  'TEMPORAL_PROFILE',
+  'ENVRUN_TASK_QUEUE',
+  'DATABASE_URL',
+  'ENVRUN_DATA_DIR',
+  'ENVRUN_PROVIDER_MODULES',
+  'ENVRUN_PLUGIN_MODULES',
+] as const;
+export type ClientSettings = Pick<Settings, (typeof CLIENT_SETTINGS)[number]>;
 
 /** Options for a Temporal connection, as envconfig produces them (the client's and the worker's alike). */
 export type TemporalConnectionOptions = ClientConnectConfig['connectionOptions'];
@@ -36,19 +47,8 @@ export interface ClientConfig {
   pluginModules: string[];
 }
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
-
-/** Parses the environment with `schema`; a bad value throws a ConfigError naming the variable. */
-export function parseEnv<S extends z.ZodType>(schema: S, env: NodeJS.ProcessEnv): z.output<S> {
-  const parsed = schema.safeParse(env);
-  if (!parsed.success) throw new ConfigError(`invalid configuration: ${describeZodError(parsed.error)}`);
-  return parsed.data;
-}
-
 /** The client's part of the configuration, from already parsed variables (`env` is read by envconfig). */
-export function clientConfigFrom(e: z.output<typeof ClientEnvSchema>, env: NodeJS.ProcessEnv): ClientConfig {
+export function clientConfigFrom(e: ClientSettings, env: NodeJS.ProcessEnv): ClientConfig {
   let connect;
   try {
     connect = loadClientConnectConfig({ overrideEnvVars: stringEnv(env) });
@@ -63,24 +63,19 @@ export function clientConfigFrom(e: z.output<typeof ClientEnvSchema>, env: NodeJ
     taskQueue: e.ENVRUN_TASK_QUEUE,
     databaseUrl: e.DATABASE_URL,
     dataDir: resolve(e.ENVRUN_DATA_DIR),
-    providerModules: modulePaths(e.ENVRUN_PROVIDER_MODULES),
-    pluginModules: modulePaths(e.ENVRUN_PLUGIN_MODULES),
+    providerModules: e.ENVRUN_PROVIDER_MODULES,
+    pluginModules: e.ENVRUN_PLUGIN_MODULES,
   };
 }
 
-/** A comma-separated list of module paths. */
-function modulePaths(list: string | undefined): string[] {
-  return (list ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-}
-
-/** Reads and validates the client's configuration. */
+/** Reads and validates the client's configuration; a bad value throws a ConfigError naming the variable. */
 export function loadClientConfig(env: NodeJS.ProcessEnv = process.env): ClientConfig {
-  return clientConfigFrom(parseEnv(ClientEnvSchema, env), env);
+  return clientConfigFrom(loadSettings(env, CLIENT_SETTINGS), env);
 }
 
+/** The variables set (a blank one counts as unset, as in the schema). */
 function stringEnv(env: NodeJS.ProcessEnv): Record<string, string> {
-  return Object.fromEntries(Object.entries(env).filter((kv): kv is [string, string] => typeof kv[1] === 'string'));
+  return Object.fromEntries(
+    Object.entries(env).filter((kv): kv is [string, string] => typeof kv[1] === 'string' && kv[1].trim() !== ''),
+  );
 }

@@ -1,15 +1,30 @@
-import { ApplicationFailure, CancelledFailure, WorkflowFailedError } from '@temporalio/client';
-import { isErrorCode, type Driver, type ErrorCode, type RunFailure } from '../contracts/index.js';
+// The errors the client throws (every one an EnvRunError with a `code`), and the one place that turns what
+// the Temporal client threw into them: every call of EnvRunClient, the orchestrator and the admin API goes
+// through fromTemporal, so the same Temporal error is the same envrun error whichever call met it.
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import type { z } from 'zod';
+import {
+  EnvRunError,
+  RUN_CANCELLED,
+  decodeRunFailure,
+  describeZodError,
+  isRunCancelled,
+  type Driver,
+  type ErrorCode,
+  type RunFailure,
+} from '../contracts/index.js';
 
-/** A run failed: the error code and the fields every failure carries. */
-export class EnvRunError extends Error {
-  override name = 'EnvRunError';
-  readonly code: ErrorCode | 'run_cancelled';
+export { EnvRunError };
+
+/** A run failed (or was cancelled): its error code and the fields every run failure carries. */
+export class RunFailedError extends EnvRunError {
+  override name = 'RunFailedError';
+  readonly code: ErrorCode | typeof RUN_CANCELLED;
   readonly environmentId: string | null;
   readonly driver: Driver | null;
   readonly provider: string | null;
 
-  constructor(failure: Omit<RunFailure, 'code'> & { code: ErrorCode | 'run_cancelled' }) {
+  constructor(failure: Omit<RunFailure, 'code'> & { code: ErrorCode | typeof RUN_CANCELLED }) {
     super(failure.message);
     this.code = failure.code;
     this.environmentId = failure.environmentId;
@@ -17,7 +32,7 @@ export class EnvRunError extends Error {
     this.provider = failure.provider;
   }
 
-  toJSON(): RunFailure | Record<string, unknown> {
+  toJSON(): Record<string, unknown> {
     return {
       code: this.code,
       message: this.message,
@@ -29,14 +44,22 @@ export class EnvRunError extends Error {
 }
 
 /** Bad input to the client or CLI: the message names the field; nothing was started or written. */
-export class InvalidInputError extends Error {
+export class InvalidInputError extends EnvRunError {
   override name = 'InvalidInputError';
-  readonly code = 'invalid_request' as const;
+  readonly code = 'invalid_request';
 }
 
-/** The run is not in a state that allows the request (e.g. complete before ready). */
-export class RunStateError extends Error {
+/** Parses `value`; bad input throws InvalidInputError naming the field under `prefix`. */
+export function parseInput<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (!result.success) throw new InvalidInputError(describeZodError(result.error, prefix));
+  return result.data;
+}
+
+/** The run (or lease) is not in a state that allows the request (e.g. complete before ready). */
+export class RunStateError extends EnvRunError {
   override name = 'RunStateError';
+  readonly code: 'invalid_state' | 'run_ended' = 'invalid_state';
 }
 
 /** How a run's workflow ended, as Temporal closed it. */
@@ -48,6 +71,7 @@ export type RunOutcome = 'completed' | 'failed' | 'cancelled' | 'terminated' | '
  */
 export class RunEndedError extends RunStateError {
   override name = 'RunEndedError';
+  override readonly code = 'run_ended';
   readonly outcome: RunOutcome;
   readonly detail: string | null;
 
@@ -58,50 +82,38 @@ export class RunEndedError extends RunStateError {
   }
 }
 
-export class NotFoundError extends Error {
+/** No such run, environment, workspace or lease, or another company's (the two are not told apart). */
+export class NotFoundError extends EnvRunError {
   override name = 'NotFoundError';
+  readonly code = 'not_found';
 }
 
-/** Finds the run failure inside whatever the Temporal client threw (update failure, workflow failure). */
-export function toEnvRunError(err: unknown): EnvRunError | null {
-  let cur: unknown = err;
-  for (let depth = 0; cur && depth < 6; depth++) {
-    if (cur instanceof ApplicationFailure) {
-      const details = cur.details?.[0] as Partial<RunFailure> | undefined;
-      const code = isErrorCode(details?.code)
-        ? details.code
-        : isErrorCode(cur.type)
-          ? cur.type
-          : cur.type === 'run_cancelled'
-            ? 'run_cancelled'
-            : null;
-      if (code) {
-        return new EnvRunError({
-          code,
-          message: details?.message ?? cur.message,
-          environmentId: details?.environmentId ?? null,
-          driver: details?.driver ?? null,
-          provider: details?.provider ?? null,
-        });
-      }
-    }
-    if (cur instanceof CancelledFailure) {
-      return cancelledError();
-    }
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  if (err instanceof WorkflowFailedError && err.cause?.name === 'CancelledFailure') {
-    return cancelledError();
-  }
-  return null;
-}
-
-function cancelledError(): EnvRunError {
-  return new EnvRunError({
-    code: 'run_cancelled',
+/** The run's failure (or cancellation) inside whatever the Temporal client threw, else null. */
+export function toRunFailedError(err: unknown): RunFailedError | null {
+  const failure = decodeRunFailure(err);
+  if (failure) return new RunFailedError(failure);
+  if (!isRunCancelled(err)) return null;
+  return new RunFailedError({
+    code: RUN_CANCELLED,
     message: 'the run was cancelled',
     environmentId: null,
     driver: null,
     provider: null,
   });
+}
+
+/**
+ * What a call on `what` (e.g. "run R of company C") threw, as envrun's error:
+ * - a run's failure or cancellation → RunFailedError;
+ * - no such workflow → NotFoundError;
+ * - an update the run refused (its validator's reason: "the run is leasing, not ready") → RunStateError.
+ * Anything else (the server unreachable, a timeout) is returned as it is.
+ */
+export function fromTemporal(err: unknown, what: string): unknown {
+  if (err instanceof EnvRunError) return err;
+  const failed = toRunFailedError(err);
+  if (failed) return failed;
+  if (err instanceof WorkflowNotFoundError) return new NotFoundError(`${what} not found`);
+  if (err instanceof WorkflowUpdateFailedError && err.cause) return new RunStateError(err.cause.message);
+  return err;
 }

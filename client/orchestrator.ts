@@ -3,6 +3,7 @@
 // heartbeat calls an in-process orchestrator swaps in this one and keeps its call sites.
 import { z } from 'zod';
 import {
+  EnvRunError,
   ExecutionWorkspaceRuntimeConfig,
   ExternalId,
   LeasePolicySchema,
@@ -17,21 +18,21 @@ import {
   type RunResult,
 } from '../contracts/index.js';
 import type { ClientConfig } from './config.js';
-import { EnvRunError, InvalidInputError, NotFoundError, RunStateError } from './errors.js';
-import { EnvRunClient, parseInput } from './runs.js';
+import { InvalidInputError, NotFoundError, RunFailedError, RunStateError, parseInput } from './errors.js';
+import { EnvRunClient } from './runs.js';
 
 /**
- * A failed step of the run. Fields the run does not know are undefined; `cause` is the error the client
- * received (an EnvRunError with the run's failure, or a Temporal error).
+ * A failed step of the run, in the shape a control plane's in-process orchestrator throws, so its call
+ * sites keep working: fields the run does not know are undefined; `cause` is the client's RunFailedError.
  */
-export class EnvironmentRunError extends Error {
+export class EnvironmentRunError extends EnvRunError {
   override name = 'EnvironmentRunError';
   readonly code: ErrorCode | 'run_cancelled';
   readonly environmentId: string | undefined;
   readonly driver: Driver | undefined;
   readonly provider: string | undefined;
 
-  constructor(error: EnvRunError) {
+  constructor(error: RunFailedError) {
     super(error.message, { cause: error });
     this.code = error.code;
     this.environmentId = error.environmentId ?? undefined;
@@ -127,7 +128,7 @@ export interface EnvironmentRunOrchestrator {
 const ENDED = new Set(['released', 'failed', 'cancelled']);
 
 function runError(err: unknown): unknown {
-  return err instanceof EnvRunError ? new EnvironmentRunError(err) : err;
+  return err instanceof RunFailedError ? new EnvironmentRunError(err) : err;
 }
 
 export async function createEnvironmentRunOrchestrator(

@@ -7,9 +7,6 @@ import {
   Connection,
   WithStartWorkflowOperation,
   WorkflowExecutionAlreadyStartedError,
-  WorkflowNotFoundError,
-  WorkflowUpdateFailedError,
-  type WorkflowExecutionStatusName,
   type WorkflowHandle,
 } from '@temporalio/client';
 import { z } from 'zod';
@@ -22,7 +19,6 @@ import {
   SEARCH_ATTRIBUTES,
   WORKFLOW_TYPE,
   completeUpdate,
-  describeZodError,
   execUpdate,
   getRunQuery,
   realizeUpdate,
@@ -36,7 +32,7 @@ import {
   type ExecResult,
   type LeasedRun,
   type RealizeRequestInput,
-  type RunOutcome as RunWorkflowResult,
+  type RunWorkflowResult,
   type RunRequest,
   type RunRequestInput,
   type RunResult,
@@ -44,38 +40,12 @@ import {
 } from '../contracts/index.js';
 import type { ReapedLease } from '../contracts/reaper.js';
 import { loadClientConfig, type ClientConfig } from './config.js';
-import {
-  InvalidInputError,
-  NotFoundError,
-  RunEndedError,
-  RunStateError,
-  toEnvRunError,
-  type RunOutcome,
-} from './errors.js';
+import { NotFoundError, RunEndedError, RunFailedError, RunStateError, fromTemporal, parseInput } from './errors.js';
 import { installReaperSchedule } from './reaper-schedule.js';
+import { endedAs, nothingToCancel, type EnvironmentRunWorkflow } from './run-outcome.js';
+import { listRuns, readinessStats, type ListedRun, type ReadinessStats, type RunFilter } from './visibility.js';
 
-/** The run workflow's signature (workflows/environment-run.ts), for typed handles. */
-export type EnvironmentRunWorkflow = (input: RunRequestInput) => Promise<RunWorkflowResult>;
-
-/** Values that go into a visibility query: no quotes, nothing a query could be bent with. */
-const SearchValue = ExternalId.or(z.uuid());
-
-/** Temporal's closed statuses, as a run's outcome; any other status (running, paused) is an open run. */
-const CLOSED: Partial<Record<WorkflowExecutionStatusName, RunOutcome>> = {
-  COMPLETED: 'completed',
-  FAILED: 'failed',
-  CANCELLED: 'cancelled',
-  TERMINATED: 'terminated',
-  TIMED_OUT: 'timed_out',
-  CONTINUED_AS_NEW: 'continued_as_new',
-};
-
-/** Parses `value`; bad input throws InvalidInputError naming the field under `prefix`. */
-export function parseInput<S extends z.ZodType>(schema: S, value: unknown, prefix: string): z.output<S> {
-  const result = schema.safeParse(value);
-  if (!result.success) throw new InvalidInputError(describeZodError(result.error, prefix));
-  return result.data;
-}
+export type { EnvironmentRunWorkflow } from './run-outcome.js';
 
 export interface EnvRunClientOptions {
   client: Client;
@@ -83,33 +53,6 @@ export interface EnvRunClientOptions {
   onClose?: () => Promise<void>;
   /** Fields every run request gets unless it sets them (e.g. `awaitRetryMs`, `leaseTtlMs`). */
   runDefaults?: Partial<RunRequestInput>;
-}
-
-/** A run as Temporal visibility lists it (no database involved). */
-export interface ListedRun {
-  workflowId: string;
-  companyId: string | null;
-  heartbeatRunId: string | null;
-  phase: string | null;
-  errorCode: string | null;
-  environmentId: string | null;
-  status: string;
-  startTime: string;
-}
-
-export interface ReadinessStats {
-  driver: string;
-  provider: string;
-  runs: number;
-  p50Ms: number;
-  p95Ms: number;
-}
-
-export interface RunFilter {
-  companyId?: string;
-  phase?: string;
-  errorCode?: string;
-  environmentId?: string;
 }
 
 export interface StartedRun {
@@ -176,13 +119,13 @@ export class EnvRunClient {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
         return { workflowId: options.workflowId, started: false };
       }
-      throw err;
+      throw fromTemporal(err, runName(request.companyId, request.heartbeatRunId));
     }
   }
 
   /**
    * Starts the run and waits until it is ready, in one round trip (update-with-start). Returns the result
-   * (lease, execution target, …) or throws an EnvRunError with the run's code.
+   * (lease, execution target, …) or throws a RunFailedError with the run's code.
    */
   async startRunAndWaitReady(input: RunRequestInput): Promise<RunResult> {
     const request = parseInput(RunRequestSchema, { ...this.runDefaults, ...input }, 'request');
@@ -191,14 +134,16 @@ export class EnvRunClient {
     try {
       return await this.temporal.workflow.executeUpdateWithStart(waitReadyUpdate, { startWorkflowOperation });
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) return this.endedRun(options.workflowId);
-      throw toEnvRunError(err) ?? err;
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        return this.endedRun(request.companyId, request.heartbeatRunId);
+      }
+      throw fromTemporal(err, runName(request.companyId, request.heartbeatRunId));
     }
   }
 
   /**
    * Starts a run that realizes on request and waits until it holds its lease (update-with-start). Returns
-   * the environment and the lease as stored, or throws an EnvRunError with the run's code.
+   * the environment and the lease as stored, or throws a RunFailedError with the run's code.
    */
   async startRunAndWaitLeased(input: Omit<RunRequestInput, 'realize'>): Promise<LeasedRun> {
     const request = parseInput(RunRequestSchema, { ...this.runDefaults, ...input, realize: 'on_request' }, 'request');
@@ -211,9 +156,9 @@ export class EnvRunClient {
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) {
         // The same run started before and has ended: say how, like any call on an ended run.
-        return this.endedRun(runWorkflowId(request.companyId, request.heartbeatRunId));
+        return this.endedRun(request.companyId, request.heartbeatRunId);
       }
-      throw toEnvRunError(err) ?? err;
+      throw fromTemporal(err, runName(request.companyId, request.heartbeatRunId));
     }
   }
 
@@ -225,65 +170,33 @@ export class EnvRunClient {
    */
   async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<ExecResult> {
     const request = parseInput(ExecRequestSchema, input, 'exec');
-    const handle = this.handle(companyId, heartbeatRunId);
-    try {
-      return await handle.executeUpdate(execUpdate, { args: [request] });
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) {
-        throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
-      }
-      const runError = toEnvRunError(err);
-      if (runError) throw runError;
-      if (err instanceof WorkflowUpdateFailedError && err.cause) {
-        throw new InvalidInputError(`run: ${err.cause.message.replace(/^the run is/, `${heartbeatRunId} is`)}`);
-      }
-      throw err;
-    }
+    return this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(execUpdate, { args: [request] }));
   }
 
   /** Realizes a run started to realize on request and waits until it is ready. */
   async realizeRun(companyId: string, heartbeatRunId: string, input: RealizeRequestInput): Promise<RunResult> {
     const request = parseInput(RealizeRequestSchema, input, 'realize');
-    const handle = this.handle(companyId, heartbeatRunId);
-    try {
-      return await handle.executeUpdate(realizeUpdate, { args: [request] });
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) {
-        throw new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
-      }
-      const runError = toEnvRunError(err);
-      if (runError) throw runError;
-      if (err instanceof WorkflowUpdateFailedError && err.cause) throw new RunStateError(err.cause.message);
-      throw err;
-    }
+    return this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(realizeUpdate, { args: [request] }));
   }
 
   /** Waits until a started run is ready. */
   async waitReady(companyId: string, heartbeatRunId: string): Promise<RunResult> {
-    const handle = this.handle(companyId, heartbeatRunId);
     try {
-      return await handle.executeUpdate(waitReadyUpdate);
+      return await this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(waitReadyUpdate));
     } catch (err) {
-      const runError = toEnvRunError(err);
-      if (runError) throw runError;
-      return this.endedRun(handle.workflowId);
+      if (err instanceof RunFailedError) throw err;
+      return this.endedRun(companyId, heartbeatRunId);
     }
   }
 
   /**
    * A run that has ended is never reported as ready (its lease is released, its target gone): a failed or
-   * cancelled run throws its EnvRunError, any other ended run a RunEndedError saying how it ended.
+   * cancelled run throws its RunFailedError, any other ended run a RunEndedError saying how it ended.
    */
-  private async endedRun(workflowId: string): Promise<never> {
-    const handle = this.temporal.workflow.getHandle<EnvironmentRunWorkflow>(workflowId);
-    let outcome: RunWorkflowResult;
-    try {
-      outcome = await handle.result();
-    } catch (err) {
-      throw toEnvRunError(err) ?? err;
-    }
+  private async endedRun(companyId: string, heartbeatRunId: string): Promise<never> {
+    const outcome = await this.onRun(companyId, heartbeatRunId, (run) => run.result());
     throw new RunEndedError(
-      `run ${workflowId} already ended: completed, status ${outcome.status}`,
+      `run ${runWorkflowId(companyId, heartbeatRunId)} already ended: completed, status ${outcome.status}`,
       'completed',
       outcome.status,
     );
@@ -291,13 +204,7 @@ export class EnvRunClient {
 
   /** The run as the workflow sees it: phase, lease, target, error. Null when there is no such run. */
   async getRun(companyId: string, heartbeatRunId: string): Promise<RunState | null> {
-    const handle = this.handle(companyId, heartbeatRunId);
-    try {
-      return await handle.query(getRunQuery);
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) return null;
-      throw err;
-    }
+    return orNull(this.onRun(companyId, heartbeatRunId, (run) => run.query(getRunQuery)));
   }
 
   /**
@@ -305,94 +212,47 @@ export class EnvRunClient {
    * it can be read at any moment of the run. Null when there is no such run.
    */
   async phaseOf(companyId: string, heartbeatRunId: string): Promise<string | null> {
-    try {
-      const description = await this.handle(companyId, heartbeatRunId).describe();
-      return description.typedSearchAttributes.get(SEARCH_ATTRIBUTES.phase) ?? null;
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) return null;
-      throw err;
-    }
+    const description = await orNull(this.onRun(companyId, heartbeatRunId, (run) => run.describe()));
+    return description?.typedSearchAttributes.get(SEARCH_ATTRIBUTES.phase) ?? null;
   }
 
   /** Waits until the run's workflow has ended and returns its final state; null when there is no such run. */
   async waitEnded(companyId: string, heartbeatRunId: string): Promise<RunState | null> {
-    const handle = this.handle(companyId, heartbeatRunId);
     try {
-      await handle.result();
+      await this.onRun(companyId, heartbeatRunId, (run) => run.result());
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) return null;
+      if (err instanceof NotFoundError) return null;
       // A failed or cancelled run has ended too: its state says how.
     }
     return this.getRun(companyId, heartbeatRunId);
   }
 
-  /** The agent is done: the workflow releases the lease. Returns the run after release (`result`: null). */
+  /**
+   * The agent is done: the workflow releases the lease. Returns the run after release (`result`: null). A
+   * run that is not ready (or already completed) is refused with RunStateError saying why.
+   */
   async completeRun(
     companyId: string,
     heartbeatRunId: string,
     completion: z.input<typeof CompleteRunSchema>,
   ): Promise<RunState> {
     const parsed: CompleteRun = parseInput(CompleteRunSchema, completion, 'completion');
-    const handle = this.handle(companyId, heartbeatRunId);
-    try {
-      return await handle.executeUpdate(completeUpdate, { args: [parsed] });
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw notFound(companyId, heartbeatRunId);
-      // The workflow's validator refused it (not ready, already completed): say why.
-      if (err instanceof WorkflowUpdateFailedError && err.cause) throw new RunStateError(err.cause.message);
-      throw toEnvRunError(err) ?? err;
-    }
+    return this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(completeUpdate, { args: [parsed] }));
   }
 
   /** An operator retries a run's failed realization (refused unless it is awaiting retry). */
   async retryRealization(companyId: string, heartbeatRunId: string): Promise<RunState> {
-    return this.runUpdate(companyId, heartbeatRunId, retryRealizationUpdate);
+    return this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(retryRealizationUpdate));
   }
 
   /** The control plane is alive: push the held lease's expiry out by the run's TTL. */
   async renewRun(companyId: string, heartbeatRunId: string): Promise<RunState> {
-    return this.runUpdate(companyId, heartbeatRunId, renewUpdate);
-  }
-
-  private async runUpdate(companyId: string, heartbeatRunId: string, update: typeof renewUpdate): Promise<RunState> {
-    const handle = this.handle(companyId, heartbeatRunId);
-    try {
-      return await handle.executeUpdate(update);
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw notFound(companyId, heartbeatRunId);
-      if (err instanceof WorkflowUpdateFailedError && err.cause) throw new RunStateError(err.cause.message);
-      throw toEnvRunError(err) ?? err;
-    }
+    return this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(renewUpdate));
   }
 
   /** Runs from Temporal visibility, filtered by envrun's search attributes. */
   async listRuns(filter: RunFilter = {}, limit = 1000): Promise<ListedRun[]> {
-    const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
-    const add = (key: { name: string }, value: string | undefined, field: string) => {
-      if (value === undefined) return;
-      parseInput(SearchValue, value, field);
-      clauses.push(`${key.name} = '${value}'`);
-    };
-    add(SEARCH_ATTRIBUTES.companyId, filter.companyId, 'companyId');
-    add(SEARCH_ATTRIBUTES.phase, filter.phase, 'phase');
-    add(SEARCH_ATTRIBUTES.errorCode, filter.errorCode, 'errorCode');
-    add(SEARCH_ATTRIBUTES.environmentId, filter.environmentId, 'environmentId');
-    const runs: ListedRun[] = [];
-    for await (const wf of this.temporal.workflow.list({ query: clauses.join(' AND ') })) {
-      const sa = wf.typedSearchAttributes;
-      runs.push({
-        workflowId: wf.workflowId,
-        companyId: sa.get(SEARCH_ATTRIBUTES.companyId) ?? null,
-        heartbeatRunId: sa.get(SEARCH_ATTRIBUTES.heartbeatRunId) ?? null,
-        phase: sa.get(SEARCH_ATTRIBUTES.phase) ?? null,
-        errorCode: sa.get(SEARCH_ATTRIBUTES.errorCode) ?? null,
-        environmentId: sa.get(SEARCH_ATTRIBUTES.environmentId) ?? null,
-        status: wf.status.name,
-        startTime: wf.startTime.toISOString(),
-      });
-      if (runs.length >= limit) break;
-    }
-    return runs;
+    return listRuns(this.temporal, filter, limit);
   }
 
   /**
@@ -400,27 +260,7 @@ export class EnvRunClient {
    * company.
    */
   async stats(sinceMs: number, filter: { companyId?: string } = {}): Promise<ReadinessStats[]> {
-    const since = new Date(Date.now() - sinceMs).toISOString();
-    const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`, `StartTime > '${since}'`];
-    if (filter.companyId !== undefined) {
-      parseInput(SearchValue, filter.companyId, 'companyId');
-      clauses.push(`${SEARCH_ATTRIBUTES.companyId.name} = '${filter.companyId}'`);
-    }
-    const groups = new Map<string, number[]>();
-    clauses.push(`${SEARCH_ATTRIBUTES.readyMs.name} IS NOT NULL`);
-    for await (const wf of this.temporal.workflow.list({ query: clauses.join(' AND ') })) {
-      const sa = wf.typedSearchAttributes;
-      const readyMs = sa.get(SEARCH_ATTRIBUTES.readyMs);
-      if (typeof readyMs !== 'number') continue;
-      const key = `${sa.get(SEARCH_ATTRIBUTES.driver) ?? 'none'}/${sa.get(SEARCH_ATTRIBUTES.provider) ?? 'none'}`;
-      groups.set(key, [...(groups.get(key) ?? []), readyMs]);
-    }
-    const rank = (sorted: number[], p: number) => sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
-    return [...groups.entries()].sort().map(([key, values]) => {
-      const sorted = [...values].sort((a, b) => a - b);
-      const [driver, provider] = key.split('/') as [string, string];
-      return { driver, provider, runs: sorted.length, p50Ms: rank(sorted, 50), p95Ms: rank(sorted, 95) };
-    });
+    return readinessStats(this.temporal, sinceMs, filter);
   }
 
   /** Retries every run awaiting retry that matches the filter; returns the runs retried. */
@@ -430,10 +270,10 @@ export class EnvRunClient {
     for (const run of waiting) {
       if (!run.companyId || !run.heartbeatRunId) continue;
       try {
-        await this.temporal.workflow.getHandle(run.workflowId).executeUpdate(retryRealizationUpdate);
+        await this.retryRealization(run.companyId, run.heartbeatRunId);
         retried.push(run);
       } catch (err) {
-        if (!(err instanceof WorkflowUpdateFailedError)) throw err; // no longer awaiting: skipped
+        if (!(err instanceof RunStateError)) throw err; // no longer awaiting: skipped
       }
     }
     return retried;
@@ -446,61 +286,35 @@ export class EnvRunClient {
    * completing, is accepted: the run ends as its completion says, and its lease is released either way.)
    */
   async cancelRun(companyId: string, heartbeatRunId: string): Promise<void> {
+    const what = runName(companyId, heartbeatRunId);
     const handle = this.handle(companyId, heartbeatRunId);
-    const alreadyEnded = ({ outcome, detail }: { outcome: RunOutcome; detail: string | null }) => {
-      const how = detail ? `${outcome}, ${outcome === 'failed' ? 'error' : 'status'} ${detail}` : outcome;
-      return new RunEndedError(
-        `run ${heartbeatRunId} of company ${companyId} already ended, nothing to cancel: ${how}`,
-        outcome,
-        detail,
-      );
-    };
-    const before = await this.runOutcome(handle, companyId, heartbeatRunId);
-    if (before) throw alreadyEnded(before);
-    try {
-      await handle.cancel();
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw notFound(companyId, heartbeatRunId);
-      throw err;
-    }
+    const before = await this.onRun(companyId, heartbeatRunId, endedAs);
+    if (before) throw nothingToCancel(what, before);
+    await this.onRun(companyId, heartbeatRunId, (run) => run.cancel());
     await handle.result().catch(() => undefined);
     // The run may have closed between the check above and the request: then the request left no trace.
-    const after = await this.runOutcome(handle, companyId, heartbeatRunId);
+    const after = await this.onRun(companyId, heartbeatRunId, endedAs);
     if (after && after.outcome !== 'cancelled') {
       const { events } = await handle.fetchHistory();
-      if (!events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes)) throw alreadyEnded(after);
+      if (!events?.some((e) => e.workflowExecutionCancelRequestedEventAttributes)) throw nothingToCancel(what, after);
     }
   }
 
-  /** How the run's workflow ended (with its error code, or its completion's status), or null while it is open. */
-  private async runOutcome(
-    handle: WorkflowHandle<EnvironmentRunWorkflow>,
+  /** One call on the run's workflow, with Temporal's errors turned into envrun's (fromTemporal). */
+  private async onRun<T>(
     companyId: string,
     heartbeatRunId: string,
-  ): Promise<{ outcome: RunOutcome; detail: string | null } | null> {
-    let description: Awaited<ReturnType<typeof handle.describe>>;
+    call: (run: WorkflowHandle<EnvironmentRunWorkflow>) => Promise<T>,
+  ): Promise<T> {
+    const run = this.handle(companyId, heartbeatRunId);
     try {
-      description = await handle.describe();
+      return await call(run);
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw notFound(companyId, heartbeatRunId);
-      throw err;
+      throw fromTemporal(err, runName(companyId, heartbeatRunId));
     }
-    const outcome = CLOSED[description.status.name];
-    if (!outcome) return null;
-    if (outcome === 'failed') {
-      return { outcome, detail: description.typedSearchAttributes.get(SEARCH_ATTRIBUTES.errorCode) ?? null };
-    }
-    if (outcome === 'completed')
-      return {
-        outcome,
-        detail: await handle.result().then(
-          (r) => r.status,
-          () => null,
-        ),
-      };
-    return { outcome, detail: null };
   }
 
+  /** The run's workflow handle; bad ids throw InvalidInputError. */
   handle(companyId: string, heartbeatRunId: string): WorkflowHandle<EnvironmentRunWorkflow> {
     parseInput(ExternalId, companyId, 'companyId');
     parseInput(ExternalId, heartbeatRunId, 'heartbeatRunId');
@@ -522,6 +336,16 @@ export class EnvRunClient {
   }
 }
 
-function notFound(companyId: string, heartbeatRunId: string): NotFoundError {
-  return new NotFoundError(`run ${heartbeatRunId} of company ${companyId} not found`);
+function runName(companyId: string, heartbeatRunId: string): string {
+  return `run ${heartbeatRunId} of company ${companyId}`;
+}
+
+/** The call's answer, or null when what it asked about does not exist. */
+async function orNull<T>(call: Promise<T>): Promise<T | null> {
+  try {
+    return await call;
+  } catch (err) {
+    if (err instanceof NotFoundError) return null;
+    throw err;
+  }
 }

@@ -6,3 +6,4 @@ export * from './target.js';
 export * from './run.js';
 export * from './messages.js';
 export * from './activity-log.js';
+export * from './errors.js';

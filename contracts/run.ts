@@ -173,9 +173,12 @@ export const RunStateSchema = z.object({
 });
 export type RunState = z.infer<typeof RunStateSchema>;
 
-/** What the workflow returns when it ends without error (the released rows are in its final state, getRun). */
-export const RunOutcomeSchema = z.object({
+/**
+ * What the run's workflow returns when it ends without error (the released rows are in its final state,
+ * getRun). How Temporal closed the workflow is the client's RunOutcome.
+ */
+export const RunWorkflowResultSchema = z.object({
   status: z.enum(['succeeded', 'failed', 'expired']),
   releasedLeaseIds: z.array(z.string()),
 });
-export type RunOutcome = z.infer<typeof RunOutcomeSchema>;
+export type RunWorkflowResult = z.infer<typeof RunWorkflowResultSchema>;

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The namespace and envrun's search attributes on a running Temporal server. Run by docker-compose.yml's
-# temporal-setup job (admin-tools image) and by scripts/cluster.ts, which the cluster test suite runs: the
+# temporal-setup job (admin-tools image) and by test/cluster/harness.ts, which the cluster test suite runs: the
 # same commands in both places.
 #
 # Waits for the frontend to answer, creates the namespace unless it exists, waits until the frontend serves

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Temporal's two databases on PostgreSQL (persistence and visibility), their schema brought up to date.
-# Run by docker-compose.yml's temporal-schema job (admin-tools image) and by scripts/cluster.ts, which the
+# Run by docker-compose.yml's temporal-schema job (admin-tools image) and by test/cluster/harness.ts, which the
 # cluster test suite runs: the same commands in both places.
 #
 # Every command is idempotent (create-database accepts an existing database, setup-schema -v 0.0 leaves a

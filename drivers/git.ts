@@ -4,6 +4,7 @@
 // process filters, no transports, no pager, no credential helper; no system or global config; and a minimal
 // environment (never the worker's: its secrets must not reach anything git might start).
 import { execFile } from 'node:child_process';
+import { EnvRunError } from '../contracts/errors.js';
 import { DEFAULT_PATH, firstLine } from './process.js';
 
 /**
@@ -23,7 +24,7 @@ export const GIT_HARDENING: ReadonlyArray<readonly [string, string]> = [
   ['diff.external', ''],
 ];
 
-/** `-c key=value …` for GIT_HARDENING (also for a git run on an ssh host: see gitCommandLine in ssh.ts). */
+/** `-c key=value …` for GIT_HARDENING (also for a git run on an ssh host: see remoteGit in ssh/archive.ts). */
 export function gitHardeningArgs(): string[] {
   return GIT_HARDENING.flatMap(([k, v]) => ['-c', `${k}=${v}`]);
 }
@@ -42,8 +43,9 @@ export function gitEnv(): Record<string, string> {
 }
 
 /** A git command that failed: its exit code and stderr, and git's own complaint as the message. */
-export class GitError extends Error {
+export class GitError extends EnvRunError {
   override name = 'GitError';
+  readonly code = 'git_failed';
   constructor(
     readonly args: string[],
     readonly stderr: string,

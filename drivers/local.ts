@@ -6,12 +6,12 @@ import {
   type DriverRealization,
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
-import { NonRetryableError } from './errors.js';
+import { NonRetryableError } from '../contracts/errors.js';
 import { runGit } from './git.js';
 import { runProcess } from './process.js';
 import type { EnvironmentDriver, RealizeInput, StepContext } from './types.js';
 import { provision } from './provision.js';
-import { providerOf } from '../leases/policy.js';
+import { providerOf } from '../contracts/lease-policy.js';
 
 export { gitErrorLine } from './git.js';
 

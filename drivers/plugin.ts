@@ -10,10 +10,10 @@ import {
   type ExecutionTarget,
   type DriverRealization,
 } from '../contracts/index.js';
-import { NonRetryableError } from './errors.js';
+import { NonRetryableError } from '../contracts/errors.js';
 import { PluginRegistry } from './plugins/registry.js';
 import type { EnvRunPlugin, PluginCallContext, PluginLeaseRef } from './plugins/types.js';
-import { providerOf, reuseKeyOf } from '../leases/policy.js';
+import { providerOf, reuseKeyOf } from '../contracts/lease-policy.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 function parse(config: Record<string, unknown>): PluginDriverConfig {

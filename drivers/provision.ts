@@ -1,5 +1,5 @@
 import type { ExecResult } from '../contracts/index.js';
-import type { ProviderExecRequest } from './providers/types.js';
+import type { ProviderExecRequest } from './providers/contract.js';
 import { firstLine } from './process.js';
 
 /** A provision command that failed: the exit code and the first line of stderr (what ops need first). */

@@ -1,10 +1,10 @@
 import type { Driver } from '../contracts/index.js';
-import type { ProviderRegistry } from './providers/registry.js';
+import type { ProviderRegistry } from './providers/load.js';
 import { PluginRegistry } from './plugins/registry.js';
 import { createLocalDriver } from './local.js';
 import { createPluginDriver } from './plugin.js';
 import { createSandboxDriver } from './sandbox.js';
-import { createSshDriver } from './ssh.js';
+import { createSshDriver } from './ssh/index.js';
 import type { EnvironmentDriver } from './types.js';
 
 export type DriverRegistry = Partial<Record<Driver, EnvironmentDriver>>;

@@ -7,11 +7,11 @@ import {
   type DriverRealization,
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
-import { NonRetryableError } from './errors.js';
-import type { ProviderRegistry } from './providers/registry.js';
-import type { SandboxProvider } from './providers/types.js';
+import { NonRetryableError } from '../contracts/errors.js';
+import type { ProviderRegistry } from './providers/load.js';
+import type { SandboxProvider } from './providers/contract.js';
 import { provision } from './provision.js';
-import { reuseKeyOf, providerOf } from '../leases/policy.js';
+import { reuseKeyOf, providerOf } from '../contracts/lease-policy.js';
 import type { EnvironmentDriver, StepContext } from './types.js';
 
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
@@ -155,12 +155,13 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
       if (!lease.providerLeaseId) return; // the provider never made anything
       const { provider, config } = providerFor(environment);
       const realization = lease.metadata?.workspaceRealization as WorkspaceRealizationRecord | undefined;
-      await provider.releaseLease(config, {
+      const report = await provider.releaseLease(config, {
         ...callContext(ctx, environment, lease),
         providerLeaseId: lease.providerLeaseId,
         keep: keep || Boolean(config.reuseLease),
         syncBackTo: realization?.local.path ?? null,
       });
+      return report?.syncBack ? { metadata: { syncBack: report.syncBack } } : undefined;
     },
   };
 }

@@ -10,7 +10,7 @@ import type {
   WorkspaceRealizationRecord,
   WorkspaceRealizationRequest,
 } from '../contracts/index.js';
-import type { ProbeResult, ProviderExecRequest } from './providers/types.js';
+import type { ProbeResult, ProviderExecRequest } from './providers/contract.js';
 
 export interface StepContext {
   /** The activity attempt, 1-based. */
@@ -39,6 +39,11 @@ export interface RealizeInput {
 export interface LeaseRef {
   environment: Environment;
   lease: EnvironmentLease;
+}
+
+/** What a driver's release says about the lease: merged into its metadata and its release's log row. */
+export interface ReleaseReport {
+  metadata?: Record<string, unknown>;
 }
 
 /** One implementation per environment driver (local, ssh, sandbox, plugin). */
@@ -74,6 +79,9 @@ export interface EnvironmentDriver {
     input: LeaseRef & { record: DriverRealization | null },
     request: ProviderExecRequest,
   ): Promise<ExecResult>;
-  /** Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained). */
-  release(ctx: StepContext, input: LeaseRef & { keep: boolean }): Promise<void>;
+  /**
+   * Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained). What it
+   * reports is merged into the lease's metadata.
+   */
+  release(ctx: StepContext, input: LeaseRef & { keep: boolean }): Promise<ReleaseReport | void>;
 }

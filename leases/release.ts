@@ -12,7 +12,7 @@ import type { ReapedLease } from '../contracts/reaper.js';
 import type { DriverRegistry } from '../drivers/registry.js';
 import type { StepContext } from '../drivers/types.js';
 import type { Store } from '../store/store.js';
-import { keepsResource } from './policy.js';
+import { keepsResource } from '../contracts/lease-policy.js';
 
 export interface ReleaseDeps {
   store: Store;
@@ -78,14 +78,17 @@ export async function releaseLease(
   lease = claimed;
   const environment = await environmentOf(deps, lease, o.environments);
   let error: string | null = null;
+  let report: Record<string, unknown> | undefined;
   try {
     const driver = environment ? deps.drivers[environment.driver] : undefined;
     if (!environment) throw new Error(`environment ${lease.environmentId} no longer exists`);
     if (!driver) throw new Error(`no driver for environment ${lease.environmentId}`);
-    await driver.release(o.step, { environment, lease, keep: !o.destroy && keepsResource(lease) });
+    report = (await driver.release(o.step, { environment, lease, keep: !o.destroy && keepsResource(lease) }))?.metadata;
   } catch (err) {
     error = err instanceof Error ? err.message : String(err);
   }
+  // What the release reports (what a sync-back did not bring back, and why) goes on the lease.
+  if (report && Object.keys(report).length > 0) await store.mergeLeaseMetadata(lease.id, report);
   if (!error) {
     lease = (await store.updateLease(lease.id, { cleanupStatus: 'success' }))!;
   } else if (o.recordFailure !== false) {
@@ -93,7 +96,8 @@ export async function releaseLease(
     lease = (await store.updateLease(lease.id, { cleanupStatus: 'failed' }))!;
   }
   const event = o.log?.(lease, error);
-  if (event) await store.logActivity(leaseEventRow(event));
+  if (event)
+    await store.logActivity(leaseEventRow(report ? { ...event, details: { ...event.details, ...report } } : event));
   return { lease, error };
 }
 

@@ -4,8 +4,6 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflows } from '../worker/bundle.js';
 
-export { bundleWorkflows };
-
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const out = resolve(process.argv[2] ?? 'dist/workflow-bundle.js');
   bundleWorkflows(out)

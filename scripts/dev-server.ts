@@ -33,7 +33,7 @@ export interface DevServerOptions {
  * - the transfer queue read at up to 1000 times a second instead of 20: every workflow task and every
  *   non-eager activity task goes from history to matching through that queue, and the server's default of 20
  *   reads a second per shard (the dev server has one) made each workflow task wait up to 50 ms whenever the
- *   previous one was less than 50 ms before. Measured with `npx tsx scripts/latency-probe.ts --configs
+ *   previous one was less than 50 ms before. Measured with `npx tsx bench/latency-probe.ts --configs
  *   base,current --c50 200` (server defaults vs these settings; c=1, 3 interleaved reps of 30, median of the
  *   reps' p50 with their min–max; a shared 2-core machine): 8 sequential no-op activities 450 (449–451) → 93
  *   (59–96) ms, i.e. 50 → 6 ms per workflow task; start + result of an empty workflow 50 (49–55) → 14 (9–15) ms;
@@ -62,8 +62,6 @@ export interface DevServer {
   process: ChildProcess;
   stop(): Promise<void>;
 }
-
-export { freePort };
 
 export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
   const cli = await ensureTemporalCli();

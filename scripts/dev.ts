@@ -15,7 +15,74 @@ import { ensureSearchAttributes } from '../worker/search-attributes.js';
 import { bundleWorkflowsInChildProcess, createWorker } from '../worker/worker.js';
 import { startDevServer, type DevServer } from './dev-server.js';
 
-const say = (line: string) => console.log(`[envrun dev] ${line}`);
+// What dev started is stopped however dev goes: Ctrl+C (SIGINT to the terminal's foreground group), SIGTERM,
+// SIGHUP (the terminal closed), its output closed (EPIPE: `npm run dev | tee dev.log`, tee gone first), or an
+// error half-way through the start. Each part is registered as it starts and stopped in reverse order.
+const stops: Array<{ what: string; stop: () => Promise<unknown> }> = [];
+let stopReason: string | null = null;
+let wakeUp: () => void = () => undefined;
+const stopRequested = new Promise<void>((resolveStop) => (wakeUp = resolveStop));
+// Once output is gone, writing again would only fail again: the rest is silent.
+let outputOpen = true;
+
+class Stopping extends Error {}
+
+function requestStop(reason: string): void {
+  if (stopReason !== null) return;
+  stopReason = reason;
+  wakeUp();
+}
+
+/** Registers how to stop what just started; throws when a stop was asked for meanwhile (the start ends). */
+function started(what: string, stop: () => Promise<unknown>): void {
+  stops.push({ what, stop });
+  if (stopReason !== null) throw new Stopping(stopReason);
+}
+
+/** Waits for `work`, or gives up on it when a stop is asked for (what it waits on is stopped next). */
+function unlessStopped<T>(work: Promise<T>): Promise<T> {
+  return Promise.race([work, stopRequested.then(() => Promise.reject(new Stopping(stopReason ?? 'stop')))]);
+}
+
+let stopping: Promise<void> | null = null;
+function stopAll(): Promise<void> {
+  stopping ??= (async () => {
+    for (const { what, stop } of stops.reverse()) {
+      try {
+        await stop();
+      } catch (err) {
+        complain(`stopping ${what}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  })();
+  return stopping;
+}
+
+function show(line: string): void {
+  if (outputOpen) console.log(line);
+}
+
+const say = (line: string) => show(`[envrun dev] ${line}`);
+
+function complain(line: string): void {
+  if (outputOpen) console.error(`[envrun dev] ${line}`);
+}
+
+// The handlers stay installed through the stop: Ctrl+C reaches every process of the foreground group and npm
+// relays it once more, and a second Ctrl+C must not end dev half-way through stopping.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => requestStop(signal));
+let failed = false;
+process.on('uncaughtException', (err) => {
+  failed = true;
+  complain(`unexpected error: ${err.stack ?? err.message}`);
+  requestStop('error');
+});
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    outputOpen = false;
+    requestStop(err.code === 'EPIPE' ? 'output closed' : `output failed: ${err.message}`);
+  });
+}
 
 async function serverAnswers(address: string): Promise<boolean> {
   try {
@@ -49,12 +116,19 @@ async function main(): Promise<void> {
       dbFilename: join(config.dataDir, 'temporal.db'),
       logFile: join(config.dataDir, 'temporal.log'),
     });
+    const dev = server;
+    started('the Temporal dev server', () => dev.stop());
     uiUrl = server.uiUrl!;
   }
+  // The embedded store's daemon is shared and detached: dev stops it only when dev started it.
   const storeWasRunning = Boolean(readStoreInfo(config.dataDir));
   say(config.databaseUrl ? 'using DATABASE_URL' : `embedded PostgreSQL in ${join(config.dataDir, 'pg')}`);
+  if (!storeWasRunning && !config.databaseUrl)
+    stops.push({ what: 'the embedded PostgreSQL', stop: () => stopEmbeddedStore(config.dataDir) });
   const deps = await createRuntimeDeps(config, { log: say });
+  started('the store connections', () => deps.close());
   const connection = await NativeConnection.connect(config.temporal.connection);
+  started('the worker connection', () => connection.close());
   await ensureSearchAttributes(connection, config.temporal.namespace);
   deps.temporal = new Client({ connection, namespace: config.temporal.namespace });
   if (config.reaperEvery) await installReaperSchedule(deps.temporal, config.taskQueue, config.reaperEvery);
@@ -70,9 +144,14 @@ async function main(): Promise<void> {
     maxCachedWorkflows: config.maxCachedWorkflows,
   }).finally(() => bundle?.remove());
   const running = worker.run();
+  started('the worker', async () => {
+    if (worker.shared.getState() === 'RUNNING') worker.shutdown();
+    await running.catch(() => undefined);
+  });
   say(`worker polling task queue ${config.taskQueue}`);
 
   const clientConnection = await Connection.connect(config.temporal.connection);
+  started('the client connection', () => clientConnection.close());
   const client = new EnvRunClient({
     client: new Client({ connection: clientConnection, namespace: config.temporal.namespace }),
     taskQueue: config.taskQueue,
@@ -96,58 +175,50 @@ async function main(): Promise<void> {
   writeFileSync(join(workspace, 'README.md'), '# demo workspace\n\nCopied into a fake sandbox by envrun.\n');
   const heartbeatRunId = `demo-${Date.now()}`;
   say(`demo environment ${environment.id} (sandbox/fake); starting run ${heartbeatRunId}`);
-  const result = await client.startRunAndWaitReady({
-    companyId,
-    heartbeatRunId,
-    environmentId: environment.id,
-    adapterType: 'process',
-    workspace: { baseCwd: workspace, cwd: workspace },
-    runtimeOverlay: { provisionCommand: 'echo provisioned > .provisioned && ls -a' },
-  });
+  const result = await unlessStopped(
+    client.startRunAndWaitReady({
+      companyId,
+      heartbeatRunId,
+      environmentId: environment.id,
+      adapterType: 'process',
+      workspace: { baseCwd: workspace, cwd: workspace },
+      runtimeOverlay: { provisionCommand: 'echo provisioned > .provisioned && ls -a' },
+    }),
+  );
   const state = await client.getRun(companyId, heartbeatRunId);
   const workflowId = state!.workflowId;
   say(`run is READY: target ${JSON.stringify(result.executionTarget)}`);
-  console.log('');
-  console.log(
+  show('');
+  show(
     `  Temporal Web UI:  ${uiUrl}/namespaces/${config.temporal.namespace}/workflows/${encodeURIComponent(workflowId)}`,
   );
-  console.log(`  workflow id:      ${workflowId}`);
-  console.log(
-    `  try:              npx envrun run exec --company ${companyId} --run ${heartbeatRunId} -- cat .provisioned`,
-  );
-  console.log(`                    npx envrun run complete --company ${companyId} --run ${heartbeatRunId}`);
-  console.log('');
+  show(`  workflow id:      ${workflowId}`);
+  show(`  try:              npx envrun run exec --company ${companyId} --run ${heartbeatRunId} -- cat .provisioned`);
+  show(`                    npx envrun run complete --company ${companyId} --run ${heartbeatRunId}`);
+  show('');
 
-  const shutdown = async () => {
-    say('stopping');
-    worker.shutdown();
-    await running.catch(() => undefined);
-    await clientConnection.close();
-    await connection.close();
-    await deps.close();
-    if (server) await server.stop();
-    if (!storeWasRunning && !config.databaseUrl) await stopEmbeddedStore(config.dataDir);
-  };
   if (process.env.ENVRUN_DEV_EXIT_AFTER_DEMO === '1') {
     await client.completeRun(companyId, heartbeatRunId, { status: 'succeeded' });
     say('demo run completed and released');
-    await shutdown();
     return;
   }
   say('running; Ctrl+C stops the worker, the dev server and the embedded store');
-  // Ctrl+C reaches every process of the terminal's foreground group, and tsx relays it once more: the
-  // handlers stay installed through shutdown, so a second signal cannot kill the process half-way.
-  await new Promise<void>((resolveStop) => {
-    process.on('SIGINT', () => resolveStop());
-    process.on('SIGTERM', () => resolveStop());
-  });
-  await shutdown();
+  await stopRequested;
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(`[envrun dev] ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
-  },
-);
+// Whatever ended main (done, a stop asked for, an error), what started is stopped before the process exits.
+void main()
+  .then(
+    () => 0,
+    (err: unknown) => {
+      // Asked to stop half-way through the start: what failed then was cut short by the stop.
+      if (err instanceof Stopping || stopReason !== null) return 0;
+      complain(err instanceof Error ? err.message : String(err));
+      return 1;
+    },
+  )
+  .then(async (code) => {
+    say(`stopping${stopReason ? ` (${stopReason})` : ''}`);
+    await stopAll();
+    process.exit(failed ? 1 : code);
+  });

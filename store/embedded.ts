@@ -20,6 +20,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
+import { readSetting } from '../config/settings.js';
 
 export interface EmbeddedStoreInfo {
   pid: number;
@@ -158,14 +159,16 @@ export function tsxLoaderUrl(): string {
  * The daemon's command line. Run from dist/ (this file is embedded.js), the compiled embedded-daemon.js under
  * plain node; from the sources (tsx, vitest), embedded-daemon.ts through tsx's loader.
  */
-function daemonArgs(dir: string): string[] {
-  if (import.meta.url.endsWith('.js')) return [fileURLToPath(new URL('./embedded-daemon.js', import.meta.url)), dir];
-  return ['--import', tsxLoaderUrl(), fileURLToPath(new URL('./embedded-daemon.ts', import.meta.url)), dir];
+function daemonArgs(dir: string, port: number | undefined): string[] {
+  const args = port ? [dir, String(port)] : [dir];
+  if (import.meta.url.endsWith('.js'))
+    return [fileURLToPath(new URL('./embedded-daemon.js', import.meta.url)), ...args];
+  return ['--import', tsxLoaderUrl(), fileURLToPath(new URL('./embedded-daemon.ts', import.meta.url)), ...args];
 }
 
 async function startDaemon(dir: string, deadline: number): Promise<string> {
   rmSync(join(dir, INFO_FILE), { force: true });
-  const args = daemonArgs(dir);
+  const args = daemonArgs(dir, readSetting('ENVRUN_EMBEDDED_PG_PORT'));
   const logFd = openSync(join(dir, 'store.log'), 'a');
   const child = spawn(process.execPath, args, {
     detached: true,

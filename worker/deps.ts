@@ -2,12 +2,12 @@
 import { createDrivers } from '../drivers/registry.js';
 import type { ActivityDeps } from '../activities/index.js';
 import { loadProviders } from '../drivers/providers/load.js';
-import type { ProviderRegistry } from '../drivers/providers/registry.js';
+import type { ProviderRegistry } from '../drivers/providers/load.js';
 import { loadPlugins } from '../drivers/plugins/load.js';
 import type { PluginRegistry } from '../drivers/plugins/registry.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
 import { Store } from '../store/store.js';
-import { loadTenancy } from '../drivers/tenancy.js';
+import { loadTenancy } from '../config/tenancy.js';
 import type { EnvRunConfig } from './config.js';
 
 export interface RuntimeDeps extends ActivityDeps {

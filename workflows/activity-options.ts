@@ -97,12 +97,13 @@ export const STEP_OPTIONS = {
     }),
   },
   execCommand: {
-    // A command is not idempotent: one attempt; the request's own timeout bounds it (at most 24 h).
+    // A command is not idempotent: one attempt; the request's own timeout bounds it (at most 24 h). A
+    // cancelled command (the run releases its lease) is waited for: its sandbox is killed first.
     activity: {
       startToCloseTimeout: '25h',
       heartbeatTimeout: '30s',
       retry: { maximumAttempts: 1 },
-      cancellationType: ActivityCancellationType.TRY_CANCEL,
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       summary: 'run a command in the target',
     },
   },
@@ -138,6 +139,8 @@ export interface HostSteps {
   prepareWorkspace: ReturnType<typeof asActivity<'prepareWorkspace'>>;
   releaseLease: ReturnType<typeof asActivity<'releaseLease'>>;
   execCommand: ReturnType<typeof asActivity<'execCommand'>>;
+  /** As runs before the `release-ends-commands` patch had it: a cancel does not wait for the command. */
+  execCommandV1: ReturnType<typeof asActivity<'execCommand'>>;
 }
 
 /**
@@ -151,5 +154,6 @@ export function hostSteps(taskQueue: string | null, pickupMs: number): HostSteps
     prepareWorkspace: asActivity('prepareWorkspace', on),
     releaseLease: asActivity('releaseLease', on),
     execCommand: asActivity('execCommand', on),
+    execCommandV1: asActivity('execCommand', { ...on, cancellationType: ActivityCancellationType.TRY_CANCEL }),
   };
 }

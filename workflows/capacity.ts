@@ -3,7 +3,7 @@
 import { CancellationScope, condition, getExternalWorkflowHandle, workflowInfo } from '@temporalio/workflow';
 import type { Environment, RunRequest } from '../contracts/index.js';
 import { releaseSlotSignal } from '../contracts/messages.js';
-import { leasePolicyOf } from '../leases/policy.js';
+import { leasePolicyOf } from '../contracts/lease-policy.js';
 import { sharedSteps } from './activity-options.js';
 import type { Run } from './run-state.js';
 

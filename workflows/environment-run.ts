@@ -24,24 +24,18 @@ import type { PrepareWorkspaceInput, PreparedWorkspace } from '../activities/pre
 import type {
   Environment,
   RealizeRequest,
-  RunOutcome,
   RunRequest,
+  RunWorkflowResult,
   WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { dbSteps, sharedSteps } from './activity-options.js';
 import { capacityGates, giveBackSlots, waitForSlots } from './capacity.js';
 import { releaseLeases } from './release.js';
-import {
-  HostLostError,
-  applicationFailure,
-  createRunState,
-  installHandlers,
-  onHost,
-  type Run,
-  type RunInput,
-} from './run-state.js';
+import { HostLostError, applicationFailure, onHost } from './run-failure.js';
+import { installHandlers } from './run-handlers.js';
+import { createRunState, type Run, type RunInput } from './run-state.js';
 
-export async function environmentRun(input: RunInput): Promise<RunOutcome> {
+export async function environmentRun(input: RunInput): Promise<RunWorkflowResult> {
   const run = createRunState(input);
   const { state } = run;
   const ttlMs = typeof input.leaseTtlMs === 'number' ? input.leaseTtlMs : DEFAULT_LEASE_TTL_MS;

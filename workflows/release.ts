@@ -5,7 +5,9 @@ import { CancellationScope, workflowInfo } from '@temporalio/workflow';
 import type { ReleaseOutcome } from '../activities/release-lease.js';
 import type { RunRequestInput } from '../contracts/index.js';
 import { RELEASE_ATTEMPTS, dbSteps } from './activity-options.js';
-import { HostLostError, onHost, type Run } from './run-state.js';
+import { HostLostError, onHost } from './run-failure.js';
+import { endCommands } from './run-handlers.js';
+import type { Run } from './run-state.js';
 
 export interface ReleaseInput {
   input: RunRequestInput;
@@ -19,6 +21,7 @@ export async function releaseLeases(run: Run, { input, expired, ttlMs }: Release
   const { state } = run;
   await CancellationScope.nonCancellable(async () => {
     run.setPhase('releasing', { searchable: false });
+    await endCommands(run);
     const outcome: ReleaseOutcome = run.cancelled
       ? 'cancelled'
       : state.error

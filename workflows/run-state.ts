@@ -1,31 +1,18 @@
-// A run's state as the workflow keeps it and the world sees it: the state object (query getRun), the
-// message handlers, the phase with its search attributes and UI details, and envrun's metrics.
+// A run's state as the workflow keeps it and the world sees it: the state object (query getRun), the phase
+// with its search attributes and UI details, and envrun's metrics. The message handlers are in
+// run-handlers.ts, the step failures in run-failure.ts.
 import {
-  ActivityFailure,
-  ApplicationFailure,
-  TimeoutFailure,
-  condition,
   metricMeter,
   setCurrentDetails,
-  setHandler,
   upsertSearchAttributes,
   workflowInfo,
+  type CancellationScope,
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
-import {
-  DEFAULT_HOST_PICKUP_MS,
-  RUN_CANCELLED,
-  hostTaskQueue,
-  isErrorCode,
-  type ErrorCode,
-  type RunPhase,
-} from '../contracts/constants.js';
-import { dbSteps, hostSteps, type HostSteps } from './activity-options.js';
+import { DEFAULT_HOST_PICKUP_MS, hostTaskQueue, type ErrorCode, type RunPhase } from '../contracts/constants.js';
+import type { FailureContext } from '../contracts/errors.js';
 import type {
-  CompleteRun,
   Driver,
-  DriverRealization,
-  ExecRequest,
   Environment,
   EnvironmentLease,
   RealizeRequest,
@@ -34,22 +21,10 @@ import type {
   RunResult,
   RunState,
 } from '../contracts/index.js';
-import {
-  SEARCH_ATTRIBUTES,
-  completeUpdate,
-  execUpdate,
-  getRunQuery,
-  hostLostSignal,
-  realizeUpdate,
-  renewUpdate,
-  retryRealizationSignal,
-  retryRealizationUpdate,
-  slotGrantedSignal,
-  waitLeasedUpdate,
-  waitReadyUpdate,
-  type LeasedRun,
-} from '../contracts/messages.js';
-import { providerOf } from '../leases/policy.js';
+import { SEARCH_ATTRIBUTES, type LeasedRun } from '../contracts/messages.js';
+import { providerOf } from '../contracts/lease-policy.js';
+import { hostSteps } from './activity-options.js';
+import { toRunFailure } from './run-failure.js';
 
 // envrun's own metrics, exported with Temporal's runtime metrics (Prometheus on the worker). Made inside
 // the workflow: the meter exists only in workflow context.
@@ -95,9 +70,6 @@ function initialState(input: RunRequestInput): RunState {
     },
   };
 }
-
-/** What a failure names besides its code and message. */
-type FailureContext = Pick<RunFailure, 'environmentId' | 'driver' | 'provider'>;
 
 /** What a held run carries into its next run when it continues as new. */
 export interface ContinuedRun {
@@ -150,6 +122,10 @@ export function createRunState(input: RunInput) {
     hostId: null as string | null,
     /** That host was found gone while the run was ready (by a step, or the reaper's signal). */
     hostLost: false,
+    /** Commands (exec steps) in flight: release cancels them and waits for them first. */
+    commands: new Set<CancellationScope>(),
+    /** Release is ending the commands still in flight. */
+    endingCommands: false,
 
     /**
      * Enters a phase. `searchable: false` keeps a brief phase (releasing) out of the search attributes: it
@@ -254,206 +230,6 @@ export function createRunState(input: RunInput) {
   return run;
 }
 export type Run = ReturnType<typeof createRunState>;
-
-export interface HandlerDeps {
-  /** Pushes the held lease's expiry out by the run's TTL. */
-  renewLease(): Promise<Pick<EnvironmentLease, 'expiresAt'>>;
-}
-
-/**
- * The run's query, signals and updates. Installed at the start of the workflow, before anything else
- * happens: a waitReady update sent with the start is accepted as its handler is set.
- */
-export function installHandlers(run: Run, deps: HandlerDeps): void {
-  const { state } = run;
-  setHandler(getRunQuery, () => state);
-  setHandler(slotGrantedSignal, (gateId: string) => {
-    run.granted.add(gateId);
-  });
-  setHandler(hostLostSignal, (hostId: string) => {
-    // A run still on its way to ready finds out through its own steps, and is placed again.
-    if (hostId === run.hostId && state.phase === 'ready') run.hostLost = true;
-  });
-  setHandler(waitReadyUpdate, async () => {
-    await condition(() => state.result !== null || state.error !== null || run.cancelled);
-    if (state.result) return state.result;
-    throw state.error ? applicationFailure(state.error) : cancelledBefore('ready');
-  });
-  setHandler(waitLeasedUpdate, async () => {
-    await condition(() => run.leasedRun !== null || state.error !== null || run.cancelled);
-    if (run.leasedRun) return run.leasedRun;
-    throw state.error ? applicationFailure(state.error) : cancelledBefore('leased');
-  });
-  setHandler(
-    realizeUpdate,
-    async (request: RealizeRequest) => {
-      run.realizeRequest = request;
-      await condition(() => state.result !== null || state.error !== null || run.cancelled);
-      if (state.result) return state.result;
-      throw state.error ? applicationFailure(state.error) : cancelledBefore('ready');
-    },
-    {
-      validator: (request: RealizeRequest) => {
-        if (!request?.workspace) throw new Error('workspace: required');
-        if (state.phase !== 'awaiting_realize' || run.realizeRequest) {
-          throw new Error(`the run is ${state.phase}, not awaiting_realize`);
-        }
-      },
-    },
-  );
-  setHandler(
-    execUpdate,
-    async (request: ExecRequest) => {
-      const result = state.result!;
-      const record =
-        'version' in result.workspaceRealization ? (result.workspaceRealization as DriverRealization) : null;
-      try {
-        return await onHost(run, (steps) =>
-          steps.execCommand({ companyId: state.companyId, lease: result.lease, record, request }),
-        );
-      } catch (err) {
-        if (!(err instanceof HostLostError)) throw err;
-        run.hostLost = true;
-        throw applicationFailure(run.failureOf('environment_host_lost', err.message));
-      }
-    },
-    {
-      validator: (request: ExecRequest) => {
-        if (!request?.command) throw new Error('command: required');
-        if (state.phase !== 'ready' || !state.result || state.completion) {
-          throw new Error(`the run is ${state.phase}, not ready`);
-        }
-      },
-    },
-  );
-  const requestRetry = () => {
-    if (state.phase === 'awaiting_retry') run.retryRequested = true;
-  };
-  setHandler(retryRealizationSignal, requestRetry);
-  setHandler(
-    retryRealizationUpdate,
-    async () => {
-      requestRetry();
-      await condition(() => state.phase !== 'awaiting_retry');
-      return state;
-    },
-    {
-      validator: () => {
-        if (state.phase !== 'awaiting_retry') throw new Error(`the run is ${state.phase}, not awaiting_retry`);
-      },
-    },
-  );
-  setHandler(
-    renewUpdate,
-    async () => {
-      const renewed = await deps.renewLease();
-      state.expiresAt = renewed.expiresAt;
-      run.renewals++;
-      setCurrentDetails(describe(state));
-      return state;
-    },
-    {
-      validator: () => {
-        if (state.phase !== 'ready') throw new Error(`the run is ${state.phase}, not ready`);
-        // A completed run is about to release; an expired lease is already lost: neither is renewed.
-        if (state.completion) throw new Error('the run was completed; its lease is being released');
-        if (state.expiresAt && Date.parse(state.expiresAt) <= Date.now()) {
-          throw new Error(`the lease expired at ${state.expiresAt}`);
-        }
-      },
-    },
-  );
-  setHandler(
-    completeUpdate,
-    async (completion: CompleteRun) => {
-      state.completion = { status: completion.status, failureReason: completion.failureReason ?? null };
-      await condition(() => run.releaseDone);
-      // The run after release; its ready result is left out (the lease it names is released, and the run's
-      // history need not hold it a third time). getRun still shows it.
-      return { ...state, result: null };
-    },
-    {
-      validator: (completion: CompleteRun) => {
-        if (!completion || (completion.status !== 'succeeded' && completion.status !== 'failed')) {
-          throw new Error('status: must be "succeeded" or "failed"');
-        }
-        if (state.completion) throw new Error('the run was already completed');
-        if (state.phase !== 'ready' && state.phase !== 'awaiting_realize') {
-          throw new Error(`the run is ${state.phase}, not ready`);
-        }
-      },
-    },
-  );
-}
-
-/** The host of the run's resource is gone (no worker has polled its queue within the stale window). */
-export class HostLostError extends Error {
-  constructor(readonly hostId: string) {
-    super(`worker host ${hostId}, which holds the run's resource, is gone`);
-    this.name = 'HostLostError';
-  }
-}
-
-/**
- * Runs a step on the lease's resource. When its host does not pick the task up in time, the run asks
- * Temporal whether anyone still polls that host's queue: a busy host gets the task again, a gone one
- * raises HostLostError.
- */
-export async function onHost<T>(run: Run, step: (steps: HostSteps) => Promise<T>): Promise<T> {
-  for (;;) {
-    try {
-      return await step(run.steps);
-    } catch (err) {
-      const hostId = run.hostId;
-      if (!hostId || !notPickedUp(err)) throw err;
-      if (!(await dbSteps.hostAlive({ hostId }))) throw new HostLostError(hostId);
-    }
-  }
-}
-
-function notPickedUp(err: unknown): boolean {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START';
-}
-
-function cancelledBefore(what: 'leased' | 'ready'): ApplicationFailure {
-  return ApplicationFailure.create({
-    type: RUN_CANCELLED,
-    message: `the run was cancelled before it was ${what}`,
-    nonRetryable: true,
-  });
-}
-
-/** Turns whatever a step threw into the run's failure, keeping the code the activity chose. */
-function toRunFailure(err: unknown, step: ErrorCode, context: FailureContext): RunFailure {
-  const cause = err instanceof ActivityFailure && err.cause ? err.cause : err;
-  if (cause instanceof TimeoutFailure && cause.timeoutType === 'SCHEDULE_TO_START') {
-    // Only steps on a host's own queue have a pickup limit: nothing polls that queue any more.
-    return {
-      code: 'environment_host_lost',
-      message: "the worker host that holds the run's resource is gone",
-      ...context,
-    };
-  }
-  if (cause instanceof ApplicationFailure) {
-    const details = cause.details?.[0] as Partial<RunFailure> | undefined;
-    const code = isErrorCode(details?.code) ? details.code : isErrorCode(cause.type) ? cause.type : step;
-    return {
-      code,
-      message: details?.message ?? cause.message,
-      environmentId: details?.environmentId ?? context.environmentId,
-      driver: details?.driver ?? context.driver,
-      provider: details?.provider ?? context.provider,
-    };
-  }
-  const message = cause instanceof Error ? cause.message : String(cause);
-  return { code: step, message, ...context };
-}
-
-/** The run's failure as the workflow's (and waitReady's) error. */
-export function applicationFailure(error: RunFailure): ApplicationFailure {
-  return ApplicationFailure.create({ type: error.code, message: error.message, details: [error], nonRetryable: true });
-}
 
 /** The run as ops see it in the Temporal UI ("current details", markdown). */
 export function describe(state: RunState): string {

@@ -1,15 +1,11 @@
-// The CLI's input: options every command shares, and parsers whose messages name the option. Every command
-// checks its input with these before it connects, so bad input starts nothing and writes nothing.
-import { Option, type Command } from 'commander';
+// The CLI's input: parsers whose messages name the option. Every command checks its input with these before
+// it connects, so bad input starts nothing and writes nothing.
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { ExternalId, describeZodError } from '../../contracts/index.js';
 import { InvalidInputError } from '../errors.js';
 import type { Output } from './output.js';
-
-export const company = () => new Option('--company <id>', 'company id').makeOptionMandatory();
-export const runOpt = () => new Option('--run <id>', 'heartbeat run id').makeOptionMandatory();
-export const json = () => new Option('--json', 'print JSON');
 
 export function fail(field: string, message: string): never {
   throw new InvalidInputError(`${field}: ${message}`);
@@ -43,6 +39,33 @@ export function localPath(value: string, field: string): string {
   return resolve(value);
 }
 
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The variables of an `--env-file`: `NAME=VALUE` lines, the value being the rest of the line as written (no
+ * quotes or escapes are read; a CR before the line end is dropped); blank lines and `#` comments are
+ * skipped, and a later line wins. A bad line is named by its number only: its text may hold a value.
+ */
+export function readEnvFile(path: string): Record<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    fail('--env-file', `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const env: Record<string, string> = {};
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line.trim() === '' || line.trimStart().startsWith('#')) return;
+    const eq = line.indexOf('=');
+    if (eq <= 0) fail('--env-file', `line ${i + 1}: must be NAME=VALUE`);
+    if (!ENV_NAME.test(line.slice(0, eq)))
+      fail('--env-file', `line ${i + 1}: the name must be letters, digits and _, not starting with a digit`);
+    env[line.slice(0, eq)] = line.slice(eq + 1);
+  });
+  return env;
+}
+
 export function parseEnvAssignments(values: string[] | undefined): Record<string, string> {
   const env: Record<string, string> = {};
   for (const item of values ?? []) {
@@ -53,24 +76,13 @@ export function parseEnvAssignments(values: string[] | undefined): Record<string
   return env;
 }
 
-/**
- * A command on one of a company's records by id (`<group> <name> ID --company C`): both are checked before
- * anything connects, then `act` runs and returns what the command prints.
- */
-export function idCommand(
-  group: Command,
-  name: string,
-  description: string,
-  act: (companyId: string, id: string, options: Output) => Promise<void>,
-): void {
-  group
-    .command(name)
-    .description(description)
-    .argument('<id>')
-    .addOption(company())
-    .addOption(json())
-    .action(async (id: string, o: Output & { company: string }) => {
-      check(z.uuid(), id, 'id');
-      await act(check(ExternalId, o.company, '--company'), id, o);
-    });
+/** The options of a command on one of a company's records by id (`<group> <name> ID --company C`). */
+export interface IdOptions extends Output {
+  company: string;
+}
+
+/** Checks such a command's id and company, in that order, before anything connects. */
+export function checkId(id: string, o: IdOptions): { companyId: string } {
+  check(z.uuid(), id, 'id');
+  return { companyId: check(ExternalId, o.company, '--company') };
 }

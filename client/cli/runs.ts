@@ -1,6 +1,5 @@
 // `envrun run …`: start a run (and wait for its target), read it, complete, renew, retry, list and cancel
-// runs, and run a command in a ready run's target.
-import { Option, type Command } from 'commander';
+// runs, and run a command in a ready run's target. Declared in commands.ts.
 import { z } from 'zod';
 import {
   ErrorCodeSchema,
@@ -10,219 +9,196 @@ import {
   type RunRequestInput,
   type RunResult,
 } from '../../contracts/index.js';
-import { EnvRunError, NotFoundError } from '../errors.js';
+import { readSetting } from '../../config/settings.js';
+import { checkWorkspacePath, loadTenancy, TenancyError } from '../../config/tenancy.js';
+import { InvalidInputError, NotFoundError, RunFailedError } from '../errors.js';
 import type { EnvRunClient } from '../runs.js';
 import { withRuns } from './connect.js';
-import { check, company, fail, json, localPath, millis, parseEnvAssignments, runOpt } from './input.js';
-import { print, progress } from './output.js';
+import { check, fail, localPath, millis, parseEnvAssignments, readEnvFile } from './input.js';
+import { print, progress, type Output } from './output.js';
 
-export function addRunCommands(program: Command): void {
-  const run = program.command('run').description('environment runs').exitOverride();
-  run
-    .command('start')
-    .description('start a run (and with --wait, wait for its execution target)')
-    .addOption(company())
-    .addOption(runOpt())
-    .option('--env <id>', "environment id (default: the company's local environment)")
-    .requiredOption('--cwd <path>', 'the workspace on this machine')
-    .option('--adapter <type>', 'agent adapter type', 'process')
-    .option('--provision <cmd>', 'provision command run in the realized workspace')
-    .option('--workspace <id>', 'persisted execution workspace id')
-    .option('--issue <id>', 'issue id')
-    .addOption(
-      new Option('--lease-policy <policy>').choices([
-        'ephemeral',
-        'reuse_by_environment',
-        'reuse_by_execution_workspace',
-        'retain_on_failure',
-      ]),
-    )
-    .option('--worktree <path>', 'realize as a git worktree at this path (needs --branch)')
-    .option('--branch <name>', 'branch of the git worktree')
-    .option(
-      '--await-retry-ms <ms>',
-      'how long a failed realization waits in awaiting_retry for an operator (0: fail at once)',
-    )
-    .option('--lease-ttl-ms <ms>', 'a ready run not renewed or completed within this time expires')
-    .option('--host-pickup-ms <ms>', "how long a step may wait for its resource's host before the host is checked")
-    .option('--wait', 'wait until ready and print the execution target; phase changes go to stderr')
-    .option('--wait-through-retry', 'with --wait: keep waiting while the run awaits an operator retry')
-    .addOption(json())
-    .action(async (o) => {
-      const cwd = localPath(o.cwd, '--cwd');
-      const worktree = o.worktree === undefined ? undefined : localPath(o.worktree, '--worktree');
-      const request: RunRequestInput = {
-        companyId: o.company,
-        heartbeatRunId: o.run,
-        environmentId: o.env ?? null,
-        executionWorkspaceId: o.workspace ?? null,
-        issueId: o.issue ?? null,
-        adapterType: o.adapter,
-        leasePolicy: o.leasePolicy ?? null,
-        workspace: worktree
-          ? {
-              baseCwd: cwd,
-              cwd: worktree,
-              strategy: 'git_worktree',
-              worktreePath: worktree,
-              branchName: o.branch ?? null,
-            }
-          : { baseCwd: cwd, cwd },
-        runtimeOverlay: o.provision ? { provisionCommand: o.provision } : {},
-        ...(o.awaitRetryMs !== undefined ? { awaitRetryMs: check(millis(0), o.awaitRetryMs, '--await-retry-ms') } : {}),
-        ...(o.leaseTtlMs !== undefined ? { leaseTtlMs: check(millis(1000), o.leaseTtlMs, '--lease-ttl-ms') } : {}),
-        ...(o.hostPickupMs !== undefined
-          ? { hostPickupMs: check(millis(500), o.hostPickupMs, '--host-pickup-ms') }
-          : {}),
-      };
-      if (worktree && !o.branch) fail('--branch', 'required with --worktree');
-      check(ExternalId, o.company, '--company');
-      check(ExternalId, o.run, '--run');
-      check(RunRequestSchema, request, 'request'); // before connecting: bad input starts nothing
-      await withRuns(async (c) => {
-        if (o.wait) {
-          const result = await waitWithPhases(c, request, { throughRetry: Boolean(o.waitThroughRetry) });
-          print(o, result, () => `ready\t${JSON.stringify(result.executionTarget)}`);
-        } else {
-          const started = await c.startRun(request);
-          print(o, started, () => `${started.started ? 'started' : 'exists'}\t${started.workflowId}`);
+interface RunOptions extends Output {
+  company: string;
+  run: string;
+}
+
+interface StartOptions extends RunOptions {
+  env?: string;
+  cwd: string;
+  adapter: string;
+  provision?: string;
+  workspace?: string;
+  issue?: string;
+  leasePolicy?: RunRequestInput['leasePolicy'];
+  worktree?: string;
+  branch?: string;
+  awaitRetryMs?: string;
+  leaseTtlMs?: string;
+  hostPickupMs?: string;
+  wait?: boolean;
+  waitThroughRetry?: boolean;
+}
+
+/**
+ * With ENVRUN_WORKSPACE_ROOTS set where the CLI runs, a run's paths are held to its company's roots before
+ * anything starts (the worker holds them to its own roots in any case).
+ */
+function checkRoots(companyId: string, paths: Array<[string | undefined, string]>): void {
+  if (readSetting('ENVRUN_WORKSPACE_ROOTS') === undefined) return;
+  const tenancy = loadTenancy(process.env, readSetting('ENVRUN_DATA_DIR')); // a bad value: a ConfigError naming it
+  for (const [path, field] of paths) {
+    if (path === undefined) continue;
+    try {
+      checkWorkspacePath(tenancy, companyId, path, field);
+    } catch (err) {
+      if (err instanceof TenancyError) throw new InvalidInputError(err.message);
+      throw err;
+    }
+  }
+}
+
+/** --company and --run, checked. */
+function runOf(o: RunOptions): [companyId: string, runId: string] {
+  return [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
+}
+
+export async function startRun(o: StartOptions): Promise<void> {
+  const cwd = localPath(o.cwd, '--cwd');
+  const worktree = o.worktree === undefined ? undefined : localPath(o.worktree, '--worktree');
+  const request: RunRequestInput = {
+    companyId: o.company,
+    heartbeatRunId: o.run,
+    environmentId: o.env ?? null,
+    executionWorkspaceId: o.workspace ?? null,
+    issueId: o.issue ?? null,
+    adapterType: o.adapter,
+    leasePolicy: o.leasePolicy ?? null,
+    workspace: worktree
+      ? {
+          baseCwd: cwd,
+          cwd: worktree,
+          strategy: 'git_worktree',
+          worktreePath: worktree,
+          branchName: o.branch ?? null,
         }
-      });
-    });
-  run
-    .command('status')
-    .description('phase, lease, target and error of a run')
-    .addOption(company())
-    .addOption(runOpt())
-    .addOption(json())
-    .action(async (o) => {
-      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
-      const state = await withRuns((c) => c.getRun(companyId, runId));
-      if (!state) throw new NotFoundError(`run ${runId} of company ${companyId} not found`);
-      print(o, state, () =>
-        [
-          `phase\t${state.phase}`,
-          `workflow\t${state.workflowId}`,
-          `environment\t${state.environmentId ?? '-'} (${state.driver ?? '-'})`,
-          `lease\t${state.leaseId ?? '-'}`,
-          `target\t${state.result ? JSON.stringify(state.result.executionTarget) : '-'}`,
-          ...(state.expiresAt ? [`expires\t${state.expiresAt}`] : []),
-          ...(state.error ? [`error\t${state.error.code}: ${state.error.message}`] : []),
-          ...(state.lastError && !state.error
-            ? [`last error\t${state.lastError.code}: ${state.lastError.message}`]
-            : []),
-          ...(state.operatorRetries ? [`operator retries\t${state.operatorRetries}`] : []),
-          ...Object.entries(state.timestamps).map(([phase, at]) => `${phase}\t${at ?? '-'}`),
-        ].join('\n'),
-      );
-    });
-  run
-    .command('complete')
-    .description('the agent is done: release the lease')
-    .addOption(company())
-    .addOption(runOpt())
-    .option('--failed', 'the agent failed')
-    .option('--reason <text>', 'failure reason (with --failed)')
-    .addOption(json())
-    .action(async (o) => {
-      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
-      if (o.reason && !o.failed) fail('--reason', 'only with --failed');
-      const status = o.failed ? ('failed' as const) : ('succeeded' as const);
-      const completion = { status, failureReason: o.reason ?? null };
-      const state = await withRuns((c) => c.completeRun(companyId, runId, completion));
-      print(o, state, () => `${state.phase}\t${state.releasedLeases.map((l) => `${l.id}:${l.status}`).join(' ')}`);
-      if (state.error) throw new EnvRunError(state.error);
-    });
-  run
-    .command('renew')
-    .description("the control plane is alive: push the lease's expiry out by its TTL")
-    .addOption(company())
-    .addOption(runOpt())
-    .addOption(json())
-    .action(async (o) => {
-      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
-      const state = await withRuns((c) => c.renewRun(companyId, runId));
-      print(o, state, () => `renewed\texpires ${state.expiresAt}`);
-    });
-  run
-    .command('retry')
-    .description('retry a failed realization: one run (--company --run), or every run --phase awaiting_retry')
-    .option('--company <id>')
-    .option('--run <id>')
-    .addOption(new Option('--phase <phase>').choices(['awaiting_retry']))
-    .option('--environment <id>', 'with --phase: only runs on this environment')
-    .addOption(json())
-    .action(async (o) => {
-      if (o.phase) {
-        if (o.run) fail('--run', 'not with --phase');
-        const filter = {
-          // An empty value is refused, never read as "no filter" (that would retry every company's runs).
-          ...(o.company !== undefined ? { companyId: check(ExternalId, o.company, '--company') } : {}),
-          ...(o.environment !== undefined ? { environmentId: check(z.uuid(), o.environment, '--environment') } : {}),
-        };
-        const retried = await withRuns((c) => c.retryAwaiting(filter));
-        print(o, retried, () => retried.map((r) => `retried\t${r.workflowId}`).join('\n') || '(no run awaiting retry)');
-        return;
-      }
-      if (!o.company || !o.run) fail('--run', 'give --company and --run, or --phase awaiting_retry');
-      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
-      const state = await withRuns((c) => c.retryRealization(companyId, runId));
-      print(o, state, () => `retried\t${state.workflowId}\t${state.phase}`);
-    });
-  run
-    .command('list')
-    .description('runs from Temporal visibility')
-    .option('--company <id>')
-    .option('--phase <phase>')
-    .option('--error-code <code>')
-    .option('--environment <id>')
-    .addOption(json())
-    .action(async (o) => {
-      if (o.phase) check(RunPhaseSchema, o.phase, '--phase');
-      if (o.errorCode) check(ErrorCodeSchema, o.errorCode, '--error-code');
-      const filter = { companyId: o.company, phase: o.phase, errorCode: o.errorCode, environmentId: o.environment };
-      const runs = await withRuns((c) => c.listRuns(filter));
-      print(
-        o,
-        runs,
-        () =>
-          runs.map((r) => `${r.workflowId}\t${r.phase ?? '-'}\t${r.errorCode ?? '-'}\t${r.status}`).join('\n') ||
-          '(none)',
-      );
-    });
-  run
-    .command('cancel')
-    .description('cancel a run; its lease is released')
-    .addOption(company())
-    .addOption(runOpt())
-    .addOption(json())
-    .action(async (o) => {
-      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
-      await withRuns((c) => c.cancelRun(companyId, runId));
-      print(o, { cancelled: true }, () => 'cancelled');
-    });
-  run
-    .command('exec')
-    .description("run a command in a ready run's target, with only the explicit environment")
-    .addOption(company())
-    .addOption(runOpt())
-    .option('--env-var <NAME=VALUE...>', 'environment variables for the command (nothing else is passed)')
-    .option('--timeout <ms>', 'timeout in milliseconds', '600000')
-    .argument('<command>')
-    .argument('[args...]')
-    .addOption(json())
-    .action(async (command: string, args: string[], o) => {
-      const [companyId, runId] = [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
-      const env = parseEnvAssignments(o.envVar);
-      const timeoutMs = check(millis(1), o.timeout, '--timeout');
-      const result = await withRuns((c) => c.exec(companyId, runId, { command, args, env, timeoutMs }));
-      if (o.json) console.log(JSON.stringify(result, null, 2));
-      else {
-        process.stdout.write(result.stdout);
-        process.stderr.write(result.stderr);
-      }
-      process.exitCode = result.exitCode ?? (result.timedOut ? 124 : 128);
-    });
+      : { baseCwd: cwd, cwd },
+    runtimeOverlay: o.provision ? { provisionCommand: o.provision } : {},
+    ...(o.awaitRetryMs !== undefined ? { awaitRetryMs: check(millis(0), o.awaitRetryMs, '--await-retry-ms') } : {}),
+    ...(o.leaseTtlMs !== undefined ? { leaseTtlMs: check(millis(1000), o.leaseTtlMs, '--lease-ttl-ms') } : {}),
+    ...(o.hostPickupMs !== undefined ? { hostPickupMs: check(millis(500), o.hostPickupMs, '--host-pickup-ms') } : {}),
+  };
+  if (worktree && !o.branch) fail('--branch', 'required with --worktree');
+  check(ExternalId, o.company, '--company');
+  check(ExternalId, o.run, '--run');
+  check(RunRequestSchema, request, 'request'); // before connecting: bad input starts nothing
+  checkRoots(o.company, [
+    [cwd, '--cwd'],
+    [worktree, '--worktree'],
+  ]);
+  await withRuns(async (c) => {
+    if (o.wait) {
+      const result = await waitWithPhases(c, request, { throughRetry: Boolean(o.waitThroughRetry) });
+      print(o, result, () => `ready\t${JSON.stringify(result.executionTarget)}`);
+    } else {
+      const started = await c.startRun(request);
+      print(o, started, () => `${started.started ? 'started' : 'exists'}\t${started.workflowId}`);
+    }
+  });
+}
+
+export async function runStatus(o: RunOptions): Promise<void> {
+  const [companyId, runId] = runOf(o);
+  const state = await withRuns((c) => c.getRun(companyId, runId));
+  if (!state) throw new NotFoundError(`run ${runId} of company ${companyId} not found`);
+  print(o, state, () =>
+    [
+      `phase\t${state.phase}`,
+      `workflow\t${state.workflowId}`,
+      `environment\t${state.environmentId ?? '-'} (${state.driver ?? '-'})`,
+      `lease\t${state.leaseId ?? '-'}`,
+      `target\t${state.result ? JSON.stringify(state.result.executionTarget) : '-'}`,
+      ...(state.expiresAt ? [`expires\t${state.expiresAt}`] : []),
+      ...(state.error ? [`error\t${state.error.code}: ${state.error.message}`] : []),
+      ...(state.lastError && !state.error ? [`last error\t${state.lastError.code}: ${state.lastError.message}`] : []),
+      ...(state.operatorRetries ? [`operator retries\t${state.operatorRetries}`] : []),
+      ...Object.entries(state.timestamps).map(([phase, at]) => `${phase}\t${at ?? '-'}`),
+    ].join('\n'),
+  );
+}
+
+export async function completeRun(o: RunOptions & { failed?: boolean; reason?: string }): Promise<void> {
+  const [companyId, runId] = runOf(o);
+  if (o.reason && !o.failed) fail('--reason', 'only with --failed');
+  const status = o.failed ? ('failed' as const) : ('succeeded' as const);
+  const completion = { status, failureReason: o.reason ?? null };
+  const state = await withRuns((c) => c.completeRun(companyId, runId, completion));
+  print(o, state, () => `${state.phase}\t${state.releasedLeases.map((l) => `${l.id}:${l.status}`).join(' ')}`);
+  if (state.error) throw new RunFailedError(state.error);
+}
+
+export async function renewRun(o: RunOptions): Promise<void> {
+  const [companyId, runId] = runOf(o);
+  const state = await withRuns((c) => c.renewRun(companyId, runId));
+  print(o, state, () => `renewed\texpires ${state.expiresAt}`);
+}
+
+export async function retryRun(
+  o: Output & { company?: string; run?: string; phase?: string; environment?: string },
+): Promise<void> {
+  if (o.phase) {
+    if (o.run) fail('--run', 'not with --phase');
+    const filter = {
+      // An empty value is refused, never read as "no filter" (that would retry every company's runs).
+      ...(o.company !== undefined ? { companyId: check(ExternalId, o.company, '--company') } : {}),
+      ...(o.environment !== undefined ? { environmentId: check(z.uuid(), o.environment, '--environment') } : {}),
+    };
+    const retried = await withRuns((c) => c.retryAwaiting(filter));
+    print(o, retried, () => retried.map((r) => `retried\t${r.workflowId}`).join('\n') || '(no run awaiting retry)');
+    return;
+  }
+  if (!o.company || !o.run) fail('--run', 'give --company and --run, or --phase awaiting_retry');
+  const [companyId, runId] = runOf({ ...o, company: o.company, run: o.run });
+  const state = await withRuns((c) => c.retryRealization(companyId, runId));
+  print(o, state, () => `retried\t${state.workflowId}\t${state.phase}`);
+}
+
+export async function listRuns(
+  o: Output & { company?: string; phase?: string; errorCode?: string; environment?: string },
+): Promise<void> {
+  if (o.phase) check(RunPhaseSchema, o.phase, '--phase');
+  if (o.errorCode) check(ErrorCodeSchema, o.errorCode, '--error-code');
+  const filter = { companyId: o.company, phase: o.phase, errorCode: o.errorCode, environmentId: o.environment };
+  const runs = await withRuns((c) => c.listRuns(filter));
+  print(
+    o,
+    runs,
+    () =>
+      runs.map((r) => `${r.workflowId}\t${r.phase ?? '-'}\t${r.errorCode ?? '-'}\t${r.status}`).join('\n') || '(none)',
+  );
+}
+
+export async function cancelRun(o: RunOptions): Promise<void> {
+  const [companyId, runId] = runOf(o);
+  await withRuns((c) => c.cancelRun(companyId, runId));
+  print(o, { cancelled: true }, () => 'cancelled');
+}
+
+export async function execInRun(
+  command: string,
+  args: string[],
+  o: RunOptions & { envVar?: string[]; envFile?: string; timeout: string },
+): Promise<void> {
+  const [companyId, runId] = runOf(o);
+  // A file keeps the values off this command line (any local user reads those); --env-var wins over it.
+  const env = { ...(o.envFile === undefined ? {} : readEnvFile(o.envFile)), ...parseEnvAssignments(o.envVar) };
+  const timeoutMs = check(millis(1), o.timeout, '--timeout');
+  const result = await withRuns((c) => c.exec(companyId, runId, { command, args, env, timeoutMs }));
+  if (o.json) console.log(JSON.stringify(result, null, 2));
+  else {
+    process.stdout.write(result.stdout);
+    process.stderr.write(result.stderr);
+  }
+  process.exitCode = result.exitCode ?? (result.timedOut ? 124 : 128);
 }
 
 /**
@@ -255,7 +231,7 @@ async function waitWithPhases(
           if (error) {
             progress(`${error.code}: ${error.message}`);
             progress(`retry with: envrun run retry --company ${companyId} --run ${heartbeatRunId}`);
-            throw new EnvRunError(error);
+            throw new RunFailedError(error);
           }
         }
       }

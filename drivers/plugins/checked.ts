@@ -2,9 +2,9 @@
 // that answers off-contract fails the step with a message naming the plugin and the operation.
 import { z } from 'zod';
 import { SshExecutionSpecSchema, describeZodError } from '../../contracts/index.js';
-import { NonRetryableError } from '../errors.js';
+import { NonRetryableError } from '../../contracts/errors.js';
 import type { EnvRunPlugin, PluginLease, PluginRealized, PluginTarget } from './types.js';
-import type { ProbeResult } from '../providers/types.js';
+import type { ProbeResult } from '../providers/contract.js';
 
 const Metadata = z.record(z.string(), z.unknown());
 
@@ -43,6 +43,7 @@ export const PluginConfigSchema = Metadata;
 
 export class PluginReplyError extends NonRetryableError {
   override name = 'PluginReplyError';
+  override readonly code = 'invalid_plugin_reply';
 }
 
 function checked<T>(key: string, op: string, schema: z.ZodType<T>, value: unknown): T {

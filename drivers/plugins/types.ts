@@ -9,7 +9,7 @@
 // Every reply is checked with zod (drivers/plugins/checked.ts). An Error thrown with `nonRetryable: true`
 // fails the step at once; any other thrown error is retried by the step's retry policy.
 import type { WorkspaceRealizationRequest } from '../../contracts/index.js';
-import type { ProbeResult } from '../providers/types.js';
+import type { ProbeResult } from '../providers/contract.js';
 
 /** The environment a call is about: the plugin's own part of its config, after `validateConfig`. */
 export interface PluginConfigRef {

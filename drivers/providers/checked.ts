@@ -2,8 +2,8 @@
 // with a message naming the provider and the operation, never with a confusing error three steps later.
 import { z } from 'zod';
 import { ExecResultSchema, describeZodError } from '../../contracts/index.js';
-import { NonRetryableError } from '../errors.js';
-import type { SandboxProvider } from './types.js';
+import { NonRetryableError } from '../../contracts/errors.js';
+import type { SandboxProvider } from './contract.js';
 
 const ProviderLeaseSchema = z.object({
   providerLeaseId: z.string().min(1).max(1000),
@@ -13,9 +13,14 @@ const ProviderLeaseSchema = z.object({
 const RealizedSchema = z.object({ cwd: z.string().min(1), metadata: z.record(z.string(), z.unknown()) });
 const ProbeSchema = z.object({ ok: z.boolean(), diagnostics: z.array(z.string()) });
 const TargetSchema = z.object({ remoteCwd: z.string().min(1) });
+const ReleaseSchema = z
+  .object({ syncBack: z.record(z.string(), z.unknown()).optional() })
+  .strict()
+  .optional();
 
 export class ProviderReplyError extends NonRetryableError {
   override name = 'ProviderReplyError';
+  override readonly code = 'invalid_provider_reply';
 }
 
 function checked<T>(key: string, op: string, schema: z.ZodType<T>, value: unknown): T {
@@ -38,7 +43,8 @@ export function checkedProvider<C>(p: SandboxProvider<C>): SandboxProvider<C> {
       checked(k, 'acquireLease', ProviderLeaseSchema, await p.acquireLease(config, ctx)),
     resumeLease: async (config, ctx) =>
       checked(k, 'resumeLease', ProviderLeaseSchema.nullable(), await p.resumeLease(config, ctx)),
-    releaseLease: (config, ctx) => p.releaseLease(config, ctx),
+    releaseLease: async (config, ctx) =>
+      checked(k, 'releaseLease', ReleaseSchema, (await p.releaseLease(config, ctx)) ?? undefined),
     destroyLease: (config, ctx) => p.destroyLease(config, ctx),
     realizeWorkspace: async (config, ctx) =>
       checked(k, 'realizeWorkspace', RealizedSchema, await p.realizeWorkspace(config, ctx)),

@@ -7,9 +7,9 @@ import { appendFile, cp, mkdir, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { FaultsConfig, describeZodError, type FaultOperation } from '../../contracts/index.js';
-import { NonRetryableError } from '../errors.js';
+import { EnvRunError, NonRetryableError } from '../../contracts/errors.js';
 import { runProcess } from '../process.js';
-import type { ProviderCallContext, SandboxProvider } from './types.js';
+import type { ProviderCallContext, SandboxProvider } from './contract.js';
 
 const FakeConfig = z
   .object({
@@ -26,8 +26,9 @@ const FakeConfig = z
   .passthrough();
 export type FakeConfig = z.infer<typeof FakeConfig>;
 
-export class FakeFaultError extends Error {
+export class FakeFaultError extends EnvRunError {
   override name = 'FakeFaultError';
+  readonly code = 'fake_fault';
 }
 
 function maybeFail(

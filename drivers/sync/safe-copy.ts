@@ -4,7 +4,8 @@
 //    is reached through its open folder (/proc/self/fd/N/name, i.e. openat), so a link swapped in while
 //    we copy cannot redirect a read or a write; a link in the target is replaced, never written through;
 //  - files are written to a temporary name and renamed into place (a link or hard link in the target is
-//    replaced, not written through; no half-written file under the real name);
+//    replaced, not written through; no half-written file under the real name); runs of zero bytes are
+//    left as holes, so a sparse file stays sparse;
 //  - only regular files, folders and symlinks are copied; FIFOs, sockets and devices are skipped and
 //    reported, never opened (a FIFO cannot wedge the copy);
 //  - no owners from the source (as root, new entries get the target folder's owner) and no mode bits
@@ -12,14 +13,20 @@
 //  - for a sync-back (`safeCopyBack`): nothing named `.git` (any case) anywhere, no folder that looks like
 //    a git directory (HEAD with objects, refs or commondir), no symlink leading out of the tree or into a
 //    `.git`: git metadata the agent wrote never reaches the host repository, whose own `.git` stays as it
-//    was. Everything skipped is reported;
-//  - a size limit (ENVRUN_MAX_WORKSPACE_BYTES, 2 GiB by default) is checked over the whole source before
-//    anything is written, and again while copying (a source that grows meanwhile fails the copy).
+//    was. A link is judged by where the kernel would take it in the target once the copy is done (through
+//    the target's links and the ones this copy writes, at most 40 of them, as the kernel), not by its text
+//    alone; and its text may not climb back out of a folder it names (`x/..`), so that no later change to
+//    `x` can turn it. Every changed file on the list in exec-config.ts (files tools on the host run) is
+//    reported as `flagged`; files matching ENVRUN_SYNC_BACK_DENY are held back. Everything skipped is
+//    reported;
+//  - limits, checked over the whole source before anything is written, and again while copying (a source
+//    that grows meanwhile fails the copy): ENVRUN_MAX_WORKSPACE_BYTES (2 GiB by default; a sparse file
+//    counts its apparent size), ENVRUN_MAX_WORKSPACE_FILES (entries of any kind, 1,000,000 by default) and
+//    ENVRUN_MAX_WORKSPACE_DEPTH (nested folders, 128 by default).
 // Nothing is deleted from the target: what the source lacks stays as it is.
 import { randomBytes } from 'node:crypto';
 import { constants as C, type Stats } from 'node:fs';
 import {
-  chmod,
   lstat,
   mkdir,
   open,
@@ -27,19 +34,28 @@ import {
   readlink,
   realpath,
   rename,
-  rm,
   symlink,
   unlink,
   type FileHandle,
 } from 'node:fs/promises';
 import { join, posix } from 'node:path';
+import { EnvRunError } from '../../contracts/errors.js';
+import { readSetting } from '../../config/settings.js';
+import { globMatcher, isExecutableConfig } from './exec-config.js';
 
-export const DEFAULT_MAX_WORKSPACE_BYTES = 2 * 1024 ** 3;
+/** Deeper than this a copy would hold too many folders open at once. */
+const DEPTH_CEILING = 1000;
 /** How long a whole sync-back may take (the ssh driver's; a suggestion for other callers). */
 export const DEFAULT_SYNC_TIMEOUT_MS = 10 * 60_000;
 const MAX_REPORTED = 1000;
-const MAX_DEPTH = 128;
+/** Links followed while resolving one link, as the kernel (ELOOP past 40). */
+const MAX_LINK_HOPS = 40;
+/** Path components looked at while resolving one link (every branch together). */
+const MAX_RESOLVE_STEPS = 100_000;
 const COPY_BUFFER = 1024 * 1024;
+/** Runs of zeros this long (aligned) are left as holes. */
+const HOLE_BLOCK = 4096;
+const ZEROS = Buffer.alloc(COPY_BUFFER);
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
 const CREATE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
@@ -67,14 +83,27 @@ const GIT_DIR_NAMES = new Set([
   'remotes',
 ]);
 
-/** ENVRUN_MAX_WORKSPACE_BYTES (a positive integer), else 2 GiB. */
+/** ENVRUN_MAX_WORKSPACE_BYTES (a positive integer), else 2 GiB; a bad value throws a ConfigError naming it. */
 export function maxWorkspaceBytes(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.ENVRUN_MAX_WORKSPACE_BYTES?.trim();
-  if (!raw) return DEFAULT_MAX_WORKSPACE_BYTES;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new Error(`ENVRUN_MAX_WORKSPACE_BYTES must be a positive integer (bytes), not ${JSON.stringify(raw)}`);
-  return n;
+  return readSetting('ENVRUN_MAX_WORKSPACE_BYTES', env);
+}
+
+/** ENVRUN_MAX_WORKSPACE_FILES: files, folders and links a sync-back may hold together. */
+export function maxWorkspaceFiles(env: NodeJS.ProcessEnv = process.env): number {
+  return readSetting('ENVRUN_MAX_WORKSPACE_FILES', env);
+}
+
+/** ENVRUN_MAX_WORKSPACE_DEPTH: folders a sync-back may nest (the schema allows at most 1000). */
+export function maxWorkspaceDepth(env: NodeJS.ProcessEnv = process.env): number {
+  return readSetting('ENVRUN_MAX_WORKSPACE_DEPTH', env);
+}
+
+/**
+ * ENVRUN_SYNC_BACK_DENY: comma-separated globs over paths inside the workspace (`.mcp.json,.claude/**`);
+ * a pattern without a slash matches a name at any depth; case-insensitive. Unset: none.
+ */
+export function syncBackDeny(env: NodeJS.ProcessEnv = process.env): string[] {
+  return readSetting('ENVRUN_SYNC_BACK_DENY', env);
 }
 
 export type SkipReason =
@@ -82,6 +111,9 @@ export type SkipReason =
   | 'looks like a git directory (HEAD with objects, refs or commondir)'
   | 'symlink leading out of the workspace'
   | 'symlink leading into git metadata'
+  | 'symlink loop or chain of more than 40 links'
+  | 'symlink climbing out of a folder it names (x/..)'
+  | 'held back by ENVRUN_SYNC_BACK_DENY'
   | 'fifo'
   | 'socket'
   | 'character device'
@@ -89,8 +121,7 @@ export type SkipReason =
   | 'not a file, folder or symlink'
   | 'a folder in the target is in the way'
   | 'changed while being copied'
-  | 'unreadable'
-  | 'nested too deep';
+  | 'unreadable';
 
 export interface SkippedEntry {
   /** Relative to the tree's root, `/`-separated. */
@@ -103,46 +134,75 @@ export interface SafeCopyResult {
   copied: number;
   /** Files and symlinks already the same in the target (content and exec bit; or link text): left alone. */
   unchanged: number;
-  /** Bytes of file content written. */
+  /** Bytes of file content written (holes included). */
   bytes: number;
   /** Folders made in the target. */
   createdDirs: number;
   /** What was not copied and why (at most the first 1000; `skippedCount` has them all). */
   skipped: SkippedEntry[];
   skippedCount: number;
+  /** Files and links written that tools on the host run (exec-config.ts), sorted by path; at most 1000. */
+  flagged: string[];
+  flaggedCount: number;
 }
 
 export interface SafeCopyOptions {
   /** Skip git metadata (see the top of this file). Default: true for safeCopyBack, false for safeCopyIn. */
   skipGitMetadata?: boolean;
-  /** Skip symlinks whose target is absolute or climbs out of the tree. Same defaults. */
+  /** Skip symlinks that lead out of the tree, by their text or through other links. Same defaults. */
   skipEscapingSymlinks?: boolean;
   /** Leave a target file alone when its content and exec bit already match. Same defaults. */
   skipUnchanged?: boolean;
+  /** Report written files that tools on the host run (`flagged`). Same defaults. */
+  flagExecutableConfig?: boolean;
+  /** Globs of files and links to hold back (reported): syncBackDeny() for safeCopyBack, none for safeCopyIn. */
+  deny?: readonly string[];
   /** Total bytes of regular files the source may hold: maxWorkspaceBytes() by default; Infinity for none. */
   maxBytes?: number;
+  /** Entries (files, folders, links, anything) the source may hold: maxWorkspaceFiles() by default. */
+  maxFiles?: number;
+  /** Folders the source may nest: maxWorkspaceDepth() by default (at most 1000). */
+  maxDepth?: number;
   /** Stops the copy (between entries) with the signal's reason. */
   signal?: AbortSignal | undefined;
   /** Fails the copy (between entries) once it has taken this long: "copy timed out after N ms". */
   timeoutMs?: number | undefined;
 }
 
-export class SyncTooLargeError extends Error {
+export class SyncTooLargeError extends EnvRunError {
   override name = 'SyncTooLargeError';
+  readonly code = 'sync_too_large';
+}
+
+/** What the read-only pass learnt about the links to write, for judging them before anything is written. */
+interface LinkPlan {
+  /** Links to write (new or changed): path → text. */
+  pending: Map<string, string>;
+  /** Folders of the source, by path (they exist in the target once copied). */
+  dirs: Set<string>;
+  /** Links judged unfit, with the reason. */
+  rejected: Map<string, SkipReason>;
 }
 
 interface Ctx {
   skipGit: boolean;
   skipLinks: boolean;
   skipUnchanged: boolean;
+  flag: boolean;
+  denied: ((path: string) => boolean) | null;
   maxBytes: number;
+  maxFiles: number;
+  maxDepth: number;
   signal: AbortSignal | undefined;
   deadline: number;
   timeoutMs: number;
   apply: boolean;
   /** Bytes of the source counted (plan) or copied (apply). */
   total: number;
+  /** Entries of the source counted (plan) or seen (apply). */
+  entries: number;
   owner: { uid: number; gid: number } | null;
+  links: LinkPlan;
   buffer: Buffer;
   compare: Buffer;
   result: SafeCopyResult;
@@ -152,11 +212,18 @@ const at = (dir: FileHandle, name: string) => `/proc/self/fd/${dir.fd}/${name}`;
 const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
 const fileMode = (mode: number) => (mode & 0o755) | 0o600;
 const dirMode = (mode: number) => (mode & 0o755) | 0o700;
+const shortPath = (path: string) => (path.length > 200 ? `${path.slice(0, 200)}…` : path);
 
 function skip(ctx: Ctx, path: string, reason: SkipReason): void {
   if (!ctx.apply) return; // reported once, by the pass that writes
   ctx.result.skippedCount++;
   if (ctx.result.skipped.length < MAX_REPORTED) ctx.result.skipped.push({ path, reason });
+}
+
+function flag(ctx: Ctx, path: string): void {
+  if (!ctx.flag || !isExecutableConfig(path)) return;
+  ctx.result.flaggedCount++;
+  if (ctx.result.flagged.length < MAX_REPORTED) ctx.result.flagged.push(path);
 }
 
 function kindOf(st: Stats): SkipReason {
@@ -167,11 +234,22 @@ function kindOf(st: Stats): SkipReason {
   return 'not a file, folder or symlink';
 }
 
-/** Where a link at `rel` pointing at `target` leads, lexically; null when out of the tree. */
+/** Where a link at `rel` pointing at `target` leads, by its text; null when out of the tree. */
 function linkDestination(rel: string, target: string): string | null {
   if (posix.isAbsolute(target)) return null;
   const dest = posix.normalize(posix.join(posix.dirname(rel), target));
   return dest === '..' || dest.startsWith('../') ? null : dest;
+}
+
+/** Does the link text climb out of a folder it named (`x/..`)? Where it leads would then depend on what `x` is. */
+function climbsAfterName(target: string): boolean {
+  let named = false;
+  for (const part of target.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part !== '..') named = true;
+    else if (named) return true;
+  }
+  return false;
 }
 
 const isGitName = (name: string) => name.toLowerCase() === '.git';
@@ -192,15 +270,22 @@ function checkAbort(ctx: Ctx): void {
   if (Date.now() > ctx.deadline) throw new Error(`copy timed out after ${ctx.timeoutMs} ms`);
 }
 
+function tooLarge(ctx: Ctx, what: string, limit: number, variable: string, rel: string): SyncTooLargeError {
+  return new SyncTooLargeError(
+    ctx.apply
+      ? `the workspace grew past the limit of ${limit} ${what} while being copied (at ${shortPath(rel)}); set ${variable} to allow more`
+      : `the workspace holds more than the limit of ${limit} ${what} (${variable}); nothing was copied`,
+  );
+}
+
 function addBytes(ctx: Ctx, n: number, rel: string): void {
   ctx.total += n;
-  if (ctx.total > ctx.maxBytes) {
-    throw new SyncTooLargeError(
-      ctx.apply
-        ? `the workspace grew past the limit of ${ctx.maxBytes} bytes while being copied (at ${rel}); set ENVRUN_MAX_WORKSPACE_BYTES to allow more`
-        : `the workspace holds more than the limit of ${ctx.maxBytes} bytes (ENVRUN_MAX_WORKSPACE_BYTES); nothing was copied`,
-    );
-  }
+  if (ctx.total > ctx.maxBytes) throw tooLarge(ctx, 'bytes', ctx.maxBytes, 'ENVRUN_MAX_WORKSPACE_BYTES', rel);
+}
+
+function addEntry(ctx: Ctx, rel: string): void {
+  if (++ctx.entries > ctx.maxFiles)
+    throw tooLarge(ctx, 'files, folders and links', ctx.maxFiles, 'ENVRUN_MAX_WORKSPACE_FILES', rel);
 }
 
 const tempName = () => `.envrun-sync-${randomBytes(6).toString('hex')}.tmp`;
@@ -228,6 +313,29 @@ async function sameContent(ctx: Ctx, input: FileHandle, targetPath: string, size
   } finally {
     await target.close();
   }
+}
+
+const isZero = (buffer: Buffer, start: number, end: number) => ZEROS.compare(buffer, start, end, 0, end - start) === 0;
+
+/** Writes `buffer[0, n)` at `position`, leaving aligned blocks of zeros as holes. */
+async function writeSparse(output: FileHandle, buffer: Buffer, n: number, position: number): Promise<void> {
+  if (isZero(buffer, 0, n)) return;
+  let run = -1; // start of the current run of data blocks
+  for (let block = 0; block <= n; block += HOLE_BLOCK) {
+    const end = Math.min(block + HOLE_BLOCK, n);
+    const data = block < n && !isZero(buffer, block, end);
+    if (data && run < 0) run = block;
+    if (!data && run >= 0) {
+      await writeAll(output, buffer, run, block - run, position + run);
+      run = -1;
+    }
+  }
+  if (run >= 0) await writeAll(output, buffer, run, n - run, position + run);
+}
+
+async function writeAll(output: FileHandle, buffer: Buffer, offset: number, length: number, position: number) {
+  for (let written = 0; written < length;)
+    written += (await output.write(buffer, offset + written, length - written, position + written)).bytesWritten;
 }
 
 /** Copies one regular file (opened without following links) to a temporary name, then renames it into place. */
@@ -262,6 +370,7 @@ async function copyFile(
       ctx.result.unchanged++;
       return;
     }
+    if (ctx.denied?.(rel)) return skip(ctx, rel, 'held back by ENVRUN_SYNC_BACK_DENY');
     const temp = tempName();
     const output = await open(at(dst, temp), CREATE_FLAGS, 0o600);
     let renamed = false;
@@ -269,14 +378,13 @@ async function copyFile(
       let position = 0;
       for (;;) {
         const { bytesRead } = await input.read(ctx.buffer, 0, ctx.buffer.length, position);
-        position += bytesRead;
         if (bytesRead === 0) break;
         addBytes(ctx, bytesRead, rel);
-        let written = 0;
-        while (written < bytesRead)
-          written += (await output.write(ctx.buffer, written, bytesRead - written)).bytesWritten;
+        await writeSparse(output, ctx.buffer, bytesRead, position);
+        position += bytesRead;
         ctx.result.bytes += bytesRead;
       }
+      await output.truncate(position); // the length, holes at the end included
       await setOwner(ctx, output);
       await output.chmod(fileMode(st.mode));
       await output.utimes(st.atimeMs / 1000, st.mtimeMs / 1000);
@@ -284,6 +392,7 @@ async function copyFile(
       await rename(at(dst, temp), at(dst, name));
       renamed = true;
       ctx.result.copied++;
+      flag(ctx, rel);
     } finally {
       if (!renamed) {
         await output.close().catch(() => undefined);
@@ -295,19 +404,7 @@ async function copyFile(
   }
 }
 
-async function copyLink(
-  ctx: Ctx,
-  src: FileHandle,
-  dst: FileHandle,
-  name: string,
-  rel: string,
-  existing: Stats | null,
-): Promise<void> {
-  const target = await readlink(at(src, name));
-  if (existing?.isSymbolicLink() && (await readlink(at(dst, name)).catch(() => null)) === target) {
-    ctx.result.unchanged++;
-    return;
-  }
+async function writeLink(ctx: Ctx, dst: FileHandle, name: string, rel: string, target: string): Promise<void> {
   const temp = tempName();
   await symlink(target, at(dst, temp));
   try {
@@ -317,6 +414,61 @@ async function copyLink(
     throw err;
   }
   ctx.result.copied++;
+  flag(ctx, rel);
+}
+
+/**
+ * What becomes of a source link at `rel` (text `target`) by what both trees hold: `write`, `unchanged`, or
+ * why it is skipped. The same in both passes; where the kernel would take it is judged after the plan.
+ */
+async function linkDecision(
+  ctx: Ctx,
+  rel: string,
+  target: string,
+  dst: FileHandle | null,
+  name: string,
+  existing: Stats | null,
+): Promise<'write' | 'unchanged' | SkipReason> {
+  if (ctx.skipLinks || ctx.skipGit) {
+    const dest = linkDestination(rel, target);
+    if (ctx.skipLinks && dest === null) return 'symlink leading out of the workspace';
+    if (ctx.skipGit && dest !== null && dest.split('/').some(isGitName)) return 'symlink leading into git metadata';
+  }
+  if (existing?.isDirectory()) return 'a folder in the target is in the way';
+  if (existing?.isSymbolicLink() && dst && (await readlink(at(dst, name)).catch(() => null)) === target)
+    return 'unchanged';
+  if (ctx.denied?.(rel)) return 'held back by ENVRUN_SYNC_BACK_DENY';
+  return 'write';
+}
+
+async function copyLink(
+  ctx: Ctx,
+  src: FileHandle,
+  dst: FileHandle | null,
+  name: string,
+  rel: string,
+  existing: Stats | null,
+): Promise<void> {
+  const target = await readlink(at(src, name)).catch((err: unknown) => {
+    if (errno(err) === 'EINVAL' || errno(err) === 'ENOENT') return null;
+    throw err;
+  });
+  if (target === null) return skip(ctx, rel, 'changed while being copied');
+  const decision = await linkDecision(ctx, rel, target, dst, name, existing);
+  if (!ctx.apply) {
+    if (decision === 'write' && ctx.skipLinks) ctx.links.pending.set(rel, target);
+    return;
+  }
+  if (decision === 'unchanged') {
+    ctx.result.unchanged++;
+    return;
+  }
+  if (decision !== 'write') return skip(ctx, rel, decision);
+  const rejected = ctx.links.rejected.get(rel);
+  if (rejected) return skip(ctx, rel, rejected);
+  // Judged in the plan by its text then: a link that changed since is not written unjudged.
+  if (ctx.skipLinks && ctx.links.pending.get(rel) !== target) return skip(ctx, rel, 'changed while being copied');
+  await writeLink(ctx, dst!, name, rel, target);
 }
 
 /** Opens (making it, replacing a file or link in the way) the target folder `name` in `dst`; null in the plan pass when absent. */
@@ -366,6 +518,7 @@ async function copyEntries(
   for (const name of names) {
     checkAbort(ctx);
     const path = rel ? `${rel}/${name}` : name;
+    addEntry(ctx, path);
     if (ctx.skipGit && isGitName(name)) {
       skip(ctx, path, 'git metadata is never synced back');
       continue;
@@ -378,10 +531,8 @@ async function copyEntries(
     if (!st) continue; // gone since readdir
     const existing = dst ? await lstatOrNull(at(dst, name)) : null;
     if (st.isDirectory()) {
-      if (depth >= MAX_DEPTH) {
-        skip(ctx, path, 'nested too deep');
-        continue;
-      }
+      if (depth >= ctx.maxDepth)
+        throw tooLarge(ctx, 'nested folders', ctx.maxDepth, 'ENVRUN_MAX_WORKSPACE_DEPTH', path);
       const child = await open(at(src, name), DIR_FLAGS).catch((err: unknown) => {
         if (errno(err) === 'EACCES') return 'unreadable' as const;
         if (errno(err) === 'ELOOP' || errno(err) === 'ENOTDIR' || errno(err) === 'ENOENT') return null;
@@ -403,6 +554,7 @@ async function copyEntries(
           skip(ctx, path, 'looks like a git directory (HEAD with objects, refs or commondir)');
           continue;
         }
+        if (!ctx.apply && ctx.skipLinks) ctx.links.dirs.add(path);
         const target = await targetDir(ctx, dst, name, st.mode);
         try {
           await copyEntries(ctx, child, childNames, target, path, depth + 1, NONE);
@@ -413,19 +565,7 @@ async function copyEntries(
         await child.close();
       }
     } else if (st.isSymbolicLink()) {
-      if (ctx.skipLinks || ctx.skipGit) {
-        const dest = linkDestination(path, await readlink(at(src, name)));
-        if (ctx.skipLinks && dest === null) {
-          skip(ctx, path, 'symlink leading out of the workspace');
-          continue;
-        }
-        if (ctx.skipGit && dest !== null && dest.split('/').some(isGitName)) {
-          skip(ctx, path, 'symlink leading into git metadata');
-          continue;
-        }
-      }
-      if (existing?.isDirectory()) skip(ctx, path, 'a folder in the target is in the way');
-      else if (ctx.apply) await copyLink(ctx, src, dst!, name, path, existing);
+      await copyLink(ctx, src, dst, name, path, existing);
     } else if (st.isFile()) {
       if (existing?.isDirectory()) skip(ctx, path, 'a folder in the target is in the way');
       else if (ctx.apply) await copyFile(ctx, src, dst!, name, path, st, existing);
@@ -438,18 +578,127 @@ async function copyEntries(
 
 const NONE: ReadonlySet<string> = new Set();
 
-async function openRoot(path: string, what: string): Promise<FileHandle> {
+type Entry = { kind: 'dir' } | { kind: 'link'; text: string } | { kind: 'end' };
+type Outcome = 'inside' | 'loop' | 'git' | 'outside';
+const SEVERITY: Record<Outcome, number> = { inside: 0, loop: 1, git: 2, outside: 3 };
+const DIR: Entry = { kind: 'dir' };
+const END: Entry = { kind: 'end' };
+
+/**
+ * The target as it will be once the copy is done, for resolving links in it: the target's own entries
+ * (read by path below its real root, only through folders, never through a link), with the source's
+ * folders and the links to write laid over them. Where this copy replaces a link of the target, both are
+ * possible (before and after that write): resolution follows both.
+ */
+class FinalTree {
+  private cache = new Map<string, Entry>();
+  constructor(
+    private root: string,
+    private plan: LinkPlan,
+  ) {}
+
+  private async target(rel: string): Promise<Entry> {
+    if (rel === '') return DIR;
+    const known = this.cache.get(rel);
+    if (known) return known;
+    const parent = posix.dirname(rel);
+    let entry: Entry = END;
+    if ((await this.target(parent === '.' ? '' : parent)).kind === 'dir') {
+      const st = await lstat(join(this.root, rel)).catch(() => null);
+      if (st?.isDirectory()) entry = DIR;
+      else if (st?.isSymbolicLink()) {
+        const text = await readlink(join(this.root, rel)).catch(() => null);
+        entry = text === null ? END : { kind: 'link', text };
+      }
+    }
+    if (this.cache.size >= 100_000) this.cache.clear();
+    this.cache.set(rel, entry);
+    return entry;
+  }
+
+  async entries(rel: string): Promise<Entry[]> {
+    const own = await this.target(rel);
+    const pending = this.plan.pending.get(rel);
+    if (pending !== undefined) {
+      const link: Entry = { kind: 'link', text: pending };
+      return own.kind === 'link' ? [link, own] : [link];
+    }
+    if (this.plan.dirs.has(rel)) return own.kind === 'link' ? [DIR, own] : [DIR];
+    return [own];
+  }
+}
+
+/** Where the kernel takes the link at `rel` (text `text`) in `tree`: inside the root, out of it, into a .git, or nowhere (a loop). */
+async function resolveLink(tree: FinalTree, rel: string, text: string): Promise<Outcome> {
+  let steps = 0;
+  const walk = async (stack: string[], parts: string[], hops: number): Promise<Outcome> => {
+    for (let i = 0; i < parts.length; i++) {
+      if (++steps > MAX_RESOLVE_STEPS) return 'loop';
+      const part = parts[i]!;
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        if (stack.length === 0) return 'outside';
+        stack.pop();
+        continue;
+      }
+      const path = [...stack, part];
+      const options = await tree.entries(path.join('/'));
+      if (options.length === 1 && options[0]!.kind === 'dir') {
+        stack.push(part);
+        continue;
+      }
+      let worst: Outcome = 'inside';
+      for (const option of options) {
+        let outcome: Outcome;
+        if (option.kind === 'dir') outcome = await walk(path, parts.slice(i + 1), hops);
+        else if (option.kind === 'end')
+          outcome = path.some(isGitName) ? 'git' : 'inside'; // a file, or nothing
+        else if (hops >= MAX_LINK_HOPS) outcome = 'loop';
+        else if (posix.isAbsolute(option.text)) outcome = 'outside';
+        else outcome = await walk([...stack], [...option.text.split('/'), ...parts.slice(i + 1)], hops + 1);
+        if (SEVERITY[outcome] > SEVERITY[worst]) worst = outcome;
+      }
+      return worst;
+    }
+    return stack.some(isGitName) ? 'git' : 'inside';
+  };
+  if (posix.isAbsolute(text)) return 'outside';
+  const dir = posix.dirname(rel);
+  return walk(dir === '.' ? [] : dir.split('/'), text.split('/'), 0);
+}
+
+const OUTCOME_REASON: Record<Exclude<Outcome, 'inside'>, SkipReason> = {
+  outside: 'symlink leading out of the workspace',
+  git: 'symlink leading into git metadata',
+  loop: 'symlink loop or chain of more than 40 links',
+};
+
+/** Judges every link the plan would write by where the kernel takes it in the target once copied. */
+async function judgeLinks(ctx: Ctx, targetRoot: string): Promise<void> {
+  const tree = new FinalTree(targetRoot, ctx.links);
+  // Rejecting a link leaves the target's entry in its place, which was already followed as the other
+  // possibility there: one pass decides them all.
+  for (const [rel, text] of ctx.links.pending) {
+    checkAbort(ctx);
+    const outcome = await resolveLink(tree, rel, text);
+    if (outcome !== 'inside') ctx.links.rejected.set(rel, OUTCOME_REASON[outcome]);
+    else if (climbsAfterName(text)) ctx.links.rejected.set(rel, 'symlink climbing out of a folder it names (x/..)');
+  }
+}
+
+async function openRoot(path: string, what: string): Promise<{ fh: FileHandle; real: string }> {
   const real = await realpath(path).catch((err: Error) => {
     throw new Error(`${what} ${path} is not there: ${err.message}`);
   });
-  return open(real, DIR_FLAGS).catch((err: Error) => {
+  const fh = await open(real, DIR_FLAGS).catch((err: Error) => {
     throw new Error(`${what} ${path} is not a folder: ${err.message}`);
   });
+  return { fh, real };
 }
 
 /**
  * Copies the tree `fromDir` into the existing folder `toDir` as described at the top of this file: first a
- * pass that only reads (sizes against the limit: over it, nothing is written), then the copy.
+ * pass that only reads (limits; links judged: over a limit, nothing is written), then the copy.
  */
 export async function safeCopyTree(
   fromDir: string,
@@ -457,23 +706,42 @@ export async function safeCopyTree(
   options: SafeCopyOptions &
     Required<Pick<SafeCopyOptions, 'skipGitMetadata' | 'skipEscapingSymlinks' | 'skipUnchanged'>>,
 ): Promise<SafeCopyResult> {
-  const result: SafeCopyResult = { copied: 0, unchanged: 0, bytes: 0, createdDirs: 0, skipped: [], skippedCount: 0 };
-  const src = await openRoot(fromDir, 'source');
+  const result: SafeCopyResult = {
+    copied: 0,
+    unchanged: 0,
+    bytes: 0,
+    createdDirs: 0,
+    skipped: [],
+    skippedCount: 0,
+    flagged: [],
+    flaggedCount: 0,
+  };
+  const maxDepth = options.maxDepth ?? maxWorkspaceDepth();
+  if (!Number.isSafeInteger(maxDepth) || maxDepth <= 0 || maxDepth > DEPTH_CEILING)
+    throw new Error(`maxDepth must be a positive integer of at most ${DEPTH_CEILING}, not ${maxDepth}`);
+  const deny = options.deny ?? [];
+  const { fh: src } = await openRoot(fromDir, 'source');
   try {
-    const dst = await openRoot(toDir, 'target');
+    const { fh: dst, real: targetRoot } = await openRoot(toDir, 'target');
     try {
       const rootStat = await dst.stat();
       const ctx: Ctx = {
         skipGit: options.skipGitMetadata,
         skipLinks: options.skipEscapingSymlinks,
         skipUnchanged: options.skipUnchanged,
+        flag: options.flagExecutableConfig ?? false,
+        denied: deny.length > 0 ? globMatcher(deny) : null,
         maxBytes: options.maxBytes ?? maxWorkspaceBytes(),
+        maxFiles: options.maxFiles ?? maxWorkspaceFiles(),
+        maxDepth,
         signal: options.signal,
         apply: false,
         total: 0,
+        entries: 0,
         deadline: options.timeoutMs ? Date.now() + options.timeoutMs : Infinity,
         timeoutMs: options.timeoutMs ?? 0,
         owner: process.getuid?.() === 0 ? { uid: rootStat.uid, gid: rootStat.gid } : null,
+        links: { pending: new Map(), dirs: new Set(), rejected: new Map() },
         buffer: Buffer.allocUnsafe(COPY_BUFFER),
         compare: Buffer.allocUnsafe(COPY_BUFFER),
         result,
@@ -481,10 +749,13 @@ export async function safeCopyTree(
       // At the root, the workspace itself must not come to look like a git directory either.
       const names = await namesIn(src);
       const excluded = ctx.skipGit && (await gitLike(names, dst, null)) ? GIT_DIR_NAMES : NONE;
-      await copyEntries(ctx, src, names, dst, '', 0, excluded); // the plan: reads only, throws when over the limit
+      await copyEntries(ctx, src, names, dst, '', 0, excluded); // the plan: reads only, throws over a limit
+      if (ctx.skipLinks) await judgeLinks(ctx, targetRoot);
       ctx.apply = true;
       ctx.total = 0;
+      ctx.entries = 0;
       await copyEntries(ctx, src, names, dst, '', 0, excluded);
+      result.flagged.sort();
     } finally {
       await dst.close();
     }
@@ -496,21 +767,28 @@ export async function safeCopyTree(
 
 /**
  * Sync-back: the workspace an agent used (`fromDir`: a sandbox folder, or a staging folder an archive was
- * extracted into) into the user's workspace (`toDir`). Git metadata and escaping links are skipped;
- * unchanged files are left alone.
+ * extracted into) into the user's workspace (`toDir`). Git metadata and escaping links are skipped,
+ * ENVRUN_SYNC_BACK_DENY is held back, files tools run are flagged; unchanged files are left alone.
  */
-export function safeCopyBack(fromDir: string, toDir: string, options: SafeCopyOptions = {}): Promise<SafeCopyResult> {
+export async function safeCopyBack(
+  fromDir: string,
+  toDir: string,
+  options: SafeCopyOptions = {},
+): Promise<SafeCopyResult> {
   return safeCopyTree(fromDir, toDir, {
     skipGitMetadata: true,
     skipEscapingSymlinks: true,
     skipUnchanged: true,
+    flagExecutableConfig: true,
     ...options,
+    deny: options.deny ?? syncBackDeny(),
   });
 }
 
 /**
  * Upload: the user's workspace (`fromDir`, `.git` included) into a sandbox folder (`toDir`) that may hold
- * what an earlier run left (links included: never followed). Every file is rewritten; no size limit unless given.
+ * what an earlier run left (links included: never followed). Every file is rewritten; no size or file
+ * count limit unless given.
  */
 export function safeCopyIn(fromDir: string, toDir: string, options: SafeCopyOptions = {}): Promise<SafeCopyResult> {
   return safeCopyTree(fromDir, toDir, {
@@ -518,39 +796,48 @@ export function safeCopyIn(fromDir: string, toDir: string, options: SafeCopyOpti
     skipEscapingSymlinks: false,
     skipUnchanged: false,
     maxBytes: Infinity,
+    maxFiles: Infinity,
     ...options,
   });
 }
 
-/** One line for logs and progress: what was copied and what was skipped (the first few, with reasons). */
+/** One line for logs and progress: what was copied, what was skipped and what was flagged (the first few). */
 export function describeCopy(result: SafeCopyResult, max = 5): string {
-  const head = `${result.copied} written, ${result.unchanged} unchanged, ${result.bytes} bytes`;
-  if (result.skippedCount === 0) return head;
-  if (max <= 0) return `${head}; skipped ${result.skippedCount}`;
-  const shown = result.skipped
-    .slice(0, max)
-    .map((s) => `${s.path} (${s.reason})`)
-    .join(', ');
-  return `${head}; skipped ${result.skippedCount}: ${shown}${result.skippedCount > max ? ', …' : ''}`;
+  let line = `${result.copied} written, ${result.unchanged} unchanged, ${result.bytes} bytes`;
+  if (result.skippedCount > 0) {
+    const shown = result.skipped
+      .slice(0, Math.max(0, max))
+      .map((s) => `${s.path} (${s.reason})`)
+      .join(', ');
+    line +=
+      max <= 0
+        ? `; skipped ${result.skippedCount}`
+        : `; skipped ${result.skippedCount}: ${shown}${result.skippedCount > max ? ', …' : ''}`;
+  }
+  if (result.flaggedCount > 0) {
+    const shown = result.flagged.slice(0, Math.max(0, max)).join(', ');
+    line +=
+      max <= 0
+        ? `; ${result.flaggedCount} files tools run changed`
+        : `; ${result.flaggedCount} files tools run changed, review them: ${shown}${result.flaggedCount > max ? ', …' : ''}`;
+  }
+  return line;
 }
 
+/** Entries of each list a sync-back report keeps, and the longest string it keeps. */
+const REPORTED_ENTRIES = 20;
+const REPORTED_CHARS = 300;
+
 /**
- * `rm -rf` of a tree this process made (a staging folder), even when an archive gave its folders no write
- * or search permission (a worker that is not root could not remove those otherwise). Links are not followed.
+ * A sync-back's result (or its error) as stored on the lease and in its release's log row: the counts, and
+ * the first entries of each list (skipped, flagged), cut short.
  */
-export async function removeTree(path: string): Promise<void> {
-  try {
-    await rm(path, { recursive: true, force: true });
-    return;
-  } catch {
-    // make every folder usable, then try again
-  }
-  const open = async (dir: string): Promise<void> => {
-    const st = await lstat(dir).catch(() => null);
-    if (!st?.isDirectory()) return;
-    await chmod(dir, 0o700).catch(() => undefined);
-    for (const name of await readdir(dir).catch(() => [])) await open(join(dir, name));
+export function syncBackReport(result: SafeCopyResult | { error: string }): Record<string, unknown> {
+  const cut = (v: unknown): unknown => {
+    if (typeof v === 'string') return v.length > REPORTED_CHARS ? `${v.slice(0, REPORTED_CHARS)}…` : v;
+    if (Array.isArray(v)) return v.slice(0, REPORTED_ENTRIES).map(cut);
+    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, cut(x)]));
+    return v;
   };
-  await open(path);
-  await rm(path, { recursive: true, force: true });
+  return cut(result) as Record<string, unknown>;
 }

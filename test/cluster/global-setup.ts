@@ -1,4 +1,4 @@
-// The cluster suite's one deployment (scripts/cluster.ts): PostgreSQL, the Temporal server as four
+// The cluster suite's one deployment (harness.ts): PostgreSQL, the Temporal server as four
 // processes on it, two envrun worker hosts. It provides the same keys as test/support/global-setup.ts,
 // pointing at the cluster, so the end-to-end files run unchanged against it, plus `cluster` (addresses,
 // hosts) and `clusterControl`: an HTTP endpoint in this process through which fault tests kill and restart
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
-import { startCluster, TEMPORAL_SERVICES, type Cluster, type ClusterState } from '../../scripts/cluster.js';
+import { startCluster, TEMPORAL_SERVICES, type Cluster, type ClusterState } from './harness.js';
 import { SHARED_PROVIDER_MODULE } from './shared-provider.js';
 
 export type ClusterInfo = ClusterState & { sharedSandboxes: string };

@@ -3,7 +3,7 @@
 // sandboxes in the host's own ENVRUN_DATA_DIR, where a host that dies takes them along.) The cluster's
 // hosts load it with ENVRUN_PROVIDER_MODULES and ENVRUN_CLUSTER_SHARED_SANDBOXES.
 import { createFakeProvider, type FakeConfig } from '../../drivers/providers/fake.js';
-import type { SandboxProvider } from '../../drivers/providers/types.js';
+import type { SandboxProvider } from '../../drivers/providers/contract.js';
 
 export const SHARED_PROVIDER_MODULE = new URL(import.meta.url).pathname;
 

@@ -61,7 +61,7 @@ describe('docker-compose.yml', () => {
     }
     expect(service('temporal-schema')).toMatch(/entrypoint:\n\s+- \/bin\/sh\n\s+- \/deploy\/setup-schema\.sh\n/);
     expect(service('temporal-setup')).toMatch(/entrypoint:\n\s+- \/bin\/sh\n\s+- \/deploy\/setup-namespace\.sh\n/);
-    expect(read('scripts/cluster.ts')).toMatch(/'setup-schema\.sh'[\s\S]*'setup-namespace\.sh'/);
+    expect(read('test/cluster/harness.ts')).toMatch(/'setup-schema\.sh'[\s\S]*'setup-namespace\.sh'/);
     // The scripts stop at the first failure and hide none.
     for (const script of ['deploy/setup-schema.sh', 'deploy/setup-namespace.sh']) {
       expect(read(script)).toMatch(/^set -eu$/m);

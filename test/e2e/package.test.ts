@@ -147,8 +147,10 @@ out.afterClient = {
 };
 out.client = kinds(client);
 out.errors = {
-  notFound: new client.NotFoundError('x') instanceof Error,
+  notFound: new client.NotFoundError('x') instanceof client.EnvRunError,
   runEnded: new client.RunEndedError('x', 'completed', null) instanceof client.RunStateError,
+  configError: new client.ConfigError('x') instanceof client.EnvRunError,
+  runFailed: new client.RunFailedError({ code: 'lease_conflict', message: 'x', environmentId: null, driver: null, provider: null }).code,
 };
 out.admin = kinds(await import('envrun/admin'));
 const worker = await import('envrun/worker');
@@ -168,16 +170,17 @@ console.log(JSON.stringify(out));
     expect(out.client).toMatchObject({
       EnvRunClient: 'class',
       EnvRunError: 'class',
+      RunFailedError: 'class',
       InvalidInputError: 'class',
       NotFoundError: 'class',
       RunEndedError: 'class',
       RunStateError: 'class',
       ConfigError: 'class',
-      toEnvRunError: 'function',
+      toRunFailedError: 'function',
       loadClientConfig: 'function',
     });
     expect(out.client).not.toHaveProperty('EnvRunAdmin'); // the admin (and its database) is envrun/admin
-    expect(out.errors).toEqual({ notFound: true, runEnded: true });
+    expect(out.errors).toEqual({ notFound: true, runEnded: true, configError: true, runFailed: 'lease_conflict' });
     expect(out.admin).toMatchObject({ EnvRunAdmin: 'class' });
     expect(out.worker).toMatchObject({
       runWorker: 'function',
@@ -209,7 +212,7 @@ console.log(JSON.stringify(out));
     );
     writeFileSync(
       join(app, 'consumer.ts'),
-      `import { EnvRunClient, EnvRunError, NotFoundError, RunEndedError, type RunRequestInput, type RunState } from 'envrun/client';
+      `import { EnvRunClient, EnvRunError, NotFoundError, RunEndedError, RunFailedError, type RunRequestInput, type RunState } from 'envrun/client';
 import { EnvRunAdmin } from 'envrun/admin';
 import { createWorker, runWorker, loadConfig, type EnvRunConfig, type CreateWorkerOptions } from 'envrun/worker';
 import { RUN_PHASES, runWorkflowId, type ErrorCode, type ExecutionTarget } from 'envrun/contracts';
@@ -223,10 +226,11 @@ export async function controlPlane(): Promise<RunState | null> {
     const target: ExecutionTarget = executionTarget;
     console.log(target);
   } catch (err) {
-    if (err instanceof EnvRunError) {
+    if (err instanceof RunFailedError) {
       const code: ErrorCode | 'run_cancelled' = err.code;
       console.log(code, err.environmentId, err.driver);
     }
+    if (err instanceof EnvRunError) console.log(err.code);
     if (err instanceof RunEndedError) console.log(err.outcome);
     if (err instanceof NotFoundError) throw err;
   }

@@ -1,5 +1,5 @@
 // The worker process as ops run it: configuration checked at start, a prebuilt workflow bundle, graceful
-// shutdown on SIGTERM.
+// shutdown on SIGTERM, also when the SIGTERM goes to `npm run worker` (npm relays it; nothing is orphaned).
 import { Client, Connection } from '@temporalio/client';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -8,8 +8,10 @@ import { tsxLoaderUrl } from '../../store/embedded.js';
 import { EnvRunClient } from '../../client/runs.js';
 import { freePort } from '../../lib/net.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
-import { runRequest } from '../support/runs.js';
+import { describeProcesses, killAll, processTree, stillRunning, type ProcessInfo } from '../support/process-tree.js';
+import { runRequest, until } from '../support/runs.js';
 
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
 let db: Awaited<ReturnType<typeof freshDatabase>>;
 
@@ -82,3 +84,42 @@ it('serves runs from a prebuilt bundle, exports Prometheus metrics, and drains o
   expect(await w.exited).toBe(0);
   expect(w.out()).toContain('"msg":"worker stopped"');
 });
+
+it('SIGTERM to `npm run worker` stops the worker: no process of it is left', async () => {
+  const taskQueue = uniqueId('npmw');
+  const npm = spawn('npm', ['run', 'worker'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH!,
+      HOME: process.env.HOME ?? '/tmp',
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      DATABASE_URL: db.url,
+      ENVRUN_TASK_QUEUE: taskQueue,
+      ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'),
+      ENVRUN_SHUTDOWN_GRACE_MS: '2000',
+      ENVRUN_LOG_LEVEL: 'INFO',
+      ENVRUN_REAPER_EVERY: 'off',
+      ENVRUN_DATA_DIR: `${inject('tmpRoot')}/${taskQueue}`,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  npm.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  npm.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((r) => npm.once('exit', (code) => r(code)));
+  let started: ProcessInfo[] = [];
+  try {
+    // `npm run build` first, then the worker.
+    await until('the worker to poll', async () => output.includes('worker on '), 240_000);
+    started = processTree(npm.pid!);
+    expect(describeProcesses(started).join('\n')).toContain('dist/worker/main.js');
+    npm.kill('SIGTERM'); // to npm alone, as a supervisor sends it
+    await exited;
+    await until('the worker to end', async () => stillRunning(started).length === 0, 30_000).catch(() => undefined);
+    expect(describeProcesses(stillRunning(started))).toEqual([]);
+    expect(output).toContain('"msg":"worker stopped"'); // it drained, not killed
+  } finally {
+    npm.kill('SIGKILL');
+    killAll(started);
+  }
+}, 300_000);

@@ -3,7 +3,8 @@
 // timeouts), then finish; the audit holds.
 import { join } from 'node:path';
 import { afterAll, expect, inject, it } from 'vitest';
-import { freePort, startDevServer, type DevServer } from '../../scripts/dev-server.js';
+import { freePort } from '../../lib/net.js';
+import { startDevServer, type DevServer } from '../../scripts/dev-server.js';
 import { audit } from '../support/audit.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runRequest, until } from '../support/runs.js';

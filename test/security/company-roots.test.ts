@@ -1,26 +1,25 @@
-// ATTACK: workspace roots are per deployment, not per company. With ENVRUN_WORKSPACE_ROOTS=/srv/ws (the only
-// setting there is), company acme starts a run with `--cwd /srv/ws/globex`, reads globex's files and leaves one
-// there. A run's cwd, baseCwd and worktree must lie in its own company's folder, checked by the CLI, the admin
-// API and the worker, each naming the field it refuses.
-import { execFileSync } from 'node:child_process';
+// ATTACK: workspace roots were per deployment, not per company. With ENVRUN_WORKSPACE_ROOTS=/srv/ws, company
+// acme started a run with `--cwd /srv/ws/globex`, read globex's files and left one there. A root may now
+// name each company's own folder (`/srv/ws/{company}`): a run's cwd, baseCwd and worktree must lie in its
+// own company's folder, checked by the CLI, the admin API and the worker, each naming the field it refuses.
 import { mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidInputError } from '../../client/errors.js';
-import { loadTenancy } from '../../drivers/tenancy.js';
+import { checkWorkspacePath, loadTenancy, TenancyError } from '../../config/tenancy.js';
 import type { RunRequestInput } from '../../contracts/index.js';
 import { runCli } from '../support/cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runRequest } from '../support/runs.js';
 
 const ws = mkdtempSync(join(tmpdir(), 'envrun-company-roots-'));
-const ROOTS = ws; // the only setting there is: one root for the whole deployment
+/** The production setting: each company's workspaces under its own folder. */
+const ROOTS = join(ws, '{company}');
 const ACME = uniqueId('acme');
 const GLOBEX = uniqueId('globex');
 const acmeDir = join(ws, ACME);
 const globexDir = join(ws, GLOBEX);
-const acmeRepo = join(acmeDir, 'repo');
 const SECRET = `globex-only-${uniqueId('s')}`;
 
 let h: Harness;
@@ -29,14 +28,6 @@ beforeAll(async () => {
   mkdirSync(globexDir);
   writeFileSync(join(globexDir, 'secret.txt'), SECRET);
   writeFileSync(join(acmeDir, 'own.txt'), 'acme');
-  // acme's own git repository, so that a worktree can be asked for
-  mkdirSync(acmeRepo);
-  const git = (...args: string[]) =>
-    execFileSync('git', ['-c', 'user.name=acme', '-c', 'user.email=acme@example.com', ...args], { cwd: acmeRepo });
-  git('init', '-q');
-  writeFileSync(join(acmeRepo, 'README'), 'acme');
-  git('add', 'README');
-  git('commit', '-q', '-m', 'init');
   h = await createHarness({ tenancy: loadTenancy({ ENVRUN_WORKSPACE_ROOTS: ROOTS }) });
 });
 afterAll(async () => {
@@ -51,6 +42,20 @@ function globexUntouched(): void {
   expect(readdirSync(acmeDir)).not.toContain('stolen.txt');
 }
 
+describe('each company works in its own folder', () => {
+  it("acme's and globex's runs realize in their own folders", async () => {
+    for (const [companyId, cwd] of [
+      [ACME, acmeDir],
+      [GLOBEX, globexDir],
+    ] as const) {
+      const req = runRequest({ companyId, cwd, runtimeOverlay: { provisionCommand: 'ls > /dev/null' } });
+      const ready = await h.client.startRunAndWaitReady(req);
+      expect(ready.executionTarget).toMatchObject({ kind: 'local', cwd });
+      await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+    }
+  });
+});
+
 describe("acme against globex's folder", () => {
   const attack = (workspace: RunRequestInput['workspace']): RunRequestInput => ({
     ...runRequest({ companyId: ACME, runtimeOverlay: { provisionCommand: STEAL } }),
@@ -63,18 +68,19 @@ describe("acme against globex's folder", () => {
     [
       'worktreePath',
       {
-        baseCwd: acmeRepo,
-        cwd: acmeRepo,
+        baseCwd: acmeDir,
+        cwd: acmeDir,
         strategy: 'git_worktree' as const,
         worktreePath: join(globexDir, 'wt'),
         branchName: 'b',
       },
     ],
   ])('the worker refuses it in %s, leasing and running nothing', async (field, workspace) => {
-    const err = await expectRunError(h.client.startRunAndWaitReady(attack(workspace)), 'invalid_request');
+    const request = attack(workspace);
+    const err = await expectRunError(h.client.startRunAndWaitReady(request), 'invalid_request');
     expect(err.message).toContain(`request.workspace.${field}: `);
     expect(err.message).toContain(`outside the workspace roots of company ${ACME}`);
-    expect(await h.store.listLeases(ACME)).toEqual([]);
+    expect(await h.store.listRunLeases(ACME, request.heartbeatRunId)).toEqual([]);
     globexUntouched();
   });
 
@@ -110,5 +116,29 @@ describe("acme against globex's folder", () => {
     expect((err as Error).message).toContain(`cwd: ${globexDir} is outside the workspace roots of company ${ACME}`);
     const own = await h.admin.createExecutionWorkspace({ companyId: ACME, name: 'own', cwd: acmeDir });
     expect(own.cwd).toBe(acmeDir);
+  });
+});
+
+describe('the setting', () => {
+  it('{company} is replaced by the company id, which must be a safe path segment', () => {
+    const tenancy = loadTenancy({ ENVRUN_WORKSPACE_ROOTS: ROOTS });
+    expect(checkWorkspacePath(tenancy, ACME, join(acmeDir, 'x'), 'cwd')).toBe(join(acmeDir, 'x'));
+    expect(() => checkWorkspacePath(tenancy, GLOBEX, join(acmeDir, 'x'), 'cwd')).toThrow(
+      /cwd: .* is outside the workspace roots of company globex-/,
+    );
+    for (const bad of ['..', '.', '', 'a/b', '../globex', 'a\0b']) {
+      expect(() => checkWorkspacePath(tenancy, bad, join(ws, bad, 'x'), 'cwd'), JSON.stringify(bad)).toThrow(
+        TenancyError,
+      );
+    }
+  });
+
+  it('refuses {company} that is not a whole path segment, and a relative root', () => {
+    expect(() => loadTenancy({ ENVRUN_WORKSPACE_ROOTS: '/srv/ws-{company}' })).toThrow(
+      /ENVRUN_WORKSPACE_ROOTS: .*\{company\} must be a whole path segment/,
+    );
+    expect(() => loadTenancy({ ENVRUN_WORKSPACE_ROOTS: 'srv/{company}' })).toThrow(
+      /ENVRUN_WORKSPACE_ROOTS: srv\/\{company\} is not an absolute path/,
+    );
   });
 });

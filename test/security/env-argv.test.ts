@@ -1,15 +1,18 @@
 // ATTACK: a command's environment on the host's command lines. Values given with `run exec --env-var` (or
-// `env` in an exec request) become bwrap `--setenv` arguments and words of the ssh driver's remote
-// command: while the command runs, any local user reads them in `ps` or /proc/<pid>/cmdline (bwrap's runs as
+// `env` in an exec request) became bwrap `--setenv` arguments and words of the ssh driver's remote
+// command: while the command ran, any local user read them in `ps` or /proc/<pid>/cmdline (bwrap's runs as
 // `nobody`, the remote shell's on the ssh host). Here every host process's command line is read while a
-// command that holds a secret in its environment waits, through the provider and the ssh driver; the
-// command still sees the value.
+// command that holds a secret in its environment waits, through the provider, the CLI and the ssh driver;
+// the command still sees the value. `--env-file` keeps the values off the CLI's own command line.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { remoteCommand } from '../../drivers/ssh.js';
+import { readEnvFile } from '../../client/cli/input.js';
+import { InvalidInputError } from '../../client/errors.js';
+import { remoteCommand } from '../../drivers/ssh/connection.js';
+import { runCli } from '../support/cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runRequest, tempWorkspace, until } from '../support/runs.js';
 import { openSandbox, type Sandbox } from '../support/sandbox.js';
@@ -124,9 +127,16 @@ describe('bubblewrap: the provider', () => {
       expect(result).toMatchObject({ exitCode: 0, stdout: value });
     },
   );
+
+  it('a value cannot smuggle sandbox options in (a NUL would end it early)', async () => {
+    const box = await openSandbox();
+    opened.push(box);
+    const smuggled = box.sh('ls /host-root 2>&1; echo ran', { env: { X: 'a\0--bind\0/\0/host-root' } });
+    await expect(smuggled).rejects.toThrow(/NUL/);
+  });
 });
 
-describe('the ssh driver', () => {
+describe('through the CLI and the worker', () => {
   let h: Harness;
   let sshd: Sshd;
   const KEY_VAR = 'ENVRUN_TEST_ENV_ARGV_KEY';
@@ -140,11 +150,123 @@ describe('the ssh driver', () => {
     await sshd?.stop();
   });
 
-  it('the command the remote shell runs holds names and quoting only, never a value', () => {
-    expect(remoteCommand('/w', { TOKEN: 'the-value' }, 'sh', ['-c', 'x'])).not.toContain('the-value');
+  function envFile(text: string): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'envrun-env-file-')), 'env');
+    writeFileSync(file, text);
+    chmodSync(file, 0o600);
+    return file;
+  }
+
+  it('run exec --env-file on a bubblewrap sandbox: neither the CLI nor bwrap shows the value', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'bwrap',
+      driver: 'sandbox',
+      config: { provider: 'bubblewrap' },
+    });
+    const req = runRequest({ companyId, environmentId: env.id });
+    await h.client.startRunAndWaitReady(req);
+    const sandboxes = join(h.dataDir, 'sandboxes', 'bubblewrap');
+    expect(readdirSync(sandboxes)).toHaveLength(1); // this run's
+    const workspace = join(sandboxes, readdirSync(sandboxes)[0]!, 'workspace');
+    const value = secret();
+    const file = envFile(`# the agent's token\n\nTOKEN=${value}\nEMPTY=\nWITH_EQUALS=a=b\n`);
+    const { leaks, seen, result } = await watched(
+      () => workspace,
+      value,
+      () =>
+        runCli(h, [
+          'run',
+          'exec',
+          '--company',
+          companyId,
+          '--run',
+          req.heartbeatRunId,
+          '--env-file',
+          file,
+          '--',
+          'sh',
+          '-c',
+          `${WAITER}; printf ' %s|%s' "$EMPTY" "$WITH_EQUALS"`,
+        ]),
+    );
+    expect(leaks).toEqual([]);
+    expect(seen).toBe(value);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toBe(`${value} |a=b`);
+    await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   });
 
-  it("the remote host's command lines do not hold the value", async () => {
+  it('--env-var overrides --env-file for the same name', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'f',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
+    const req = runRequest({ companyId, environmentId: env.id });
+    await h.client.startRunAndWaitReady(req);
+    const file = envFile('A=from-file\nB=from-file\n');
+    const res = await runCli(h, [
+      'run',
+      'exec',
+      '--company',
+      companyId,
+      '--run',
+      req.heartbeatRunId,
+      '--env-file',
+      file,
+      '--env-var',
+      'B=from-option',
+      '--',
+      'sh',
+      '-c',
+      'echo "$A $B"',
+    ]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toBe('from-file from-option\n');
+    await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+  });
+
+  it.each([
+    ['NOEQUALS\n', /--env-file: line 1: must be NAME=VALUE/],
+    ['A=1\n=nothing\n', /--env-file: line 2: must be NAME=VALUE/],
+    ['A=1\n\n1BAD=nothing\n', /--env-file: line 3: the name must be letters, digits and _/],
+    ['A=1\nexport B=nothing\n', /--env-file: line 2: the name must be letters, digits and _/],
+  ])('--env-file %j is refused naming the line, before anything runs', async (text, message) => {
+    const res = await runCli(h, [
+      'run',
+      'exec',
+      '--company',
+      'co',
+      '--run',
+      'r',
+      '--env-file',
+      envFile(text),
+      '--',
+      'true',
+    ]);
+    expect(res.code, res.stderr).toBe(2);
+    expect(res.stderr).toMatch(message);
+    expect(res.stderr).not.toContain('nothing'); // a value is never echoed
+  });
+
+  it('a missing --env-file stops the CLI before anything runs', async () => {
+    const missing = join(tmpdir(), uniqueId('no-such-env-file'));
+    // Node itself looks for a file after any `--env-file` on its command line (script arguments too) and
+    // exits first when there is none; either way nothing runs and the message names the file.
+    const res = await runCli(h, ['run', 'exec', '--company', 'co', '--run', 'r', '--env-file', missing, '--', 'true']);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain(missing);
+    expect(() => readEnvFile(missing)).toThrow(InvalidInputError);
+    expect(() => readEnvFile(missing)).toThrow(`--env-file: cannot read ${missing}`);
+  });
+
+  it("the ssh driver: the remote host's command lines do not hold the value either", async () => {
+    // The command the remote shell runs holds names and quoting only, never a value.
+    expect(remoteCommand('/w', { TOKEN: 'the-value' }, 'sh', ['-c', 'x']).command).not.toContain('the-value');
     const companyId = uniqueId('co');
     const remote = mkdtempSync(join(tmpdir(), 'envrun-remote-'));
     const env = await h.admin.createEnvironment({

@@ -5,8 +5,8 @@
 // no compiler needed inside), while the worker, as root, syncs the workspace back and deletes the lease's
 // folder. A path-based walk (`rm -r`) that lstats a folder, then reads and deletes inside it by path,
 // follows the swapped link and deletes the host folder's files. Variants: with and without sync-back,
-// from a running `exec`. Every attempt gets a fresh host folder of 20 files, and every attempt must leave
-// them all.
+// from a running `exec`, and from a process left behind (setsid + nohup, started by a command that then
+// exits). Every attempt gets a fresh host folder of 20 files, and every attempt must leave them all.
 //
 // An agent that tries to fail its release leaves mode-000 folders, 10,000-deep nesting, many files and
 // names with newlines, and keeps churning folders while the run is completed: release must succeed, the
@@ -21,6 +21,8 @@ import { hasBwrap, hostProcessesWith, isRoot } from '../support/sandbox.js';
 
 /** Attempts per variant: each a full run (start, exec, complete), with a fresh host folder. */
 const ATTEMPTS = 20;
+/** Attempts for the left-behind variant (its racer must first outlive its command). */
+const LEFT_BEHIND_ATTEMPTS = 10;
 const SECRET_FILES = 20;
 
 /**
@@ -54,6 +56,11 @@ while (time < $end && !$gone) {
 }
 `;
 
+/** Starts the racer in the background (setsid, nohup) and exits once it is racing. */
+const LEAVE_BEHIND =
+  'prog=$1; shift; setsid nohup perl -e "$prog" "$@" > /dev/null 2>&1 < /dev/null & ' +
+  'for i in $(seq 200); do [ -e /workspace/racing ] && exit 0; sleep 0.05; done; exit 3';
+
 let h: Harness;
 beforeAll(async () => {
   h = await createHarness();
@@ -75,7 +82,7 @@ interface Attempt {
   secretFilesLeft: number;
   runError: string | null;
   status: string | undefined;
-  cleanupStatus: string | undefined;
+  cleanupStatus: string | null | undefined;
   leaseFolderLeft: boolean;
 }
 const INTACT = {
@@ -95,8 +102,8 @@ async function bubblewrapEnvironment(companyId: string, config: Record<string, u
   });
 }
 
-/** One run: the racer starts in a running exec, the run is completed, the damage counted. */
-async function attempt(variant: { syncBack: boolean }): Promise<Attempt> {
+/** One run: the racer starts (in a running exec, or left behind), the run is completed, the damage counted. */
+async function attempt(variant: { syncBack: boolean; leftBehind: boolean }): Promise<Attempt> {
   const companyId = uniqueId('co');
   const env = await bubblewrapEnvironment(companyId, variant.syncBack ? {} : { discardChanges: true });
   const secret = secretFolder();
@@ -104,10 +111,21 @@ async function attempt(variant: { syncBack: boolean }): Promise<Attempt> {
   const ready = await h.client.startRunAndWaitReady(req);
   const root = String((ready.lease.metadata?.provider as { root: string }).root);
   const racerArgs = [secret.path, '8', '20'];
-  const exec: Promise<ExecResult | Error> = h.admin
-    .exec(companyId, req.heartbeatRunId, { command: 'perl', args: ['-e', RACER, ...racerArgs], timeoutMs: 60_000 })
-    .catch((err: Error) => err);
-  await until('the racer to start', async () => existsSync(join(root, 'workspace', 'racing')));
+  let exec: Promise<ExecResult | Error>;
+  if (variant.leftBehind) {
+    const started = await h.admin.exec(companyId, req.heartbeatRunId, {
+      command: 'bash',
+      args: ['-c', LEAVE_BEHIND, 'racer', RACER, ...racerArgs],
+      timeoutMs: 30_000,
+    });
+    expect(started.exitCode, started.stderr).toBe(0);
+    exec = Promise.resolve(started);
+  } else {
+    exec = h.admin
+      .exec(companyId, req.heartbeatRunId, { command: 'perl', args: ['-e', RACER, ...racerArgs], timeoutMs: 60_000 })
+      .catch((err: Error) => err);
+    await until('the racer to start', async () => existsSync(join(root, 'workspace', 'racing')));
+  }
   const after = await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
   const secretFilesLeft = secret.left();
   const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
@@ -115,7 +133,7 @@ async function attempt(variant: { syncBack: boolean }): Promise<Attempt> {
     secretFilesLeft,
     runError: after.error?.code ?? null,
     status: lease?.status,
-    cleanupStatus: lease?.cleanupStatus ?? undefined,
+    cleanupStatus: lease?.cleanupStatus,
     leaseFolderLeft: existsSync(root),
   };
   await exec; // the racer is done (ended by the release, or it stopped once the workspace was gone)
@@ -126,13 +144,19 @@ async function attempt(variant: { syncBack: boolean }): Promise<Attempt> {
 describe.runIf(isRoot() && hasBwrap() && existsSync('/usr/bin/perl'))('the release race', () => {
   it(`a running exec swapping folders for links to a root-only folder, with sync-back: ${ATTEMPTS} attempts, the folder intact after each`, async () => {
     const results: Attempt[] = [];
-    for (let i = 0; i < ATTEMPTS; i++) results.push(await attempt({ syncBack: true }));
+    for (let i = 0; i < ATTEMPTS; i++) results.push(await attempt({ syncBack: true, leftBehind: false }));
     expect(results).toEqual(results.map(() => INTACT));
   }, 900_000);
 
   it(`the same without sync-back (discardChanges): ${ATTEMPTS} attempts, the folder intact after each`, async () => {
     const results: Attempt[] = [];
-    for (let i = 0; i < ATTEMPTS; i++) results.push(await attempt({ syncBack: false }));
+    for (let i = 0; i < ATTEMPTS; i++) results.push(await attempt({ syncBack: false, leftBehind: false }));
+    expect(results).toEqual(results.map(() => INTACT));
+  }, 900_000);
+
+  it(`from a process left behind (setsid, nohup) by a command that exits: ${LEFT_BEHIND_ATTEMPTS} attempts`, async () => {
+    const results: Attempt[] = [];
+    for (let i = 0; i < LEFT_BEHIND_ATTEMPTS; i++) results.push(await attempt({ syncBack: true, leftBehind: true }));
     expect(results).toEqual(results.map(() => INTACT));
   }, 900_000);
 });
@@ -190,7 +214,10 @@ describe.runIf(isRoot() && hasBwrap() && existsSync('/usr/bin/perl'))('an agent 
     const churnStarted = Date.now();
     const churn = h.admin
       .exec(companyId, req.heartbeatRunId, { command: 'perl', args: ['-e', CHURN, marker], timeoutMs: 60_000 })
-      .catch((err: Error) => err);
+      .then(
+        (result) => ({ result, at: Date.now() }),
+        (err: Error) => ({ result: err, at: Date.now() }),
+      );
     await until('the churn to start', async () => existsSync(join(root, 'workspace', 'moved5')));
 
     const after = await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
@@ -199,12 +226,13 @@ describe.runIf(isRoot() && hasBwrap() && existsSync('/usr/bin/perl'))('an agent 
     expect(lease).toMatchObject({ status: 'released', cleanupStatus: 'success' });
     expect(existsSync(root)).toBe(false);
     // What could not come back is on the lease: the nesting is deeper than a sync-back goes.
-    const syncBack = lease!.metadata!.syncBack as Record<string, unknown> | undefined;
+    const syncBack = lease!.metadata?.syncBack as Record<string, unknown> | undefined;
     expect(syncBack, JSON.stringify(lease!.metadata)).toBeDefined();
     expect(JSON.stringify(syncBack)).toMatch(/deep|depth/i);
     // The churn was ended by the release, not by its own 40 s.
-    await churn;
-    expect(Date.now() - churnStarted).toBeLessThan(35_000);
+    const ended = await churn;
+    expect(ended.at - churnStarted).toBeLessThan(30_000);
+    expect(String(ended.result)).toMatch(/the command was ended: the run is releasing its lease/);
     expect(hostProcessesWith(marker)).toEqual([]);
   }, 600_000);
 });

@@ -196,7 +196,7 @@ describe('safeCopyBack', () => {
     expect(maxWorkspaceBytes({})).toBe(2 * 1024 ** 3);
     expect(maxWorkspaceBytes({ ENVRUN_MAX_WORKSPACE_BYTES: '1000' })).toBe(1000);
     expect(() => maxWorkspaceBytes({ ENVRUN_MAX_WORKSPACE_BYTES: '2GB' })).toThrow(
-      'ENVRUN_MAX_WORKSPACE_BYTES must be a positive integer',
+      'ENVRUN_MAX_WORKSPACE_BYTES: must be a positive integer',
     );
     const result = await safeCopyBack(from, to, { maxBytes: 1200 });
     expect(result).toMatchObject({ copied: 2, bytes: 1200 });

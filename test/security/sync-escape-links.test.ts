@@ -80,21 +80,28 @@ function linksIn(root: string): Array<{ path: string; resolved: string | null }>
 
 /** No link in `root` leads out of it; the escape and the secret are not reachable through it. */
 function expectContained(root: string, hostFile: string): void {
-  const escaping = linksIn(root).filter((l) => l.resolved !== null && (l.resolved.startsWith('..') || l.resolved.startsWith('/')));
+  const escaping = linksIn(root).filter(
+    (l) => l.resolved !== null && (l.resolved.startsWith('..') || l.resolved.startsWith('/')),
+  );
   expect(escaping).toEqual([]);
   expect(() => readFileSync(join(root, ESCAPE), 'utf8')).toThrow();
   expect(readFileSync(hostFile, 'utf8')).toBe('host secret'); // the file is there: only the link is not
 }
 
 describe('a link that only looks contained', () => {
+  it('the escape is real: on the source, the kernel resolves it to the host file', () => {
+    const hostFile = hostSecret();
+    const from = dir('from');
+    execFileSync('bash', ['-c', plantScript(hostFile)], { cwd: from });
+    expect(readlinkSync(join(from, ESCAPE))).toBe(escapeText(hostFile));
+    expect(readFileSync(join(from, ESCAPE), 'utf8')).toBe('host secret');
+  });
+
   it('is not synced back by safeCopyBack: dropped and reported; the links that stay inside are kept', async () => {
     const hostFile = hostSecret();
     const from = dir('from');
     const to = dir('to');
     execFileSync('bash', ['-c', plantScript(hostFile)], { cwd: from });
-    // the escape is real: on the source, the kernel resolves the link to the host file
-    expect(readlinkSync(join(from, ESCAPE))).toBe(escapeText(hostFile));
-    expect(readFileSync(join(from, ESCAPE), 'utf8')).toBe('host secret');
     const result = await safeCopyBack(from, to);
     expectContained(to, hostFile);
     expect(result.skipped).toContainEqual({ path: ESCAPE, reason: 'symlink leading out of the workspace' });
@@ -112,6 +119,75 @@ describe('a link that only looks contained', () => {
     const result = await safeCopyBack(from, to);
     expect(() => lstatSync(join(to, 'sub', 'via-shared'))).toThrow();
     expect(result.skipped).toContainEqual({ path: 'sub/via-shared', reason: 'symlink leading out of the workspace' });
+  });
+});
+
+describe('links judged by where the kernel takes them (after the fix)', () => {
+  it('ordinary links come back as they are: dependency folders, bins, `m -> .`, a dangling one', async () => {
+    const from = dir('from');
+    const to = dir('to');
+    mkdirSync(join(from, 'node_modules/.pnpm/foo@1/node_modules/foo/bin'), { recursive: true });
+    writeFileSync(join(from, 'node_modules/.pnpm/foo@1/node_modules/foo/bin/foo.js'), 'x');
+    symlinkSync('.pnpm/foo@1/node_modules/foo', join(from, 'node_modules/foo'));
+    mkdirSync(join(from, 'node_modules/.bin'));
+    symlinkSync('../foo/bin/foo.js', join(from, 'node_modules/.bin/foo'));
+    symlinkSync('./node_modules/.bin/foo', join(from, 'run-foo'));
+    symlinkSync('.', join(from, 'm'));
+    symlinkSync('m/m/m/run-foo', join(from, 'through-m'));
+    symlinkSync('not/there/yet', join(from, 'dangling'));
+    const result = await safeCopyBack(from, to);
+    expect(result.skipped).toEqual([]);
+    expect(readFileSync(join(to, 'through-m'), 'utf8')).toBe('x');
+    expect(readlinkSync(join(to, 'dangling'))).toBe('not/there/yet');
+  });
+
+  it('loops, text that climbs out of a folder it names, and links into .git through another link are dropped', async () => {
+    const from = dir('from');
+    const to = dir('to');
+    execFileSync('git', ['init', '-q', to]);
+    symlinkSync('.git', join(to, 'git-dir')); // the user's own link
+    writeFileSync(join(from, 'a.txt'), 'a');
+    mkdirSync(join(from, 'sub'));
+    symlinkSync('l2', join(from, 'l1'));
+    symlinkSync('l1', join(from, 'l2'));
+    symlinkSync('sub/../a.txt', join(from, 'climbs'));
+    symlinkSync('git-dir/config', join(from, 'config-link'));
+    const result = await safeCopyBack(from, to);
+    expect(result.skipped).toEqual([
+      { path: 'climbs', reason: 'symlink climbing out of a folder it names (x/..)' },
+      { path: 'config-link', reason: 'symlink leading into git metadata' },
+      { path: 'l1', reason: 'symlink loop or chain of more than 40 links' },
+      { path: 'l2', reason: 'symlink loop or chain of more than 40 links' },
+    ]);
+    expect(readFileSync(join(to, 'a.txt'), 'utf8')).toBe('a');
+  });
+
+  it('a link replacing one of the target is judged by both: what the target held, and what is written', async () => {
+    const hostFile = hostSecret();
+    const from = dir('from');
+    const to = dir('to');
+    symlinkSync(join(hostFile, '..'), join(to, 's')); // the user's link out of the workspace
+    mkdirSync(join(from, 'sub'));
+    writeFileSync(join(from, 'sub', 'secret.txt'), 'mine');
+    symlinkSync('sub', join(from, 's')); // replaces it…
+    symlinkSync('s/secret.txt', join(from, 'y')); // …but until it does, `y` would lead out
+    const result = await safeCopyBack(from, to);
+    expect(result.skipped).toEqual([{ path: 'y', reason: 'symlink leading out of the workspace' }]);
+    expect(readlinkSync(join(to, 's'))).toBe('sub');
+    expect(readFileSync(join(to, 's', 'secret.txt'), 'utf8')).toBe('mine');
+  });
+
+  it('a folder that replaces a link of the target: links through it are judged by what it holds', async () => {
+    const from = dir('from');
+    const to = dir('to');
+    symlinkSync('/etc', join(to, 'conf')); // the user's link, replaced by the agent's folder
+    mkdirSync(join(from, 'conf'));
+    writeFileSync(join(from, 'conf', 'app.ini'), 'x');
+    symlinkSync('conf/app.ini', join(from, 'app.ini'));
+    const result = await safeCopyBack(from, to);
+    // Until the folder replaces the link, `app.ini` would lead into /etc: it does not come back.
+    expect(result.skipped).toEqual([{ path: 'app.ini', reason: 'symlink leading out of the workspace' }]);
+    expect(lstatSync(join(to, 'conf')).isDirectory()).toBe(true);
   });
 });
 
@@ -158,7 +234,12 @@ describe('a link that only looks contained, from an ssh host', () => {
       },
     });
     const cwd = tempWorkspace();
-    const req = runRequest({ companyId, cwd, environmentId: env.id, runtimeOverlay: { provisionCommand: plantScript(hostFile) } });
+    const req = runRequest({
+      companyId,
+      cwd,
+      environmentId: env.id,
+      runtimeOverlay: { provisionCommand: plantScript(hostFile) },
+    });
     await h.client.startRunAndWaitReady(req);
     await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
     const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);

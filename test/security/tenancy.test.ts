@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidInputError } from '../../client/errors.js';
-import { loadTenancy } from '../../drivers/tenancy.js';
+import { loadTenancy } from '../../config/tenancy.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runRequest } from '../support/runs.js';
 

@@ -5,7 +5,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync 
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { freePort } from '../../scripts/dev-server.js';
+import { freePort } from '../../lib/net.js';
 
 export function findDebianPostgresBin(): string | null {
   const root = '/usr/lib/postgresql';

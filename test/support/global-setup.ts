@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { TestProject } from 'vitest/node';
 import { ensureEmbeddedStore, stopEmbeddedStore } from '../../store/embedded.js';
-import { bundleWorkflows } from '../../scripts/bundle-workflows.js';
+import { bundleWorkflows } from '../../worker/bundle.js';
 import { startDevServer } from '../../scripts/dev-server.js';
 import { findDebianPostgresBin, startDebianPostgres } from './debian-postgres.js';
 

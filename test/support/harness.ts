@@ -13,7 +13,7 @@ import { EnvRunClient } from '../../client/runs.js';
 import { loadProviders } from '../../drivers/providers/load.js';
 import { loadPlugins } from '../../drivers/plugins/load.js';
 import { createWorker, type EnvRunWorker } from '../../worker/worker.js';
-import type { Tenancy } from '../../drivers/tenancy.js';
+import type { Tenancy } from '../../config/tenancy.js';
 
 let runtimeInstalled = false;
 function quietRuntime(): void {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { expect } from 'vitest';
-import { EnvRunError } from '../../client/errors.js';
+import { RunFailedError } from '../../client/errors.js';
 import type { ErrorCode, RunRequestInput } from '../../contracts/index.js';
 import { runWorkflowId } from '../../contracts/index.js';
 import type { Harness } from './harness.js';
@@ -23,20 +23,20 @@ export function runRequest(overrides: Partial<RunRequestInput> & { cwd?: string 
   };
 }
 
-/** Awaits a promise that must fail with an EnvRunError of the given code. */
+/** Awaits a promise that must fail with a RunFailedError of the given code. */
 export async function expectRunError(
   promise: Promise<unknown>,
   code: ErrorCode | 'run_cancelled',
-): Promise<EnvRunError> {
+): Promise<RunFailedError> {
   const err = await promise.then(
     () => {
       throw new Error(`expected the run to fail with ${code}, but it succeeded`);
     },
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(EnvRunError);
-  expect((err as EnvRunError).code, (err as Error).message).toBe(code);
-  return err as EnvRunError;
+  expect(err).toBeInstanceOf(RunFailedError);
+  expect((err as RunFailedError).code, (err as Error).message).toBe(code);
+  return err as RunFailedError;
 }
 
 /**

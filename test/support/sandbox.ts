@@ -10,14 +10,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { inject } from 'vitest';
 import type { ExecResult } from '../../contracts/index.js';
-import type { BubblewrapProviderOptions } from '../../drivers/providers/bubblewrap.js';
-import type { SandboxProvider } from '../../drivers/providers/types.js';
+import type { BubblewrapProviderOptions } from '../../drivers/providers/bubblewrap/index.js';
+import type { ProviderReleaseReport, SandboxProvider } from '../../drivers/providers/contract.js';
 
 type Factory = (options: BubblewrapProviderOptions) => SandboxProvider<Record<string, unknown>>;
 
 async function providerFactory(): Promise<Factory> {
   const alt = process.env.ENVRUN_SANDBOX_TEST_PROVIDER;
-  const mod = (alt ? await import(resolve(alt)) : await import('../../drivers/providers/bubblewrap.js')) as {
+  const mod = (alt ? await import(resolve(alt)) : await import('../../drivers/providers/bubblewrap/index.js')) as {
     createBubblewrapProvider: Factory;
   };
   return mod.createBubblewrapProvider;
@@ -30,8 +30,8 @@ export interface Sandbox {
   local: string;
   sh(script: string, options?: { timeoutMs?: number; env?: Record<string, string> }): Promise<ExecResult>;
   close(): Promise<void>;
-  /** Releases the lease, syncing the sandbox's changes back into `local` first. */
-  closeWithSyncBack(): Promise<void>;
+  /** Releases the lease, syncing the sandbox's changes back into `local` first; what the release reported. */
+  closeWithSyncBack(): Promise<ProviderReleaseReport>;
 }
 
 export interface SandboxOptions {
@@ -76,10 +76,21 @@ export async function openSandbox(options: SandboxOptions & { local?: string } =
         { ...ctx, providerLeaseId: lease.providerLeaseId },
         { command: 'bash', args: ['-c', script], env: o.env ?? {}, timeoutMs: o.timeoutMs ?? 30_000 },
       ),
-    close: () =>
-      provider.releaseLease(config, { ...ctx, providerLeaseId: lease.providerLeaseId, keep: false, syncBackTo: null }),
-    closeWithSyncBack: () =>
-      provider.releaseLease(config, { ...ctx, providerLeaseId: lease.providerLeaseId, keep: false, syncBackTo: local }),
+    close: async () => {
+      await provider.releaseLease(config, {
+        ...ctx,
+        providerLeaseId: lease.providerLeaseId,
+        keep: false,
+        syncBackTo: null,
+      });
+    },
+    closeWithSyncBack: async () =>
+      (await provider.releaseLease(config, {
+        ...ctx,
+        providerLeaseId: lease.providerLeaseId,
+        keep: false,
+        syncBackTo: local,
+      })) ?? {},
   };
 }
 

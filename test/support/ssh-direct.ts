@@ -2,7 +2,7 @@
 // (sync-back + removal), against a real sshd, collecting the progress lines the driver reports.
 import { randomUUID } from 'node:crypto';
 import type { DriverRealization, Environment, EnvironmentLease } from '../../contracts/index.js';
-import { createSshDriver } from '../../drivers/ssh.js';
+import { createSshDriver } from '../../drivers/ssh/index.js';
 import type { StepContext } from '../../drivers/types.js';
 import type { Sshd } from './sshd.js';
 
@@ -102,7 +102,9 @@ export function directSsh(sshd: Sshd, keyVar: string, remoteWorkspacePath: strin
             { environment, lease: leased, record },
             { command: '/bin/sh', args: ['-c', script], env: {}, timeoutMs },
           ),
-        release: () => driver.release(ctx, { environment, lease: leased, keep: false }),
+        release: async () => {
+          await driver.release(ctx, { environment, lease: leased, keep: false });
+        },
       };
     },
   };

@@ -9,10 +9,15 @@ import { createDrivers } from '../../drivers/registry.js';
 import type { EnvironmentDriver } from '../../drivers/types.js';
 import { createActivities } from '../../activities/index.js';
 import { Store } from '../../store/store.js';
-import { RunRequestSchema, type Environment } from '../../contracts/index.js';
+import {
+  RunRequestSchema,
+  type Environment,
+  type RunRequest,
+  type WorkspaceRealizationRecord,
+} from '../../contracts/index.js';
 import { createProviders } from '../../drivers/providers/load.js';
 import { createFakeProvider } from '../../drivers/providers/fake.js';
-import { ProviderRegistry } from '../../drivers/providers/registry.js';
+import { ProviderRegistry } from '../../drivers/providers/load.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 import { tempWorkspace } from '../support/runs.js';
 
@@ -176,7 +181,16 @@ describe('exactly-once create with bubblewrap', () => {
   });
 });
 
-describe('realizeWorkspace', () => {
+/** The prepare step of a run that realizes, on its lease. */
+const prepare = (leaseId: string, request: RunRequest, environmentId: string) => ({
+  request,
+  environmentId,
+  leaseId,
+  realizes: true,
+  leaseTtlMs: 3_600_000,
+});
+
+describe('prepareWorkspace: realize', () => {
   it('fails a driver that returns no realization record instead of persisting nothing', async () => {
     const drivers = createDrivers(providers);
     const silent: EnvironmentDriver = { ...drivers.local!, realize: async () => null };
@@ -187,11 +201,14 @@ describe('realizeWorkspace', () => {
     const request = RunRequestSchema.parse({ companyId, heartbeatRunId: 'run-3', workspace: { baseCwd: cwd, cwd } });
     const lease = await env(1, 'wf-c').run(acts.acquireLease, { request, environmentId: environment.id });
     await expect(
-      env(1, 'wf-c').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null }),
+      env(1, 'wf-c').run(acts.prepareWorkspace, prepare(lease.id, request, environment.id)),
     ).rejects.toMatchObject({
       type: 'workspace_realization_failed',
       message: 'driver local returned no workspace realization record',
+      nonRetryable: false,
     });
+    const [stored] = await store.listRunLeases(companyId, 'run-3');
+    expect(stored!.metadata ?? {}).not.toHaveProperty('workspaceRealization');
   });
 
   it('git_worktree: makes the worktree on its branch, and a retry adopts it', async () => {
@@ -230,21 +247,14 @@ describe('realizeWorkspace', () => {
       runtimeOverlay: { provisionCommand: 'git rev-parse --abbrev-ref HEAD > branch.txt' },
     });
     const lease = await env(1, 'wf-d').run(acts.acquireLease, { request, environmentId: environment.id });
-    const first = await env(1, 'wf-d').run(acts.realizeWorkspace, {
-      request,
-      environment,
-      lease,
-      executionWorkspace: null,
-    });
-    expect(first.record.local).toEqual({ path: worktreePath, strategy: 'git_worktree', branchName: 'agent/run-4' });
+    const recordOf = (prepared: { lease: { metadata: Record<string, unknown> | null } }) =>
+      prepared.lease.metadata?.workspaceRealization as WorkspaceRealizationRecord;
+    const first = await env(1, 'wf-d').run(acts.prepareWorkspace, prepare(lease.id, request, environment.id));
+    expect(recordOf(first).local).toEqual({ path: worktreePath, strategy: 'git_worktree', branchName: 'agent/run-4' });
+    expect(first.executionTarget).toMatchObject({ kind: 'local', cwd: worktreePath });
     expect(existsSync(join(worktreePath, 'app.txt'))).toBe(true);
-    const again = await env(2, 'wf-d').run(acts.realizeWorkspace, {
-      request,
-      environment,
-      lease,
-      executionWorkspace: null,
-    });
-    expect(again.record.local.path).toBe(worktreePath);
+    const again = await env(2, 'wf-d').run(acts.prepareWorkspace, prepare(lease.id, request, environment.id));
+    expect(recordOf(again).local.path).toBe(worktreePath);
     expect(
       execFileSync('cat', [join(worktreePath, 'branch.txt')])
         .toString()
@@ -268,7 +278,7 @@ describe('realizeWorkspace', () => {
     const lease = await env(1, 'wf-e').run(acts.acquireLease, { request, environmentId: environment.id });
     const started = Date.now();
     await expect(
-      env(1, 'wf-e').run(acts.realizeWorkspace, { request, environment, lease, executionWorkspace: null }),
+      env(1, 'wf-e').run(acts.prepareWorkspace, prepare(lease.id, request, environment.id)),
     ).rejects.toMatchObject({
       type: 'workspace_realization_failed',
       message: 'provision command timed out after 300 ms',

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createFakeProvider } from '../../drivers/providers/fake.js';
-import { ProviderRegistry } from '../../drivers/providers/registry.js';
+import { ProviderRegistry } from '../../drivers/providers/load.js';
 import { runProcess } from '../../drivers/process.js';
 
 const root = mkdtempSync(join(tmpdir(), 'envrun-fake-'));

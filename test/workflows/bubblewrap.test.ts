@@ -2,7 +2,7 @@
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBubblewrapProvider } from '../../drivers/providers/bubblewrap.js';
+import { createBubblewrapProvider } from '../../drivers/providers/bubblewrap/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runEnd, runRequest, tempWorkspace } from '../support/runs.js';
 

@@ -1,7 +1,7 @@
 // A run that has ended is never reported as ready: its lease is released and its target gone, so waiting
 // for it (or starting it again and waiting) says how it ended instead of returning the old target.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EnvRunError, RunEndedError } from '../../client/errors.js';
+import { RunFailedError, RunEndedError } from '../../client/errors.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runRequest } from '../support/runs.js';
 
@@ -49,7 +49,7 @@ describe('waitReady and startRunAndWaitReady on an ended run', () => {
     await h.client.startRunAndWaitReady(req);
     await h.client.cancelRun(req.companyId, req.heartbeatRunId);
     const err = await caught(h.client.startRunAndWaitReady(req));
-    expect(err).toBeInstanceOf(EnvRunError);
-    expect((err as EnvRunError).code).toBe('run_cancelled');
+    expect(err).toBeInstanceOf(RunFailedError);
+    expect((err as RunFailedError).code).toBe('run_cancelled');
   });
 });

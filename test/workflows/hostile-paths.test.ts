@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { InvalidInputError, toEnvRunError } from '../../client/errors.js';
+import { InvalidInputError, toRunFailedError } from '../../client/errors.js';
 import { runWorkflowId } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runEnd, runRequest, tempWorkspace } from '../support/runs.js';
@@ -107,7 +107,7 @@ describe('refused by the worker, naming the field, even around the client', () =
       taskQueue: h.taskQueue,
       args: [{ companyId, heartbeatRunId: 'r', workspace }],
     });
-    const err = toEnvRunError(await handle.result().catch((e: unknown) => e));
+    const err = toRunFailedError(await handle.result().catch((e: unknown) => e));
     expect(err?.code).toBe('invalid_request');
     expect(err?.message).toContain(field);
     expect(await h.store.listRunLeases(companyId, 'r')).toEqual([]);

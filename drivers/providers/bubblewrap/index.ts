@@ -1,0 +1,387 @@
+// The bubblewrap provider: a real local sandbox. Each lease is a folder; each command runs under `bwrap`
+// in new user, pid, mount, ipc, uts and cgroup namespaces (and its own network namespace unless the
+// environment is allowed the host's), as an unprivileged uid with no capabilities, no way to make user
+// namespaces, a seccomp filter, and prlimit's process, memory, file-size and CPU limits. The workspace is
+// bind-mounted read-write at /workspace, the system folders read-only, /tmp is a sized tmpfs, and nothing
+// else of the host is visible. When the worker is root, bwrap itself runs as an unprivileged host uid
+// (ENVRUN_SANDBOX_UID, default 65534) that owns the lease's workspace: the sandbox holds no host privilege
+// even if it left its namespaces. SECURITY.md says what this isolates and what it does not.
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmod, lchown, mkdir, stat } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { z } from 'zod';
+import { describeZodError } from '../../../contracts/index.js';
+import { NonRetryableError } from '../../../contracts/errors.js';
+import {
+  NetworkSetting,
+  SANDBOX_CWD,
+  SANDBOX_ID,
+  SandboxFds,
+  SandboxLimits,
+  parseBwrapFeatures,
+  sandboxArgs,
+  sandboxEtcFiles,
+  type BwrapFeatures,
+  type NetworkMode,
+} from './args.js';
+import {
+  DEFAULT_SYNC_TIMEOUT_MS,
+  describeCopy,
+  safeCopyBack,
+  safeCopyIn,
+  syncBackReport,
+} from '../../sync/safe-copy.js';
+import { chownTree, removeTree } from '../../sync/safe-remove.js';
+import { createProcessTracker } from './processes.js';
+import { runSandbox } from './run.js';
+import { sandboxSeccompFilter } from './seccomp.js';
+import type { SandboxProvider } from '../contract.js';
+import { readSetting } from '../../../config/settings.js';
+
+const BubblewrapConfig = z
+  .object({
+    provider: z.literal('bubblewrap'),
+    reuseLease: z.boolean().default(false),
+    timeoutMs: z.number().int().positive().optional(),
+    /** 'none' (default), 'outbound' (internet, not the host's loopback) or 'host'; true = 'outbound'. */
+    network: NetworkSetting,
+    /** Per-command resource limits (args.ts has the defaults). */
+    limits: SandboxLimits,
+    /** Keep the sandbox's changes out of the local workspace at release. */
+    discardChanges: z.boolean().default(false),
+  })
+  .passthrough();
+type BubblewrapConfig = z.infer<typeof BubblewrapConfig>;
+
+export interface BubblewrapProviderOptions {
+  rootDir: string;
+  bwrapPath?: string | null;
+  /** May environments use `network: 'host'`? Default: ENVRUN_ALLOW_HOST_NETWORK=1 on the worker. */
+  allowHostNetwork?: boolean;
+  /** Host uid/gid bwrap runs as when the worker is root. Default: ENVRUN_SANDBOX_UID/GID, else 65534. */
+  sandboxUid?: number;
+  sandboxGid?: number;
+  slirp4netnsPath?: string | null;
+  /** Where each lease's sandboxes are recorded (processes.ts); default: `.<rootDir's name>-processes` beside it. */
+  processDir?: string;
+}
+
+const findFirst = (paths: string[]): string | null => paths.find((p) => existsSync(p)) ?? null;
+
+export function findBwrap(): string | null {
+  return findFirst(['/usr/bin/bwrap', '/usr/local/bin/bwrap']);
+}
+export const findSlirp4netns = () => findFirst(['/usr/bin/slirp4netns', '/usr/local/bin/slirp4netns']);
+export const findPrlimit = () => findFirst(['/usr/bin/prlimit', '/bin/prlimit']);
+
+const isRoot = () => process.getuid?.() === 0;
+
+function hostId(explicit: number | undefined, variable: 'ENVRUN_SANDBOX_UID' | 'ENVRUN_SANDBOX_GID'): number {
+  const raw = explicit ?? readSetting(variable);
+  if (!Number.isInteger(raw) || raw <= 0 || raw >= 2 ** 32 - 1) {
+    throw new NonRetryableError(`bubblewrap: ${variable} must be a uid/gid other than 0 (got ${String(raw)})`);
+  }
+  return raw;
+}
+
+/** Can bwrap make its namespaces here (as `runAs` when given)? Null when it can, else the reason in plain words. */
+export function bwrapUnavailable(
+  bwrap = findBwrap(),
+  runAs: { uid: number; gid: number } | null = null,
+): string | null {
+  if (!bwrap) return 'bwrap is not installed (Debian: apt-get install bubblewrap)';
+  const res = spawnSync(bwrap, ['--ro-bind', '/', '/', '--unshare-all', '--die-with-parent', 'true'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+    cwd: '/',
+    ...(runAs ?? {}),
+  });
+  return res.status === 0
+    ? null
+    : `bwrap cannot create namespaces here: ${(res.stderr || res.error?.message || `exit ${res.status}`).trim()}`;
+}
+
+const featureCache = new Map<string, BwrapFeatures>();
+function bwrapFeatures(bwrap: string): BwrapFeatures {
+  let features = featureCache.get(bwrap);
+  if (!features) {
+    const res = spawnSync(bwrap, ['--help'], { encoding: 'utf8', timeout: 10_000 });
+    features = parseBwrapFeatures(`${res.stdout ?? ''}${res.stderr ?? ''}`);
+    featureCache.set(bwrap, features);
+  }
+  return features;
+}
+
+/** The first folder on the way to `path` that `uid`/`gid` cannot pass through, or null. */
+function unreachableAncestor(path: string, uid: number, gid: number): string | null {
+  for (let dir = dirname(path); ; dir = dirname(dir)) {
+    try {
+      const st = statSync(dir);
+      const may = st.uid === uid ? st.mode & 0o100 : st.gid === gid ? st.mode & 0o010 : st.mode & 0o001;
+      if (!may) return dir;
+    } catch {
+      /* not made yet: mkdir makes it passable */
+    }
+    if (dir === dirname(dir)) return null;
+  }
+}
+
+const readOrNull = (path: string): string | null => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+};
+
+export function createBubblewrapProvider(options: BubblewrapProviderOptions): SandboxProvider<BubblewrapConfig> {
+  const root = resolve(options.rootDir);
+  const bwrap = options.bwrapPath === undefined ? findBwrap() : options.bwrapPath;
+  const slirp4netns = options.slirp4netnsPath === undefined ? findSlirp4netns() : options.slirp4netnsPath;
+  const prlimit = findPrlimit();
+  const shell = findFirst(['/bin/bash', '/usr/bin/bash']);
+  const hostNetworkAllowed = () => options.allowHostNetwork ?? readSetting('ENVRUN_ALLOW_HOST_NETWORK');
+  /** Who bwrap runs as on the host: the sandbox uid when we are root, else ourselves. */
+  const runAs = () =>
+    isRoot()
+      ? { uid: hostId(options.sandboxUid, 'ENVRUN_SANDBOX_UID'), gid: hostId(options.sandboxGid, 'ENVRUN_SANDBOX_GID') }
+      : null;
+  /** The lease's folder name under the root. */
+  const leaseName = (id: string) => {
+    const m = /^bwrap:\/\/([A-Za-z0-9._-]+)$/.exec(id);
+    if (!m?.[1] || m[1] === '.' || m[1] === '..')
+      throw new NonRetryableError(`bubblewrap: not a bubblewrap lease id: ${id}`);
+    return m[1];
+  };
+  const leaseDir = (id: string) => join(root, leaseName(id));
+  // Root's own folder, beside the leases' (a provider key never starts with a dot), out of every sandbox's reach.
+  const processes = createProcessTracker(options.processDir ?? join(dirname(root), `.${basename(root)}-processes`));
+  const workspaceOf = (id: string) => join(leaseDir(id), 'workspace');
+
+  /**
+   * Why this worker cannot run sandboxes, or null. A pass is kept for a minute: the check spawns bwrap
+   * synchronously, which would otherwise stall the worker on every acquire; a failure is checked again.
+   */
+  let availableUntil = 0;
+  function unavailable(): string | null {
+    if (Date.now() < availableUntil) return null;
+    const reason = checkAvailable();
+    if (!reason) availableUntil = Date.now() + 60_000;
+    return reason;
+  }
+  function checkAvailable(): string | null {
+    const as = runAs();
+    const reason = bwrapUnavailable(bwrap, as);
+    if (reason) return reason;
+    if (!prlimit) return 'prlimit is not installed (Debian: apt-get install util-linux)';
+    if (as) {
+      const blocked = unreachableAncestor(join(root, 'x', 'workspace'), as.uid, as.gid);
+      if (blocked) {
+        return `the sandbox uid ${as.uid} cannot pass through ${blocked} to reach ${root}: put ENVRUN_DATA_DIR under folders others may search (chmod o+x), or set ENVRUN_SANDBOX_UID`;
+      }
+    }
+    return null;
+  }
+
+  function refuseHostNetwork(network: NetworkMode): void {
+    if (network === 'host' && !hostNetworkAllowed()) {
+      throw new NonRetryableError(
+        'bubblewrap config: config.network: "host" shares the worker\'s network (and its 127.0.0.1 services) with the sandbox; ' +
+          'this worker does not allow it (set ENVRUN_ALLOW_HOST_NETWORK=1 on the worker to allow it), use "outbound" for internet access',
+      );
+    }
+  }
+
+  /** Makes the lease's folder: passable by the sandbox uid, the workspace its own. */
+  async function prepareLeaseDir(providerLeaseId: string): Promise<void> {
+    const workspace = workspaceOf(providerLeaseId);
+    await processes.reopen(leaseName(providerLeaseId));
+    await mkdir(workspace, { recursive: true });
+    const as = runAs();
+    if (!as) return;
+    await chmod(root, 0o711);
+    await chmod(leaseDir(providerLeaseId), 0o711);
+    await lchown(workspace, as.uid, as.gid);
+    await chmod(workspace, 0o700);
+    const blocked = unreachableAncestor(workspace, as.uid, as.gid); // folders mkdir just made under a tight umask
+    if (blocked)
+      throw new NonRetryableError(
+        `bubblewrap: the sandbox uid ${as.uid} cannot pass through ${blocked} (chmod o+x it)`,
+      );
+  }
+
+  return {
+    key: 'bubblewrap',
+    hostBound: true,
+    validateConfig(config) {
+      const r = BubblewrapConfig.safeParse(config);
+      if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeZodError(r.error, 'config')}`);
+      return r.data;
+    },
+    async probe(config) {
+      const reason = unavailable();
+      if (reason) return { ok: false, diagnostics: [reason] };
+      const features = bwrapFeatures(bwrap!);
+      const as = runAs();
+      const diagnostics = [
+        `${bwrap} can create user, pid, mount, ipc, uts and net namespaces`,
+        `sandboxes under ${root}, run as ${as ? `host uid ${as.uid}` : `the worker's uid ${process.getuid?.() ?? '?'}`}, uid ${SANDBOX_ID} inside, no capabilities`,
+      ];
+      if (!features.disableUserns)
+        diagnostics.push(
+          'this bwrap has no --disable-userns (bubblewrap < 0.8): nested user namespaces are refused only by the seccomp filter',
+        );
+      if (!features.tmpfsSize)
+        diagnostics.push('this bwrap has no --size (bubblewrap < 0.9): /tmp and /dev/shm are not size-limited');
+      if (!sandboxSeccompFilter())
+        diagnostics.push(`no seccomp filter for ${process.arch}: the sandbox runs without one`);
+      if (config.network === 'outbound' && !slirp4netns)
+        return {
+          ok: false,
+          diagnostics: [...diagnostics, 'network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)'],
+        };
+      if (config.network === 'host' && !hostNetworkAllowed())
+        return {
+          ok: false,
+          diagnostics: [...diagnostics, 'network "host" is not allowed on this worker (ENVRUN_ALLOW_HOST_NETWORK=1)'],
+        };
+      return { ok: true, diagnostics };
+    },
+    async acquireLease(config, ctx) {
+      refuseHostNetwork(config.network);
+      const reason = unavailable();
+      if (reason) throw new NonRetryableError(reason);
+      const name =
+        ctx.reuseKey ??
+        `${ctx.heartbeatRunId}-${createHash('sha256').update(ctx.idempotencyKey).digest('hex').slice(0, 12)}`;
+      const providerLeaseId = `bwrap://${name.replace(/[^A-Za-z0-9._-]/g, '_')}`;
+      const existed = existsSync(leaseDir(providerLeaseId));
+      await prepareLeaseDir(providerLeaseId);
+      return { providerLeaseId, metadata: { root: leaseDir(providerLeaseId), adopted: existed }, expiresAt: null };
+    },
+    async resumeLease(_config, ctx) {
+      return (await stat(leaseDir(ctx.providerLeaseId)).then(
+        () => true,
+        () => false,
+      ))
+        ? { providerLeaseId: ctx.providerLeaseId, metadata: { resumed: true }, expiresAt: null }
+        : null;
+    },
+    async realizeWorkspace(_config, ctx) {
+      // The upload: the sandbox's filesystem is on this host, so the workspace is copied straight into
+      // the folder bind-mounted at /workspace (no archive, no tar processes). Links stay links and are
+      // never written through, even where a reused sandbox left some in the folder.
+      const target = workspaceOf(ctx.providerLeaseId);
+      const copied = await safeCopyIn(ctx.localPath, target, { signal: ctx.signal });
+      const as = runAs();
+      if (as) await chownTree(target, as.uid, as.gid);
+      ctx.onProgress?.(`uploaded ${ctx.localPath} into the sandbox: ${describeCopy(copied)}`);
+      return {
+        cwd: SANDBOX_CWD,
+        metadata: { syncStrategy: 'sandbox_archive_upload_download', hostPath: target, localPath: ctx.localPath },
+      };
+    },
+    async execute(config, ctx, request) {
+      if (!bwrap) throw new NonRetryableError('bwrap is not installed (Debian: apt-get install bubblewrap)');
+      if (!prlimit) throw new NonRetryableError('prlimit is not installed (Debian: apt-get install util-linux)');
+      refuseHostNetwork(config.network);
+      if (config.network === 'outbound' && !slirp4netns)
+        throw new NonRetryableError(
+          'bubblewrap: network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)',
+        );
+      const workspace = workspaceOf(ctx.providerLeaseId);
+      const cwd = request.cwd ?? SANDBOX_CWD;
+      if (relative(SANDBOX_CWD, cwd).startsWith('..'))
+        throw new NonRetryableError(`bubblewrap: cwd ${cwd} is outside ${SANDBOX_CWD}`);
+      const workerIsRoot = isRoot();
+      const fds = new SandboxFds();
+      const args = sandboxArgs({
+        features: bwrapFeatures(bwrap),
+        network: config.network,
+        limits: config.limits,
+        workspace,
+        cwd,
+        env: request.env,
+        command: request.command,
+        args: request.args,
+        prlimit,
+        etcFiles: sandboxEtcFiles(config.network, {
+          resolvConf: readOrNull('/etc/resolv.conf'),
+          hosts: readOrNull('/etc/hosts'),
+        }),
+        seccomp: sandboxSeccompFilter(),
+        fds,
+      });
+      // The sandbox is recorded as the lease's before its command starts, and forgotten once it has ended.
+      const name = leaseName(ctx.providerLeaseId);
+      const recorded: { ended?: () => Promise<void> } = {};
+      try {
+        return await runSandbox({
+          bwrap,
+          args,
+          fds,
+          runAs: runAs(),
+          shell,
+          slirp4netns:
+            config.network === 'outbound' && slirp4netns ? { path: slirp4netns, joinUserns: !workerIsRoot } : null,
+          onStart: async (initPid) => {
+            recorded.ended = await processes.record(name, ctx.heartbeatRunId, initPid);
+          },
+          stdin: request.stdin,
+          timeoutMs: request.timeoutMs,
+          signal: ctx.signal,
+          onLine: ctx.onProgress,
+        });
+      } finally {
+        await recorded.ended?.();
+      }
+    },
+    async resolveTarget(_config, ctx) {
+      if (!existsSync(workspaceOf(ctx.providerLeaseId)))
+        throw new Error(`bubblewrap: sandbox ${ctx.providerLeaseId} is gone`);
+      return { remoteCwd: SANDBOX_CWD };
+    },
+    async releaseLease(config, ctx) {
+      const name = leaseName(ctx.providerLeaseId);
+      const workspace = workspaceOf(ctx.providerLeaseId);
+      // The lease's processes end first: nothing of the sandbox runs while its folder is read or deleted.
+      // A folder that is kept (reuse, retained) may be in use by other runs' sandboxes: only this run's end.
+      await processes.killAll(name, ctx.keep ? { run: ctx.heartbeatRunId } : {});
+      let syncBack: Record<string, unknown> | undefined;
+      if (ctx.syncBackTo && !config.discardChanges && existsSync(workspace)) {
+        // The download trusts nothing the sandbox wrote: no .git, no link followed, no FIFO or device, no
+        // owner or setuid bit (drivers/sync/safe-copy.ts); what was skipped is reported, never fatal.
+        try {
+          const result = await safeCopyBack(workspace, ctx.syncBackTo, {
+            signal: ctx.signal,
+            timeoutMs: DEFAULT_SYNC_TIMEOUT_MS,
+          });
+          ctx.onProgress?.(`synced back into ${ctx.syncBackTo}: ${describeCopy(result)}`);
+          syncBack = syncBackReport(result);
+        } catch (err) {
+          if (ctx.signal?.aborted) throw err;
+          // Whatever the agent left, it cannot fail its release: a sync-back that fails is reported on the
+          // lease, and the lease's folder still goes.
+          const error = `sync back into ${ctx.syncBackTo} failed: ${(err as Error).message}`;
+          ctx.onProgress?.(error);
+          syncBack = syncBackReport({ error });
+        }
+      }
+      if (!ctx.keep) {
+        await removeTree(leaseDir(ctx.providerLeaseId)); // never follows a link (drivers/sync/safe-remove.ts)
+        await processes.forget(name);
+      } else {
+        await processes.reopen(name, ctx.heartbeatRunId);
+      }
+      return syncBack ? { syncBack } : undefined;
+    },
+    async destroyLease(_config, ctx) {
+      const name = leaseName(ctx.providerLeaseId);
+      await processes.killAll(name);
+      await removeTree(leaseDir(ctx.providerLeaseId));
+      await processes.forget(name);
+    },
+  };
+}

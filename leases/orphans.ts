@@ -1,0 +1,82 @@
+// The reaper's first half: which leases need releasing (or their cleanup retried), and on which host. A
+// lease whose run is gone is released; an ended lease whose provider cleanup failed is cleaned up again
+// once its run is closed; a lease whose host is gone ends lost, and is freed there if that host comes back.
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { runWorkflowId, type EnvironmentLease } from '../contracts/index.js';
+import { hostLostSignal } from '../contracts/messages.js';
+import { isHostAlive, markLeaseLost, type HostDeps } from './hosts.js';
+
+export interface OrphanLease {
+  companyId: string;
+  leaseId: string;
+  reason: string;
+  /** The host that holds its resource (host-bound leases): it is released there. */
+  hostId: string | null;
+}
+
+/** The Temporal namespace and task queue a reaper sweeps for: another deployment's leases are its own. */
+export interface Deployment {
+  namespace: string;
+  taskQueue: string;
+}
+
+export async function findOrphanLeases(deps: HostDeps, here: Deployment): Promise<OrphanLease[]> {
+  const temporal = deps.temporal;
+  if (!temporal) throw new Error('the reaper needs a Temporal client in its dependencies');
+  const orphans: OrphanLease[] = [];
+  const candidates = [...(await deps.store.listActiveLeases()), ...(await deps.store.listUnfinishedCleanups())];
+  // Whether each host seen is alive, asked once per sweep.
+  const alive = new Map<string, Promise<boolean>>();
+  const isAlive = (hostId: string) => {
+    if (!alive.has(hostId)) alive.set(hostId, isHostAlive(deps, here.namespace, here.taskQueue, hostId));
+    return alive.get(hostId)!;
+  };
+  for (const lease of candidates) {
+    // Another deployment's lease (its namespace or task queue differs) is its own reaper's to release.
+    const owner = lease.metadata?.deployment as { namespace?: string; taskQueue?: string } | undefined;
+    if (owner && (owner.namespace !== here.namespace || owner.taskQueue !== here.taskQueue)) continue;
+    const hostId = typeof lease.metadata?.hostId === 'string' ? lease.metadata.hostId : null;
+    if (lease.status === 'lost') {
+      // Lost with its host: once that host is back, what is left of the resource is freed there.
+      if (hostId && (await isAlive(hostId))) {
+        orphans.push({ ...ids(lease), reason: `cleanup of a lease lost with host ${hostId}, now back`, hostId });
+      }
+      continue;
+    }
+    const handle = temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId ?? ''));
+    let reason: string | null = null;
+    try {
+      const desc = await handle.describe();
+      if (desc.status.name === 'RUNNING') {
+        // A ready run whose host is gone is told; it fails with environment_host_lost and ends the lease lost.
+        if (lease.status === 'active' && hostId && !(await isAlive(hostId))) {
+          await handle.signal(hostLostSignal, hostId).catch(() => undefined);
+        }
+        continue;
+      }
+      reason =
+        lease.status === 'active'
+          ? `reaped: run workflow is ${desc.status.name.toLowerCase()}`
+          : `cleanup retried: ${lease.cleanupStatus} after the run ended`;
+    } catch (err) {
+      if (!(err instanceof WorkflowNotFoundError)) continue; // cannot tell: leave it for the next sweep
+      reason =
+        lease.status === 'active'
+          ? 'reaped: run workflow not found'
+          : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
+    }
+    if (hostId && !(await isAlive(hostId))) {
+      // Its host stays gone: the lease ends lost (its cleanup waits for the host's return).
+      if (lease.status === 'active') {
+        await markLeaseLost(deps, { ...ids(lease), hostId, scope: 'reaper', actor: 'reaper' });
+      }
+      continue;
+    }
+    orphans.push({ ...ids(lease), reason, hostId });
+  }
+  return orphans;
+}
+
+function ids(lease: EnvironmentLease): Pick<OrphanLease, 'companyId' | 'leaseId'> {
+  return { companyId: lease.companyId, leaseId: lease.id };
+}

@@ -1,0 +1,282 @@
+// Queries over environment leases, and the realization a run stores on its lease and workspace.
+import { and, asc, desc, eq, inArray, isNull, ne, sql } from 'drizzle-orm';
+import type {
+  CleanupStatus,
+  EnvironmentLease,
+  ExecutionWorkspace,
+  LeasePolicy,
+  LeaseStatus,
+  WorkspaceRealizationRecord,
+  WorkspaceRealizationRequest,
+} from '../contracts/index.js';
+import type { NewActivity } from './activity-log.js';
+import { iso, isoOrNull, type QueryBase } from './base.js';
+import { activityLog, environmentLeases, executionWorkspaces } from './schema.js';
+import { toExecutionWorkspace, type WsRow } from './workspaces.js';
+
+type LeaseRow = typeof environmentLeases.$inferSelect;
+
+export function toLease(r: LeaseRow): EnvironmentLease {
+  return {
+    id: r.id,
+    companyId: r.companyId,
+    environmentId: r.environmentId,
+    executionWorkspaceId: r.executionWorkspaceId,
+    issueId: r.issueId,
+    heartbeatRunId: r.heartbeatRunId,
+    status: r.status as LeaseStatus,
+    leasePolicy: r.leasePolicy as LeasePolicy,
+    provider: r.provider,
+    providerLeaseId: r.providerLeaseId,
+    acquiredAt: iso(r.acquiredAt),
+    lastUsedAt: iso(r.lastUsedAt),
+    expiresAt: isoOrNull(r.expiresAt),
+    releasedAt: isoOrNull(r.releasedAt),
+    failureReason: r.failureReason,
+    cleanupStatus: (r.cleanupStatus as CleanupStatus | null) ?? null,
+    metadata: r.metadata ?? null,
+    createdAt: iso(r.createdAt),
+    updatedAt: iso(r.updatedAt),
+  };
+}
+
+export interface NewLease {
+  companyId: string;
+  environmentId: string;
+  executionWorkspaceId: string | null;
+  issueId: string | null;
+  heartbeatRunId: string;
+  leasePolicy: LeasePolicy;
+  provider: string | null;
+  metadata: Record<string, unknown> | null;
+  expiresAt: Date | null;
+}
+
+export function leaseQueries<B extends QueryBase>(Base: B) {
+  return class extends Base {
+    /** The run's current lease: one lost with its host does not count (the run was placed again). */
+    async findRunLease(companyId: string, heartbeatRunId: string): Promise<EnvironmentLease | null> {
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(
+          and(
+            eq(environmentLeases.companyId, companyId),
+            eq(environmentLeases.heartbeatRunId, heartbeatRunId),
+            ne(environmentLeases.status, 'lost'),
+          ),
+        );
+      return rows[0] ? toLease(rows[0]) : null;
+    }
+
+    async listRunLeases(companyId: string, heartbeatRunId: string): Promise<EnvironmentLease[]> {
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(and(eq(environmentLeases.companyId, companyId), eq(environmentLeases.heartbeatRunId, heartbeatRunId)))
+        .orderBy(asc(environmentLeases.createdAt));
+      return rows.map(toLease);
+    }
+
+    async getLease(companyId: string, id: string): Promise<EnvironmentLease | null> {
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(and(eq(environmentLeases.id, id), eq(environmentLeases.companyId, companyId)));
+      return rows[0] ? toLease(rows[0]) : null;
+    }
+
+    /** The active lease holding an execution workspace under single flight, if any. */
+    async findActiveWorkspaceLease(executionWorkspaceId: string): Promise<EnvironmentLease | null> {
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(
+          and(
+            eq(environmentLeases.executionWorkspaceId, executionWorkspaceId),
+            eq(environmentLeases.status, 'active'),
+            eq(environmentLeases.leasePolicy, 'ephemeral'),
+          ),
+        );
+      return rows[0] ? toLease(rows[0]) : null;
+    }
+
+    /** Inserts the run's lease; throws a unique violation when the run or the workspace already has one. */
+    async insertLease(input: NewLease): Promise<EnvironmentLease> {
+      const [row] = await this.db
+        .insert(environmentLeases)
+        .values({
+          companyId: input.companyId,
+          environmentId: input.environmentId,
+          executionWorkspaceId: input.executionWorkspaceId,
+          issueId: input.issueId,
+          heartbeatRunId: input.heartbeatRunId,
+          leasePolicy: input.leasePolicy,
+          provider: input.provider,
+          metadata: input.metadata,
+          expiresAt: input.expiresAt,
+          status: 'active',
+        })
+        .returning();
+      return toLease(row!);
+    }
+
+    async updateLease(
+      id: string,
+      patch: Partial<{
+        status: LeaseStatus;
+        provider: string | null;
+        providerLeaseId: string | null;
+        releasedAt: Date | null;
+        failureReason: string | null;
+        cleanupStatus: CleanupStatus | null;
+        expiresAt: Date | null;
+        lastUsedAt: Date;
+        metadata: Record<string, unknown> | null;
+      }>,
+      /** Only if the row still has these values (a compare-and-set); null otherwise. */
+      expected: { status?: LeaseStatus; cleanupStatus?: CleanupStatus | null } = {},
+      /** The activity-log row of this change, written in the same transaction (only if the row changed). */
+      log?: NewActivity,
+    ): Promise<EnvironmentLease | null> {
+      const conds = [eq(environmentLeases.id, id)];
+      if (expected.status) conds.push(eq(environmentLeases.status, expected.status));
+      if (expected.cleanupStatus !== undefined) {
+        conds.push(
+          expected.cleanupStatus === null
+            ? isNull(environmentLeases.cleanupStatus)
+            : eq(environmentLeases.cleanupStatus, expected.cleanupStatus),
+        );
+      }
+      const update = (db: Pick<typeof this.db, 'update'>) =>
+        db
+          .update(environmentLeases)
+          .set({ ...patch, updatedAt: new Date() })
+          .where(and(...conds))
+          .returning();
+      if (!log) {
+        const [row] = await update(this.db);
+        return row ? toLease(row) : null;
+      }
+      return this.db.transaction(async (tx) => {
+        const [row] = await update(tx);
+        if (row) await tx.insert(activityLog).values(log).onConflictDoNothing({ target: activityLog.eventKey });
+        return row ? toLease(row) : null;
+      });
+    }
+
+    /** Merges keys into a lease's metadata (jsonb ||), returning the stored row. */
+    async mergeLeaseMetadata(id: string, patch: Record<string, unknown>): Promise<EnvironmentLease | null> {
+      const [row] = await this.db
+        .update(environmentLeases)
+        .set({
+          metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${JSON.stringify(patch)}::jsonb`,
+          updatedAt: new Date(),
+        })
+        .where(eq(environmentLeases.id, id))
+        .returning();
+      return row ? toLease(row) : null;
+    }
+
+    async listLeases(companyId: string, status?: LeaseStatus): Promise<EnvironmentLease[]> {
+      const where = status
+        ? and(eq(environmentLeases.companyId, companyId), eq(environmentLeases.status, status))
+        : eq(environmentLeases.companyId, companyId);
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(where)
+        .orderBy(desc(environmentLeases.createdAt));
+      return rows.map(toLease);
+    }
+
+    async listActiveLeases(): Promise<EnvironmentLease[]> {
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(eq(environmentLeases.status, 'active'))
+        .orderBy(asc(environmentLeases.createdAt));
+      return rows.map(toLease);
+    }
+
+    /**
+     * Leases whose run ended but whose provider resource was never freed (cleanup failed or cut short), and
+     * leases lost with their host (freed once it is back).
+     */
+    async listUnfinishedCleanups(): Promise<EnvironmentLease[]> {
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(
+          and(
+            inArray(environmentLeases.status, ['released', 'failed', 'expired', 'lost']),
+            inArray(environmentLeases.cleanupStatus, ['failed', 'pending']),
+          ),
+        )
+        .orderBy(asc(environmentLeases.createdAt));
+      return rows.map(toLease);
+    }
+
+    async listLeasesOfEnvironment(environmentId: string, statuses: LeaseStatus[]): Promise<EnvironmentLease[]> {
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(and(eq(environmentLeases.environmentId, environmentId), inArray(environmentLeases.status, statuses)));
+      return rows.map(toLease);
+    }
+
+    /**
+     * Step 4 of a run, in one transaction: the lease gains `workspaceRealization`, the execution workspace
+     * gains `workspaceRealizationRequest` and `workspaceRealization`. Returns the stored rows.
+     */
+    async persistRealization(input: {
+      leaseId: string;
+      companyId: string;
+      executionWorkspaceId: string | null;
+      request: WorkspaceRealizationRequest;
+      record: WorkspaceRealizationRecord;
+      expiresAt?: Date | undefined;
+      /** The activity-log row of the realization, written in the same transaction. */
+      log?: NewActivity;
+    }): Promise<{ lease: EnvironmentLease; executionWorkspace: ExecutionWorkspace | null }> {
+      return this.db.transaction(async (tx) => {
+        if (input.log)
+          await tx.insert(activityLog).values(input.log).onConflictDoNothing({ target: activityLog.eventKey });
+        const leasePatch = JSON.stringify({ workspaceRealization: input.record });
+        const [lease] = await tx
+          .update(environmentLeases)
+          .set({
+            metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${leasePatch}::jsonb`,
+            updatedAt: new Date(),
+            ...(input.expiresAt ? { expiresAt: input.expiresAt, lastUsedAt: new Date() } : {}),
+          })
+          .where(and(eq(environmentLeases.id, input.leaseId), eq(environmentLeases.companyId, input.companyId)))
+          .returning();
+        if (!lease) throw new Error(`lease ${input.leaseId} not found`);
+        let ws: WsRow | undefined;
+        if (input.executionWorkspaceId) {
+          const wsPatch = JSON.stringify({
+            workspaceRealizationRequest: input.request,
+            workspaceRealization: input.record,
+          });
+          [ws] = await tx
+            .update(executionWorkspaces)
+            .set({
+              metadata: sql`coalesce(${executionWorkspaces.metadata}, '{}'::jsonb) || ${wsPatch}::jsonb`,
+              lastUsedAt: new Date(),
+              updatedAt: new Date(),
+            })
+            .where(
+              and(
+                eq(executionWorkspaces.id, input.executionWorkspaceId),
+                eq(executionWorkspaces.companyId, input.companyId),
+              ),
+            )
+            .returning();
+          if (!ws) throw new Error(`execution workspace ${input.executionWorkspaceId} not found`);
+        }
+        return { lease: toLease(lease), executionWorkspace: ws ? toExecutionWorkspace(ws) : null };
+      });
+    }
+  };
+}
