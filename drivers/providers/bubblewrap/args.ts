@@ -8,9 +8,6 @@ import { NonRetryableError } from '../../../contracts/errors.js';
 export const SANDBOX_CWD = '/workspace';
 /** The uid and gid of every sandboxed process, inside its user namespace (never 0: no capabilities). */
 export const SANDBOX_ID = 1000;
-/** The host uid/gid bwrap runs as when the worker is root (ENVRUN_SANDBOX_UID / ENVRUN_SANDBOX_GID). */
-export const DEFAULT_HOST_SANDBOX_ID = 65534;
-
 /** System folders bound read-only (those that exist; merged-/usr links are recreated as links). */
 export const READ_ONLY_SYSTEM = [
   '/usr',
