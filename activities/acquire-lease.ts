@@ -36,7 +36,7 @@ export function createAcquireLease(deps: ActivityDeps) {
     const unsupported = driver.unsupportedReason?.(environment);
     if (unsupported) throw runFailure('unsupported_environment', unsupported, context);
     try {
-      driver.validateConfig(environment.config);
+      await driver.validateConfig(environment.config);
     } catch (err) {
       throw runFailure('unsupported_environment', `environment ${environment.id}: ${(err as Error).message}`, context);
     }

@@ -6,6 +6,9 @@ export type { OrphanLease } from '../leases/orphans.js';
 /** The reaper's sweep, first half: the leases of this deployment to release (or clean up again), and where. */
 export function createFindOrphanLeases(deps: ActivityDeps) {
   return async function findOrphanLeases(): Promise<OrphanLease[]> {
-    return findOrphans(deps, deploymentOf());
+    const destroyable = Object.values(deps.drivers)
+      .filter((d) => d?.destroy)
+      .map((d) => d!.driver);
+    return findOrphans(deps, deploymentOf(), destroyable);
   };
 }

@@ -1,5 +1,10 @@
 import { Context } from '@temporalio/activity';
-import { ACTIVITY_ACTIONS, type Environment, type EnvironmentLease } from '../contracts/index.js';
+import {
+  ACTIVITY_ACTIONS,
+  type Environment,
+  type EnvironmentLease,
+  type ProviderResourceDisposition,
+} from '../contracts/index.js';
 import { finalLeaseStatus, type ReleaseOutcome } from '../contracts/lease-policy.js';
 import { releaseLease as releaseOne } from '../leases/release.js';
 import { failureContext, stepContext, type ActivityDeps } from './deps.js';
@@ -20,6 +25,10 @@ export interface ReleaseLeaseInput {
   agentId?: string | null;
   /** This lease comes back without its realization record: the run has it already and puts it back. */
   recordKnownFor?: string | null;
+  /** The provider stops commands still running instead of waiting for them (the control plane asked). */
+  cancelActiveWork?: boolean;
+  /** What becomes of the provider resource, as the control plane asked; absent: the lease policy decides. */
+  providerResourceDisposition?: ProviderResourceDisposition;
 }
 
 export interface CleanupFailure {
@@ -71,6 +80,8 @@ export function createReleaseLease(deps: ActivityDeps) {
         step,
         recordFailure: finalAttempt,
         environments,
+        disposition: input.providerResourceDisposition ?? null,
+        cancelActiveWork: input.cancelActiveWork === true,
         log: (stored) => ({
           actor: 'run',
           scope: step.idempotencyKey,
@@ -83,6 +94,10 @@ export function createReleaseLease(deps: ActivityDeps) {
             cleanupStatus: stored.cleanupStatus,
             failureReason: stored.failureReason,
             outcome: input.outcome,
+            ...(input.providerResourceDisposition
+              ? { providerResourceDisposition: input.providerResourceDisposition }
+              : {}),
+            ...(input.cancelActiveWork ? { cancelActiveWork: true } : {}),
           },
         }),
       });

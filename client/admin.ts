@@ -16,6 +16,7 @@ import { loadProviders } from '../drivers/providers/load.js';
 import { loadPlugins } from '../drivers/plugins/load.js';
 import type { ProbeResult } from '../drivers/providers/contract.js';
 import type { ReleasedLease } from '../leases/release.js';
+import type { DestroyedResource } from '../leases/destroy.js';
 import type { LeaseOperation } from '../activities/lease-operation.js';
 import { randomUUID } from 'node:crypto';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
@@ -44,6 +45,18 @@ import {
 import { loadClientConfig, type ClientConfig } from './config.js';
 import { InvalidInputError, NotFoundError, RunStateError, fromTemporal, parseInput as parse } from './errors.js';
 import { EnvRunClient } from './runs.js';
+
+/** What archiving did with the provider resources the environment's leases kept. */
+export interface KeptResourcesDestroyed {
+  destroyed: number;
+  /** Left for the reaper, which tries again every sweep. */
+  failed: number;
+  /** A live run (of another environment sharing it) holds the resource: not destroyed. */
+  skippedLive: number;
+  failures: Array<{ leaseId: string; providerLeaseId: string | null; error: string }>;
+}
+
+export type ArchivedEnvironment = Environment & { keptResources: KeptResourcesDestroyed };
 
 export interface EnvRunAdminOptions {
   /** The runs client: exec reads the run from it, archiving cancels the environment's running runs through it. */
@@ -76,14 +89,22 @@ export class EnvRunAdmin {
    */
   static async connect(config: ClientConfig = loadClientConfig()): Promise<EnvRunAdmin> {
     const providers = await loadProviders(config);
-    const plugins = await loadPlugins(config);
-    const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
-    const database: Database = await openDatabase(url, 4);
+    let database: Database;
+    let plugins: Awaited<ReturnType<typeof loadPlugins>>;
     let runs: EnvRunClient;
+    try {
+      plugins = await loadPlugins(config);
+      const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+      database = await openDatabase(url, 4);
+    } catch (err) {
+      await providers.close(); // the Paperclip plugins' worker processes
+      throw err;
+    }
     try {
       runs = await EnvRunClient.connect(config);
     } catch (err) {
       await database.close();
+      await providers.close();
       throw err;
     }
     return new EnvRunAdmin({
@@ -94,6 +115,7 @@ export class EnvRunAdmin {
       onClose: async () => {
         await runs.close();
         await database.close();
+        await providers.close();
       },
     });
   }
@@ -104,13 +126,16 @@ export class EnvRunAdmin {
   }
 
   // ---- environments --------------------------------------------------------------------------------
-  /** Validates a driver config: the driver's schema, then its provider's, naming the bad field. */
-  validateEnvironmentConfig(driver: Driver, config: unknown): Record<string, unknown> {
+  /**
+   * Validates a driver config: the driver's schema, then its provider's, naming the bad field. Returns the
+   * config as the driver (and a sandbox provider loaded here) normalized it: what is stored.
+   */
+  async validateEnvironmentConfig(driver: Driver, config: unknown): Promise<Record<string, unknown>> {
     const parsed = parse(DRIVER_CONFIG_SCHEMAS[driver], config ?? {}, 'config') as Record<string, unknown>;
     const impl = this.drivers[driver];
     if (impl) {
       try {
-        return impl.validateConfig(parsed);
+        return await impl.validateConfig(parsed);
       } catch (err) {
         throw new InvalidInputError((err as Error).message);
       }
@@ -141,7 +166,7 @@ export class EnvRunAdmin {
     const companyId = parse(ExternalId, input.companyId, 'companyId');
     const driver = parse(DriverSchema, input.driver, 'driver');
     const name = parse(DisplayName, input.name, 'name');
-    const config = this.validateEnvironmentConfig(driver, input.config);
+    const config = await this.validateEnvironmentConfig(driver, input.config);
     this.checkTenancy(companyId, driver, config);
     if (driver === 'local' && (await this.store.listEnvironments(companyId)).some((e) => e.driver === 'local')) {
       throw new InvalidInputError(`driver: company ${companyId} already has a local environment`);
@@ -174,17 +199,19 @@ export class EnvRunAdmin {
     const current = await this.getEnvironment(companyId, id);
     const name = patch.name === undefined ? undefined : parse(DisplayName, patch.name, 'name');
     const config =
-      patch.config === undefined ? undefined : this.validateEnvironmentConfig(current.driver, patch.config);
+      patch.config === undefined ? undefined : await this.validateEnvironmentConfig(current.driver, patch.config);
     if (config) this.checkTenancy(current.companyId, current.driver, config);
     const updated = await this.store.updateEnvironment(current.id, { config, name, description: patch.description });
     return updated!;
   }
 
   /**
-   * Archives an environment: no new run can lease it, and its active leases are released through their
-   * provider before this returns (a running run is cancelled and releases its own; an orphan is reaped).
+   * Archives an environment: no new run can lease it, its active leases are released through their provider
+   * (a running run is cancelled and releases its own; an orphan is reaped), and then every provider
+   * resource its leases kept (reuse, retention) is destroyed, one by one, unless a live run holds it, all
+   * before this returns. `keptResources` counts them; what failed is left to the reaper.
    */
-  async archiveEnvironment(companyId: string, id: string): Promise<Environment> {
+  async archiveEnvironment(companyId: string, id: string): Promise<ArchivedEnvironment> {
     const current = await this.getEnvironment(companyId, id);
     const archived = (await this.store.updateEnvironment(current.id, { status: 'archived' }))!;
     for (const lease of await this.store.listLeasesOfEnvironment(current.id, ['active'])) {
@@ -205,7 +232,45 @@ export class EnvRunAdmin {
         await this.onLeaseHost(lease, { kind: 'releaseOrphan', companyId: lease.companyId, leaseId: lease.id, reason });
       }
     }
-    return archived;
+    return { ...archived, keptResources: await this.destroyKeptResources(archived) };
+  }
+
+  /** Destroys each provider resource the environment's leases kept, once, through its newest lease's host. */
+  private async destroyKeptResources(environment: Environment): Promise<KeptResourcesDestroyed> {
+    const counts: KeptResourcesDestroyed = { destroyed: 0, failed: 0, skippedLive: 0, failures: [] };
+    if (!this.drivers[environment.driver]?.destroy) return counts; // this driver keeps nothing to destroy
+    const seen = new Set<string>();
+    const kept = await this.store.listKeptLeases({ environmentId: environment.id, drivers: [environment.driver] });
+    for (const lease of kept) {
+      const resource = `${lease.provider}\n${lease.providerLeaseId}`;
+      if (seen.has(resource)) continue;
+      seen.add(resource);
+      const operation = {
+        kind: 'destroyKept' as const,
+        companyId: lease.companyId,
+        leaseId: lease.id,
+        reason: `environment ${environment.id} archived`,
+        cancelActiveWork: true,
+      };
+      let error: string;
+      try {
+        const done = await this.onLeaseHost<DestroyedResource>(lease, operation);
+        if (done.outcome === 'destroyed') {
+          counts.destroyed++;
+          continue;
+        }
+        if (done.outcome === 'skipped_live') {
+          counts.skippedLive++;
+          continue;
+        }
+        error = done.error ?? 'destroy failed';
+      } catch (err) {
+        error = err instanceof Error ? err.message : String(err);
+      }
+      counts.failed++;
+      counts.failures.push({ leaseId: lease.id, providerLeaseId: lease.providerLeaseId, error });
+    }
+    return counts;
   }
 
   /** Runs the environment's probe (driver, provider) on a worker and returns its diagnostics. */

@@ -30,6 +30,7 @@ export const CLIENT_SETTINGS = [
   'ENVRUN_DATA_DIR',
   'ENVRUN_PROVIDER_MODULES',
   'ENVRUN_PLUGIN_MODULES',
+  'ENVRUN_PAPERCLIP_PLUGINS',
 ] as const;
 export type ClientSettings = Pick<Settings, (typeof CLIENT_SETTINGS)[number]>;
 
@@ -45,6 +46,8 @@ export interface ClientConfig {
   providerModules: string[];
   /** Plugin modules to load (ENVRUN_PLUGIN_MODULES, comma-separated paths). */
   pluginModules: string[];
+  /** Paperclip plugin packages whose sandbox providers to load (ENVRUN_PAPERCLIP_PLUGINS, comma-separated folders). */
+  paperclipPlugins?: string[];
 }
 
 /** The client's part of the configuration, from already parsed variables (`env` is read by envconfig). */
@@ -65,6 +68,7 @@ export function clientConfigFrom(e: ClientSettings, env: NodeJS.ProcessEnv): Cli
     dataDir: resolve(e.ENVRUN_DATA_DIR),
     providerModules: e.ENVRUN_PROVIDER_MODULES,
     pluginModules: e.ENVRUN_PLUGIN_MODULES,
+    paperclipPlugins: e.ENVRUN_PAPERCLIP_PLUGINS,
   };
 }
 

@@ -15,6 +15,7 @@ import {
   ExecRequestSchema,
   ExternalId,
   RealizeRequestSchema,
+  ReleaseRequestSchema,
   RunRequestSchema,
   SEARCH_ATTRIBUTES,
   WORKFLOW_TYPE,
@@ -22,6 +23,7 @@ import {
   execUpdate,
   getRunQuery,
   realizeUpdate,
+  releaseRequestSignal,
   renewUpdate,
   retryRealizationUpdate,
   runWorkflowId,
@@ -32,6 +34,7 @@ import {
   type ExecResult,
   type LeasedRun,
   type RealizeRequestInput,
+  type ReleaseRequestInput,
   type RunWorkflowResult,
   type RunRequest,
   type RunRequestInput,
@@ -230,6 +233,9 @@ export class EnvRunClient {
   /**
    * The agent is done: the workflow releases the lease. Returns the run after release (`result`: null). A
    * run that is not ready (or already completed) is refused with RunStateError saying why.
+   * `providerResourceDisposition` (`keep_running`, `stop_and_retain`, `destroy`; omitted: the lease policy
+   * decides) says what becomes of the provider resource; `cancelActiveWork`, that the provider stops
+   * commands still running instead of waiting for them.
    */
   async completeRun(
     companyId: string,
@@ -284,12 +290,24 @@ export class EnvRunClient {
    * had already ended is refused with RunEndedError saying how it ended: Temporal itself accepts a cancel
    * request for a closed workflow and does nothing. (A cancel that reaches a run still open, but already
    * completing, is accepted: the run ends as its completion says, and its lease is released either way.)
+   * `release` says what becomes of the provider resource and whether running commands are stopped, as for
+   * completeRun; it reaches the run (a signal) just before the cancel.
    */
-  async cancelRun(companyId: string, heartbeatRunId: string): Promise<void> {
+  async cancelRun(companyId: string, heartbeatRunId: string, release: ReleaseRequestInput = {}): Promise<void> {
     const what = runName(companyId, heartbeatRunId);
+    const request = parseInput(ReleaseRequestSchema, release, 'release');
     const handle = this.handle(companyId, heartbeatRunId);
     const before = await this.onRun(companyId, heartbeatRunId, endedAs);
     if (before) throw nothingToCancel(what, before);
+    if (Object.keys(request).length > 0) {
+      try {
+        await this.onRun(companyId, heartbeatRunId, (run) => run.signal(releaseRequestSignal, request));
+      } catch (err) {
+        // The run closed in between: nothing is left to cancel.
+        const ended = await this.onRun(companyId, heartbeatRunId, endedAs);
+        throw ended ? nothingToCancel(what, ended) : err;
+      }
+    }
     await this.onRun(companyId, heartbeatRunId, (run) => run.cancel());
     await handle.result().catch(() => undefined);
     // The run may have closed between the check above and the request: then the request left no trace.

@@ -230,6 +230,12 @@ export const SETTINGS = {
     defaultText: '(none)',
     doc: 'comma-separated paths of plugin modules, the `plugin` driver (worker and admin)',
   },
+  ENVRUN_PAPERCLIP_PLUGINS: {
+    section: 'Worker',
+    schema: commaList(path).default([]),
+    defaultText: '(none)',
+    doc: 'comma-separated folders of Paperclip plugin packages (`paperclipPlugin.{manifest,worker}` in package.json); each `sandbox_provider` environment driver becomes a sandbox provider under its driver key (worker and admin)',
+  },
 
   NODE_ENV: {
     section: 'Deployment rules',

@@ -51,6 +51,14 @@ export const LEASE_POLICIES = [
 export type LeasePolicy = (typeof LEASE_POLICIES)[number];
 export const DEFAULT_LEASE_POLICY: LeasePolicy = 'ephemeral';
 
+/**
+ * What the control plane asks to become of the provider resource when it completes or cancels a run
+ * (omitted: the lease policy decides). `destroy` frees it even when the policy would keep it;
+ * `stop_and_retain` and `keep_running` keep it past the lease (this run's commands end either way).
+ */
+export const PROVIDER_RESOURCE_DISPOSITIONS = ['keep_running', 'stop_and_retain', 'destroy'] as const;
+export type ProviderResourceDisposition = (typeof PROVIDER_RESOURCE_DISPOSITIONS)[number];
+
 /** How long a ready run holds its lease without a renewal. */
 export const DEFAULT_LEASE_TTL_MS = 3600_000;
 
@@ -90,6 +98,8 @@ export const ACTIVITY_ACTIONS = {
   leaseCleanedUp: 'environment.lease_cleaned_up',
   /** The worker host that held the lease's resource is gone. */
   leaseLost: 'environment.lease_lost',
+  /** A provider resource kept past its lease (reuse, retention) was destroyed. */
+  leaseDestroyed: 'environment.lease_destroyed',
 } as const;
 
 /** Failure type of a run cancelled before it was ready (not an environment error code). */

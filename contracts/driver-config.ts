@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AbsolutePath, DriverSchema, LeasePolicySchema } from './common.js';
 import type { Driver } from './constants.js';
+import type { SshExecutionSpec } from './target.js';
 
 /** Keys of sandbox providers: lower case, digits, dot, dash and underscore. */
 export const ProviderKey = z
@@ -100,6 +101,20 @@ export const DRIVER_CONFIG_SCHEMAS = {
 
 export type LocalDriverConfig = z.infer<typeof LocalDriverConfig>;
 export type SshDriverConfig = z.infer<typeof SshDriverConfig>;
+
+/** The ssh connection an adapter uses to reach a workspace at `remoteCwd` on an ssh environment's host. */
+export function sshSpecOf(config: SshDriverConfig, remoteCwd: string): SshExecutionSpec {
+  return {
+    host: config.host,
+    port: config.port,
+    username: config.username,
+    remoteWorkspacePath: config.remoteWorkspacePath,
+    remoteCwd,
+    strictHostKeyChecking: config.strictHostKeyChecking,
+    knownHosts: config.knownHosts ?? null,
+    privateKeySecretRef: config.privateKeySecretRef,
+  };
+}
 export type SandboxDriverConfig = z.infer<typeof SandboxDriverConfig>;
 export type PluginDriverConfig = z.infer<typeof PluginDriverConfig>;
 

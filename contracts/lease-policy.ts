@@ -1,5 +1,13 @@
 // The lease rules, pure: no I/O, so the workflow may import this file as well as the activities and drivers.
-import { DEFAULT_LEASE_POLICY, type Driver, type LeasePolicy, type LeaseStatus } from './constants.js';
+import {
+  DEFAULT_LEASE_POLICY,
+  PROVIDER_RESOURCE_DISPOSITIONS,
+  type Driver,
+  type LeasePolicy,
+  type LeaseStatus,
+  type ProviderResourceDisposition,
+} from './constants.js';
+import type { ReleaseRequest } from './run.js';
 
 interface LeaseLike {
   status: LeaseStatus;
@@ -10,8 +18,23 @@ interface LeaseLike {
 /** How a run ended, as the release step sees it. */
 export type ReleaseOutcome = 'succeeded' | 'failed' | 'cancelled' | 'expired';
 
-/** The run's lease policy: the request's, else the environment's, else ephemeral. */
+/**
+ * The run's lease policy: the request's, else the environment's (`leasePolicy`; a sandbox config's
+ * `reuseLease: true` stands for `reuse_by_environment`), else ephemeral.
+ */
 export function leasePolicyOf(requested: LeasePolicy | null | undefined, config: Record<string, unknown>): LeasePolicy {
+  return (
+    requested ??
+    (config.leasePolicy as LeasePolicy | undefined) ??
+    (config.reuseLease === true ? 'reuse_by_environment' : DEFAULT_LEASE_POLICY)
+  );
+}
+
+/**
+ * The policy the capacity gates see: `reuseLease` left out, as runs started before it named a policy saw it,
+ * so a run in flight replays the same gates (a reused resource waits its turn per execution workspace).
+ */
+export function gatePolicyOf(requested: LeasePolicy | null | undefined, config: Record<string, unknown>): LeasePolicy {
   return requested ?? (config.leasePolicy as LeasePolicy | undefined) ?? DEFAULT_LEASE_POLICY;
 }
 
@@ -30,22 +53,47 @@ export function finalLeaseStatus(outcome: ReleaseOutcome, lease: Pick<LeaseLike,
 }
 
 /**
- * Which runs share one provider resource: per environment (`reuse_by_environment`, or the config's
- * `reuseLease`), per execution workspace (`reuse_by_execution_workspace`), or none (a fresh one per run).
+ * Which runs share one provider resource, by the lease's policy only: per environment
+ * (`reuse_by_environment`), per execution workspace (`reuse_by_execution_workspace`), or none (a fresh one
+ * per run).
  */
-export function reuseKeyOf(environment: { id: string }, lease: LeaseLike, reuseLease: boolean): string | null {
-  if (lease.leasePolicy === 'reuse_by_environment' || reuseLease) return `env-${environment.id}`;
+export function reuseKeyOf(environment: { id: string }, lease: LeaseLike): string | null {
+  if (lease.leasePolicy === 'reuse_by_environment') return `env-${environment.id}`;
   if (lease.leasePolicy === 'reuse_by_execution_workspace' && lease.executionWorkspaceId) {
     return `ws-${lease.executionWorkspaceId}`;
   }
   return null;
 }
 
-/** Whether releasing the lease keeps its provider resource: a retained lease, or one shared by reuse. */
-export function keepsResource(lease: Pick<LeaseLike, 'status' | 'leasePolicy'>): boolean {
+/**
+ * Whether releasing the lease keeps its provider resource: as the control plane's disposition says when it
+ * gave one (`destroy` frees even a reused resource), else by the policy: a retained lease, or one shared by
+ * reuse.
+ */
+export function keepsResource(
+  lease: Pick<LeaseLike, 'status' | 'leasePolicy'>,
+  disposition?: ProviderResourceDisposition | null,
+): boolean {
+  if (disposition) return disposition !== 'destroy';
   return (
     lease.status === 'retained' ||
     lease.leasePolicy === 'reuse_by_environment' ||
     lease.leasePolicy === 'reuse_by_execution_workspace'
   );
+}
+
+/**
+ * The well-formed part of a release request (the cancel's signal has no validator: anything else in it is
+ * dropped); null when it asks nothing.
+ */
+export function releaseRequestOf(value: unknown): ReleaseRequest | null {
+  if (!value || typeof value !== 'object') return null;
+  const { cancelActiveWork, providerResourceDisposition: disposition } = value as Record<string, unknown>;
+  const request: ReleaseRequest = {
+    ...(typeof cancelActiveWork === 'boolean' ? { cancelActiveWork } : {}),
+    ...((PROVIDER_RESOURCE_DISPOSITIONS as readonly unknown[]).includes(disposition)
+      ? { providerResourceDisposition: disposition as ProviderResourceDisposition }
+      : {}),
+  };
+  return Object.keys(request).length ? request : null;
 }

@@ -3,7 +3,7 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Environment, EnvironmentLease } from './records.js';
 import type { ExecRequest, ExecResult } from './target.js';
-import type { CompleteRun, RealizeRequest, RunResult, RunState } from './run.js';
+import type { CompleteRun, RealizeRequest, ReleaseRequest, RunResult, RunState } from './run.js';
 
 /** The run's state, answered from the workflow (phase, lease, target, error). */
 export const getRunQuery = defineQuery<RunState>('getRun');
@@ -22,6 +22,8 @@ export const realizeUpdate = defineUpdate<RunResult, [RealizeRequest]>('realize'
 export const execUpdate = defineUpdate<ExecResult, [ExecRequest]>('exec');
 /** The control plane's agent is done: release the lease. Refused unless the run is ready. */
 export const completeUpdate = defineUpdate<RunState, [CompleteRun]>('complete');
+/** How the release of a run about to be cancelled treats its resource: sent just before the cancel. */
+export const releaseRequestSignal = defineSignal<[ReleaseRequest]>('releaseRequest');
 
 /** An operator retries a failed realization. Refused unless the run is awaiting retry. */
 export const retryRealizationUpdate = defineUpdate<RunState>('retryRealization');

@@ -4,6 +4,7 @@ import {
   DEFAULT_CONTINUE_AFTER_EVENTS,
   DEFAULT_HOST_PICKUP_MS,
   DEFAULT_LEASE_TTL_MS,
+  PROVIDER_RESOURCE_DISPOSITIONS,
   RUN_PHASES,
 } from './constants.js';
 import {
@@ -41,6 +42,11 @@ export const RunRequestSchema = z
       .transform((v) => v ?? null),
     issueId: ExternalId.nullish().transform((v) => v ?? null),
     agentId: ExternalId.nullish().transform((v) => v ?? null),
+    /**
+     * The control plane's own execution workspace id, when envrun keeps no row for it (`executionWorkspaceId`
+     * is envrun's): handed to providers as the run's `executionWorkspaceId`.
+     */
+    externalExecutionWorkspaceId: ExternalId.nullish().transform((v) => v ?? null),
     adapterType: AdapterType.default('process'),
     requestedMode: RequestedMode,
     leasePolicy: LeasePolicySchema.nullish().transform((v) => v ?? null),
@@ -121,6 +127,19 @@ export const RunResultSchema = z.object({
 });
 export type RunResult = z.infer<typeof RunResultSchema>;
 
+/**
+ * How the release of a completed or cancelled run treats its provider resource (omitted: as the lease
+ * policy says). `cancelActiveWork`: the provider stops commands still running instead of waiting for them.
+ */
+export const ReleaseRequestSchema = z
+  .object({
+    cancelActiveWork: z.boolean().optional(),
+    providerResourceDisposition: z.enum(PROVIDER_RESOURCE_DISPOSITIONS).optional(),
+  })
+  .strict();
+export type ReleaseRequestInput = z.input<typeof ReleaseRequestSchema>;
+export type ReleaseRequest = z.output<typeof ReleaseRequestSchema>;
+
 export const CompleteRunSchema = z
   .object({
     status: z.enum(['succeeded', 'failed']),
@@ -129,6 +148,7 @@ export const CompleteRunSchema = z
       .max(2000)
       .nullish()
       .transform((v) => v ?? null),
+    ...ReleaseRequestSchema.shape,
   })
   .strict()
   .refine((c) => c.status === 'failed' || c.failureReason === null, {

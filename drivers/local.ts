@@ -74,8 +74,10 @@ export function createLocalDriver(): EnvironmentDriver {
       return {
         ok: shell,
         diagnostics: [
-          shell ? '/bin/sh present' : '/bin/sh missing',
-          gitOk ?? 'git not found (git_worktree unavailable)',
+          shell ? { severity: 'info', message: '/bin/sh present' } : { severity: 'error', message: '/bin/sh missing' },
+          gitOk
+            ? { severity: 'info', message: gitOk }
+            : { severity: 'warning', message: 'git not found (git_worktree unavailable)' },
         ],
       };
     },

@@ -100,21 +100,28 @@ export function createPluginDriver(plugins: PluginRegistry = new PluginRegistry(
     },
     async probe(environment) {
       const reason = unsupportedReason(environment);
-      if (reason) return { ok: false, diagnostics: [reason] };
+      if (reason) return { ok: false, diagnostics: [{ severity: 'error', message: reason }] };
       const { plugin, config } = pluginFor(environment);
-      if (!plugin.probe) return { ok: true, diagnostics: [`plugin "${plugin.key}" has nothing to probe`] };
-      return plugin.probe({
+      if (!plugin.probe)
+        return {
+          ok: true,
+          diagnostics: [{ severity: 'info', message: `plugin "${plugin.key}" has nothing to probe` }],
+        };
+      const probed = await plugin.probe({
         environmentId: environment.id,
         driverKey: config.driverKey,
         driverConfig: config.driverConfig,
       });
+      // A plugin's lines carry no severity: errors when its probe failed, information otherwise.
+      const severity = probed.ok ? 'info' : 'error';
+      return { ok: probed.ok, diagnostics: probed.diagnostics.map((message) => ({ severity, message })) };
     },
     async acquire(ctx, { environment, lease }) {
       const { plugin, config } = pluginFor(environment);
       const acquired = await plugin.acquire({
         ...callContext(ctx, environment, lease, config),
         idempotencyKey: ctx.idempotencyKey,
-        reuseKey: reuseKeyOf(environment, lease, false),
+        reuseKey: reuseKeyOf(environment, lease),
       });
       return {
         provider: plugin.key,

@@ -56,9 +56,12 @@ export interface EnvironmentDriver {
    */
   hostBound?(environment: Environment): boolean;
   providerOf(environment: Environment): string | null;
-  /** Checks the environment's config; throws an Error naming the field. */
-  validateConfig(config: Record<string, unknown>): Record<string, unknown>;
-  /** Checks that the environment is reachable and usable; diagnostics for operators. */
+  /**
+   * Checks the environment's config (throws an Error naming the field) and returns it normalized: what is
+   * stored on the environment at create and update. A sandbox provider's check may be asynchronous.
+   */
+  validateConfig(config: Record<string, unknown>): Record<string, unknown> | Promise<Record<string, unknown>>;
+  /** Checks that the environment is reachable and usable; diagnostics (with their severity) for operators. */
   probe?(environment: Environment): Promise<ProbeResult>;
   /** Why this worker cannot run the environment (e.g. its provider is not loaded here), or null. */
   unsupportedReason?(environment: Environment): string | null;
@@ -80,8 +83,19 @@ export interface EnvironmentDriver {
     request: ProviderExecRequest,
   ): Promise<ExecResult>;
   /**
-   * Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained). What it
-   * reports is merged into the lease's metadata.
+   * Frees the lease's resource. `keep` when the resource outlives the lease (reuse, retained);
+   * `cancelActiveWork`: stop commands still running instead of waiting for them. What it reports is merged
+   * into the lease's metadata (a sandbox's termination receipt: `termination`).
    */
-  release(ctx: StepContext, input: LeaseRef & { keep: boolean }): Promise<ReleaseReport | void>;
+  release(
+    ctx: StepContext,
+    input: LeaseRef & { keep: boolean; cancelActiveWork?: boolean },
+  ): Promise<ReleaseReport | void>;
+  /**
+   * Destroys a resource a release kept (reuse, retention, a disposition that kept it) once nothing will use
+   * it again: its environment archived, its retention ended, or found orphaned. What it reports (a sandbox's
+   * termination receipt: `termination`) is merged into the metadata of the leases that held it. Absent: the
+   * driver keeps nothing that outlives its lease.
+   */
+  destroy?(ctx: StepContext, input: LeaseRef & { cancelActiveWork: boolean }): Promise<ReleaseReport | void>;
 }

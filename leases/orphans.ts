@@ -1,6 +1,7 @@
 // The reaper's first half: which leases need releasing (or their cleanup retried), and on which host. A
 // lease whose run is gone is released; an ended lease whose provider cleanup failed is cleaned up again
-// once its run is closed; a lease whose host is gone ends lost, and is freed there if that host comes back.
+// once its run is closed; a lease whose host is gone ends lost, and is freed there if that host comes back;
+// a resource a release kept whose environment is archived is destroyed.
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { runWorkflowId, type EnvironmentLease } from '../contracts/index.js';
 import { hostLostSignal } from '../contracts/messages.js';
@@ -12,6 +13,8 @@ export interface OrphanLease {
   reason: string;
   /** The host that holds its resource (host-bound leases): it is released there. */
   hostId: string | null;
+  /** The resource the (ended) lease kept is orphaned: it is destroyed. */
+  destroy?: boolean;
 }
 
 /** The Temporal namespace and task queue a reaper sweeps for: another deployment's leases are its own. */
@@ -20,7 +23,15 @@ export interface Deployment {
   taskQueue: string;
 }
 
-export async function findOrphanLeases(deps: HostDeps, here: Deployment): Promise<OrphanLease[]> {
+/**
+ * `destroyable`: the drivers that destroy what they kept (their kept resources of archived environments
+ * are orphans too).
+ */
+export async function findOrphanLeases(
+  deps: HostDeps,
+  here: Deployment,
+  destroyable: string[] = [],
+): Promise<OrphanLease[]> {
   const temporal = deps.temporal;
   if (!temporal) throw new Error('the reaper needs a Temporal client in its dependencies');
   const orphans: OrphanLease[] = [];
@@ -32,9 +43,7 @@ export async function findOrphanLeases(deps: HostDeps, here: Deployment): Promis
     return alive.get(hostId)!;
   };
   for (const lease of candidates) {
-    // Another deployment's lease (its namespace or task queue differs) is its own reaper's to release.
-    const owner = lease.metadata?.deployment as { namespace?: string; taskQueue?: string } | undefined;
-    if (owner && (owner.namespace !== here.namespace || owner.taskQueue !== here.taskQueue)) continue;
+    if (!ownedHere(lease, here)) continue;
     const hostId = typeof lease.metadata?.hostId === 'string' ? lease.metadata.hostId : null;
     if (lease.status === 'lost') {
       // Lost with its host: once that host is back, what is left of the resource is freed there.
@@ -74,7 +83,27 @@ export async function findOrphanLeases(deps: HostDeps, here: Deployment): Promis
     }
     orphans.push({ ...ids(lease), reason, hostId });
   }
+  // Kept resources of archived environments (their archive could not destroy them, or a run kept one
+  // after): one per resource, through its newest lease, on its host once that host is alive.
+  const seen = new Set(orphans.map((o) => o.leaseId));
+  const resources = new Set<string>();
+  for (const lease of await deps.store.listKeptLeases({ archived: true, drivers: destroyable })) {
+    const resource = `${lease.companyId}\n${lease.provider}\n${lease.providerLeaseId}`;
+    if (resources.has(resource)) continue;
+    resources.add(resource);
+    if (seen.has(lease.id) || !ownedHere(lease, here)) continue;
+    const hostId = typeof lease.metadata?.hostId === 'string' ? lease.metadata.hostId : null;
+    if (hostId && !(await isAlive(hostId))) continue;
+    const reason = `destroyed: environment ${lease.environmentId} is archived`;
+    orphans.push({ ...ids(lease), reason, hostId, destroy: true });
+  }
   return orphans;
+}
+
+/** Another deployment's lease (its namespace or task queue differs) is its own reaper's to release. */
+function ownedHere(lease: EnvironmentLease, here: Deployment): boolean {
+  const owner = lease.metadata?.deployment as { namespace?: string; taskQueue?: string } | undefined;
+  return !owner || (owner.namespace === here.namespace && owner.taskQueue === here.taskQueue);
 }
 
 function ids(lease: EnvironmentLease): Pick<OrphanLease, 'companyId' | 'leaseId'> {

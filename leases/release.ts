@@ -2,17 +2,19 @@
 // free their provider resources through it, and log through the one activity-log row builder.
 import {
   ACTIVITY_ACTIONS,
+  PROVIDER_RESOURCE_DISPOSITIONS,
   leaseEventRow,
   type Environment,
   type EnvironmentLease,
   type LeaseEvent,
   type LeaseStatus,
+  type ProviderResourceDisposition,
 } from '../contracts/index.js';
 import type { ReapedLease } from '../contracts/reaper.js';
 import type { DriverRegistry } from '../drivers/registry.js';
 import type { StepContext } from '../drivers/types.js';
 import type { Store } from '../store/store.js';
-import { keepsResource } from '../contracts/lease-policy.js';
+import { keepsResource, reuseKeyOf } from '../contracts/lease-policy.js';
 
 export interface ReleaseDeps {
   store: Store;
@@ -25,8 +27,13 @@ export interface ReleaseOptions {
   endAs?: LeaseStatus;
   /** Stored with `endAs`; absent leaves the lease's reason as it is. */
   failureReason?: string | null;
-  /** Free the resource even when the lease's policy would keep it (an operator releasing a retained lease). */
-  destroy?: boolean;
+  /**
+   * What becomes of the provider resource, as the control plane asked (absent: the lease policy decides;
+   * `destroy` frees even a reused one). Stored on the lease, so a cleanup retried later decides the same.
+   */
+  disposition?: ProviderResourceDisposition | null;
+  /** The provider stops commands still running instead of waiting for them. */
+  cancelActiveWork?: boolean;
   /** The driver's step context: the attempt counts cleanup tries, the key makes the release idempotent. */
   step: StepContext;
   /** On a provider error, record `cleanupStatus: failed` now (false: leave it pending for a retry). */
@@ -76,6 +83,9 @@ export async function releaseLease(
     return { lease: current ?? lease, error: null, skipped: true };
   }
   lease = claimed;
+  if (o.disposition && lease.metadata?.providerResourceDisposition !== o.disposition) {
+    lease = (await store.mergeLeaseMetadata(lease.id, { providerResourceDisposition: o.disposition })) ?? lease;
+  }
   const environment = await environmentOf(deps, lease, o.environments);
   let error: string | null = null;
   let report: Record<string, unknown> | undefined;
@@ -83,7 +93,25 @@ export async function releaseLease(
     const driver = environment ? deps.drivers[environment.driver] : undefined;
     if (!environment) throw new Error(`environment ${lease.environmentId} no longer exists`);
     if (!driver) throw new Error(`no driver for environment ${lease.environmentId}`);
-    report = (await driver.release(o.step, { environment, lease, keep: !o.destroy && keepsResource(lease) }))?.metadata;
+    let keep = keepsResource(lease, o.disposition ?? dispositionOf(lease));
+    // A resource another run holds right now is never freed under it: it stays kept.
+    const shared = mayBeShared(environment, lease);
+    const holder = keep || !shared ? null : await liveHolder(deps, lease);
+    if (holder) keep = true;
+    const cancelActiveWork = o.cancelActiveWork === true;
+    report = (await driver.release(o.step, { environment, lease, keep, cancelActiveWork }))?.metadata;
+    // What outlives the lease is destroyed later (archive, retention's end, the reaper): it says so here.
+    if (driver.destroy && lease.providerLeaseId) {
+      report = { ...report, kept: keep, ...(holder ? { keptInUseBy: holder.id } : {}) };
+      // A shared resource freed here is no longer kept by the earlier leases that held it.
+      if (!keep && shared && lease.provider) {
+        const patch = {
+          kept: false,
+          destroyed: { at: now.toISOString(), reason: `freed by the release of lease ${lease.id}` },
+        };
+        await store.markResourceDestroyed(lease.companyId, lease.provider, lease.providerLeaseId, patch, now, lease.id);
+      }
+    }
   } catch (err) {
     error = err instanceof Error ? err.message : String(err);
   }
@@ -99,6 +127,29 @@ export async function releaseLease(
   if (event)
     await store.logActivity(leaseEventRow(report ? { ...event, details: { ...event.details, ...report } } : event));
   return { lease, error };
+}
+
+/** The disposition a first try of the release stored on the lease, if any. */
+function dispositionOf(lease: EnvironmentLease): ProviderResourceDisposition | null {
+  const stored = lease.metadata?.providerResourceDisposition as ProviderResourceDisposition | undefined;
+  return stored && PROVIDER_RESOURCE_DISPOSITIONS.includes(stored) ? stored : null;
+}
+
+/**
+ * Whether other leases may hold the lease's resource: a reuse policy, or an environment whose config reused
+ * leases before its runs named a policy (runs in flight then).
+ */
+function mayBeShared(environment: Environment, lease: EnvironmentLease): boolean {
+  return reuseKeyOf(environment, lease) !== null || environment.config.reuseLease === true;
+}
+
+/** Another active lease on the lease's provider resource. */
+async function liveHolder(deps: ReleaseDeps, lease: EnvironmentLease): Promise<EnvironmentLease | null> {
+  if (!lease.provider || !lease.providerLeaseId) return null;
+  const active = await deps.store.listResourceLeases(lease.companyId, lease.provider, lease.providerLeaseId, [
+    'active',
+  ]);
+  return active.find((l) => l.id !== lease.id) ?? null;
 }
 
 async function environmentOf(

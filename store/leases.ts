@@ -11,7 +11,7 @@ import type {
 } from '../contracts/index.js';
 import type { NewActivity } from './activity-log.js';
 import { iso, isoOrNull, type QueryBase } from './base.js';
-import { activityLog, environmentLeases, executionWorkspaces } from './schema.js';
+import { activityLog, environmentLeases, environments, executionWorkspaces } from './schema.js';
 import { toExecutionWorkspace, type WsRow } from './workspaces.js';
 
 type LeaseRow = typeof environmentLeases.$inferSelect;
@@ -215,6 +215,100 @@ export function leaseQueries<B extends QueryBase>(Base: B) {
         )
         .orderBy(asc(environmentLeases.createdAt));
       return rows.map(toLease);
+    }
+
+    /** The company's leases on one provider resource (a reused resource has one per run that held it). */
+    async listResourceLeases(
+      companyId: string,
+      provider: string,
+      providerLeaseId: string,
+      statuses?: LeaseStatus[],
+    ): Promise<EnvironmentLease[]> {
+      const conds = [
+        eq(environmentLeases.companyId, companyId),
+        eq(environmentLeases.provider, provider),
+        eq(environmentLeases.providerLeaseId, providerLeaseId),
+      ];
+      if (statuses) conds.push(inArray(environmentLeases.status, statuses));
+      const rows = await this.db
+        .select()
+        .from(environmentLeases)
+        .where(and(...conds))
+        .orderBy(desc(environmentLeases.createdAt));
+      return rows.map(toLease);
+    }
+
+    /**
+     * Ended leases whose release kept their provider resource (`metadata.kept`), of one environment or of
+     * every archived one, newest first. A lease released before envrun recorded `kept` counts when its
+     * cleanup succeeded and its policy, status or environment (`reuseLease`) kept resources then.
+     */
+    async listKeptLeases(
+      where: ({ environmentId: string } | { archived: true }) & {
+        /** Only environments of these drivers (those that can destroy what they kept). */
+        drivers: string[];
+      },
+    ): Promise<EnvironmentLease[]> {
+      if (where.drivers.length === 0) return [];
+      const rows = await this.db
+        .select({ lease: environmentLeases })
+        .from(environmentLeases)
+        .innerJoin(environments, eq(environments.id, environmentLeases.environmentId))
+        .where(
+          and(
+            'environmentId' in where
+              ? eq(environmentLeases.environmentId, where.environmentId)
+              : eq(environments.status, 'archived'),
+            inArray(environments.driver, where.drivers),
+            inArray(environmentLeases.status, ['released', 'expired', 'failed', 'retained']),
+            sql`${environmentLeases.providerLeaseId} is not null`,
+            sql`(
+              ${environmentLeases.metadata}->>'kept' = 'true'
+              or (${environmentLeases.metadata}->'kept' is null
+                and ${environmentLeases.cleanupStatus} = 'success'
+                and (${environmentLeases.status} = 'retained'
+                  or ${environmentLeases.leasePolicy} in ('reuse_by_environment', 'reuse_by_execution_workspace')
+                  or ${environments.config}->>'reuseLease' = 'true'))
+            )`,
+          ),
+        )
+        .orderBy(desc(environmentLeases.createdAt));
+      return rows.map((r) => toLease(r.lease));
+    }
+
+    /**
+     * Records a kept provider resource destroyed on every ended lease that held it, in one statement:
+     * `patch` merged into their metadata, cleanup `success`, and a retained one `released`. Returns their ids.
+     */
+    async markResourceDestroyed(
+      companyId: string,
+      provider: string,
+      providerLeaseId: string,
+      patch: Record<string, unknown>,
+      now: Date,
+      /** A lease left as it is (the one whose own release freed the resource). */
+      except?: string,
+    ): Promise<string[]> {
+      const rows = await this.db
+        .update(environmentLeases)
+        .set({
+          metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${JSON.stringify(patch)}::jsonb`,
+          status: sql`case when ${environmentLeases.status} = 'retained' then 'released' else ${environmentLeases.status} end`,
+          releasedAt: sql`coalesce(${environmentLeases.releasedAt}, ${now.toISOString()}::timestamptz)`,
+          cleanupStatus: 'success',
+          updatedAt: now,
+        })
+        .where(
+          and(
+            eq(environmentLeases.companyId, companyId),
+            eq(environmentLeases.provider, provider),
+            eq(environmentLeases.providerLeaseId, providerLeaseId),
+            inArray(environmentLeases.status, ['released', 'expired', 'failed', 'retained']),
+            ...(except ? [ne(environmentLeases.id, except)] : []),
+          ),
+        )
+        .returning({ id: environmentLeases.id });
+      return rows.map((r) => r.id);
     }
 
     async listLeasesOfEnvironment(environmentId: string, statuses: LeaseStatus[]): Promise<EnvironmentLease[]> {

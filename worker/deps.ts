@@ -3,6 +3,7 @@ import { createDrivers } from '../drivers/registry.js';
 import type { ActivityDeps } from '../activities/index.js';
 import { loadProviders } from '../drivers/providers/load.js';
 import type { ProviderRegistry } from '../drivers/providers/load.js';
+import type { PluginLogger } from '../drivers/providers/paperclip/rpc.js';
 import { loadPlugins } from '../drivers/plugins/load.js';
 import type { PluginRegistry } from '../drivers/plugins/registry.js';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
@@ -19,14 +20,25 @@ export interface RuntimeDeps extends ActivityDeps {
 
 export async function createRuntimeDeps(
   config: Pick<EnvRunConfig, 'databaseUrl' | 'dataDir' | 'provisionTimeoutMs' | 'providerModules' | 'pluginModules'> &
-    Partial<Pick<EnvRunConfig, 'hostId'>>,
-  options: { poolSize?: number; log?: (line: string) => void } = {},
+    Partial<Pick<EnvRunConfig, 'hostId' | 'paperclipPlugins'>>,
+  options: { poolSize?: number; log?: (line: string) => void; logger?: PluginLogger } = {},
 ): Promise<RuntimeDeps> {
   const tenancy = loadTenancy(process.env, config.dataDir);
-  const providers = await loadProviders(config);
-  const plugins = await loadPlugins(config);
-  const url = await resolveDatabaseUrl({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, log: options.log });
-  const database = await openDatabase(url, options.poolSize ?? 10);
+  const providers = await loadProviders(config, options.logger ? { logger: options.logger } : {});
+  let database: Database;
+  let plugins: PluginRegistry;
+  try {
+    plugins = await loadPlugins(config);
+    const url = await resolveDatabaseUrl({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      log: options.log,
+    });
+    database = await openDatabase(url, options.poolSize ?? 10);
+  } catch (err) {
+    await providers.close(); // the Paperclip plugins' worker processes
+    throw err;
+  }
   return {
     database,
     providers,
@@ -36,6 +48,9 @@ export async function createRuntimeDeps(
     provisionTimeoutMs: config.provisionTimeoutMs,
     ...(config.hostId ? { hostId: config.hostId } : {}),
     tenancy,
-    close: () => database.close(),
+    close: async () => {
+      await database.close();
+      await providers.close();
+    },
   };
 }

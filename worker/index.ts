@@ -68,7 +68,7 @@ export async function runWorker(config: EnvRunConfig = loadConfig(), options: Ru
       },
     });
   }
-  const deps = await createRuntimeDeps(config, { poolSize: 20, log });
+  const deps = await createRuntimeDeps(config, { poolSize: 20, log, logger });
   let connection: NativeConnection | undefined;
   try {
     connection = await NativeConnection.connect(config.temporal.connection);

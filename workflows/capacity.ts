@@ -3,7 +3,7 @@
 import { CancellationScope, condition, getExternalWorkflowHandle, workflowInfo } from '@temporalio/workflow';
 import type { Environment, RunRequest } from '../contracts/index.js';
 import { releaseSlotSignal } from '../contracts/messages.js';
-import { leasePolicyOf } from '../contracts/lease-policy.js';
+import { gatePolicyOf } from '../contracts/lease-policy.js';
 import { sharedSteps } from './activity-options.js';
 import type { Run } from './run-state.js';
 
@@ -19,7 +19,7 @@ export interface Gate {
 export function capacityGates(request: RunRequest, environment: Pick<Environment, 'id' | 'config'>): Gate[] {
   const config = environment.config as { maxConcurrentLeases?: number; singleFlight?: string };
   const gates: Gate[] = [];
-  const policy = leasePolicyOf(request.leasePolicy, environment.config);
+  const policy = gatePolicyOf(request.leasePolicy, environment.config);
   if (request.executionWorkspaceId && config.singleFlight === 'wait' && policy === 'ephemeral') {
     gates.push({ id: `envrun-gate/workspace/${request.executionWorkspaceId}`, capacity: 1 });
   }

@@ -48,6 +48,8 @@ export async function releaseLeases(run: Run, { input, expired, ttlMs }: Release
           finalAttempt: RELEASE_ATTEMPTS,
           agentId: input.agentId ?? null,
           recordKnownFor: state.result?.lease.metadata?.workspaceRealization ? state.result.lease.id : null,
+          // Only when the control plane asked: a plain run's release step has the input it always had.
+          ...(run.releaseRequest ?? {}),
         }),
       );
       // The rows as stored: the release step leaves out the realization record, which the run has.

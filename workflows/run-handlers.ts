@@ -21,6 +21,7 @@ import {
   getRunQuery,
   hostLostSignal,
   realizeUpdate,
+  releaseRequestSignal,
   renewUpdate,
   retryRealizationSignal,
   retryRealizationUpdate,
@@ -28,6 +29,8 @@ import {
   waitLeasedUpdate,
   waitReadyUpdate,
 } from '../contracts/messages.js';
+import { PROVIDER_RESOURCE_DISPOSITIONS } from '../contracts/constants.js';
+import { releaseRequestOf } from '../contracts/lease-policy.js';
 import { HostLostError, applicationFailure, cancelledBefore, onHost } from './run-failure.js';
 import { describe, type Run } from './run-state.js';
 
@@ -45,6 +48,10 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
   setHandler(getRunQuery, () => state);
   setHandler(slotGrantedSignal, (gateId: string) => {
     run.granted.add(gateId);
+  });
+  // Sent just before a cancel: how its release treats the resource. A completion's own request wins.
+  setHandler(releaseRequestSignal, (request) => {
+    if (!state.completion) run.releaseRequest = releaseRequestOf(request);
   });
   setHandler(hostLostSignal, (hostId: string) => {
     // A run still on its way to ready finds out through its own steps, and is placed again.
@@ -157,6 +164,7 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
     completeUpdate,
     async (completion: CompleteRun) => {
       state.completion = { status: completion.status, failureReason: completion.failureReason ?? null };
+      run.releaseRequest = releaseRequestOf(completion);
       await condition(() => run.releaseDone);
       // The run after release; its ready result is left out (the lease it names is released, and the run's
       // history need not hold it a third time). getRun still shows it.
@@ -166,6 +174,16 @@ export function installHandlers(run: Run, deps: HandlerDeps): void {
       validator: (completion: CompleteRun) => {
         if (!completion || (completion.status !== 'succeeded' && completion.status !== 'failed')) {
           throw new Error('status: must be "succeeded" or "failed"');
+        }
+        const { cancelActiveWork, providerResourceDisposition } = completion;
+        if (cancelActiveWork !== undefined && typeof cancelActiveWork !== 'boolean') {
+          throw new Error('cancelActiveWork: must be a boolean');
+        }
+        if (
+          providerResourceDisposition !== undefined &&
+          !(PROVIDER_RESOURCE_DISPOSITIONS as readonly string[]).includes(providerResourceDisposition)
+        ) {
+          throw new Error(`providerResourceDisposition: must be one of ${PROVIDER_RESOURCE_DISPOSITIONS.join(', ')}`);
         }
         if (state.completion) throw new Error('the run was already completed');
         if (state.phase !== 'ready' && state.phase !== 'awaiting_realize') {

@@ -16,6 +16,7 @@ import type {
   Environment,
   EnvironmentLease,
   RealizeRequest,
+  ReleaseRequest,
   RunFailure,
   RunRequestInput,
   RunResult,
@@ -77,6 +78,8 @@ export interface ContinuedRun {
   leasedRun: LeasedRun;
   joinedGates: string[];
   renewals: number;
+  /** How the release treats the resource, when the control plane said so before the chain went on. */
+  releaseRequest?: ReleaseRequest;
 }
 
 /** The workflow's argument: a run request, or (after continue-as-new) the same request with what it held. */
@@ -116,6 +119,8 @@ export function createRunState(input: RunInput) {
     leasedRun: null as LeasedRun | null,
     /** What a run that realizes on request was asked to realize. */
     realizeRequest: null as RealizeRequest | null,
+    /** How the release treats the resource (its disposition, cancelActiveWork), as complete or a cancel said. */
+    releaseRequest: null as ReleaseRequest | null,
     /** The steps on the lease's resource: on its host's queue once leased on a host-bound resource. */
     steps: hostSteps(null, pickupMs),
     /** The worker host that holds the lease's resource (null: a resource any worker reaches). */
@@ -208,7 +213,13 @@ export function createRunState(input: RunInput) {
     },
     /** What the next run of the chain needs to go on holding the lease. */
     snapshot(): ContinuedRun {
-      return { state, leasedRun: run.leasedRun!, joinedGates: run.joinedGates, renewals: run.renewals };
+      return {
+        state,
+        leasedRun: run.leasedRun!,
+        joinedGates: run.joinedGates,
+        renewals: run.renewals,
+        ...(run.releaseRequest ? { releaseRequest: run.releaseRequest } : {}),
+      };
     },
     /** Release and the gates are done: complete may return, and the run takes its final phase. */
     ended() {
@@ -225,6 +236,7 @@ export function createRunState(input: RunInput) {
     run.joinedGates = [...input.continued.joinedGates];
     for (const gate of run.joinedGates) run.granted.add(gate);
     run.renewals = input.continued.renewals;
+    run.releaseRequest = input.continued.releaseRequest ?? null;
     run.onHost(run.leasedRun.lease);
   }
   return run;

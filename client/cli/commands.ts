@@ -15,6 +15,9 @@ function lazy<M>(load: () => Promise<M>, pick: (module: M) => Action): Action {
   return async (...args) => pick(await load())(...args);
 }
 
+const DISPOSITION = '--disposition <what>';
+const DISPOSITION_HELP =
+  "the sandbox after the run: keep_running, stop_and_retain or destroy (default: the lease policy's)";
 const environments = () => import('./environments.js');
 const runs = () => import('./runs.js');
 const leases = () => import('./leases.js');
@@ -138,6 +141,8 @@ function addRunCommands(program: Command): void {
     .addOption(runOpt())
     .option('--failed', 'the agent failed')
     .option('--reason <text>', 'failure reason (with --failed)')
+    .option(DISPOSITION, DISPOSITION_HELP)
+    .option('--cancel-active-work', 'stop commands still running instead of waiting for them')
     .addOption(json())
     .action(lazy(runs, (m) => m.completeRun));
   run
@@ -170,6 +175,8 @@ function addRunCommands(program: Command): void {
     .description('cancel a run; its lease is released')
     .addOption(company())
     .addOption(runOpt())
+    .option(DISPOSITION, DISPOSITION_HELP)
+    .option('--cancel-active-work', 'stop commands still running instead of waiting for them')
     .addOption(json())
     .action(lazy(runs, (m) => m.cancelRun));
   run

@@ -40,14 +40,29 @@ export async function updateEnvironment(id: string, o: IdOptions & { config: str
 export async function probeEnvironment(id: string, o: IdOptions): Promise<void> {
   const { companyId } = checkId(id, o);
   const result = await withAdmin((a) => a.probeEnvironment(companyId, id));
-  print(o, result, () => [`${result.ok ? 'ok' : 'FAILED'}`, ...result.diagnostics.map((d) => `  ${d}`)].join('\n'));
+  print(o, result, () =>
+    [
+      `${result.ok ? 'ok' : 'FAILED'}${result.summary ? `: ${result.summary}` : ''}`,
+      ...result.diagnostics.map((d) => `  ${d.severity.padEnd(7)}  ${d.message}${d.code ? ` (${d.code})` : ''}`),
+    ].join('\n'),
+  );
   if (!result.ok) process.exitCode = EXIT_FAILURE;
 }
 
 export async function archiveEnvironment(id: string, o: IdOptions): Promise<void> {
   const { companyId } = checkId(id, o);
   const archived = await withAdmin((a) => a.archiveEnvironment(companyId, id));
-  print(o, archived, () => `${archived.id}\tarchived`);
+  const kept = archived.keptResources;
+  print(o, archived, () =>
+    [
+      kept.destroyed + kept.failed + kept.skippedLive === 0
+        ? `${archived.id}\tarchived`
+        : `${archived.id}\tarchived\tkept resources: ${kept.destroyed} destroyed, ${kept.failed} failed, ${kept.skippedLive} in use`,
+      ...kept.failures.map((f) => `  lease ${f.leaseId} (${f.providerLeaseId ?? 'no provider lease'}): ${f.error}`),
+    ].join('\n'),
+  );
+  // What could not be destroyed is left to the reaper; the archive itself is done.
+  if (kept.failed > 0) process.exitCode = EXIT_FAILURE;
 }
 
 export async function createWorkspace(

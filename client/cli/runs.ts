@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import {
   ErrorCodeSchema,
+  PROVIDER_RESOURCE_DISPOSITIONS,
   ExternalId,
   RunPhaseSchema,
   RunRequestSchema,
@@ -126,11 +127,28 @@ export async function runStatus(o: RunOptions): Promise<void> {
   );
 }
 
-export async function completeRun(o: RunOptions & { failed?: boolean; reason?: string }): Promise<void> {
+/** What the control plane says about the sandbox after the run (`--disposition`, `--cancel-active-work`). */
+interface ReleaseOptions {
+  disposition?: string;
+  cancelActiveWork?: boolean;
+}
+
+function releaseRequest(o: ReleaseOptions) {
+  return {
+    ...(o.disposition !== undefined
+      ? { providerResourceDisposition: check(z.enum(PROVIDER_RESOURCE_DISPOSITIONS), o.disposition, '--disposition') }
+      : {}),
+    ...(o.cancelActiveWork ? { cancelActiveWork: true } : {}),
+  };
+}
+
+export async function completeRun(
+  o: RunOptions & ReleaseOptions & { failed?: boolean; reason?: string },
+): Promise<void> {
   const [companyId, runId] = runOf(o);
   if (o.reason && !o.failed) fail('--reason', 'only with --failed');
   const status = o.failed ? ('failed' as const) : ('succeeded' as const);
-  const completion = { status, failureReason: o.reason ?? null };
+  const completion = { status, failureReason: o.reason ?? null, ...releaseRequest(o) };
   const state = await withRuns((c) => c.completeRun(companyId, runId, completion));
   print(o, state, () => `${state.phase}\t${state.releasedLeases.map((l) => `${l.id}:${l.status}`).join(' ')}`);
   if (state.error) throw new RunFailedError(state.error);
@@ -177,9 +195,10 @@ export async function listRuns(
   );
 }
 
-export async function cancelRun(o: RunOptions): Promise<void> {
+export async function cancelRun(o: RunOptions & ReleaseOptions): Promise<void> {
   const [companyId, runId] = runOf(o);
-  await withRuns((c) => c.cancelRun(companyId, runId));
+  const release = releaseRequest(o);
+  await withRuns((c) => c.cancelRun(companyId, runId, release));
   print(o, { cancelled: true }, () => 'cancelled');
 }
 

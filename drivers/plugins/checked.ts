@@ -3,8 +3,7 @@
 import { z } from 'zod';
 import { SshExecutionSpecSchema, describeZodError } from '../../contracts/index.js';
 import { NonRetryableError } from '../../contracts/errors.js';
-import type { EnvRunPlugin, PluginLease, PluginRealized, PluginTarget } from './types.js';
-import type { ProbeResult } from '../providers/contract.js';
+import type { EnvRunPlugin, PluginLease, PluginProbeResult, PluginRealized, PluginTarget } from './types.js';
 
 const Metadata = z.record(z.string(), z.unknown());
 
@@ -98,7 +97,7 @@ export function checkedPlugin(p: EnvRunPlugin): EnvRunPlugin {
   }
   if (p.probe) {
     const probe = p.probe.bind(p);
-    checkedOne.probe = (ctx): Promise<ProbeResult> => call(k, 'probe', PluginProbeSchema, () => probe(ctx));
+    checkedOne.probe = (ctx): Promise<PluginProbeResult> => call(k, 'probe', PluginProbeSchema, () => probe(ctx));
   }
   if (p.realizes) {
     const realizes = p.realizes.bind(p);

@@ -9,7 +9,12 @@
 // Every reply is checked with zod (drivers/plugins/checked.ts). An Error thrown with `nonRetryable: true`
 // fails the step at once; any other thrown error is retried by the step's retry policy.
 import type { WorkspaceRealizationRequest } from '../../contracts/index.js';
-import type { ProbeResult } from '../providers/contract.js';
+
+/** What a plugin's probe says: whether the environment is usable, and lines for operators. */
+export interface PluginProbeResult {
+  ok: boolean;
+  diagnostics: string[];
+}
 
 /** The environment a call is about: the plugin's own part of its config, after `validateConfig`. */
 export interface PluginConfigRef {
@@ -85,7 +90,7 @@ export interface EnvRunPlugin {
    */
   validateConfig?(input: { driverKey: string; driverConfig: Record<string, unknown> }): Record<string, unknown>;
   /** Diagnostics for operators (`envrun env probe`). Absent: nothing to probe. */
-  probe?(ctx: PluginConfigRef): Promise<ProbeResult>;
+  probe?(ctx: PluginConfigRef): Promise<PluginProbeResult>;
   /**
    * Creates the lease's resource, or, for an idempotency key (the run's workflow id) it has seen before,
    * adopts the one it made then: a retry after a timeout or a dead worker must not make a second one.

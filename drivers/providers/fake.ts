@@ -94,14 +94,23 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
     throw new FakeFaultError(`fake provider: chaos ${op} failure ${when} the call (attempt ${ctx.attempt})`);
   }
 
+  /** The commands running per lease in this process: a release waits for them, or stops them when asked. */
+  const running = new Map<string, Set<{ run: string; stop: AbortController; done: Promise<unknown> }>>();
+  async function stopRunning(providerLeaseId: string, options: { run?: string; cancel: boolean }): Promise<void> {
+    const mine = [...(running.get(providerLeaseId) ?? [])].filter((r) => !options.run || r.run === options.run);
+    if (options.cancel) for (const r of mine) r.stop.abort(new Error('the lease is being released'));
+    await Promise.allSettled(mine.map((r) => r.done));
+  }
+
   return {
+    contractVersion: 2,
     key: 'fake',
     hostBound: true,
-    validateConfig(config) {
+    async validateConfig(config) {
       const parsed = FakeConfig.safeParse(config);
       if (!parsed.success)
         throw new NonRetryableError(`fake provider config: ${describeZodError(parsed.error, 'config')}`);
-      return parsed.data;
+      return { config: parsed.data, warnings: [] };
     },
     async probe(config) {
       await mkdir(root, { recursive: true });
@@ -109,8 +118,10 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
       return {
         ok: true,
         diagnostics: [
-          `root ${root} is writable`,
-          faults.length ? `faults configured: ${faults.join(', ')}` : 'no faults configured',
+          { severity: 'info', message: `root ${root} is writable` },
+          faults.length
+            ? { severity: 'warning', message: `faults configured: ${faults.join(', ')}` }
+            : { severity: 'info', message: 'no faults configured' },
         ],
       };
     },
@@ -134,54 +145,82 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
       };
     },
     async resumeLease(_config, ctx) {
-      const dir = leaseDir(ctx.providerLeaseId);
+      const { providerLeaseId } = ctx.lease;
+      const dir = leaseDir(providerLeaseId);
       const exists = await stat(dir).then(
         (s) => s.isDirectory(),
         () => false,
       );
       return exists
-        ? { providerLeaseId: ctx.providerLeaseId, metadata: { root: dir, resumed: true }, expiresAt: null }
+        ? {
+            providerLeaseId,
+            metadata: { ...ctx.lease.metadata, root: dir, resumed: true },
+            expiresAt: ctx.lease.expiresAt,
+          }
         : null;
     },
     async releaseLease(config, ctx) {
+      const { providerLeaseId } = ctx.lease;
       await chaos(config, 'release', ctx, 'before');
-      if (!ctx.keep) await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
+      // A kept folder may be in use by other runs: only this run's commands end.
+      await stopRunning(providerLeaseId, {
+        cancel: ctx.cancelActiveWork,
+        ...(ctx.keep ? { run: ctx.heartbeatRunId } : {}),
+      });
+      if (!ctx.keep) await rm(leaseDir(providerLeaseId), { recursive: true, force: true });
       await chaos(config, 'release', ctx, 'after');
+      return { receipt: { providerLeaseId, state: ctx.keep ? 'stopped' : 'destroyed' } };
     },
     async destroyLease(_config, ctx) {
-      await rm(leaseDir(ctx.providerLeaseId), { recursive: true, force: true });
+      const { providerLeaseId } = ctx.lease;
+      await stopRunning(providerLeaseId, { cancel: ctx.cancelActiveWork });
+      await rm(leaseDir(providerLeaseId), { recursive: true, force: true });
+      return { receipt: { providerLeaseId, state: 'destroyed' } };
     },
     async realizeWorkspace(config, ctx) {
       await chaos(config, 'realize', ctx, 'before');
-      const cwd = join(leaseDir(ctx.providerLeaseId), 'workspace');
+      const cwd = join(leaseDir(ctx.lease.providerLeaseId), 'workspace');
       await mkdir(cwd, { recursive: true });
       await cp(ctx.localPath, cwd, { recursive: true, force: true });
       await chaos(config, 'realize', ctx, 'after');
       return { cwd, metadata: { copiedFrom: ctx.localPath } };
     },
     async execute(config, ctx, request) {
+      const { providerLeaseId } = ctx.lease;
       await chaos(config, 'execute', ctx, 'before');
-      const dir = leaseDir(ctx.providerLeaseId);
+      const dir = leaseDir(providerLeaseId);
       if (
         !(await stat(dir).then(
           (s) => s.isDirectory(),
           () => false,
         ))
       ) {
-        throw new NonRetryableError(`fake provider: no sandbox ${ctx.providerLeaseId} under ${root}`);
+        throw new NonRetryableError(`fake provider: no sandbox ${providerLeaseId} under ${root}`);
       }
-      const cwd = insideLease(ctx.providerLeaseId, request.cwd, join(dir, 'workspace'));
+      const cwd = insideLease(providerLeaseId, request.cwd, join(dir, 'workspace'));
       await mkdir(cwd, { recursive: true });
-      const result = await runProcess({
+      const stop = new AbortController();
+      const signal = ctx.signal ? AbortSignal.any([ctx.signal, stop.signal]) : stop.signal;
+      const done = runProcess({
         command: request.command,
         args: request.args,
         cwd,
         env: request.env,
         stdin: request.stdin,
         timeoutMs: request.timeoutMs,
-        signal: ctx.signal,
+        signal,
         onLine: ctx.onProgress,
       });
+      const entry = { run: ctx.heartbeatRunId, stop, done };
+      const set = running.get(providerLeaseId) ?? new Set();
+      running.set(providerLeaseId, set.add(entry));
+      let result: Awaited<typeof done>;
+      try {
+        result = await done;
+      } finally {
+        set.delete(entry);
+        if (!set.size && running.get(providerLeaseId) === set) running.delete(providerLeaseId);
+      }
       await chaos(config, 'execute', ctx, 'after');
       return result;
     },
@@ -191,7 +230,8 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
         (s) => s.isDirectory(),
         () => false,
       );
-      if (!exists) throw new Error(`fake provider: sandbox ${ctx.providerLeaseId} has no workspace at ${ctx.cwd}`);
+      if (!exists)
+        throw new Error(`fake provider: sandbox ${ctx.lease.providerLeaseId} has no workspace at ${ctx.cwd}`);
       await chaos(config, 'target', ctx, 'after');
       return { remoteCwd: ctx.cwd };
     },

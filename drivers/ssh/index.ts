@@ -5,6 +5,7 @@ import { posix } from 'node:path';
 import {
   SshDriverConfig,
   describeZodError,
+  sshSpecOf,
   type Environment,
   type EnvironmentLease,
   type DriverRealization,
@@ -53,18 +54,21 @@ export function createSshDriver(): EnvironmentDriver {
         return {
           ok: res.exitCode === 0,
           diagnostics: [
-            `connected to ${config.username}@${config.host}:${config.port}`,
-            res.stdout.trim() || res.stderr.trim(),
+            { severity: 'info', message: `connected to ${config.username}@${config.host}:${config.port}` },
+            {
+              severity: res.exitCode === 0 ? 'info' : 'error',
+              message: res.stdout.trim() || res.stderr.trim(),
+            },
           ],
         };
       } catch (err) {
-        return { ok: false, diagnostics: [(err as Error).message] };
+        return { ok: false, diagnostics: [{ severity: 'error', message: (err as Error).message }] };
       }
     },
     async acquire(ctx: StepContext, { environment, lease }) {
       const config = parse(environment);
       const name =
-        reuseKeyOf(environment, lease, false) ??
+        reuseKeyOf(environment, lease) ??
         `${lease.heartbeatRunId ?? lease.id}-${createHash('sha256').update(ctx.idempotencyKey).digest('hex').slice(0, 12)}`;
       const path = posix.join(config.remoteWorkspacePath, name);
       await withConnection(config, (c) => mustSucceed(c, 'mkdir of the run folder', `mkdir -p -- ${shellQuote(path)}`));
@@ -125,16 +129,7 @@ export function createSshDriver(): EnvironmentDriver {
         environmentId: environment.id,
         leaseId: lease.id,
         remoteCwd,
-        spec: {
-          host: config.host,
-          port: config.port,
-          username: config.username,
-          remoteWorkspacePath: config.remoteWorkspacePath,
-          remoteCwd,
-          strictHostKeyChecking: config.strictHostKeyChecking,
-          knownHosts: config.knownHosts ?? null,
-          privateKeySecretRef: config.privateKeySecretRef,
-        },
+        spec: sshSpecOf(config, remoteCwd),
       };
     },
     async execute(ctx, { environment, lease, record }, request: ProviderExecRequest) {

@@ -74,6 +74,8 @@ describe('bad input: exit 2, a message naming the field, nothing started or writ
       /request\.workspace\.branchName/,
     ],
     [['run', 'complete', '--company', companyId, '--run', 'r1', '--reason', 'x'], /--reason: only with --failed/],
+    [['run', 'complete', '--company', companyId, '--run', 'r1', '--disposition', 'shred'], /--disposition/],
+    [['run', 'cancel', '--company', companyId, '--run', 'r1', '--disposition', ''], /--disposition/],
     [['run', 'exec', '--company', companyId, '--run', 'r1', '--env-var', 'NOEQUALS', '--', 'true'], /--env-var/],
     [['lease', 'list', '--company', companyId, '--status', 'weird'], /--status/],
     [['env', 'update', 'not-a-uuid', '--company', companyId, '--config', '{}'], /id: /],
@@ -114,7 +116,8 @@ describe('a run through the CLI', () => {
     ]);
     expect(created.code, created.stderr).toBe(0);
     const env = JSON.parse(created.stdout) as { id: string; config: Record<string, unknown> };
-    expect(env.config).toEqual({ provider: 'fake', reuseLease: false });
+    // The provider's normalized config is what is stored.
+    expect(env.config).toEqual({ provider: 'fake', reuseLease: false, faults: {} });
     const list = await envrun(['env', 'list', '--company', companyId, '--json']);
     expect(JSON.parse(list.stdout).map((e: { id: string }) => e.id)).toEqual([env.id]);
     const updated = await envrun([
@@ -219,7 +222,7 @@ describe('a run through the CLI', () => {
     });
     const probe = await envrun(['env', 'probe', env.id, '--company', companyId]);
     expect(probe.code, probe.stderr).toBe(0);
-    expect(probe.stdout).toBe(`ok\n  root ${h.fakeRoot} is writable\n  faults configured: realize\n`);
+    expect(probe.stdout).toBe(`ok\n  info     root ${h.fakeRoot} is writable\n  warning  faults configured: realize\n`);
     const cwd = tempWorkspace();
     expect(
       (
@@ -305,6 +308,60 @@ describe('a run through the CLI', () => {
     const reaped = await envrun(['reaper', 'run-once', '--json']);
     expect(reaped.code, reaped.stderr).toBe(0);
     expect(Array.isArray(JSON.parse(reaped.stdout))).toBe(true);
+  });
+
+  it('run complete --disposition destroy ends a reused sandbox; keep_running keeps it for the next run', async () => {
+    const companyId = uniqueId('co');
+    const created = await envrun([
+      'env',
+      'create',
+      '--company',
+      companyId,
+      '--name',
+      'reused',
+      '--driver',
+      'sandbox',
+      '--config',
+      '{"provider":"fake","reuseLease":true}',
+      '--json',
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    const envId = (JSON.parse(created.stdout) as { id: string }).id;
+    const cwd = tempWorkspace();
+    const start = (run: string) =>
+      envrun(['run', 'start', '--company', companyId, '--run', run, '--env', envId, '--cwd', cwd, '--wait']);
+    expect((await start('r1')).code).toBe(0);
+    const kept = await envrun([
+      'run',
+      'complete',
+      '--company',
+      companyId,
+      '--run',
+      'r1',
+      '--disposition',
+      'keep_running',
+    ]);
+    expect(kept.code, kept.stderr).toBe(0);
+    const [first] = await h.store.listRunLeases(companyId, 'r1');
+    expect(first!.metadata).toMatchObject({ kept: true });
+    expect((await start('r2')).code).toBe(0);
+    const [second] = await h.store.listRunLeases(companyId, 'r2');
+    expect(second!.providerLeaseId).toBe(first!.providerLeaseId); // the same sandbox, reused
+    const done = await envrun([
+      'run',
+      'complete',
+      '--company',
+      companyId,
+      '--run',
+      'r2',
+      '--disposition',
+      'destroy',
+      '--cancel-active-work',
+    ]);
+    expect(done.code, done.stderr).toBe(0);
+    const [after] = await h.store.listRunLeases(companyId, 'r2');
+    expect(after!.metadata).toMatchObject({ termination: { state: 'destroyed' } });
+    expect(after!.metadata?.kept).not.toBe(true);
   });
 
   it('run cancel releases the lease; a run that already ended is refused, saying how it ended; status of an unknown run exits 1', async () => {

@@ -37,8 +37,8 @@ function argsFor(network: NetworkMode, command = 'make', args: string[] = ['test
 const hasPair = (args: string[], a: string, b: string) => args.some((v, i) => v === a && args[i + 1] === b);
 
 describe('bubblewrap sandbox: config', () => {
-  it('defaults to no network and the documented limits', () => {
-    expect(provider.validateConfig({ provider: 'bubblewrap' })).toMatchObject({
+  it('defaults to no network and the documented limits', async () => {
+    expect((await provider.validateConfig({ provider: 'bubblewrap' })).config).toMatchObject({
       network: 'none',
       limits: {
         processes: 512,
@@ -50,23 +50,29 @@ describe('bubblewrap sandbox: config', () => {
     });
   });
 
-  it('reads the old boolean network (true = outbound) and refuses unknown modes, naming the field', () => {
+  it('reads the old boolean network (true = outbound) and refuses unknown modes, naming the field', async () => {
     expect(NetworkSetting.parse(true)).toBe('outbound');
     expect(NetworkSetting.parse(false)).toBe('none');
-    expect(() => provider.validateConfig({ provider: 'bubblewrap', network: 'lan' })).toThrow(/config\.network/);
+    await expect(provider.validateConfig({ provider: 'bubblewrap', network: 'lan' })).rejects.toThrow(
+      /config\.network/,
+    );
   });
 
-  it('keeps limits within bounds and refuses unknown limit keys', () => {
-    expect(provider.validateConfig({ provider: 'bubblewrap', limits: { processes: 64 } })).toMatchObject({
-      limits: { processes: 64, cpuSeconds: 3600 },
-    });
-    expect(() => provider.validateConfig({ provider: 'bubblewrap', limits: { processes: 0 } })).toThrow(
+  it('keeps limits within bounds and refuses unknown limit keys', async () => {
+    expect((await provider.validateConfig({ provider: 'bubblewrap', limits: { processes: 64 } })).config).toMatchObject(
+      {
+        limits: { processes: 64, cpuSeconds: 3600 },
+      },
+    );
+    await expect(provider.validateConfig({ provider: 'bubblewrap', limits: { processes: 0 } })).rejects.toThrow(
       /config\.limits\.processes/,
     );
-    expect(() => provider.validateConfig({ provider: 'bubblewrap', limits: { fileSizeBytes: 2 ** 60 } })).toThrow(
-      /config\.limits\.fileSizeBytes/,
+    await expect(
+      provider.validateConfig({ provider: 'bubblewrap', limits: { fileSizeBytes: 2 ** 60 } }),
+    ).rejects.toThrow(/config\.limits\.fileSizeBytes/);
+    await expect(provider.validateConfig({ provider: 'bubblewrap', limits: { nofile: 1 } })).rejects.toThrow(
+      /config\.limits/,
     );
-    expect(() => provider.validateConfig({ provider: 'bubblewrap', limits: { nofile: 1 } })).toThrow(/config\.limits/);
     expect(prlimitArgs(SandboxLimits.parse({ processes: 64 }))).toEqual([
       '--nproc=64',
       `--as=${8 * 1024 ** 3}`,

@@ -3,7 +3,15 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { hasBwrap, openSandbox, portOf, sandboxConfig, sandboxProvider, type Sandbox } from '../support/sandbox.js';
+import {
+  callContext,
+  hasBwrap,
+  openSandbox,
+  portOf,
+  sandboxConfig,
+  sandboxProvider,
+  type Sandbox,
+} from '../support/sandbox.js';
 
 const ports = () => ({ temporal: portOf(inject('temporalAddress')), postgres: portOf(inject('embeddedPgUrl')) });
 
@@ -70,15 +78,19 @@ describe.skipIf(!hasBwrap())('bubblewrap sandbox: network', () => {
 
   it("the old `network: true` means outbound, not the host's network", async () => {
     const provider = await sandboxProvider();
-    expect(provider.validateConfig({ provider: 'bubblewrap', network: true })).toMatchObject({ network: 'outbound' });
-    expect(provider.validateConfig({ provider: 'bubblewrap', network: false })).toMatchObject({ network: 'none' });
+    expect((await provider.validateConfig({ provider: 'bubblewrap', network: true })).config).toMatchObject({
+      network: 'outbound',
+    });
+    expect((await provider.validateConfig({ provider: 'bubblewrap', network: false })).config).toMatchObject({
+      network: 'none',
+    });
   });
 
   it('host is refused without ENVRUN_ALLOW_HOST_NETWORK=1, naming config.network', async () => {
     delete process.env.ENVRUN_ALLOW_HOST_NETWORK;
     const provider = await sandboxProvider();
-    const config = provider.validateConfig(sandboxConfig({ network: 'host' }));
-    const ctx = { environmentId: 'e', heartbeatRunId: 'r', attempt: 1 };
+    const { config } = await provider.validateConfig(sandboxConfig({ network: 'host' }));
+    const ctx = callContext('r');
     await expect(
       provider.acquireLease(config, { ...ctx, idempotencyKey: 'host-refused', reuseKey: null }),
     ).rejects.toMatchObject({
@@ -88,13 +100,18 @@ describe.skipIf(!hasBwrap())('bubblewrap sandbox: network', () => {
     await expect(
       provider.execute(
         config,
-        { ...ctx, providerLeaseId: 'bwrap://never-made' },
+        { ...ctx, lease: { providerLeaseId: 'bwrap://never-made', metadata: {}, expiresAt: null } },
         { command: 'true', args: [], env: {}, timeoutMs: 5000 },
       ),
     ).rejects.toMatchObject({
       name: 'NonRetryableError',
     });
-    expect((await provider.probe(config)).ok).toBe(false);
+    const probed = await provider.probe(config, { companyId: ctx.companyId, environmentId: ctx.environmentId });
+    expect(probed.ok).toBe(false);
+    expect(probed.diagnostics.at(-1)).toEqual({
+      severity: 'error',
+      message: 'network "host" is not allowed on this worker (ENVRUN_ALLOW_HOST_NETWORK=1)',
+    });
   });
 
   it('host, when the worker allows it, shares the host network (and so reaches its 127.0.0.1 services)', async () => {

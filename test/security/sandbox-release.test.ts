@@ -12,45 +12,44 @@ import { describe, expect, inject, it } from 'vitest';
 import type { ExecResult } from '../../contracts/index.js';
 import { createBubblewrapProvider } from '../../drivers/providers/bubblewrap/index.js';
 import { LeaseClosedError, createProcessTracker } from '../../drivers/providers/bubblewrap/processes.js';
-import { hasBwrap, hostProcessesWith, isRoot } from '../support/sandbox.js';
+import { callContext, hasBwrap, hostProcessesWith, isRoot } from '../support/sandbox.js';
 import { until } from '../support/runs.js';
 
-const ctx = (run: string) => ({ environmentId: 'env-release', heartbeatRunId: run, attempt: 1 });
+const ctx = (run: string) => ({ ...callContext(run), environmentId: 'env-release' });
+/** The context of a call on the lease `id` (as its row stores it) for `run`. */
+const on = (run: string, id: string) => ({
+  ...ctx(run),
+  lease: { providerLeaseId: id, metadata: {}, expiresAt: null },
+});
 
 /** Two provider instances over one root: the worker before and after a restart. */
-function providers() {
+async function providers() {
   const rootDir = join(inject('tmpRoot'), `sandboxes-${randomUUID().slice(0, 8)}`);
   mkdirSync(rootDir, { recursive: true, mode: 0o755 });
   const before = createBubblewrapProvider({ rootDir });
   const after = createBubblewrapProvider({ rootDir });
-  const config = before.validateConfig({ provider: 'bubblewrap' });
+  const { config } = await before.validateConfig({ provider: 'bubblewrap' });
   return { before, after, config };
 }
 
-async function leaseOn(p: ReturnType<typeof providers>, reuseKey: string | null = null) {
+type Providers = Awaited<ReturnType<typeof providers>>;
+
+async function leaseOn(p: Providers, reuseKey: string | null = null) {
   const lease = await p.before.acquireLease(p.config, { ...ctx('run-a'), idempotencyKey: randomUUID(), reuseKey });
   const local = mkdtempSync(join(tmpdir(), 'envrun-release-local-'));
-  await p.before.realizeWorkspace(p.config, {
-    ...ctx('run-a'),
-    providerLeaseId: lease.providerLeaseId,
-    localPath: local,
-  });
+  await p.before.realizeWorkspace(p.config, { ...ctx('run-a'), lease, localPath: local });
   return { id: lease.providerLeaseId, root: String(lease.metadata.root), local };
 }
 
 /** A command that sleeps long, marked so the host can find it; settles with its result or error. */
-function sleeper(
-  p: ReturnType<typeof providers>,
-  id: string,
-  run: string,
-  marker: string,
-): Promise<ExecResult | Error> {
+function sleeper(p: Providers, id: string, run: string, marker: string): Promise<ExecResult | Error> {
   return p.before
-    .execute(
-      p.config,
-      { ...ctx(run), providerLeaseId: id },
-      { command: 'bash', args: ['-c', `exec -a ${marker} sleep 300`], env: {}, timeoutMs: 120_000 },
-    )
+    .execute(p.config, on(run, id), {
+      command: 'bash',
+      args: ['-c', `exec -a ${marker} sleep 300`],
+      env: {},
+      timeoutMs: 120_000,
+    })
     .catch((err: Error) => err);
 }
 
@@ -78,13 +77,20 @@ const running = (marker: string) => until(`${marker} to run`, async () => comman
 
 describe.runIf(hasBwrap() && isRoot())('bubblewrap release: the lease processes end first', () => {
   it('a release by a restarted worker finds every sandbox of the lease by its record and kills it', async () => {
-    const p = providers();
+    const p = await providers();
     const lease = await leaseOn(p);
     const markers = [`release-a-${randomUUID()}`, `release-b-${randomUUID()}`];
     const commands = markers.map((m) => sleeper(p, lease.id, 'run-a', m));
     await Promise.all(markers.map(running));
     const started = Date.now();
-    await p.after.releaseLease(p.config, { ...ctx('run-a'), providerLeaseId: lease.id, keep: false, syncBackTo: null });
+    expect(
+      await p.after.releaseLease(p.config, {
+        ...on('run-a', lease.id),
+        keep: false,
+        cancelActiveWork: true,
+        syncBackTo: null,
+      }),
+    ).toEqual({ receipt: { providerLeaseId: lease.id, state: 'destroyed' } });
     for (const m of markers) expect(commandsWith(m)).toEqual([]);
     expect(existsSync(lease.root)).toBe(false);
     // bwrap reports its namespace killed by SIGKILL as 128 + 9.
@@ -93,18 +99,31 @@ describe.runIf(hasBwrap() && isRoot())('bubblewrap release: the lease processes 
   });
 
   it("a folder kept for reuse loses only the releasing run's sandboxes", async () => {
-    const p = providers();
+    const p = await providers();
     const lease = await leaseOn(p, `env-${randomUUID().slice(0, 8)}`);
     const mine = `release-mine-${randomUUID()}`;
     const theirs = `release-theirs-${randomUUID()}`;
     const myCommand = sleeper(p, lease.id, 'run-a', mine);
     const theirCommand = sleeper(p, lease.id, 'run-b', theirs);
     await Promise.all([running(mine), running(theirs)]);
-    await p.after.releaseLease(p.config, { ...ctx('run-a'), providerLeaseId: lease.id, keep: true, syncBackTo: null });
+    // Kept: this run's sandboxes are stopped, the folder stays.
+    expect(
+      await p.after.releaseLease(p.config, {
+        ...on('run-a', lease.id),
+        keep: true,
+        cancelActiveWork: true,
+        syncBackTo: null,
+      }),
+    ).toEqual({ receipt: { providerLeaseId: lease.id, state: 'stopped' } });
     expect(commandsWith(mine)).toEqual([]);
     expect(commandsWith(theirs)).not.toEqual([]);
     expect(await myCommand).toMatchObject({ exitCode: 137 });
-    await p.after.releaseLease(p.config, { ...ctx('run-b'), providerLeaseId: lease.id, keep: false, syncBackTo: null });
+    await p.after.releaseLease(p.config, {
+      ...on('run-b', lease.id),
+      keep: false,
+      cancelActiveWork: true,
+      syncBackTo: null,
+    });
     expect(commandsWith(theirs)).toEqual([]);
     expect(await theirCommand).toMatchObject({ exitCode: 137 });
   });
@@ -142,24 +161,25 @@ describe.runIf(hasBwrap() && isRoot())('bubblewrap release: the lease processes 
   });
 
   it('a process left behind (setsid, nohup, &) ends with its command', async () => {
-    const p = providers();
+    const p = await providers();
     const lease = await leaseOn(p);
     const marker = `left-behind-${randomUUID()}`;
-    const result = await p.before.execute(
-      p.config,
-      { ...ctx('run-a'), providerLeaseId: lease.id },
-      {
-        command: 'bash',
-        args: [
-          '-c',
-          `setsid nohup bash -c 'exec -a ${marker} sleep 300' > /dev/null 2>&1 < /dev/null & sleep 0.5; echo left`,
-        ],
-        env: {},
-        timeoutMs: 30_000,
-      },
-    );
+    const result = await p.before.execute(p.config, on('run-a', lease.id), {
+      command: 'bash',
+      args: [
+        '-c',
+        `setsid nohup bash -c 'exec -a ${marker} sleep 300' > /dev/null 2>&1 < /dev/null & sleep 0.5; echo left`,
+      ],
+      env: {},
+      timeoutMs: 30_000,
+    });
     expect(result).toMatchObject({ exitCode: 0, stdout: 'left\n' });
     await until('the left-behind process to be gone', async () => commandsWith(marker).length === 0, 10_000);
-    await p.after.releaseLease(p.config, { ...ctx('run-a'), providerLeaseId: lease.id, keep: false, syncBackTo: null });
+    await p.after.releaseLease(p.config, {
+      ...on('run-a', lease.id),
+      keep: false,
+      cancelActiveWork: true,
+      syncBackTo: null,
+    });
   });
 });

@@ -60,6 +60,8 @@ export interface Harness {
 
 export interface HarnessOptions {
   providerModules?: string[];
+  /** Paperclip plugin packages to load, as ENVRUN_PAPERCLIP_PLUGINS does. */
+  paperclipPlugins?: string[];
   /** Plugin modules to load, as ENVRUN_PLUGIN_MODULES does. */
   pluginModules?: string[];
   temporalAddress?: string;
@@ -80,7 +82,11 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const dataDir = join(inject('tmpRoot'), uniqueId('data'));
   const fakeRoot = join(dataDir, 'sandboxes', 'fake');
   mkdirSync(fakeRoot, { recursive: true });
-  const providers = await loadProviders({ dataDir, providerModules: options.providerModules ?? [] });
+  const providers = await loadProviders({
+    dataDir,
+    providerModules: options.providerModules ?? [],
+    paperclipPlugins: options.paperclipPlugins ?? [],
+  });
   const plugins = await loadPlugins({ dataDir, pluginModules: options.pluginModules ?? [] });
   const drivers = createDrivers(providers, plugins);
   const address = options.temporalAddress ?? inject('temporalAddress');
@@ -128,6 +134,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       await running;
       await connection.close();
       await nativeConnection.close();
+      await providers.close();
       await database.close();
     },
   };

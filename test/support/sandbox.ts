@@ -11,16 +11,26 @@ import { join, resolve } from 'node:path';
 import { inject } from 'vitest';
 import type { ExecResult } from '../../contracts/index.js';
 import type { BubblewrapProviderOptions } from '../../drivers/providers/bubblewrap/index.js';
-import type { ProviderReleaseReport, SandboxProvider } from '../../drivers/providers/contract.js';
+import type {
+  ProviderCallContext,
+  ProviderLease,
+  ProviderReleaseReport,
+  SandboxProvider,
+  SandboxProviderV1,
+} from '../../drivers/providers/contract.js';
+import { asContractV2 } from '../../drivers/providers/load.js';
 
 type Factory = (options: BubblewrapProviderOptions) => SandboxProvider<Record<string, unknown>>;
 
+/** The provider under test, as a contract version 2 one (an older implementation is adapted). */
 async function providerFactory(): Promise<Factory> {
   const alt = process.env.ENVRUN_SANDBOX_TEST_PROVIDER;
   const mod = (alt ? await import(resolve(alt)) : await import('../../drivers/providers/bubblewrap/index.js')) as {
-    createBubblewrapProvider: Factory;
+    createBubblewrapProvider: (
+      options: BubblewrapProviderOptions,
+    ) => SandboxProvider<Record<string, unknown>> | SandboxProviderV1<Record<string, unknown>>;
   };
-  return mod.createBubblewrapProvider;
+  return (options) => asContractV2(mod.createBubblewrapProvider(options));
 }
 
 export interface Sandbox {
@@ -40,7 +50,30 @@ export interface SandboxOptions {
   provider?: Partial<BubblewrapProviderOptions>;
 }
 
-const ctx = { environmentId: 'env-security', heartbeatRunId: 'run-security', attempt: 1 };
+/** A provider call's context for a run: its identity as a real run's calls carry it. */
+export function callContext(heartbeatRunId = 'run-security'): ProviderCallContext {
+  return {
+    companyId: 'co-security',
+    environmentId: 'env-security',
+    heartbeatRunId,
+    agentId: null,
+    adapterType: 'process',
+    executionWorkspaceId: null,
+    issueId: null,
+    requestedExpiresAt: null,
+    attempt: 1,
+  };
+}
+
+/** The context of a call on an acquired lease. */
+export function leaseContext(
+  lease: ProviderLease,
+  heartbeatRunId?: string,
+): ProviderCallContext & { lease: ProviderLease } {
+  return { ...callContext(heartbeatRunId), lease };
+}
+
+const ctx = callContext();
 
 export function sandboxConfig(options: SandboxOptions): Record<string, unknown> {
   const network = options.network ?? 'none';
@@ -62,10 +95,10 @@ export async function sandboxProvider(
 
 export async function openSandbox(options: SandboxOptions & { local?: string } = {}): Promise<Sandbox> {
   const provider = await sandboxProvider(options.provider);
-  const config = provider.validateConfig(sandboxConfig(options));
+  const { config } = await provider.validateConfig(sandboxConfig(options));
   const lease = await provider.acquireLease(config, { ...ctx, idempotencyKey: randomUUID(), reuseKey: null });
   const local = options.local ?? mkdtempSync(join(tmpdir(), 'envrun-sandbox-local-'));
-  await provider.realizeWorkspace(config, { ...ctx, providerLeaseId: lease.providerLeaseId, localPath: local });
+  await provider.realizeWorkspace(config, { ...ctx, lease, localPath: local });
   const hostWorkspace = join(String(lease.metadata.root), 'workspace');
   return {
     hostWorkspace,
@@ -73,24 +106,14 @@ export async function openSandbox(options: SandboxOptions & { local?: string } =
     sh: (script, o = {}) =>
       provider.execute(
         config,
-        { ...ctx, providerLeaseId: lease.providerLeaseId },
+        { ...ctx, lease },
         { command: 'bash', args: ['-c', script], env: o.env ?? {}, timeoutMs: o.timeoutMs ?? 30_000 },
       ),
     close: async () => {
-      await provider.releaseLease(config, {
-        ...ctx,
-        providerLeaseId: lease.providerLeaseId,
-        keep: false,
-        syncBackTo: null,
-      });
+      await provider.releaseLease(config, { ...ctx, lease, keep: false, cancelActiveWork: true, syncBackTo: null });
     },
     closeWithSyncBack: async () =>
-      (await provider.releaseLease(config, {
-        ...ctx,
-        providerLeaseId: lease.providerLeaseId,
-        keep: false,
-        syncBackTo: local,
-      })) ?? {},
+      provider.releaseLease(config, { ...ctx, lease, keep: false, cancelActiveWork: true, syncBackTo: local }),
   };
 }
 

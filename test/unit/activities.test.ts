@@ -163,9 +163,15 @@ describe('exactly-once create with bubblewrap', () => {
     });
     // Attempt 1 made the sandbox, then its worker died before recording it: only the provider call happened.
     const bubblewrap = providers.get('bubblewrap')!;
-    await bubblewrap.acquireLease(bubblewrap.validateConfig({ provider: 'bubblewrap' }), {
+    await bubblewrap.acquireLease((await bubblewrap.validateConfig({ provider: 'bubblewrap' })).config, {
+      companyId,
       environmentId: environment.id,
       heartbeatRunId: 'run-bw',
+      agentId: null,
+      adapterType: 'process',
+      executionWorkspaceId: null,
+      issueId: null,
+      requestedExpiresAt: null,
       attempt: 1,
       idempotencyKey: 'wf-bw',
       reuseKey: null,

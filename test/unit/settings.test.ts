@@ -201,7 +201,7 @@ const SOURCE_FOLDERS = [
   'workflows',
 ];
 /** Passed through to child processes as they are, not settings of envrun. */
-const PASSED_THROUGH = new Set(['PATH', 'HOME']);
+const PASSED_THROUGH = new Set(['PATH', 'HOME', 'LANG']);
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBubblewrapProvider } from '../../drivers/providers/bubblewrap/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
+import { callContext } from '../support/sandbox.js';
 import { expectRunError, runEnd, runRequest, tempWorkspace } from '../support/runs.js';
 
 let h: Harness;
@@ -142,16 +143,15 @@ describe('bubblewrap provider', () => {
 
   it('without bwrap, probe says so plainly and acquire fails without retrying', async () => {
     const provider = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: null });
-    const config = provider.validateConfig({ provider: 'bubblewrap' });
-    expect(await provider.probe(config)).toEqual({
+    const { config } = await provider.validateConfig({ provider: 'bubblewrap' });
+    const where = { companyId: 'co', environmentId: 'e' };
+    expect(await provider.probe(config, where)).toEqual({
       ok: false,
-      diagnostics: ['bwrap is not installed (Debian: apt-get install bubblewrap)'],
+      diagnostics: [{ severity: 'error', message: 'bwrap is not installed (Debian: apt-get install bubblewrap)' }],
     });
     await expect(
       provider.acquireLease(config, {
-        environmentId: 'e',
-        heartbeatRunId: 'r',
-        attempt: 1,
+        ...callContext('r'),
         idempotencyKey: 'k',
         reuseKey: null,
       }),
@@ -160,7 +160,10 @@ describe('bubblewrap provider', () => {
       message: 'bwrap is not installed (Debian: apt-get install bubblewrap)',
     });
     const broken = createBubblewrapProvider({ rootDir: join(h.dataDir, 'nobwrap'), bwrapPath: '/bin/false' });
-    expect((await broken.probe(config)).diagnostics[0]).toMatch(/^bwrap cannot create namespaces here: /);
+    expect((await broken.probe(config, where)).diagnostics[0]).toMatchObject({
+      severity: 'error',
+      message: expect.stringMatching(/^bwrap cannot create namespaces here: /),
+    });
     const real = await h.admin
       .createEnvironment({
         companyId: uniqueId('co'),

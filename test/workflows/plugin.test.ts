@@ -109,7 +109,10 @@ it('probe is delegated to the plugin', async () => {
   const env = await acmeEnvironment(companyId);
   expect(await h.admin.probeEnvironment(companyId, env.id)).toEqual({
     ok: true,
-    diagnostics: [`acme root ${join(h.dataDir, 'acme')}`, 'driver vm'],
+    diagnostics: [
+      { severity: 'info', message: `acme root ${join(h.dataDir, 'acme')}` },
+      { severity: 'info', message: 'driver vm' },
+    ],
   });
   expect(callsOf({ environmentId: env.id }).map((c) => c.op)).toEqual(['probe']);
 });
@@ -174,7 +177,7 @@ it('an environment whose plugin is not loaded fails unsupported_environment', as
   expect(await h.store.listRunLeases(companyId, req.heartbeatRunId)).toEqual([]);
   expect(await h.admin.probeEnvironment(companyId, env.id)).toEqual({
     ok: false,
-    diagnostics: ['plugin "nope" is not loaded in this worker (loaded: acme, liar)'],
+    diagnostics: [{ severity: 'error', message: 'plugin "nope" is not loaded in this worker (loaded: acme, liar)' }],
   });
 });
 

@@ -139,7 +139,10 @@ describe('ssh driver', () => {
     const ok = await h.admin.createEnvironment({ companyId, name: 'ssh-ok', driver: 'ssh', config: sshConfig() });
     const probe = await h.admin.probeEnvironment(companyId, ok.id);
     expect(probe.ok).toBe(true);
-    expect(probe.diagnostics[0]).toBe(`connected to ${sshd.username}@127.0.0.1:${sshd.port}`);
+    expect(probe.diagnostics[0]).toEqual({
+      severity: 'info',
+      message: `connected to ${sshd.username}@127.0.0.1:${sshd.port}`,
+    });
     const env = await h.admin.createEnvironment({
       companyId,
       name: 'ssh',

@@ -37,7 +37,7 @@ import { chownTree, removeTree } from '../../sync/safe-remove.js';
 import { createProcessTracker } from './processes.js';
 import { runSandbox } from './run.js';
 import { sandboxSeccompFilter } from './seccomp.js';
-import type { SandboxProvider } from '../contract.js';
+import type { ProbeDiagnostic, SandboxProvider } from '../contract.js';
 import { readSetting } from '../../../config/settings.js';
 
 const BubblewrapConfig = z
@@ -213,40 +213,42 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
   }
 
   return {
+    contractVersion: 2,
     key: 'bubblewrap',
     hostBound: true,
-    validateConfig(config) {
+    async validateConfig(config) {
       const r = BubblewrapConfig.safeParse(config);
       if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeZodError(r.error, 'config')}`);
-      return r.data;
+      return { config: r.data, warnings: [] };
     },
     async probe(config) {
       const reason = unavailable();
-      if (reason) return { ok: false, diagnostics: [reason] };
+      if (reason) return { ok: false, diagnostics: [{ severity: 'error', message: reason }] };
       const features = bwrapFeatures(bwrap!);
       const as = runAs();
-      const diagnostics = [
-        `${bwrap} can create user, pid, mount, ipc, uts and net namespaces`,
-        `sandboxes under ${root}, run as ${as ? `host uid ${as.uid}` : `the worker's uid ${process.getuid?.() ?? '?'}`}, uid ${SANDBOX_ID} inside, no capabilities`,
+      const diagnostics: ProbeDiagnostic[] = [
+        { severity: 'info', message: `${bwrap} can create user, pid, mount, ipc, uts and net namespaces` },
+        {
+          severity: 'info',
+          message: `sandboxes under ${root}, run as ${as ? `host uid ${as.uid}` : `the worker's uid ${process.getuid?.() ?? '?'}`}, uid ${SANDBOX_ID} inside, no capabilities`,
+        },
       ];
+      const warn = (message: string) => diagnostics.push({ severity: 'warning', message });
       if (!features.disableUserns)
-        diagnostics.push(
+        warn(
           'this bwrap has no --disable-userns (bubblewrap < 0.8): nested user namespaces are refused only by the seccomp filter',
         );
       if (!features.tmpfsSize)
-        diagnostics.push('this bwrap has no --size (bubblewrap < 0.9): /tmp and /dev/shm are not size-limited');
-      if (!sandboxSeccompFilter())
-        diagnostics.push(`no seccomp filter for ${process.arch}: the sandbox runs without one`);
+        warn('this bwrap has no --size (bubblewrap < 0.9): /tmp and /dev/shm are not size-limited');
+      if (!sandboxSeccompFilter()) warn(`no seccomp filter for ${process.arch}: the sandbox runs without one`);
+      const refused = (message: string) => ({
+        ok: false,
+        diagnostics: [...diagnostics, { severity: 'error' as const, message }],
+      });
       if (config.network === 'outbound' && !slirp4netns)
-        return {
-          ok: false,
-          diagnostics: [...diagnostics, 'network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)'],
-        };
+        return refused('network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)');
       if (config.network === 'host' && !hostNetworkAllowed())
-        return {
-          ok: false,
-          diagnostics: [...diagnostics, 'network "host" is not allowed on this worker (ENVRUN_ALLOW_HOST_NETWORK=1)'],
-        };
+        return refused('network "host" is not allowed on this worker (ENVRUN_ALLOW_HOST_NETWORK=1)');
       return { ok: true, diagnostics };
     },
     async acquireLease(config, ctx) {
@@ -262,18 +264,19 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
       return { providerLeaseId, metadata: { root: leaseDir(providerLeaseId), adopted: existed }, expiresAt: null };
     },
     async resumeLease(_config, ctx) {
-      return (await stat(leaseDir(ctx.providerLeaseId)).then(
+      const { providerLeaseId } = ctx.lease;
+      return (await stat(leaseDir(providerLeaseId)).then(
         () => true,
         () => false,
       ))
-        ? { providerLeaseId: ctx.providerLeaseId, metadata: { resumed: true }, expiresAt: null }
+        ? { providerLeaseId, metadata: { ...ctx.lease.metadata, resumed: true }, expiresAt: ctx.lease.expiresAt }
         : null;
     },
     async realizeWorkspace(_config, ctx) {
       // The upload: the sandbox's filesystem is on this host, so the workspace is copied straight into
       // the folder bind-mounted at /workspace (no archive, no tar processes). Links stay links and are
       // never written through, even where a reused sandbox left some in the folder.
-      const target = workspaceOf(ctx.providerLeaseId);
+      const target = workspaceOf(ctx.lease.providerLeaseId);
       const copied = await safeCopyIn(ctx.localPath, target, { signal: ctx.signal });
       const as = runAs();
       if (as) await chownTree(target, as.uid, as.gid);
@@ -291,7 +294,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         throw new NonRetryableError(
           'bubblewrap: network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)',
         );
-      const workspace = workspaceOf(ctx.providerLeaseId);
+      const workspace = workspaceOf(ctx.lease.providerLeaseId);
       const cwd = request.cwd ?? SANDBOX_CWD;
       if (relative(SANDBOX_CWD, cwd).startsWith('..'))
         throw new NonRetryableError(`bubblewrap: cwd ${cwd} is outside ${SANDBOX_CWD}`);
@@ -315,7 +318,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         fds,
       });
       // The sandbox is recorded as the lease's before its command starts, and forgotten once it has ended.
-      const name = leaseName(ctx.providerLeaseId);
+      const name = leaseName(ctx.lease.providerLeaseId);
       const recorded: { ended?: () => Promise<void> } = {};
       try {
         return await runSandbox({
@@ -339,13 +342,14 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
       }
     },
     async resolveTarget(_config, ctx) {
-      if (!existsSync(workspaceOf(ctx.providerLeaseId)))
-        throw new Error(`bubblewrap: sandbox ${ctx.providerLeaseId} is gone`);
+      if (!existsSync(workspaceOf(ctx.lease.providerLeaseId)))
+        throw new Error(`bubblewrap: sandbox ${ctx.lease.providerLeaseId} is gone`);
       return { remoteCwd: SANDBOX_CWD };
     },
     async releaseLease(config, ctx) {
-      const name = leaseName(ctx.providerLeaseId);
-      const workspace = workspaceOf(ctx.providerLeaseId);
+      const { providerLeaseId } = ctx.lease;
+      const name = leaseName(providerLeaseId);
+      const workspace = workspaceOf(providerLeaseId);
       // The lease's processes end first: nothing of the sandbox runs while its folder is read or deleted.
       // A folder that is kept (reuse, retained) may be in use by other runs' sandboxes: only this run's end.
       await processes.killAll(name, ctx.keep ? { run: ctx.heartbeatRunId } : {});
@@ -370,18 +374,24 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         }
       }
       if (!ctx.keep) {
-        await removeTree(leaseDir(ctx.providerLeaseId)); // never follows a link (drivers/sync/safe-remove.ts)
+        await removeTree(leaseDir(providerLeaseId)); // never follows a link (drivers/sync/safe-remove.ts)
         await processes.forget(name);
       } else {
         await processes.reopen(name, ctx.heartbeatRunId);
       }
-      return syncBack ? { syncBack } : undefined;
+      // killAll returned: none of this run's sandboxes is left (it throws when one would not die).
+      return {
+        ...(syncBack ? { syncBack } : {}),
+        receipt: { providerLeaseId, state: ctx.keep ? 'stopped' : 'destroyed' },
+      };
     },
     async destroyLease(_config, ctx) {
-      const name = leaseName(ctx.providerLeaseId);
+      const { providerLeaseId } = ctx.lease;
+      const name = leaseName(providerLeaseId);
       await processes.killAll(name);
-      await removeTree(leaseDir(ctx.providerLeaseId));
+      await removeTree(leaseDir(providerLeaseId));
       await processes.forget(name);
+      return { receipt: { providerLeaseId, state: 'destroyed' } };
     },
   };
 }
