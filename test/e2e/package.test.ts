@@ -20,8 +20,8 @@ const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   exports: Record<string, string | { types: string; default: string }>;
   allowScripts?: Record<string, boolean>;
 };
-/** client/orchestrator.ts is new: its entry is checked once the file is there. */
-const HAS_ORCHESTRATOR = existsSync(join(ROOT, 'client', 'orchestrator.ts'));
+/** client/orchestrator/ is new: its entry is checked once the folder is there. */
+const HAS_ORCHESTRATOR = existsSync(join(ROOT, 'client', 'orchestrator', 'index.ts'));
 
 interface Result {
   code: number;

@@ -1,14 +1,16 @@
 // The control plane's orchestrator interface (acquireForRun → realizeForRun → releaseForRun) over the
 // durable run, on the real server: the seed's five realizeForRun scenarios, then not-found, inactive and
-// release. Each call crosses Temporal; nothing is mocked.
+// release, called envrun's way (environmentId, executionWorkspaceId; Paperclip's call shapes are in
+// orchestrator-paperclip.test.ts). Each call crosses Temporal; nothing is mocked.
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createEnvironmentRunOrchestrator,
   EnvironmentRunError,
+  toControlPlaneLease,
   type EnvironmentRunOrchestrator,
-} from '../../client/orchestrator.js';
+} from '../../client/orchestrator/index.js';
 import { ACTIVITY_ACTIONS, type Environment } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { scheduledActivities, tempWorkspace } from '../support/runs.js';
@@ -19,7 +21,7 @@ beforeAll(async () => {
   h = await createHarness({
     pluginModules: [fileURLToPath(new URL('../fixtures/plugins/acme.mjs', import.meta.url))],
   });
-  orchestrator = await createEnvironmentRunOrchestrator({ client: h.client });
+  orchestrator = await createEnvironmentRunOrchestrator({ client: h.client, environments: h.store });
 });
 afterAll(async () => {
   await orchestrator?.close();
@@ -93,6 +95,7 @@ describe('realizeForRun', () => {
       environmentId: acquired.environment.id,
       leaseId: acquired.lease.id,
       cwd,
+      workspaceRealization: { mode: 'copy', authoritativeRoot: cwd, pathAliases: [], outboundRestorePaths: [] },
     });
     expect(result.remoteExecution).toBeNull();
     expect(result.workspaceRealization).toEqual(expect.objectContaining({ version: 1, driver: 'local' }));
@@ -179,7 +182,7 @@ describe('realizeForRun', () => {
     const result = await acquireAndRealize(companyId, 'run-m', { executionWorkspaceId: workspace.id }, workspace);
     const storedLease = await h.store.getLease(companyId, result.lease.id);
     expect(storedLease?.metadata).toEqual(expect.objectContaining({ workspaceRealization: expect.any(Object) }));
-    expect(result.lease).toEqual(storedLease);
+    expect(result.lease).toEqual(toControlPlaneLease(storedLease!));
     const storedWorkspace = await h.store.getExecutionWorkspace(companyId, workspace.id);
     expect(storedWorkspace?.metadata).toEqual(
       expect.objectContaining({
@@ -187,7 +190,8 @@ describe('realizeForRun', () => {
         workspaceRealization: expect.any(Object),
       }),
     );
-    expect(result.persistedExecutionWorkspace).toEqual(storedWorkspace);
+    // The given workspace, its metadata as stored.
+    expect(result.persistedExecutionWorkspace).toEqual({ ...workspace, metadata: storedWorkspace?.metadata });
     // The provision command came from the persisted execution workspace's config.
     expect(
       (storedWorkspace?.metadata?.workspaceRealizationRequest as { runtimeOverlay: unknown }).runtimeOverlay,
@@ -252,8 +256,13 @@ describe('releaseForRun', () => {
       status: 'succeeded',
     });
     expect(errors).toEqual([]);
-    expect(released).toEqual([await h.store.getLease(companyId, result.lease.id)]);
-    expect(released[0]).toMatchObject({ status: 'released', cleanupStatus: 'success' });
+    const stored = (await h.store.getLease(companyId, result.lease.id))!;
+    expect(released.map((r) => r.lease)).toEqual([toControlPlaneLease(stored)]);
+    expect(released[0]).toMatchObject({
+      environment: { id: env.id, driver: 'sandbox' },
+      lease: { status: 'released', cleanupStatus: 'success' },
+      leaseContext: { leaseId: result.lease.id, environmentId: env.id, heartbeatRunId: 'run-r' },
+    });
     expect(existsSync(sandbox)).toBe(false);
     const log = await h.store.listActivity(companyId, { action: ACTIVITY_ACTIONS.leaseReleased });
     expect(log).toHaveLength(1);
@@ -268,7 +277,9 @@ describe('releaseForRun', () => {
       status: 'cancelled',
     });
     expect(errors).toEqual([]);
-    expect(released).toMatchObject([{ status: 'failed', failureReason: 'run cancelled', cleanupStatus: 'success' }]);
+    expect(released).toMatchObject([
+      { lease: { status: 'failed', failureReason: 'run cancelled', cleanupStatus: 'success' } },
+    ]);
   });
 
   it('reports a lease whose provider cleanup failed, per lease', async () => {
@@ -285,8 +296,13 @@ describe('releaseForRun', () => {
       heartbeatRunId: 'run-c',
       status: 'succeeded',
     });
-    expect(released).toMatchObject([{ id: result.lease.id, cleanupStatus: 'failed' }]);
-    expect(errors).toEqual([{ leaseId: result.lease.id, code: 'lease_cleanup_failed', message: 'API down' }]);
+    expect(released).toMatchObject([{ lease: { id: result.lease.id, cleanupStatus: 'failed' } }]);
+    expect(errors).toEqual([{ leaseId: result.lease.id, error: expect.any(EnvironmentRunError) }]);
+    expect(errors[0]!.error).toMatchObject({
+      code: 'lease_cleanup_failed',
+      message: 'API down',
+      environmentId: env.id,
+    });
   });
 
   it('a run that never started releases nothing', async () => {
