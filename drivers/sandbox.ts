@@ -300,7 +300,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         },
       );
     },
-    async release(ctx, { environment, lease, keep, cancelActiveWork = false }) {
+    async release(ctx, { environment, lease, keep, cancelActiveWork = false, stopKept = false }) {
       if (!lease.providerLeaseId) return; // the provider never made anything
       const { provider, config } = await providerFor(environment);
       const realization = lease.metadata?.workspaceRealization as WorkspaceRealizationRecord | undefined;
@@ -315,6 +315,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         cancelActiveWork,
         syncBackTo: realization?.local.path ?? null,
         realizedCwd: realization?.remote.path ?? null,
+        stopKept: keep && stopKept,
       });
       if (report.receipt?.state === 'destroyed') held.delete(heldKey(provider, lease.providerLeaseId));
       const metadata = {

@@ -89,7 +89,12 @@ export interface EnvironmentDriver {
    */
   release(
     ctx: StepContext,
-    input: LeaseRef & { keep: boolean; cancelActiveWork?: boolean },
+    input: LeaseRef & {
+      keep: boolean;
+      cancelActiveWork?: boolean;
+      /** A kept resource is stopped (its work ended, as `stop_and_retain` asks), not left running. */
+      stopKept?: boolean;
+    },
   ): Promise<ReleaseReport | void>;
   /**
    * Destroys a resource a release kept (reuse, retention, a disposition that kept it) once nothing will use

@@ -99,7 +99,9 @@ export async function releaseLease(
     const holder = keep || !shared ? null : await liveHolder(deps, lease);
     if (holder) keep = true;
     const cancelActiveWork = o.cancelActiveWork === true;
-    report = (await driver.release(o.step, { environment, lease, keep, cancelActiveWork }))?.metadata;
+    // `stop_and_retain`: the kept resource's work is ended; a resource another run holds is left running.
+    const stopKept = keep && !holder && (o.disposition ?? dispositionOf(lease)) === 'stop_and_retain';
+    report = (await driver.release(o.step, { environment, lease, keep, cancelActiveWork, stopKept }))?.metadata;
     // What outlives the lease is destroyed later (archive, retention's end, the reaper): it says so here.
     if (driver.destroy && lease.providerLeaseId) {
       report = { ...report, kept: keep, ...(holder ? { keptInUseBy: holder.id } : {}) };

@@ -116,6 +116,8 @@ export interface SandboxProvider<Config = Record<string, unknown>> {
       /** Local workspace to sync changes back into, if realized. */ syncBackTo: string | null;
       /** Where realize put the workspace (its `cwd`, as stored on the lease), if realized. */
       realizedCwd?: string | null;
+      /** With `keep`: stop the resource (end its work) and keep it for a later run, rather than leave it running. */
+      stopKept?: boolean;
     },
   ): Promise<ProviderReleaseReport>;
   /** Destroys a resource that was kept (reuse, retention) once nothing will use it again. */

@@ -157,5 +157,12 @@ export function createSshDriver(): EnvironmentDriver {
         return synced ? { metadata: { syncBack: syncBackReport(synced) } } : undefined;
       });
     },
+    async destroy(_ctx, { environment, lease }) {
+      // A run folder a release kept (reuse, retention): removed once nothing will use it.
+      const path = leasePath(lease);
+      await withConnection(parse(environment), (c) =>
+        mustSucceed(c, 'removal of the kept run folder', `rm -rf -- ${shellQuote(path)}`),
+      );
+    },
   };
 }

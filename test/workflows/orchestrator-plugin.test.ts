@@ -121,3 +121,71 @@ it("acquire, realize, run a command and release through Paperclip's calls on a p
   expect(later.length).toBeGreaterThan(2);
   for (const c of later) expect(c.providerLeaseId, c.method).toBe(acquired.lease.providerLeaseId);
 });
+
+it('stop_and_retain stops a reused plugin sandbox and keeps it; keep_running leaves it running; archive destroys it', async () => {
+  const companyId = uniqueId('co');
+  const rootDir = join(inject('tmpRoot'), uniqueId('plugin-sandboxes'));
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'reused-folder',
+    driver: 'sandbox',
+    config: { provider: 'folder-sandbox', rootDir, reuseLease: true, stopOnRelease: true },
+  });
+  const calls = () =>
+    readFileSync(join(rootDir, '.calls.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Call);
+  const run = async (disposition: 'stop_and_retain' | 'keep_running') => {
+    const heartbeatRunId = randomUUID();
+    const agentId = randomUUID();
+    const acquired = await orchestrator.acquireForRun({
+      companyId,
+      selectedEnvironmentId: env.id,
+      localEnvironmentId: randomUUID(),
+      adapterType: 'claude_local',
+      issueId: null,
+      heartbeatRunId,
+      agentId,
+      persistedExecutionWorkspace: null,
+      executionWorkspaceSettings: null,
+    });
+    const before = calls().length;
+    const { released, errors } = await orchestrator.releaseForRun({
+      heartbeatRunId,
+      companyId,
+      agentId,
+      providerResourceDisposition: disposition,
+    });
+    expect(errors).toEqual([]);
+    return {
+      lease: released[0]!.lease,
+      during: calls()
+        .slice(before)
+        .map((c) => c.method),
+    };
+  };
+
+  const first = await run('stop_and_retain');
+  expect(first.during).toContain('environmentReleaseLease'); // the plugin was told to stop it
+  expect(first.during).not.toContain('environmentDestroyLease');
+  expect(first.lease.metadata).toMatchObject({
+    kept: true,
+    termination: { providerLeaseId: first.lease.providerLeaseId, state: 'stopped' },
+  });
+  const folder = join(rootDir, (first.lease.providerLeaseId ?? '').replace(/^folder:\/\//, ''));
+  expect(existsSync(folder)).toBe(true); // stopped, kept
+  const second = await run('keep_running');
+  expect(second.lease.providerLeaseId).toBe(first.lease.providerLeaseId); // the same sandbox, reused
+  expect(second.during).not.toContain('environmentReleaseLease');
+  expect(second.lease.metadata).toMatchObject({ kept: true });
+  expect(second.lease.metadata?.termination).toBeUndefined();
+
+  const archived = await h.admin.archiveEnvironment(companyId, env.id);
+  expect(archived.keptResources).toMatchObject({ destroyed: 1, failed: 0 });
+  expect(calls().at(-1)).toMatchObject({
+    method: 'environmentDestroyLease',
+    providerLeaseId: first.lease.providerLeaseId,
+  });
+  expect(existsSync(folder)).toBe(false);
+});

@@ -102,6 +102,26 @@ describe('ssh driver', () => {
     for (const text of [leases, log, history]) expect(text).not.toContain(keyBody);
   });
 
+  it('a reused run folder is kept at release and removed when its environment is archived', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'ssh-reused',
+      driver: 'ssh',
+      config: sshConfig({ leasePolicy: 'reuse_by_environment' }),
+    });
+    const req = runRequest({ companyId, cwd: tempWorkspace(), environmentId: env.id });
+    const result = await h.client.startRunAndWaitReady(req);
+    const remoteCwd = (result.executionTarget as { remoteCwd: string }).remoteCwd;
+    await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+    expect(existsSync(remoteCwd)).toBe(true); // kept for the next run
+    const [lease] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
+    expect(lease!.metadata).toMatchObject({ kept: true });
+    const archived = await h.admin.archiveEnvironment(companyId, env.id);
+    expect(archived.keptResources).toMatchObject({ destroyed: 1, failed: 0 });
+    expect(existsSync(remoteCwd)).toBe(false);
+  });
+
   it('refuses an unknown host key with strict checking (a clear, non-retried error)', async () => {
     const companyId = uniqueId('co');
     const env = await h.admin.createEnvironment({

@@ -8,7 +8,8 @@
 //    adopts it through `environmentResumeLease` instead of making a second sandbox; a reuse key shares one
 //    lease the same way (resumed, else a new one);
 //  - a kept lease (reuse, retained) is not handed to `environmentReleaseLease`: the plugin's release ends a
-//    sandbox, and a kept one must outlive the run; `destroyLease` ends it later;
+//    sandbox, and a kept one must outlive the run; `destroyLease` ends it later. Only `stop_and_retain` hands
+//    it over (the plugin stops it; it stays for a later run);
 //  - a release whose receipt says `stopped` is followed by `environmentDestroyLease`: an ended lease leaves
 //    nothing behind;
 //  - files move as files.ts says, and the realized folder is never the control plane's own workspace.
@@ -338,7 +339,13 @@ export function createPaperclipProvider(options: PaperclipProviderOptions): Sand
           ctx.syncBackTo,
         );
       }
-      if (ctx.keep) return syncBack ? { syncBack } : {};
+      if (ctx.keep) {
+        if (!ctx.stopKept) return syncBack ? { syncBack } : {};
+        // stop_and_retain: the plugin's release stops the sandbox, which stays for a later run.
+        const stopped = await end('environmentReleaseLease', config, ctx);
+        if (stopped?.state === 'destroyed') await forget(ctx.lease.providerLeaseId);
+        return { ...(syncBack ? { syncBack } : {}), ...(stopped ? { receipt: stopped } : {}) };
+      }
       let receipt = await end('environmentReleaseLease', config, ctx);
       // Stopped is not ended: a lease that is not kept leaves nothing behind.
       if (receipt?.state === 'stopped' && calls.supports('environmentDestroyLease'))
