@@ -43,6 +43,29 @@ export interface ProviderExecRequest {
   timeoutMs: number;
   /** A command run before the agent's work (the provision command): outside any persistent session. */
   bypassSession?: boolean | undefined;
+  /**
+   * Streaming, when the caller journals the command's output: each chunk as the command writes it, raw bytes
+   * in order per stream. A provider that calls it need not keep the output: the result's `stdout`/`stderr`
+   * are then ignored. One that never calls it returns the output in its result, as before. Backpressure:
+   * when it returns a promise, the provider reads no more of that command's output until it settles.
+   */
+  onOutput?: ((stream: 'stdout' | 'stderr', chunk: Buffer) => void | Promise<void>) | undefined;
+  /**
+   * Stdin as a byte stream the caller keeps open (written while the command runs); the command's stdin ends
+   * when it ends. Given instead of `stdin`. A provider that cannot stream stdin refuses the request.
+   */
+  stdinStream?: AsyncIterable<Buffer> | undefined;
+  /**
+   * Called once the command runs, with a way to signal its whole process group (`run kill --signal`).
+   * A provider that never calls it is ended through `signal` (the call's AbortSignal) instead.
+   */
+  onStarted?: ((control: CommandControl) => void) | undefined;
+}
+
+/** What a running command lets its caller do to it. */
+export interface CommandControl {
+  /** Sends `signal` to the command's whole process group (or the sandbox's equivalent). */
+  kill(signal: NodeJS.Signals): void;
 }
 
 /** Returned only once the provider confirms the resource's execution has ended. */

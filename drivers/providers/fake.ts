@@ -207,9 +207,12 @@ export function createFakeProvider(options: { rootDir: string }): SandboxProvide
         cwd,
         env: request.env,
         stdin: request.stdin,
+        stdinStream: request.stdinStream,
         timeoutMs: request.timeoutMs,
         signal,
         onLine: ctx.onProgress,
+        onOutput: request.onOutput,
+        onStarted: request.onStarted,
       });
       const entry = { run: ctx.heartbeatRunId, stop, done };
       const set = running.get(providerLeaseId) ?? new Set();

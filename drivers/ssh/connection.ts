@@ -4,10 +4,11 @@
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 // Type only: ssh2 (and its crypto dependencies) loads when an ssh environment first connects (connect()).
-import type { Client } from 'ssh2';
+import type { Client, ClientChannel } from 'ssh2';
 import type { ExecResult, SshDriverConfig } from '../../contracts/index.js';
 import { NonRetryableError } from '../../contracts/errors.js';
-import { DEFAULT_PATH, LineSplitter, TailBuffer } from '../process.js';
+import type { CommandControl } from '../providers/contract.js';
+import { DEFAULT_PATH, LineSplitter, TailBuffer, pipeStdin, streamOutput, type OutputHandler } from '../process.js';
 
 /** POSIX single-quote quoting: the remote shell sees each argument as one literal word. */
 export function shellQuote(value: string): string {
@@ -84,19 +85,95 @@ interface RemoteExec {
   signal?: AbortSignal | undefined;
   /** Each complete output line, for heartbeat progress. */
   onLine?: ((line: string) => void) | undefined;
+  /** Each output chunk as it comes: none is kept (stdout/stderr are ''). */
+  onOutput?: OutputHandler | undefined;
+  /** Stdin as a stream (after `stdinPrefix`), instead of `stdin`. */
+  stdinStream?: AsyncIterable<Buffer> | undefined;
+  /** Called once the command runs, with what signals it (see remoteControl). */
+  onStarted?: ((control: CommandControl) => void) | undefined;
+}
+
+/** The signals an SSH "signal" request can name (RFC 4254 6.10). */
+const SSH_SIGNALS = new Set('ABRT ALRM FPE HUP ILL INT KILL PIPE QUIT SEGV TERM USR1 USR2'.split(' '));
+/** How long a SIGKILL may go unanswered before the channel is closed, and then before the connection is dropped. */
+const KILL_GRACE_MS = 2_000;
+
+/**
+ * Sends an SSH "signal" request. ssh2's ClientChannel.signal() (1.17) sends nothing once the channel's stdin has
+ * ended (its writable side), though SSH allows the request until the channel closes: with stdin ended at EOF
+ * (a string stdin, a stream that ended), the request goes out through ssh2's protocol object instead.
+ */
+function sendSignal(channel: ClientChannel, name: string): void {
+  const c = channel as unknown as {
+    outgoing?: { id: number; state: string };
+    _client?: { _protocol?: { signal(id: number, name: string): void } };
+  };
+  const protocol = c._client?._protocol;
+  const state = c.outgoing?.state;
+  if (protocol && (state === 'open' || state === 'eof')) protocol.signal(c.outgoing!.id, name);
+  else channel.signal(name);
+}
+
+/**
+ * Signals over the channel: OpenSSH's sshd (7.9 and later) sends the signal to the session's process group,
+ * which is the remote command's. It refuses them for a root login (no privilege separation after login) and
+ * a forced command, and other servers may ignore them: a SIGKILL that has not ended the command within
+ * KILL_GRACE_MS closes the channel, then drops the connection. That ends the call, but, without a terminal,
+ * not the remote processes themselves. A signal SSH cannot name is refused.
+ */
+function remoteControl(channel: ClientChannel, isClosed: () => boolean, giveUp: () => void): CommandControl {
+  let killTimer: NodeJS.Timeout | undefined;
+  return {
+    kill(signal) {
+      if (isClosed()) return;
+      const name = signal.replace(/^SIG/, '');
+      if (!SSH_SIGNALS.has(name))
+        throw new Error(
+          `ssh cannot send ${signal} to a remote command (it sends SIG${[...SSH_SIGNALS].join(', SIG')})`,
+        );
+      sendSignal(channel, name);
+      if (name === 'KILL') {
+        killTimer ??= setTimeout(() => {
+          if (!isClosed()) giveUp();
+        }, KILL_GRACE_MS);
+        killTimer.unref();
+      }
+    },
+  };
 }
 
 export function remoteExec(client: Client, options: RemoteExec): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
+    if (options.stdinStream && options.stdin !== undefined) {
+      reject(new Error('stdin and stdinStream were both given: a command takes one'));
+      return;
+    }
     client.exec(options.command, (err, channel) => {
       if (err) return reject(err);
-      const stdout = new TailBuffer();
-      const stderr = new TailBuffer();
+      const { onOutput } = options;
+      // Journaled output is handed on as it comes; otherwise only a bounded tail is kept.
+      const stdout = onOutput ? null : new TailBuffer();
+      const stderr = onOutput ? null : new TailBuffer();
       const lines = options.onLine ? new LineSplitter(options.onLine) : null;
       let timedOut = false;
-      const stop = () => {
-        channel.signal('KILL');
+      let closed = false;
+      let closedAfterKill = false;
+      // sshd keeps the channel open while its command runs: when the command outlives the close (the server
+      // refused the signal), the connection is dropped, which ends the call but not the remote command.
+      const giveUp = () => {
         channel.close();
+        setTimeout(() => closed || client.end(), KILL_GRACE_MS).unref();
+      };
+      const stop = () => {
+        sendSignal(channel, 'KILL');
+        giveUp();
+      };
+      // A failing caller callback (output, stdin) ends the command, and is what the call rejects with.
+      let failure: Error | null = null;
+      const fail = (err: unknown) => {
+        if (failure) return;
+        failure = err instanceof Error ? err : new Error(String(err));
+        stop();
       };
       const timer = setTimeout(() => {
         timedOut = true;
@@ -104,27 +181,57 @@ export function remoteExec(client: Client, options: RemoteExec): Promise<ExecRes
       }, options.timeoutMs);
       options.signal?.addEventListener('abort', stop, { once: true });
       channel.on('data', (d: Buffer) => {
-        stdout.push(d);
+        stdout?.push(d);
         lines?.push(d);
       });
-      channel.stderr.on('data', (d: Buffer) => stderr.push(d));
+      channel.stderr.on('data', (d: Buffer) => stderr?.push(d));
+      const streamed = onOutput
+        ? streamOutput(
+            [
+              { stream: 'stdout', readable: channel },
+              { stream: 'stderr', readable: channel.stderr },
+            ],
+            onOutput,
+            fail,
+          )
+        : null;
       channel.on('error', () => undefined); // a write after the remote closed: the exit status says what happened
+      let feeding: { stop(): void } | null = null;
       channel.on('close', (code: number | null, signal?: string) => {
+        closed = true;
         clearTimeout(timer);
+        feeding?.stop();
         options.signal?.removeEventListener('abort', stop);
         if (options.stdin instanceof Readable) {
           options.stdin.unpipe(channel);
           options.stdin.destroy();
         }
-        resolve({
-          exitCode: timedOut ? null : (code ?? null),
-          signal: signal ?? (timedOut ? 'SIGKILL' : null),
-          timedOut,
-          stdout: stdout.toString(),
-          stderr: stderr.toString(),
+        void (streamed?.drained() ?? Promise.resolve()).then(() => {
+          if (failure) return reject(failure);
+          resolve({
+            exitCode: timedOut ? null : (code ?? null),
+            signal: signal ?? (timedOut || closedAfterKill ? 'SIGKILL' : null),
+            timedOut,
+            stdout: stdout?.toString() ?? '',
+            stderr: stderr?.toString() ?? '',
+          });
         });
       });
-      if (options.stdin instanceof Readable) {
+      if (options.onStarted) {
+        try {
+          const afterKill = () => {
+            closedAfterKill = true;
+            giveUp();
+          };
+          options.onStarted(remoteControl(channel, () => closed, afterKill));
+        } catch (e) {
+          fail(e);
+        }
+      }
+      if (options.stdinStream) {
+        if (options.stdinPrefix) channel.write(options.stdinPrefix);
+        feeding = pipeStdin(channel, options.stdinStream, fail);
+      } else if (options.stdin instanceof Readable) {
         if (options.stdinPrefix) channel.write(options.stdinPrefix);
         options.stdin.on('error', () => channel.close());
         options.stdin.pipe(channel);

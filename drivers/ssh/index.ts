@@ -139,8 +139,11 @@ export function createSshDriver(): EnvironmentDriver {
         remoteExec(c, {
           ...remoteCommand(cwd, request.env, request.command, request.args),
           stdin: request.stdin,
+          stdinStream: request.stdinStream,
           timeoutMs: request.timeoutMs,
           signal: ctx.signal,
+          onOutput: request.onOutput,
+          onStarted: request.onStarted,
         }),
       );
     },

@@ -333,9 +333,12 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
             recorded.ended = await processes.record(name, ctx.heartbeatRunId, initPid);
           },
           stdin: request.stdin,
+          stdinStream: request.stdinStream,
           timeoutMs: request.timeoutMs,
           signal: ctx.signal,
           onLine: ctx.onProgress,
+          onOutput: request.onOutput,
+          onStarted: request.onStarted,
         });
       } finally {
         await recorded.ended?.();

@@ -3,13 +3,29 @@
 // command starts only once the caller has recorded the sandbox's init (onStart) and, for the `outbound`
 // network, a slirp4netns is attached to its network namespace. Timeouts and aborts end the whole process
 // group, as drivers/process.ts does.
+//
+// A caller's signal (onStarted's kill) goes to the sandbox's own process group: bwrap's init (the pid
+// namespace's, which --new-session makes a session and group leader) and the command, unless the command
+// left it. The init has no handler for any signal, so the kernel keeps every one but SIGKILL and SIGSTOP from
+// it: the command gets the signal and the sandbox ends when the command does. SIGKILL ends the whole sandbox
+// (bwrap's process group: --die-with-parent takes the init, and the kernel the rest of the namespace). Before
+// the sandbox's group exists (or when bwrap names no init) every signal ends the whole sandbox that way: bwrap
+// has no handler for them either.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { EnvRunError } from '../../../contracts/errors.js';
 import type { ExecResult } from '../../../contracts/index.js';
-import { DEFAULT_PATH, captureOutput, groupTerminator } from '../../process.js';
+import {
+  DEFAULT_PATH,
+  captureOutput,
+  groupControl,
+  groupTerminator,
+  pipeStdin,
+  type OutputHandler,
+} from '../../process.js';
+import type { CommandControl } from '../contract.js';
 import { optionsOnFd, type SandboxFds } from './args.js';
 
 const NETWORK_SETUP_TIMEOUT_MS = 15_000;
@@ -52,6 +68,12 @@ export interface SandboxRunOptions {
   killGraceMs?: number;
   signal?: AbortSignal | undefined;
   onLine?: ((line: string, stream: 'stdout' | 'stderr') => void) | undefined;
+  /** Each output chunk as the command writes it: none is kept (stdout/stderr are ''). */
+  onOutput?: OutputHandler | undefined;
+  /** Stdin as a stream, instead of `stdin`. */
+  stdinStream?: AsyncIterable<Buffer> | undefined;
+  /** Called once the command runs, with what signals it (see the top of this file). */
+  onStarted?: ((control: CommandControl) => void) | undefined;
 }
 
 /**
@@ -70,6 +92,17 @@ async function loopbackReady(pid: number, until: number): Promise<boolean> {
   return false;
 }
 
+/** Whether host pid `pid` leads its own process group (bwrap's init, once it has called setsid). */
+function leadsGroup(pid: number): boolean | null {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may hold anything: count from the last ')'.
+    return Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[2]) === pid;
+  } catch {
+    return null; // gone
+  }
+}
+
 export class SandboxNetworkError extends EnvRunError {
   override name = 'SandboxNetworkError';
   readonly code = 'sandbox_network_failed';
@@ -77,6 +110,10 @@ export class SandboxNetworkError extends EnvRunError {
 
 export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
+    if (options.stdinStream && options.stdin !== undefined) {
+      reject(new Error('stdin and stdinStream were both given: a command takes one'));
+      return;
+    }
     let bwrapArgs: string[];
     try {
       bwrapArgs = optionsOnFd(options.args, options.fds); // no option (no env value) on a command line
@@ -103,18 +140,66 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
       reject(err as Error);
       return;
     }
-    // Output is hostile: only its last MiB per stream is kept, progress lines are bounded (drivers/process.ts).
-    const output = captureOutput(child, options.onLine);
     const { terminate, clear } = groupTerminator(child, options.killGraceMs);
     let timedOut = false;
     let settled = false;
     let slirp: ChildProcess | null = null;
     let setupTimer: NodeJS.Timeout | undefined;
     let setupError: Error | null = null;
+    /** Ends the sandbox; the call rejects with `err` (a setup step or a caller's callback that failed). */
     const failSetup = (err: Error) => {
       if (setupError) return;
       setupError = err;
       terminate();
+    };
+    const asError = (err: unknown) => (err instanceof Error ? err : new Error(String(err)));
+    // Output is hostile: only its last MiB per stream is kept, progress lines are bounded (drivers/process.ts);
+    // a caller that journals it gets every chunk instead, and nothing is kept.
+    const output = captureOutput(
+      child,
+      options.onLine,
+      options.onOutput ? { onOutput: options.onOutput, onError: failSetup } : undefined,
+    );
+    // The caller's control: bwrap's process group until the sandbox's own group exists, then that group.
+    const whole = groupControl(child, () => settled);
+    let sandboxGroup: number | null = null;
+    const control: CommandControl = {
+      kill(signal) {
+        if (settled) return;
+        if (sandboxGroup === null || signal === 'SIGKILL') return whole.kill(signal);
+        try {
+          process.kill(-sandboxGroup, signal);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+        }
+      },
+    };
+    let announced = false;
+    const announce = () => {
+      if (!options.onStarted || announced || settled) return;
+      announced = true;
+      try {
+        options.onStarted(control);
+      } catch (err) {
+        failSetup(asError(err));
+      }
+    };
+    /** The command starts once the block descriptor is written: its caller may signal it from then on. */
+    let initPid: number | null = null;
+    let gateOpen = false;
+    const announceWhenGrouped = () => {
+      if (!options.onStarted || !gateOpen || initPid === null) return;
+      const pid = initPid;
+      const until = Date.now() + 5_000;
+      // bwrap's init calls setsid once it has read the block descriptor: announced when that is done.
+      const check = () => {
+        if (settled) return;
+        const leads = leadsGroup(pid);
+        if (leads) sandboxGroup = pid;
+        if (leads !== false || Date.now() > until) announce();
+        else setTimeout(check, 2);
+      };
+      check();
     };
     const failNetwork = (message: string) =>
       failSetup(new SandboxNetworkError(`bubblewrap: the sandbox network could not be set up: ${message}`));
@@ -139,10 +224,16 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
     const net = options.slirp4netns ?? null;
     let gates = (options.onStart ? 1 : 0) + (net ? 1 : 0);
     const openGate = () => {
-      if (--gates === 0) stream(blockFd)?.end('1');
+      if (--gates > 0) return;
+      stream(blockFd)?.end('1');
+      gateOpen = true;
+      announceWhenGrouped();
     };
     if (blockFd > 0 && gates === 0) stream(blockFd)?.end('1');
-    if (infoFd > 0 && blockFd > 0 && gates > 0) {
+    const gated = infoFd > 0 && blockFd > 0 && gates > 0;
+    // Ungated, the init is not read from bwrap: a signal ends the whole sandbox.
+    if (!gated) child.once('spawn', announce);
+    if (gated) {
       if (net)
         setupTimer = setTimeout(
           () => failNetwork(`no answer within ${NETWORK_SETUP_TIMEOUT_MS} ms`),
@@ -166,6 +257,7 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
           clearTimeout(setupTimer);
           return;
         }
+        initPid = pid;
         options.onStart?.(pid).then(openGate, (err: Error) => failSetup(err));
         if (!net) return;
         // The namespaces are held open now, while `pid` is surely bwrap's child in its first user
@@ -246,11 +338,15 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
       (s.stdio[4] as Writable | null)?.end(); // --exit-fd: it leaves when this closes
       setTimeout(() => s.exitCode === null && s.signalCode === null && s.kill('SIGKILL'), 2000).unref();
     };
+    child.stdin!.on('error', () => undefined);
+    const feeding = options.stdinStream ? pipeStdin(child.stdin!, options.stdinStream, failSetup) : null;
+    if (!feeding) child.stdin!.end(options.stdin ?? '');
     child.on('error', (err) => {
       settled = true;
       clearTimeout(timer);
       clearTimeout(setupTimer);
       clear();
+      feeding?.stop();
       options.signal?.removeEventListener('abort', onAbort);
       stopSlirp();
       reject(err);
@@ -260,19 +356,20 @@ export function runSandbox(options: SandboxRunOptions): Promise<ExecResult> {
       clearTimeout(timer);
       clearTimeout(setupTimer);
       clear();
+      feeding?.stop();
       options.signal?.removeEventListener('abort', onAbort);
       stopSlirp();
-      if (setupError && !timedOut) reject(setupError);
-      else
-        resolve({
-          exitCode: code,
-          signal: signal ?? null,
-          timedOut,
-          stdout: output.stdout(),
-          stderr: output.stderr(),
-        });
+      void output.drained().then(() => {
+        if (setupError && !timedOut) reject(setupError);
+        else
+          resolve({
+            exitCode: code,
+            signal: signal ?? null,
+            timedOut,
+            stdout: output.stdout(),
+            stderr: output.stderr(),
+          });
+      });
     });
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(options.stdin ?? '');
   });
 }

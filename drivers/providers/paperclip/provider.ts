@@ -20,6 +20,7 @@ import type {
   LeaseCallContext,
   ProbeResult,
   ProviderCallContext,
+  ProviderExecRequest,
   ProviderLease,
   SandboxProvider,
   TerminationReceipt,
@@ -57,6 +58,46 @@ export interface PaperclipProviderOptions {
   driverKey: string;
   /** This provider's folder in the data dir: its journal and staging folders. */
   stateDir: string;
+}
+
+/** Output a plugin's chunks may hold in memory while the journal catches up. */
+const JOURNAL_QUEUE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A plugin's `execute.log` chunks, journaled in order: each is UTF-8 encoded (the protocol carries text, so
+ * output that was not UTF-8 is already lossy there) and handed on once the previous one is taken. A plugin
+ * cannot be paused, so chunks wait here meanwhile, up to JOURNAL_QUEUE_BYTES. A journal that fails or falls
+ * that far behind is reported to `onError` once, and no chunk follows. `settled()` is its error, if any,
+ * once every chunk has been handed on. A plugin that streams nothing leaves the output to its reply.
+ */
+function outputJournal(onOutput: NonNullable<ProviderExecRequest['onOutput']>, onError: (err: Error) => void) {
+  let error: Error | null = null;
+  let queued = 0;
+  let chain: Promise<void> = Promise.resolve();
+  const fail = (err: unknown) => {
+    if (error) return;
+    error = err instanceof Error ? err : new Error(String(err));
+    onError(error);
+  };
+  return {
+    push(stream: string, chunk: string): void {
+      if (error || (stream !== 'stdout' && stream !== 'stderr')) return;
+      const bytes = Buffer.from(chunk, 'utf8');
+      queued += bytes.length;
+      if (queued > JOURNAL_QUEUE_BYTES)
+        return fail(new Error(`the plugin's output came faster than it could be journaled (${queued} bytes waiting)`));
+      chain = chain
+        .then(() => (error ? undefined : onOutput(stream, bytes)))
+        .then(
+          () => void (queued -= bytes.length),
+          (err: unknown) => fail(err),
+        );
+    },
+    async settled(): Promise<Error | null> {
+      await chain;
+      return error;
+    },
+  };
 }
 
 export function createPaperclipProvider(options: PaperclipProviderOptions): SandboxProvider<Config> {
@@ -296,30 +337,47 @@ export function createPaperclipProvider(options: PaperclipProviderOptions): Sand
       };
     },
     async execute(config, ctx, request) {
+      // A plugin takes stdin whole (one string in the call); a kill is the call's AbortSignal (onStarted unused).
+      if (request.stdinStream)
+        throw new NonRetryableError(`the provider ${driverKey} cannot stream stdin: a Paperclip plugin takes it whole`);
       let pending = '';
-      const onOutput = ctx.onProgress
-        ? (_stream: string, chunk: string) => {
-            const lines = (pending + chunk).split('\n');
-            pending = lines.pop() ?? '';
-            for (const line of lines) ctx.onProgress!(line);
-          }
-        : undefined;
-      const reply = await calls.call(
-        'environmentExecute',
-        {
-          ...base(config, ctx),
-          lease: pluginLease(ctx.lease),
-          command: request.command,
-          args: request.args,
-          ...(request.cwd ? { cwd: request.cwd } : {}),
-          env: request.env,
-          ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
-          timeoutMs: request.timeoutMs,
-          ...(request.bypassSession ? { bypassSession: true } : {}),
-        },
-        ExecuteReply,
-        { timeoutMs: request.timeoutMs + EXEC_MARGIN_MS, signal: ctx.signal, onOutput },
-      );
+      const progress = ctx.onProgress;
+      // A journal that fails ends the call (the plugin is told to cancel), which then fails with its error.
+      const stop = new AbortController();
+      const journal = request.onOutput ? outputJournal(request.onOutput, (err) => stop.abort(err)) : null;
+      const signal = !journal ? ctx.signal : ctx.signal ? AbortSignal.any([ctx.signal, stop.signal]) : stop.signal;
+      const onOutput =
+        progress || journal
+          ? (stream: string, chunk: string) => {
+              journal?.push(stream, chunk);
+              if (!progress) return;
+              const lines = (pending + chunk).split('\n');
+              pending = lines.pop() ?? '';
+              for (const line of lines) progress(line);
+            }
+          : undefined;
+      const reply = await calls
+        .call(
+          'environmentExecute',
+          {
+            ...base(config, ctx),
+            lease: pluginLease(ctx.lease),
+            command: request.command,
+            args: request.args,
+            ...(request.cwd ? { cwd: request.cwd } : {}),
+            env: request.env,
+            ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
+            timeoutMs: request.timeoutMs,
+            ...(request.bypassSession ? { bypassSession: true } : {}),
+          },
+          ExecuteReply,
+          { timeoutMs: request.timeoutMs + EXEC_MARGIN_MS, signal, onOutput },
+        )
+        .catch(async (err: unknown) => {
+          throw (await journal?.settled()) ?? err;
+        });
+      const journalError = await journal?.settled();
+      if (journalError) throw journalError;
       if (pending) ctx.onProgress?.(pending);
       return {
         exitCode: reply.exitCode,
