@@ -11,6 +11,7 @@ import { createReleaseLease } from './release-lease.js';
 import { createRenewLease } from './renew-lease.js';
 import { createRequestSlot } from './request-slot.js';
 import { createResolveEnvironment } from './resolve-environment.js';
+import { createSettleCommand } from './settle-command.js';
 
 /**
  * Every activity the workflows schedule, one file each, built over the worker's dependencies (tests pass
@@ -27,6 +28,7 @@ export function createActivities(deps: ActivityDeps) {
     hostAlive: createHostAlive(deps),
     markLeaseLost: createMarkLeaseLost(deps),
     execCommand: createExecCommand(deps),
+    settleCommand: createSettleCommand(deps),
     releaseLease: createReleaseLease(deps),
     // The capacity gate, the reaper and operators' operations.
     endedHolders: createEndedHolders(deps),

@@ -20,7 +20,7 @@ import type { DestroyedResource } from '../leases/destroy.js';
 import type { LeaseOperation } from '../activities/lease-operation.js';
 import { randomUUID } from 'node:crypto';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
-import { Store } from '../store/store.js';
+import { Store, toCommandSummary } from '../store/store.js';
 import {
   ACTIVITY_ACTIONS,
   DRIVER_CONFIG_SCHEMAS,
@@ -36,7 +36,9 @@ import {
   type Environment,
   type EnvironmentLease,
   type ExecRequest,
-  type ExecResult,
+  type CommandEvent,
+  type CommandOutcome,
+  type CommandSummary,
   type ExecutionWorkspace,
   type LeaseStatus,
   type NewExecutionWorkspaceInput,
@@ -45,6 +47,9 @@ import {
 import { loadClientConfig, type ClientConfig } from './config.js';
 import { InvalidInputError, NotFoundError, RunStateError, fromTemporal, parseInput as parse } from './errors.js';
 import { EnvRunClient } from './runs.js';
+import * as commands from './commands.js';
+import type { StreamCommandOptions } from './commands.js';
+import type { Writable } from 'node:stream';
 
 /** What archiving did with the provider resources the environment's leases kept. */
 export interface KeptResourcesDestroyed {
@@ -350,9 +355,48 @@ export class EnvRunAdmin {
   }
 
   // ---- commands in a run's target ------------------------------------------------------------------
-  /** Runs a command in a ready run's target through its driver, in this process, with only the given environment. */
   /** Runs a command in a ready run's target, through the worker that holds it (see EnvRunClient.exec). */
-  async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<ExecResult> {
+  async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<CommandOutcome> {
     return this.runs.exec(companyId, heartbeatRunId, input);
+  }
+
+  /**
+   * A command's output from any point (`from`: after that sequence number), as the journal holds it: raw
+   * chunks per stream, a `truncated` marker where the journal stopped keeping output, then its end. Follows
+   * the command live until it ends (`follow: false`: only what is stored now). `commandId` null: the run's
+   * latest command.
+   */
+  streamCommand(
+    companyId: string,
+    heartbeatRunId: string,
+    commandId: string | null,
+    options?: StreamCommandOptions,
+  ): AsyncGenerator<CommandEvent> {
+    return commands.streamCommand(this.store, companyId, heartbeatRunId, commandId, options);
+  }
+
+  /** The whole output the journal kept, per stream, and the command's summary (null while it runs). */
+  commandOutput(companyId: string, heartbeatRunId: string, commandId: string) {
+    return commands.commandOutput(this.store, companyId, heartbeatRunId, commandId);
+  }
+
+  /** One command's summary (`commandId` null: the run's latest). */
+  async getCommand(companyId: string, heartbeatRunId: string, commandId: string | null): Promise<CommandSummary> {
+    return toCommandSummary(await commands.commandRow(this.store, companyId, heartbeatRunId, commandId));
+  }
+
+  /** The run's commands, newest first, from the store (they outlive the run's workflow). */
+  listCommands(companyId: string, heartbeatRunId: string): Promise<CommandSummary[]> {
+    return commands.listCommands(this.store, companyId, heartbeatRunId);
+  }
+
+  /** Sends `signal` (default SIGTERM) to a running command's whole process group. */
+  killCommand(companyId: string, heartbeatRunId: string, commandId: string, signal?: string): Promise<CommandSummary> {
+    return commands.killCommand(this.store, companyId, heartbeatRunId, commandId, signal);
+  }
+
+  /** A writable stream into the open stdin of a command started with `stdinStream: true`; end() closes it. */
+  openStdin(companyId: string, heartbeatRunId: string, commandId: string): Promise<Writable> {
+    return commands.openStdin(this.store, companyId, heartbeatRunId, commandId);
   }
 }

@@ -9,6 +9,7 @@ import {
   WorkflowExecutionAlreadyStartedError,
   type WorkflowHandle,
 } from '@temporalio/client';
+import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import {
   CompleteRunSchema,
@@ -21,6 +22,7 @@ import {
   WORKFLOW_TYPE,
   completeUpdate,
   execUpdate,
+  getCommandsQuery,
   getRunQuery,
   realizeUpdate,
   releaseRequestSignal,
@@ -31,7 +33,8 @@ import {
   waitReadyUpdate,
   type CompleteRun,
   type ExecRequest,
-  type ExecResult,
+  type CommandOutcome,
+  type CommandSummary,
   type LeasedRun,
   type RealizeRequestInput,
   type ReleaseRequestInput,
@@ -168,12 +171,21 @@ export class EnvRunClient {
   /**
    * Runs a command in a ready run's target. The run's workflow hands it to the worker that holds the run's
    * resource (its host's queue for a local folder or a sandbox on that host): this process runs no driver.
-   * Arguments are passed as data, never through a shell; the command sees only the given environment; its
-   * output is capped; its exit code is kept.
+   * Arguments are passed as data, never through a shell; the command sees only the given environment. Its
+   * output goes to the command journal in the store (read it with `EnvRunAdmin.streamCommand`); the answer
+   * carries the command's id, how it ended, its sizes and the last `tailBytes` of each stream. `wait:
+   * false` answers once it is started. The same `commandId` twice is one command: a caller that lost the
+   * answer asks again and gets it, the command is not run again.
    */
-  async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<ExecResult> {
+  async exec(companyId: string, heartbeatRunId: string, input: ExecRequest): Promise<CommandOutcome> {
     const request = parseInput(ExecRequestSchema, input, 'exec');
-    return this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(execUpdate, { args: [request] }));
+    const withId = { ...request, commandId: request.commandId ?? randomUUID() };
+    return this.onRun(companyId, heartbeatRunId, (run) => run.executeUpdate(execUpdate, { args: [withId] }));
+  }
+
+  /** The run's commands as its workflow knows them (id, status, exit, sizes), oldest first. */
+  async commands(companyId: string, heartbeatRunId: string): Promise<CommandSummary[]> {
+    return this.onRun(companyId, heartbeatRunId, (run) => run.query(getCommandsQuery));
   }
 
   /** Realizes a run started to realize on request and waits until it is ready. */

@@ -56,6 +56,8 @@ export const DEFAULT_MAX_WORKSPACE_BYTES = 2 * 1024 ** 3;
 export const DEFAULT_MAX_WORKSPACE_FILES = 1_000_000;
 export const DEFAULT_MAX_WORKSPACE_DEPTH = 128;
 export const DEFAULT_SANDBOX_HOST_ID = 65534;
+export const DEFAULT_MAX_COMMAND_OUTPUT_BYTES = 1024 ** 3;
+export const DEFAULT_MAX_COMPANY_COMMAND_OUTPUT_BYTES = 16 * 1024 ** 3;
 
 export type SettingSection = 'Temporal' | 'Store' | 'Worker' | 'Deployment rules' | 'Sandboxes and sync';
 
@@ -202,6 +204,24 @@ export const SETTINGS = {
     schema: hostPort.optional(),
     defaultText: '(none)',
     doc: '`host:port` of the Prometheus endpoint (`/metrics`)',
+  },
+  ENVRUN_MAX_COMMAND_OUTPUT_BYTES: {
+    section: 'Worker',
+    schema: positiveInt('a positive integer (bytes)').default(DEFAULT_MAX_COMMAND_OUTPUT_BYTES),
+    doc: "the most output one command's journal keeps (both streams); past it a truncation marker, the rest dropped",
+  },
+  ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES: {
+    section: 'Worker',
+    schema: positiveInt('a positive integer (bytes)').default(DEFAULT_MAX_COMPANY_COMMAND_OUTPUT_BYTES),
+    doc: "the most command output a company's journals keep in all (a new command gets what is left)",
+  },
+  ENVRUN_COMMAND_RETENTION: {
+    section: 'Worker',
+    schema: z
+      .string()
+      .refine((v) => durationMs(v) !== null, 'must be a duration like 7d')
+      .default('7d'),
+    doc: "how long a command's journal is kept after its lease is released (the reaper deletes older ones)",
   },
   ENVRUN_REAPER_EVERY: {
     section: 'Worker',

@@ -123,3 +123,7 @@ export const WORKFLOW_TYPE = 'environmentRun';
 export function runWorkflowId(companyId: string, heartbeatRunId: string): string {
   return `envrun/${companyId}/${heartbeatRunId}`;
 }
+
+/** A command id: 1–128 letters, digits or `. _ : -`, starting alphanumeric (the caller's, or a UUID). */
+export const COMMAND_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+export const COMMAND_ID_RULE = 'must be 1–128 letters, digits or . _ : - (starting alphanumeric)';

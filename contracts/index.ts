@@ -2,6 +2,7 @@ export * from './constants.js';
 export * from './common.js';
 export * from './driver-config.js';
 export * from './records.js';
+export * from './commands.js';
 export * from './target.js';
 export * from './run.js';
 export * from './messages.js';

@@ -2,7 +2,8 @@
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { Environment, EnvironmentLease } from './records.js';
-import type { ExecRequest, ExecResult } from './target.js';
+import type { CommandOutcome, CommandSummary } from './commands.js';
+import type { ExecRequest } from './target.js';
 import type { CompleteRun, RealizeRequest, ReleaseRequest, RunResult, RunState } from './run.js';
 
 /** The run's state, answered from the workflow (phase, lease, target, error). */
@@ -18,8 +19,13 @@ export interface LeasedRun {
 export const waitLeasedUpdate = defineUpdate<LeasedRun>('waitLeased');
 /** Realizes a run that realizes on request, then waits until it is ready. Refused unless awaiting it. */
 export const realizeUpdate = defineUpdate<RunResult, [RealizeRequest]>('realize');
-/** Runs a command in a ready run's target, on the worker that holds its resource. Refused unless ready. */
-export const execUpdate = defineUpdate<ExecResult, [ExecRequest]>('exec');
+/**
+ * Starts a command in a ready run's target, on the worker that holds its resource; answers when it ends
+ * (or at once, `wait: false`). The same `commandId` twice is one command. Refused unless ready.
+ */
+export const execUpdate = defineUpdate<CommandOutcome, [ExecRequest]>('exec');
+/** The run's commands (id, status, exit, sizes; never output), oldest first. */
+export const getCommandsQuery = defineQuery<CommandSummary[]>('getCommands');
 /** The control plane's agent is done: release the lease. Refused unless the run is ready. */
 export const completeUpdate = defineUpdate<RunState, [CompleteRun]>('complete');
 /** How the release of a run about to be cancelled treats its resource: sent just before the cancel. */

@@ -1,7 +1,21 @@
 // The database schema. Table and column names follow the control plane's own data model, so a control
 // plane's own PostgreSQL can be pointed at envrun. Extra columns exist only for idempotency.
 import { sql } from 'drizzle-orm';
-import { index, jsonb, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  boolean,
+  customType,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
 
 const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -124,4 +138,72 @@ export const activityLog = pgTable(
     index('activity_log_company_idx').on(t.companyId, t.createdAt),
     uniqueIndex('activity_log_event_key').on(t.eventKey),
   ],
+);
+
+const bytea = customType<{ data: Buffer; driverData: Buffer }>({ dataType: () => 'bytea' });
+
+/**
+ * A command run in a run's target (see contracts/commands.ts). Keyed by the caller's id within its run;
+ * `key` is what the journal's chunks and notifications name.
+ */
+export const commands = pgTable(
+  'commands',
+  {
+    key: uuid('key').primaryKey().defaultRandom(),
+    companyId: text('company_id').notNull(),
+    heartbeatRunId: text('heartbeat_run_id').notNull(),
+    commandId: text('command_id').notNull(),
+    leaseId: uuid('lease_id'),
+    /** The worker host running it (host-bound targets), for kill and stdin routing and for operators. */
+    hostId: text('host_id'),
+    command: text('command').notNull(),
+    args: jsonb('args').$type<string[]>().notNull().default([]),
+    status: text('status').notNull().default('running'),
+    exitCode: integer('exit_code'),
+    signal: text('signal'),
+    timedOut: boolean('timed_out').notNull().default(false),
+    stdoutBytes: bigint('stdout_bytes', { mode: 'number' }).notNull().default(0),
+    stderrBytes: bigint('stderr_bytes', { mode: 'number' }).notNull().default(0),
+    /** Bytes kept in the journal (both streams); at most the command's limit. */
+    keptBytes: bigint('kept_bytes', { mode: 'number' }).notNull().default(0),
+    truncated: boolean('truncated').notNull().default(false),
+    /** A kill asked for and not yet delivered (the signal's name). */
+    killSignal: text('kill_signal'),
+    error: text('error'),
+    startedAt: ts('started_at').notNull().defaultNow(),
+    endedAt: ts('ended_at'),
+  },
+  (t) => [
+    uniqueIndex('commands_run_command').on(t.companyId, t.heartbeatRunId, t.commandId),
+    index('commands_run_started').on(t.companyId, t.heartbeatRunId, t.startedAt),
+    index('commands_lease').on(t.leaseId),
+  ],
+);
+
+/** A command's output, in order: `seq` counts from 1 per command; stream 1 stdout, 2 stderr, 3 truncated. */
+export const commandOutput = pgTable(
+  'command_output',
+  {
+    commandKey: uuid('command_key')
+      .notNull()
+      .references(() => commands.key, { onDelete: 'cascade' }),
+    seq: integer('seq').notNull(),
+    stream: smallint('stream').notNull(),
+    data: bytea('data').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.commandKey, t.seq] })],
+);
+
+/** Input written to a command's open stdin (`stdinStream`), in order; an empty chunk with `eof` closes it. */
+export const commandInput = pgTable(
+  'command_input',
+  {
+    commandKey: uuid('command_key')
+      .notNull()
+      .references(() => commands.key, { onDelete: 'cascade' }),
+    seq: integer('seq').notNull(),
+    data: bytea('data').notNull(),
+    eof: boolean('eof').notNull().default(false),
+  },
+  (t) => [primaryKey({ columns: [t.commandKey, t.seq] })],
 );

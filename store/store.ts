@@ -1,7 +1,8 @@
 // The store: queries over the envrun tables, one file for each thing they touch (environments.ts,
-// workspaces.ts, leases.ts, activity-log.ts), assembled here into the one Store the rest of the code uses.
+// workspaces.ts, leases.ts, activity-log.ts, commands.ts), assembled here into the one Store the rest of the code uses.
 // Every read is scoped by company; rows leave as contract records.
 import { activityLogQueries } from './activity-log.js';
+import { commandQueries } from './commands.js';
 import type { Db } from './db.js';
 import { environmentQueries } from './environments.js';
 import { leaseQueries } from './leases.js';
@@ -11,13 +12,25 @@ export { uniqueViolation } from './base.js';
 export { toActivityLogEntry, type NewActivity } from './activity-log.js';
 export { toEnvironment, type NewEnvironment } from './environments.js';
 export { toLease, type NewLease } from './leases.js';
+export {
+  CONTROL_CHANNEL,
+  OUTPUT_CHANNEL,
+  STREAM_CODES,
+  startKeyOf,
+  toCommandSummary,
+  type CommandRef,
+  type CommandRow,
+  type JournalCounts,
+} from './commands.js';
 export { toExecutionWorkspace, type NewExecutionWorkspace } from './workspaces.js';
 
 class Database {
   constructor(readonly db: Db) {}
 }
 
-export class Store extends activityLogQueries(leaseQueries(workspaceQueries(environmentQueries(Database)))) {
+export class Store extends commandQueries(
+  activityLogQueries(leaseQueries(workspaceQueries(environmentQueries(Database)))),
+) {
   constructor(db: Db) {
     super(db);
   }

@@ -86,6 +86,7 @@ export const STEP_OPTIONS = {
   renewLease: { local: dbStep('renew lease', '2m') },
   hostAlive: { local: dbStep('check that the resource host is alive', '2m') },
   markLeaseLost: { local: dbStep('record the lease as lost with its host', '10m') },
+  settleCommand: { local: dbStep('record how a command ended when its step could not', '10m') },
   releaseLease: {
     // Release retries a database outage for up to half an hour; see RELEASE_ATTEMPTS for a failing provider.
     activity: activity({
@@ -126,6 +127,7 @@ export const dbSteps = {
   renewLease: asLocalActivity('renewLease'),
   hostAlive: asLocalActivity('hostAlive'),
   markLeaseLost: asLocalActivity('markLeaseLost'),
+  settleCommand: asLocalActivity('settleCommand'),
 };
 
 /** The steps on the shared queue: any worker can take them. */

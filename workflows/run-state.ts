@@ -12,6 +12,8 @@ import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import { DEFAULT_HOST_PICKUP_MS, hostTaskQueue, type ErrorCode, type RunPhase } from '../contracts/constants.js';
 import type { FailureContext } from '../contracts/errors.js';
 import type {
+  CommandOutcome,
+  CommandSummary,
   Driver,
   Environment,
   EnvironmentLease,
@@ -131,6 +133,12 @@ export function createRunState(input: RunInput) {
     commands: new Set<CancellationScope>(),
     /** Release is ending the commands still in flight. */
     endingCommands: false,
+    /** Every command the run started, by id, in start order: summaries only (the output is in the store). */
+    commandTable: new Map<string, RunCommand>(),
+    /** Shows the commands' counts in the run's details (the Temporal UI). */
+    showCommands() {
+      setCurrentDetails(describe(state, run.commandTable));
+    },
 
     /**
      * Enters a phase. `searchable: false` keeps a brief phase (releasing) out of the search attributes: it
@@ -143,7 +151,7 @@ export function createRunState(input: RunInput) {
         upsertSearchAttributes([...pending, { key: SEARCH_ATTRIBUTES.phase, value: phase }]);
         pending = [];
       }
-      setCurrentDetails(describe(state));
+      setCurrentDetails(describe(state, run.commandTable));
     },
     /** Shows the error code in the run's search attributes (null clears it). */
     showErrorCode(code: ErrorCode | null) {
@@ -243,8 +251,19 @@ export function createRunState(input: RunInput) {
 }
 export type Run = ReturnType<typeof createRunState>;
 
+/** A command of the run: its summary as history knows it, and how it ended for its callers. */
+export interface RunCommand {
+  summary: CommandSummary;
+  /** Its step's answer (summary and tail), once it ended on its own. */
+  outcome: CommandOutcome | null;
+  /** What its callers are told when it did not. */
+  failure: unknown;
+  /** Settles when the command's step has ended and its end is recorded. */
+  done: Promise<void>;
+}
+
 /** The run as ops see it in the Temporal UI ("current details", markdown). */
-export function describe(state: RunState): string {
+export function describe(state: RunState, commands?: ReadonlyMap<string, RunCommand>): string {
   const driver = `${state.driver ?? '?'}${state.provider ? `/${state.provider}` : ''}`;
   const lines = [
     `**phase:** ${state.phase}`,
@@ -260,6 +279,15 @@ export function describe(state: RunState): string {
   if (state.operatorRetries) lines.push(`**operator retries:** ${state.operatorRetries}`);
   const error = state.error ?? state.lastError;
   if (error) lines.push(`**${state.error ? 'error' : 'last error'}:** \`${error.code}\` ${error.message}`);
+  if (commands?.size) {
+    const running = [...commands.values()].filter((c) => c.summary.status === 'running').length;
+    const last = [...commands.values()].at(-1)!.summary;
+    lines.push(
+      `**commands:** ${running} running, ${commands.size} in all; latest \`${last.commandId}\` ${last.status}` +
+        (last.exitCode !== null ? ` (exit ${last.exitCode})` : last.signal ? ` (${last.signal})` : '') +
+        ' (`envrun run commands`, the `getCommands` query)',
+    );
+  }
   if (state.phase === 'awaiting_retry') {
     lines.push('Send the `retryRealization` signal (or `envrun run retry`) after fixing the cause.');
   }

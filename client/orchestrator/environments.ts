@@ -1,6 +1,7 @@
 // Where the orchestrator reads environments (envrun's store, or the caller's reader), and the records of a
 // run's released leases, each with its environment.
 import type { Environment, RunState } from '../../contracts/index.js';
+import type { Store } from '../../store/store.js';
 import type { ClientConfig } from '../config.js';
 import { EnvironmentRunError, stepError } from './errors.js';
 import {
@@ -19,7 +20,7 @@ export interface EnvironmentReader {
 /** envrun's database as the admin opens it (DATABASE_URL, or the embedded store of ENVRUN_DATA_DIR). */
 export async function openEnvironments(
   config: ClientConfig,
-): Promise<{ reader: EnvironmentReader; close(): Promise<void> }> {
+): Promise<{ reader: Store; close(): Promise<void> }> {
   // Loaded here: a caller that never reads environments loads no database package.
   const [{ openDatabase, resolveDatabaseUrl }, { Store }] = await Promise.all([
     import('../../store/db.js'),

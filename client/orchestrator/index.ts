@@ -9,6 +9,7 @@ import { resolveSecretRef } from '../../drivers/ssh/connection.js';
 import { loadClientConfig, type ClientConfig } from '../config.js';
 import { InvalidInputError, NotFoundError, RunFailedError, RunStateError, parseInput } from '../errors.js';
 import { EnvRunClient } from '../runs.js';
+import type { Store } from '../../store/store.js';
 import { openEnvironments, releasedRecords, type EnvironmentReader } from './environments.js';
 import { EnvironmentRunError, stepError } from './errors.js';
 import {
@@ -132,11 +133,14 @@ export async function createEnvironmentRunOrchestrator(
     ...(options.leaseTtlMs === undefined ? {} : { leaseTtlMs: options.leaseTtlMs }),
   };
   let store: ReturnType<typeof openEnvironments> | null = null;
-  const environments = async (): Promise<EnvironmentReader> => {
-    if (options.environments) return options.environments;
-    store ??= openEnvironments(options.config ?? loadClientConfig());
-    return (await store).reader;
-  };
+  const opened = async () => (store ??= openEnvironments(options.config ?? loadClientConfig()));
+  const environments = async (): Promise<EnvironmentReader> => options.environments ?? (await opened()).reader;
+  // Sandbox commands are followed through their journal in envrun's store: the given reader when it is
+  // envrun's store (`admin.store`), else the one opened from the config.
+  const journal = async (): Promise<Store> =>
+    options.environments && 'readOutput' in options.environments
+      ? (options.environments as Store)
+      : (await opened()).reader;
 
   async function privateKeyOf(spec: SshExecutionSpec): Promise<string | null> {
     return options.resolveSshPrivateKey ? resolveSecretRef(spec.privateKeySecretRef) : null;
@@ -280,7 +284,7 @@ export async function createEnvironmentRunOrchestrator(
       try {
         executionTarget = await controlPlaneTarget(
           result.executionTarget,
-          (timeoutMs) => sandboxRunner(runs, companyId, heartbeatRunId, timeoutMs),
+          (timeoutMs) => sandboxRunner(runs, companyId, heartbeatRunId, timeoutMs, journal),
           privateKeyOf,
         );
       } catch (err) {

@@ -2,7 +2,7 @@
 // (built with its published types), its results as it reads them, on the real server and a real sshd. The
 // type-level side is compat/paperclip (npm run test:paperclip-types); here every call crosses Temporal.
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionWorkspace, IssueExecutionWorkspaceSettings } from '@paperclipai/shared';
@@ -15,7 +15,7 @@ import {
 import { InvalidInputError } from '../../client/errors.js';
 import { ACTIVITY_ACTIONS, type EnvironmentLease } from '../../contracts/index.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
-import { tempWorkspace } from '../support/runs.js';
+import { tempWorkspace, until } from '../support/runs.js';
 import { startSshd, type Sshd } from '../support/sshd.js';
 
 let h: Harness;
@@ -242,6 +242,22 @@ describe("the heartbeat's calls, as Paperclip makes them", () => {
     });
     expect(ran).toMatchObject({ exitCode: 3, timedOut: false, stdout: 'hello\n', pid: null });
     expect(readFileSync(join(sandbox, 'from-runner'), 'utf8')).toBe('hello\n');
+    // Output streams to onLog as it is written (from the command's journal): the first line arrives while
+    // the command still waits for its flag file; 2 MB come back whole (past exec's own tail).
+    const logged: Array<[string, string]> = [];
+    const streaming = target.runner.execute({
+      command: 'sh',
+      args: ['-c', 'echo first; while [ ! -e go ]; do sleep 0.1; done; head -c 2000000 /dev/zero | tr "\\0" x; echo oops >&2'],
+      onLog: async (stream: 'stdout' | 'stderr', chunk: string) => {
+        logged.push([stream, chunk]);
+      },
+    });
+    await until('the first line through onLog', async () => logged.some(([, c]) => c.includes('first')));
+    writeFileSync(join(sandbox, 'go'), '');
+    const big = await streaming;
+    expect(big).toMatchObject({ exitCode: 0, stderr: 'oops\n' });
+    expect(big.stdout).toBe('first\n' + 'x'.repeat(2_000_000));
+    expect(logged.filter(([s]) => s === 'stdout').map(([, c]) => c).join('')).toBe(big.stdout);
 
     const { released, errors } = await orchestrator.releaseForRun({
       heartbeatRunId,

@@ -45,7 +45,21 @@ async function recordedScenarios(): Promise<Record<string, string>> {
   const cancelled = runRequest();
   await h.client.startRunAndWaitReady(cancelled);
   await h.client.cancelRun(cancelled.companyId, cancelled.heartbeatRunId);
+
+  // Commands: one that ends (exit 3), one started twice by id, one detached that release ends.
+  const execEnv = await h.admin.createEnvironment({ companyId, name: 'x', driver: 'sandbox', config: { provider: 'fake' } });
+  const exec = runRequest({ companyId, environmentId: execEnv.id });
+  await h.client.startRunAndWaitReady(exec);
+  const ended = await h.client.exec(companyId, exec.heartbeatRunId, { command: 'sh', args: ['-c', 'echo hi; exit 3'] });
+  expect(ended).toMatchObject({ status: 'exited', exitCode: 3 });
+  await h.client.exec(companyId, exec.heartbeatRunId, { command: 'true', commandId: 'twice' });
+  await h.client.exec(companyId, exec.heartbeatRunId, { command: 'true', commandId: 'twice' });
+  await h.client.exec(companyId, exec.heartbeatRunId, { command: 'sleep', args: ['60'], commandId: 'long', wait: false });
+  await h.admin.getCommand(companyId, exec.heartbeatRunId, null);
+  await h.client.completeRun(companyId, exec.heartbeatRunId, { status: 'succeeded' });
+  await runEnd(h, companyId, exec.heartbeatRunId);
   return {
+    'history-exec': runWorkflowId(companyId, exec.heartbeatRunId),
     'history-completed': runWorkflowId(ready.companyId, ready.heartbeatRunId),
     'history-realization-failed': runWorkflowId(failed.companyId, failed.heartbeatRunId),
     'history-cancelled': runWorkflowId(cancelled.companyId, cancelled.heartbeatRunId),
@@ -82,7 +96,10 @@ it('replays fresh histories of a completed, a failed and a cancelled run', async
 
 const scenarios = ['history-completed', 'history-realization-failed', 'history-cancelled'];
 const FIXTURE_SETS = ['v1'];
-it.each(FIXTURE_SETS.flatMap((set) => scenarios.map((s) => `${s}-${set}`)))(
+// Runs with commands: v1 from before durable commands (exec answered with the output; release ended a
+// running command), v2 with them (patch `durable-commands`).
+const EXEC_FIXTURES = ['history-exec-v1', 'history-exec-v2'];
+it.each([...FIXTURE_SETS.flatMap((set) => scenarios.map((s) => `${s}-${set}`)), ...EXEC_FIXTURES])(
   'replays the committed %s fixture',
   async (name) => {
     expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=<version>`).toBe(

@@ -1,0 +1,197 @@
+// Durable commands on the dev server: a command's output goes to the journal in the store (bytes, in order,
+// per stream), its outcome through the run carries only a bounded tail, and its history holds no output.
+// Detach and reattach from any point, one command per id, kill, stdin, timeout, and release ending a command.
+import { createHash, randomBytes } from 'node:crypto';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runWorkflowId, type CommandEvent } from '../../contracts/index.js';
+import { createHarness, uniqueId, type Harness } from '../support/harness.js';
+import { runEnd, runRequest, until } from '../support/runs.js';
+
+let h: Harness;
+beforeAll(async () => {
+  h = await createHarness();
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function readyRun(): Promise<{ companyId: string; runId: string }> {
+  const companyId = uniqueId('co');
+  const env = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake' } });
+  const req = runRequest({ companyId, environmentId: env.id });
+  await h.client.startRunAndWaitReady(req);
+  return { companyId, runId: req.heartbeatRunId };
+}
+
+async function collect(events: AsyncIterable<CommandEvent>) {
+  const parts = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+  const seqs: number[] = [];
+  let end: Extract<CommandEvent, { type: 'end' }> | null = null;
+  let truncated = false;
+  for await (const e of events) {
+    if (e.type === 'output') {
+      parts[e.stream].push(e.data);
+      seqs.push(e.seq);
+    } else if (e.type === 'truncated') truncated = true;
+    else end = e;
+  }
+  return { stdout: Buffer.concat(parts.stdout), stderr: Buffer.concat(parts.stderr), seqs, end, truncated };
+}
+
+/** What the journal holds of a command's stdout so far ('' before its step has written its row). */
+async function stdoutOf(companyId: string, runId: string, commandId: string): Promise<string> {
+  return h.admin.commandOutput(companyId, runId, commandId).then(
+    (out) => out.stdout.toString(),
+    () => '',
+  );
+}
+
+async function historyText(companyId: string, runId: string): Promise<string> {
+  const history = await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, runId)).fetchHistory();
+  return JSON.stringify(history);
+}
+
+describe('durable commands', () => {
+  it('1.5 MB on each stream: the command ends, the journal holds every byte, history none of it', async () => {
+    const { companyId, runId } = await readyRun();
+    const script = "yes 'a-marker-line' | head -c 1500000; yes 'b-marker-line' | head -c 1500000 >&2";
+    const outcome = await h.client.exec(companyId, runId, { command: 'sh', args: ['-c', script], tailBytes: 0 });
+    expect(outcome).toMatchObject({ status: 'exited', exitCode: 0, stdoutBytes: 1_500_000, stderrBytes: 1_500_000 });
+    expect(outcome.stdout).toBe('');
+    const got = await collect(h.admin.streamCommand(companyId, runId, outcome.commandId));
+    expect(got.stdout.length).toBe(1_500_000);
+    expect(got.stderr.length).toBe(1_500_000);
+    expect(got.stdout.subarray(0, 14).toString()).toBe('a-marker-line\n');
+    expect(got.stderr.subarray(0, 14).toString()).toBe('b-marker-line\n');
+    expect(got.end?.summary.status).toBe('exited');
+    // Sequence numbers are 1, 2, 3… in the order written, across both streams.
+    expect(got.seqs[0]).toBe(1);
+    const history = await historyText(companyId, runId);
+    expect(history).not.toContain('marker-line');
+    expect(history.length).toBeLessThan(100_000);
+    // The default answer carries a tail of 4096 bytes a stream: bounded, whatever the output.
+    const again = await h.client.exec(companyId, runId, { command: 'sh', args: ['-c', script] });
+    expect(again.stdout.length).toBe(4096);
+    expect(again.stderr.length).toBe(4096);
+    expect(again.stdout.endsWith('a-marker-line\n'.slice(0, 1_500_000 % 14))).toBe(true);
+  });
+
+  it('1.5 MB of random bytes on each stream, and output without a final newline, arrive byte for byte', async () => {
+    const { companyId, runId } = await readyRun();
+    // The command keeps copies of what it wrote (tee), to compare the journal against.
+    const outcome = await h.client.exec(companyId, runId, {
+      command: 'sh',
+      args: ['-c', 'head -c 1500000 /dev/urandom | tee out.bin; head -c 1500000 /dev/urandom | tee err.bin >&2; printf no-newline'],
+    });
+    expect(outcome.status).toBe('exited');
+    const got = await collect(h.admin.streamCommand(companyId, runId, outcome.commandId));
+    const files = await h.admin.commandOutput(companyId, runId, outcome.commandId);
+    expect(got.stdout.length).toBe(1_500_000 + 'no-newline'.length);
+    expect(got.stdout.subarray(-10).toString()).toBe('no-newline');
+    const check = await h.client.exec(companyId, runId, {
+      command: 'sh',
+      args: ['-c', 'sha256sum out.bin err.bin'],
+    });
+    const [outSum, errSum] = check.stdout.split('\n').map((l) => l.split(' ')[0]);
+    expect(sha(got.stdout.subarray(0, 1_500_000))).toBe(outSum);
+    expect(sha(got.stderr)).toBe(errSum);
+    expect(sha(files.stderr)).toBe(errSum);
+    // The tail is text: random bytes are not UTF-8, and the answer says so.
+    expect(outcome.outputLossy).toBe(true);
+  });
+
+  it('detached: answers at once; a reader follows it live and from any point; the same id twice is one command', async () => {
+    const { companyId, runId } = await readyRun();
+    const script = 'echo run >> runs.log; for i in 1 2 3 4 5; do echo line-$i; sleep 0.3; done';
+    const started = await h.client.exec(companyId, runId, {
+      command: 'sh',
+      args: ['-c', script],
+      commandId: 'build-1',
+      wait: false,
+    });
+    expect(started).toMatchObject({ commandId: 'build-1', status: 'running', stdout: '' });
+    const live: string[] = [];
+    const follow = (async () => {
+      for await (const e of h.admin.streamCommand(companyId, runId, 'build-1')) {
+        if (e.type === 'output') live.push(e.data.toString());
+        if (e.type === 'end') return e.summary;
+      }
+      return null;
+    })();
+    await until('a line to arrive while the command runs', async () => live.join('').includes('line-1'));
+    const summaryWhileRunning = await h.admin.getCommand(companyId, runId, 'build-1');
+    expect(summaryWhileRunning.status).toBe('running');
+    // The same id again (a client that lost its answer): the same command, waited for, not run again.
+    const second = await h.client.exec(companyId, runId, { command: 'sh', args: ['-c', script], commandId: 'build-1' });
+    expect(second).toMatchObject({ commandId: 'build-1', status: 'exited', exitCode: 0 });
+    const ended = await follow;
+    expect(ended?.status).toBe('exited');
+    expect(live.join('')).toBe('line-1\nline-2\nline-3\nline-4\nline-5\n');
+    const count = await h.client.exec(companyId, runId, { command: 'sh', args: ['-c', 'wc -l < runs.log'] });
+    expect(count.stdout.trim()).toBe('1');
+    // Reattach from a sequence number: only what came after it.
+    const all = await collect(h.admin.streamCommand(companyId, runId, 'build-1', { follow: false }));
+    const from = await collect(h.admin.streamCommand(companyId, runId, 'build-1', { from: all.seqs[1]! }));
+    expect(from.seqs.every((s) => s > all.seqs[1]!)).toBe(true);
+    expect(Buffer.concat([all.stdout.subarray(0, all.stdout.length - from.stdout.length), from.stdout]).toString()).toBe(
+      all.stdout.toString(),
+    );
+    // The run's workflow lists its commands (summaries only).
+    const listed = await h.client.commands(companyId, runId);
+    expect(listed.find((c) => c.commandId === 'build-1')).toMatchObject({ status: 'exited', exitCode: 0 });
+  });
+
+  it('kill signals the whole process group; stdin streams in; a timeout ends it timed_out', async () => {
+    const { companyId, runId } = await readyRun();
+    await h.client.exec(companyId, runId, {
+      command: 'sh',
+      args: ['-c', 'trap "echo got-usr1; exit 7" USR1; echo ready; sleep 60 & wait'],
+      commandId: 'k1',
+      wait: false,
+    });
+    await until('the command to be ready', async () => (await stdoutOf(companyId, runId, 'k1')).includes('ready'));
+    await h.admin.killCommand(companyId, runId, 'k1', 'USR1');
+    const killed = await h.client.exec(companyId, runId, { command: 'true', commandId: 'k1' });
+    expect(killed).toMatchObject({ status: 'killed', exitCode: 7, stdout: '' }); // started detached: no tail
+    expect(await stdoutOf(companyId, runId, 'k1')).toBe('ready\ngot-usr1\n');
+
+    await h.client.exec(companyId, runId, { command: 'sha256sum', commandId: 'in1', stdinStream: true, wait: false });
+    const stdin = await h.admin.openStdin(companyId, runId, 'in1');
+    const input = randomBytes(300_000);
+    await new Promise<void>((resolve, reject) => {
+      stdin.write(input.subarray(0, 100_000));
+      stdin.write(input.subarray(100_000, 200_000));
+      stdin.end(input.subarray(200_000), () => resolve());
+      stdin.on('error', reject);
+    });
+    const summed = await h.client.exec(companyId, runId, { command: 'true', commandId: 'in1' });
+    expect(summed).toMatchObject({ status: 'exited', exitCode: 0 });
+    expect((await stdoutOf(companyId, runId, 'in1')).split(' ')[0]).toBe(sha(input));
+
+    const slow = await h.client.exec(companyId, runId, { command: 'sleep', args: ['30'], timeoutMs: 500 });
+    expect(slow).toMatchObject({ status: 'timed_out', timedOut: true });
+  });
+
+  it('release ends a running command: killed_by_release in the store; the history replays', async () => {
+    const { companyId, runId } = await readyRun();
+    await h.client.exec(companyId, runId, {
+      command: 'sh',
+      args: ['-c', 'echo started; exec sleep 120'],
+      commandId: 'long',
+      wait: false,
+    });
+    await until('the command to start', async () => (await stdoutOf(companyId, runId, 'long')).includes('started'));
+    await h.client.completeRun(companyId, runId, { status: 'succeeded' });
+    await runEnd(h, companyId, runId);
+    const summary = await h.admin.getCommand(companyId, runId, 'long');
+    expect(summary.status).toBe('killed_by_release');
+    const history = await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, runId)).fetchHistory();
+    await Worker.runReplayHistory(
+      { workflowBundle: { codePath: inject('workflowBundle') }, replayName: 'durable-commands' },
+      history,
+    );
+  });
+});
