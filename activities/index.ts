@@ -1,4 +1,5 @@
 import { createAcquireLease } from './acquire-lease.js';
+import { createDeleteExpiredCommands } from './delete-expired-commands.js';
 import type { ActivityDeps } from './deps.js';
 import { createEndedHolders } from './ended-holders.js';
 import { createExecCommand } from './exec-command.js';
@@ -34,6 +35,7 @@ export function createActivities(deps: ActivityDeps) {
     endedHolders: createEndedHolders(deps),
     findOrphanLeases: createFindOrphanLeases(deps),
     leaseOperation: createLeaseOperation(deps),
+    deleteExpiredCommands: createDeleteExpiredCommands(deps),
   };
 }
 

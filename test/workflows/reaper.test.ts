@@ -1,8 +1,14 @@
-// The reaper releases what no run will release, and archiving an environment releases its leases first.
-import { existsSync } from 'node:fs';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+// The reaper releases what no run will release, deletes command journals past their retention, and archiving
+// an environment releases its leases first.
+import { Worker } from '@temporalio/worker';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import { ACTIVITY_ACTIONS, runWorkflowId, type EnvironmentLease } from '../../contracts/index.js';
 import { REAPER_SCHEDULE_ID } from '../../client/reaper-schedule.js';
+import { ensureTemporalCli } from '../../scripts/temporal-cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runEnd, runRequest } from '../support/runs.js';
 
@@ -153,4 +159,152 @@ it("a sweep never releases another deployment's lease sharing the database", asy
   expect(reaped.map((r) => r.leaseId)).toEqual([ours.id]);
   expect(await h.store.getLease(companyId, theirs.id)).toMatchObject({ status: 'active' });
   expect(existsSync(dirOf(theirs))).toBe(true);
+});
+
+/** One sweep under a known workflow id; its result and history. */
+async function sweep() {
+  const workflowId = uniqueId('envrun-reaper-test');
+  const reaped = await h.client.temporal.workflow.execute('reaper', { taskQueue: h.taskQueue, workflowId, args: [] });
+  return { workflowId, reaped, history: await h.client.temporal.workflow.getHandle(workflowId).fetchHistory() };
+}
+
+it('a sweep deletes the journals kept past ENVRUN_COMMAND_RETENTION after their release, never a running one', async () => {
+  const companyId = uniqueId('co');
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'e',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  const endedCommand = async (run: string) => {
+    await h.client.startRunAndWaitReady(runRequest({ companyId, heartbeatRunId: run, environmentId: env.id }));
+    const out = await h.client.exec(companyId, run, {
+      command: 'sh',
+      args: ['-c', 'echo journal-line'],
+      commandId: 'c',
+    });
+    expect(out).toMatchObject({ status: 'exited', exitCode: 0 });
+    await h.client.completeRun(companyId, run, { status: 'succeeded' });
+    await runEnd(h, companyId, run);
+    const row = (await h.store.getCommandRow({ companyId, heartbeatRunId: run, commandId: 'c' }))!;
+    expect(await h.store.getLease(companyId, row.leaseId!)).toMatchObject({ status: 'released' });
+    return row;
+  };
+  const old = await endedCommand('old');
+  const recent = await endedCommand('recent');
+  // A row still running on the old lease (its step never said how it ended), and one that never had a lease.
+  const running = await h.store.openCommand({
+    companyId,
+    heartbeatRunId: 'old',
+    commandId: 'still-running',
+    leaseId: old.leaseId,
+    hostId: null,
+    command: 'sleep',
+    args: [],
+  });
+  const leaseless = await h.store.openCommand({
+    companyId,
+    heartbeatRunId: 'no-lease',
+    commandId: 'c',
+    leaseId: null,
+    hostId: null,
+    command: 'true',
+    args: [],
+  });
+  await h.store.finishCommand(leaseless.row.key, {
+    status: 'exited',
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    error: null,
+  });
+  const hoursAgo = (h: number) => new Date(Date.now() - h * 3_600_000);
+  await h.store.pool.query('update environment_leases set released_at = $2 where id = $1', [old.leaseId, hoursAgo(3)]);
+  await h.store.pool.query('update environment_leases set released_at = $2 where id = $1', [
+    recent.leaseId,
+    hoursAgo(1),
+  ]);
+  await h.store.pool.query('update commands set ended_at = $2 where key = $1', [leaseless.row.key, hoursAgo(3)]);
+  const chunks = async (key: string) =>
+    Number(
+      (
+        await h.store.pool.query<{ n: string }>('select count(*) as n from command_output where command_key = $1', [
+          key,
+        ])
+      ).rows[0]!.n,
+    );
+  expect(await chunks(old.key)).toBeGreaterThan(0);
+
+  const before = process.env.ENVRUN_COMMAND_RETENTION;
+  process.env.ENVRUN_COMMAND_RETENTION = '2h'; // the worker of this suite runs in this process
+  try {
+    const { history } = await sweep();
+    // The count is the step's result in the sweep's history (and a worker log line).
+    const events = history.events ?? [];
+    const scheduled = events.find(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'deleteExpiredCommands',
+    )!;
+    const completed = events.find(
+      (e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === String(scheduled.eventId),
+    )!;
+    const payload = completed.activityTaskCompletedEventAttributes!.result!.payloads![0]!;
+    expect(defaultPayloadConverter.fromPayload<number>(payload)).toBeGreaterThanOrEqual(2);
+  } finally {
+    if (before === undefined) delete process.env.ENVRUN_COMMAND_RETENTION;
+    else process.env.ENVRUN_COMMAND_RETENTION = before;
+  }
+  expect(await h.store.getCommandRow({ companyId, heartbeatRunId: 'old', commandId: 'c' })).toBeNull();
+  expect(await chunks(old.key)).toBe(0);
+  expect(await h.store.getCommandRow({ companyId, heartbeatRunId: 'no-lease', commandId: 'c' })).toBeNull();
+  const kept = await h.admin.commandOutput(companyId, 'recent', 'c');
+  expect(kept.stdout.toString()).toBe('journal-line\n');
+  expect(await h.store.getCommandRow({ companyId, heartbeatRunId: 'old', commandId: 'still-running' })).toMatchObject({
+    key: running.row.key,
+    status: 'running',
+  });
+  // With the default retention (7 days) the recent journal stays too.
+  await sweep();
+  expect(await h.store.getCommandRow({ companyId, heartbeatRunId: 'recent', commandId: 'c' })).not.toBeNull();
+});
+
+const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}.json`, import.meta.url));
+
+// v1: a sweep that released one lease, recorded before the retention step (patch `reaper-command-retention`);
+// v2: the same with it.
+it('sweeps recorded before and after command retention replay, and so does a sweep of today', async () => {
+  const companyId = uniqueId('co');
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'e',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  await orphanedRun(companyId, env.id, 'orphan');
+  const { workflowId, reaped, history } = await sweep();
+  expect(reaped).toContainEqual(expect.objectContaining({ companyId, heartbeatRunId: 'orphan' }));
+  await Worker.runReplayHistory(
+    { workflowBundle: { codePath: inject('workflowBundle') }, replayName: 'reaper-today' },
+    history,
+  );
+  // ENVRUN_RECORD_HISTORY=<version> records it as history-reaper-<version>.json (as replay.test.ts does).
+  const version = process.env.ENVRUN_RECORD_HISTORY;
+  if (version) {
+    const json = execFileSync(await ensureTemporalCli(), [
+      'workflow',
+      'show',
+      '--address',
+      inject('temporalAddress'),
+      '--workflow-id',
+      workflowId,
+      '--output',
+      'json',
+    ]).toString();
+    writeFileSync(fixture(`history-reaper-${version}`), json);
+  }
+  // Every committed sweep replays.
+  for (const name of ['history-reaper-v1', 'history-reaper-v2'])
+    await Worker.runReplayHistory(
+      { workflowBundle: { codePath: inject('workflowBundle') }, replayName: name },
+      JSON.parse(readFileSync(fixture(name), 'utf8')),
+    );
 });
