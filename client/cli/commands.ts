@@ -20,6 +20,7 @@ const DISPOSITION_HELP =
   "the sandbox after the run: keep_running, stop_and_retain or destroy (default: the lease policy's)";
 const environments = () => import('./environments.js');
 const runs = () => import('./runs.js');
+const commandsIo = () => import('./commands-io.js');
 const leases = () => import('./leases.js');
 const ops = () => import('./ops.js');
 const db = () => import('./db.js');
@@ -181,16 +182,49 @@ function addRunCommands(program: Command): void {
     .action(lazy(runs, (m) => m.cancelRun));
   run
     .command('exec')
-    .description("run a command in a ready run's target, with only the explicit environment")
+    .description(
+      "run a command in a ready run's target, with only the explicit environment: its output streams as it is " +
+        "written; exits with the command's status (128+signal when killed, 124 timed out); Ctrl-C stops " +
+        'following, not the command',
+    )
     .addOption(company())
     .addOption(runOpt())
     .option('--env-var <NAME=VALUE...>', 'environment variables for the command (nothing else is passed)')
     .option('--env-file <path>', 'NAME=VALUE lines for the environment, kept off the command line (--env-var wins)')
     .option('--timeout <ms>', 'timeout in milliseconds', '600000')
+    .option('--command-id <id>', 'the command id (the same id twice is one command; default: a new UUID)')
+    .option('--detach', 'start the command and print its id, without following it')
+    .option('--stdin', "pipe this process's stdin into the command (its end closes the command's stdin)")
     .argument('<command>')
     .argument('[args...]')
+    .addOption(new Option('--json', 'one JSON event a line (output as base64), instead of raw bytes'))
+    .action(lazy(commandsIo, (m) => m.execCommand));
+  run
+    .command('logs')
+    .description("a command's output from the journal (no id: the run's latest command), then its exit status")
+    .argument('[id]', 'command id')
+    .addOption(company())
+    .addOption(runOpt())
+    .option('--follow', 'wait for more output until the command ends')
+    .option('--from <seq>', 'only the chunks after this sequence number', '0')
+    .addOption(new Option('--json', 'one JSON event a line (output as base64), instead of raw bytes'))
+    .action(lazy(commandsIo, (m) => m.commandLogs));
+  run
+    .command('kill')
+    .description("signal a running command's whole process group")
+    .argument('<id>', 'command id')
+    .addOption(company())
+    .addOption(runOpt())
+    .option('--signal <name>', 'signal name: TERM, INT, KILL, …', 'TERM')
     .addOption(json())
-    .action(lazy(runs, (m) => m.execInRun));
+    .action(lazy(commandsIo, (m) => m.killCommand));
+  run
+    .command('commands')
+    .description("the run's commands from the store: id, status, exit, sizes, start and duration")
+    .addOption(company())
+    .addOption(runOpt())
+    .addOption(json())
+    .action(lazy(commandsIo, (m) => m.listCommands));
 }
 
 function addLeaseCommands(program: Command): void {

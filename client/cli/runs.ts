@@ -1,5 +1,5 @@
 // `envrun run …`: start a run (and wait for its target), read it, complete, renew, retry, list and cancel
-// runs, and run a command in a ready run's target. Declared in commands.ts.
+// runs (commands in a run's target: commands-io.ts). Declared in commands.ts.
 import { z } from 'zod';
 import {
   ErrorCodeSchema,
@@ -15,7 +15,7 @@ import { checkWorkspacePath, loadTenancy, TenancyError } from '../../config/tena
 import { InvalidInputError, NotFoundError, RunFailedError } from '../errors.js';
 import type { EnvRunClient } from '../runs.js';
 import { withRuns } from './connect.js';
-import { check, fail, localPath, millis, parseEnvAssignments, readEnvFile } from './input.js';
+import { check, fail, localPath, millis } from './input.js';
 import { print, progress, type Output } from './output.js';
 
 interface RunOptions extends Output {
@@ -200,24 +200,6 @@ export async function cancelRun(o: RunOptions & ReleaseOptions): Promise<void> {
   const release = releaseRequest(o);
   await withRuns((c) => c.cancelRun(companyId, runId, release));
   print(o, { cancelled: true }, () => 'cancelled');
-}
-
-export async function execInRun(
-  command: string,
-  args: string[],
-  o: RunOptions & { envVar?: string[]; envFile?: string; timeout: string },
-): Promise<void> {
-  const [companyId, runId] = runOf(o);
-  // A file keeps the values off this command line (any local user reads those); --env-var wins over it.
-  const env = { ...(o.envFile === undefined ? {} : readEnvFile(o.envFile)), ...parseEnvAssignments(o.envVar) };
-  const timeoutMs = check(millis(1), o.timeout, '--timeout');
-  const result = await withRuns((c) => c.exec(companyId, runId, { command, args, env, timeoutMs }));
-  if (o.json) console.log(JSON.stringify(result, null, 2));
-  else {
-    process.stdout.write(result.stdout);
-    process.stderr.write(result.stderr);
-  }
-  process.exitCode = result.exitCode ?? (result.timedOut ? 124 : 128);
 }
 
 /**
