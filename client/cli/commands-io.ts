@@ -11,13 +11,8 @@ import { CommandIdSchema, ExternalId, type CommandEvent, type CommandSummary } f
 import type { EnvRunAdmin } from '../admin.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { withAdmin } from './connect.js';
-import { check, fail, millis, parseEnvAssignments, readEnvFile } from './input.js';
+import { check, fail, millis, parseEnvAssignments, readEnvFile, runOf, type RunOptions } from './input.js';
 import { print, type Output } from './output.js';
-
-interface RunOptions extends Output {
-  company: string;
-  run: string;
-}
 
 interface ExecOptions extends RunOptions {
   envVar?: string[];
@@ -31,11 +26,6 @@ interface ExecOptions extends RunOptions {
 interface LogsOptions extends RunOptions {
   follow?: boolean;
   from?: string;
-}
-
-/** --company and --run, checked. */
-function runOf(o: RunOptions): [companyId: string, runId: string] {
-  return [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
 }
 
 const sequence = z

@@ -86,3 +86,14 @@ export function checkId(id: string, o: IdOptions): { companyId: string } {
   check(z.uuid(), id, 'id');
   return { companyId: check(ExternalId, o.company, '--company') };
 }
+
+/** The options naming one run: --company and --run. */
+export interface RunOptions extends Output {
+  company: string;
+  run: string;
+}
+
+/** --company and --run, checked. */
+export function runOf(o: RunOptions): [companyId: string, runId: string] {
+  return [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
+}

@@ -15,13 +15,8 @@ import { checkWorkspacePath, loadTenancy, TenancyError } from '../../config/tena
 import { InvalidInputError, NotFoundError, RunFailedError } from '../errors.js';
 import type { EnvRunClient } from '../runs.js';
 import { withRuns } from './connect.js';
-import { check, fail, localPath, millis } from './input.js';
+import { check, fail, localPath, millis, runOf, type RunOptions } from './input.js';
 import { print, progress, type Output } from './output.js';
-
-interface RunOptions extends Output {
-  company: string;
-  run: string;
-}
 
 interface StartOptions extends RunOptions {
   env?: string;
@@ -56,11 +51,6 @@ function checkRoots(companyId: string, paths: Array<[string | undefined, string]
       throw err;
     }
   }
-}
-
-/** --company and --run, checked. */
-function runOf(o: RunOptions): [companyId: string, runId: string] {
-  return [check(ExternalId, o.company, '--company'), check(ExternalId, o.run, '--run')];
 }
 
 export async function startRun(o: StartOptions): Promise<void> {
