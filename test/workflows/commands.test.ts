@@ -194,4 +194,23 @@ describe('durable commands', () => {
       history,
     );
   });
+  it("another company cannot read a command; a company's journals share one budget", async () => {
+    const { companyId, runId } = await readyRun();
+    const first = await h.client.exec(companyId, runId, { command: 'sh', args: ['-c', 'head -c 300000 /dev/zero'] });
+    expect(first.stdoutBytes).toBe(300_000);
+    // The same run id and command id under another company: nothing.
+    await expect(h.admin.getCommand(uniqueId('other'), runId, first.commandId)).rejects.toThrow(/not found/);
+    await expect(h.admin.commandOutput(uniqueId('other'), runId, first.commandId)).rejects.toThrow(/not found/);
+    // The company has 300,000 bytes kept; a budget of 400,000 leaves 100,000 for the next command.
+    process.env.ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES = '400000';
+    try {
+      const second = await h.client.exec(companyId, runId, { command: 'sh', args: ['-c', 'head -c 250000 /dev/zero'] });
+      expect(second).toMatchObject({ status: 'exited', stdoutBytes: 250_000, truncated: true });
+      const kept = await collect(h.admin.streamCommand(companyId, runId, second.commandId));
+      expect(kept.stdout.length).toBe(100_000);
+      expect(kept.truncated).toBe(true);
+    } finally {
+      delete process.env.ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES;
+    }
+  });
 });
