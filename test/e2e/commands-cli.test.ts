@@ -3,8 +3,8 @@
 // reattach from any point (also after the CLI was killed), `run kill`, `--stdin`, `run commands`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { BIN } from '../support/cli.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, cliEnv } from '../support/cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runRequest, until } from '../support/runs.js';
 
@@ -47,14 +47,7 @@ interface Cli {
 /** The binary, its output kept as bytes (execFile's buffer would cut a 1.5 MB output); `input` is its stdin. */
 function cli(args: string[], input = ''): Cli {
   const child = spawn(process.execPath, [BIN, ...args], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: process.env.HOME ?? '/tmp',
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
-      DATABASE_URL: h.database.url,
-      ENVRUN_TASK_QUEUE: h.taskQueue,
-      ENVRUN_DATA_DIR: h.dataDir,
-    },
+    env: cliEnv(h),
   });
   const out: Buffer[] = [];
   const err: Buffer[] = [];

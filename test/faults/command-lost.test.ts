@@ -1,24 +1,16 @@
 // Fault: the worker running a command is killed (SIGKILL). The command is marked `lost` once its step stops
 // heartbeating, it is never run again (not by a retry, not by a second start of its id), its journal keeps
 // what it wrote before the kill, and the client and the stream say it was lost.
-import { Client, Connection } from '@temporalio/client';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { CommandEvent } from '../../contracts/index.js';
-import { createDrivers } from '../../drivers/registry.js';
-import { tsxLoaderUrl } from '../../store/embedded.js';
-import { Store } from '../../store/store.js';
-import { EnvRunAdmin } from '../../client/admin.js';
-import { EnvRunClient } from '../../client/runs.js';
-import { createProviders } from '../../drivers/providers/load.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 import { killAll, processTree, type ProcessInfo } from '../support/process-tree.js';
 import { runRequest, tempWorkspace, until } from '../support/runs.js';
+import { startWorkerProcess, workerSetup } from '../support/worker-process.js';
 
-const MAIN = fileURLToPath(new URL('../../worker/main.ts', import.meta.url));
 let db: Awaited<ReturnType<typeof freshDatabase>>;
 const workers: ChildProcess[] = [];
 const started: ProcessInfo[] = [];
@@ -31,40 +23,10 @@ afterAll(async () => {
   await db?.close();
 });
 
-function startWorker(env: Record<string, string>): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawn(process.execPath, ['--import', tsxLoaderUrl(), MAIN], {
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? '/tmp', ...env },
-  });
-  workers.push(child);
-  let out = '';
-  const ready = new Promise<void>((resolve) =>
-    child.stdout!.on('data', (c: Buffer) => {
-      out += c.toString();
-      if (out.includes('worker on ')) resolve();
-    }),
-  );
-  child.stderr!.resume();
-  return { child, ready };
-}
-
 it('kill -9 mid-command: the command is lost, not run again, and its journal keeps what it wrote', async () => {
-  const taskQueue = uniqueId('lost');
-  const dataDir = join(inject('tmpRoot'), taskQueue);
-  const env = {
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
-    DATABASE_URL: db.url,
-    ENVRUN_TASK_QUEUE: taskQueue,
-    ENVRUN_WORKFLOW_BUNDLE: inject('workflowBundle'),
-    ENVRUN_LOG_LEVEL: 'INFO', // the start line is an info line
-    ENVRUN_REAPER_EVERY: 'off',
-    ENVRUN_DATA_DIR: dataDir,
-  };
-  const first = startWorker(env);
+  const { env, client, admin, close } = await workerSetup(db, uniqueId('lost'));
+  const first = startWorkerProcess(env, workers);
   await first.ready;
-  const connection = await Connection.connect({ address: inject('temporalAddress') });
-  const store = new Store(db.db);
-  const client = new EnvRunClient({ client: new Client({ connection }), taskQueue, runDefaults: { awaitRetryMs: 0 } });
-  const admin = new EnvRunAdmin({ runs: client, store, drivers: createDrivers(createProviders({ dataDir })) });
   try {
     const companyId = uniqueId('co');
     const sandboxEnv = await admin.createEnvironment({
@@ -96,7 +58,7 @@ it('kill -9 mid-command: the command is lost, not run again, and its journal kee
 
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));
-    const second = startWorker(env);
+    const second = startWorkerProcess(env, workers);
     await second.ready;
 
     // Starting the same id again waits for that command: its step stops heartbeating (30 s) and it is lost.
@@ -127,6 +89,6 @@ it('kill -9 mid-command: the command is lost, not run again, and its journal kee
     second.child.kill('SIGTERM');
     await new Promise((r) => second.child.once('exit', r));
   } finally {
-    await connection.close();
+    await close();
   }
 }, 180_000);

@@ -12,21 +12,26 @@ export interface CliResult {
   stderr: string;
 }
 
+/** The CLI's environment against the harness: its dev server, database, task queue and data folder. */
+export function cliEnv(h: Harness, extraEnv: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/tmp',
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    DATABASE_URL: h.database.url,
+    ENVRUN_TASK_QUEUE: h.taskQueue,
+    ENVRUN_DATA_DIR: h.dataDir,
+    ...extraEnv,
+  };
+}
+
 export function runCli(h: Harness, args: string[], extraEnv: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [BIN, ...args],
       {
-        env: {
-          PATH: process.env.PATH ?? '/usr/bin:/bin',
-          HOME: process.env.HOME ?? '/tmp',
-          TEMPORAL_ADDRESS: inject('temporalAddress'),
-          DATABASE_URL: h.database.url,
-          ENVRUN_TASK_QUEUE: h.taskQueue,
-          ENVRUN_DATA_DIR: h.dataDir,
-          ...extraEnv,
-        },
+        env: cliEnv(h, extraEnv),
       },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
