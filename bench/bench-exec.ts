@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createDatabaseIfMissing, openDatabase } from '../store/db.js';
-import { ensureEmbeddedStore, stopEmbeddedStore, tsxLoaderUrl } from '../store/embedded.js';
+import { ensureEmbeddedStore, readStoreInfo, stopEmbeddedStore, tsxLoaderUrl } from '../store/embedded.js';
 import { Store } from '../store/store.js';
 import { EnvRunAdmin } from '../client/admin.js';
 import { EnvRunClient } from '../client/runs.js';
@@ -61,7 +61,11 @@ async function main(): Promise<void> {
     const worker: BenchProcess = await startWorkerProcess({
       name: 'envrun-worker',
       script: join(ROOT, existsSync(join(ROOT, 'dist/worker/main.js')) ? 'dist/worker/main.js' : 'worker/main.ts'),
-      nodeArgs: existsSync(join(ROOT, 'dist/worker/main.js')) ? [] : ['--import', tsxLoaderUrl()],
+      nodeArgs: [
+        ...(existsSync(join(ROOT, 'dist/worker/main.js')) ? [] : ['--import', tsxLoaderUrl()]),
+        // BENCH_PROFILE=<dir>: the worker's CPU profile (`npx tsx bench/profile-summary.ts <dir>`).
+        ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+      ],
       env: {
         TEMPORAL_ADDRESS: server.address,
         DATABASE_URL: url.toString(),
@@ -96,6 +100,11 @@ async function main(): Promise<void> {
       token,
       log,
       databaseUrl: url.toString(),
+      temporalAddress: server.address,
+      serverPid: server.process.pid!,
+      postgresPid: readStoreInfo(storeDir)!.pid,
+      taskQueue: 'bench-exec',
+      cli: join(ROOT, 'bin/envrun.mjs'),
       async readyRun(name) {
         const id = `${token}-${name}`;
         await client.startRunAndWaitReady({
@@ -107,12 +116,17 @@ async function main(): Promise<void> {
         return id;
       },
     };
-    const summary = await execParts(ctx);
+    const { summary, targets } = await execParts(ctx);
     log(`\n[bench:exec] summary ${JSON.stringify(summary)}`);
     const latest = join(ROOT, 'bench/results/latest.json');
     if (existsSync(latest) && process.env.BENCH_EXEC_WRITE !== '0') {
-      const result = JSON.parse(readFileSync(latest, 'utf8')) as { summary: Record<string, unknown> };
+      const result = JSON.parse(readFileSync(latest, 'utf8')) as {
+        summary: Record<string, unknown>;
+        targets?: Array<{ target: string }>;
+      };
       result.summary = { ...result.summary, ...summary };
+      // This part's targets (all named `exec …`) replace those of an earlier bench:exec run.
+      result.targets = [...(result.targets ?? []).filter((t) => !t.target.startsWith('exec ')), ...targets];
       writeFileSync(latest, JSON.stringify(result, null, 2) + '\n');
       log(`[bench:exec] merged into ${latest}`);
     }

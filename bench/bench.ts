@@ -146,6 +146,7 @@ async function main(): Promise<void> {
   const token = Date.now().toString(36);
   const cwd = mkdtempSync(join(tmpdir(), 'bench-ws-'));
   let succeeded = false;
+  let stamped = '';
 
   // envrun's worker runs compiled (dist/) under plain node, like `npm run worker`; built first if stale.
   let runtime: 'dist' | 'tsx' = 'dist';
@@ -742,7 +743,7 @@ async function main(): Promise<void> {
     printResults(result.modes, summary, targets, held);
     const dir = join(ROOT, 'bench/results');
     mkdirSync(dir, { recursive: true });
-    const stamped = join(dir, `bench-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+    stamped = join(dir, `bench-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
     writeFileSync(stamped, JSON.stringify(result, null, 2) + '\n');
     writeFileSync(join(dir, 'latest.json'), JSON.stringify(result, null, 2) + '\n');
     log(`\nwritten ${resolve(stamped)} and bench/results/latest.json (${result.durationS} s)`);
@@ -753,6 +754,17 @@ async function main(): Promise<void> {
     if (succeeded && process.env.BENCH_KEEP !== '1') {
       for (const dir of [tmp, cwd]) rmSync(dir, { recursive: true, force: true });
     } else log(`[bench] logs and data kept in ${tmp}`);
+  }
+  // Last, on servers of its own: what a command costs (`npm run bench:exec`), its keys merged into latest.json.
+  if (process.env.BENCH_EXEC !== '0') {
+    log('\n[bench] exec part: bench/bench-exec.ts');
+    const exec = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', join(ROOT, 'bench/bench-exec.ts')], {
+      cwd: ROOT,
+      stdio: 'inherit',
+      env: { ...process.env, BENCH_BUILD: '0' }, // built above when stale
+    });
+    if (exec.status !== 0) throw new Error(`bench/bench-exec.ts failed (${exec.status ?? exec.signal})`);
+    writeFileSync(stamped, readFileSync(join(ROOT, 'bench/results/latest.json')));
   }
 }
 
