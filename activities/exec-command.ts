@@ -58,7 +58,8 @@ export function createExecCommand(deps: ActivityDeps) {
     if (!opened.created) return settleRedelivered(deps, opened.row);
     const key = opened.row.key;
 
-    const room = readSetting('ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES') - (await deps.store.companyOutputBytes(input.companyId));
+    const room =
+      readSetting('ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES') - (await deps.store.companyOutputBytes(input.companyId));
     const limit = Math.max(0, Math.min(readSetting('ENVRUN_MAX_COMMAND_OUTPUT_BYTES'), room));
     const writer = new CommandWriter(deps.store, key, limit, tailBytes);
     const step = stepContext();
@@ -70,15 +71,21 @@ export function createExecCommand(deps: ActivityDeps) {
       await control.ready;
       let result: ExecResult;
       try {
-        result = await driver.execute({ ...step, signal }, { environment, lease: input.lease, record: input.record }, {
-          ...request,
-          ...(stdinStream ? { stdinStream: control.stdin } : {}),
-          onOutput: (stream, chunk) => {
-            streamed = true;
-            return writer.push(stream, chunk);
+        // No progress lines: a heartbeat carries its details into history when a step times out, and a
+        // command's output never goes there. The 1 s beat stays.
+        result = await driver.execute(
+          { ...step, progress: undefined, signal },
+          { environment, lease: input.lease, record: input.record },
+          {
+            ...request,
+            ...(stdinStream ? { stdinStream: control.stdin } : {}),
+            onOutput: (stream, chunk) => {
+              streamed = true;
+              return writer.push(stream, chunk);
+            },
+            onStarted: control.started,
           },
-          onStarted: control.started,
-        });
+        );
       } catch (err) {
         if (Context.current().cancellationSignal.aborted) {
           await end(deps, key, writer, 'killed_by_release', null, null, false, null);
@@ -157,7 +164,12 @@ function outcomeOf(row: CommandRow, writer: CommandWriter): CommandOutcome {
   const err = writer.tails.stderr.bytes();
   const stdout = tailText(out, out.length < row.stdoutBytes);
   const stderr = tailText(err, err.length < row.stderrBytes);
-  return { ...toCommandSummary(row), stdout: stdout.text, stderr: stderr.text, outputLossy: stdout.lossy || stderr.lossy };
+  return {
+    ...toCommandSummary(row),
+    stdout: stdout.text,
+    stderr: stderr.text,
+    outputLossy: stdout.lossy || stderr.lossy,
+  };
 }
 
 /**
@@ -185,23 +197,28 @@ function commandControl(deps: ActivityDeps, key: string, withStdin: boolean) {
   };
   let checking = Promise.resolve();
   const check = () => {
-    checking = checking.then(async () => {
-      if (closed) return;
-      const signal = await deps.store.takeKillRequest(key);
-      if (signal) deliverKill(signal);
-      if (!stdinDone) {
-        for (const row of await deps.store.readInput(key, inputSeq)) {
-          inputSeq = row.seq;
-          if (row.data.length) queue.push(row.data);
-          if (row.eof) stdinDone = true;
+    checking = checking
+      .then(async () => {
+        if (closed) return;
+        const signal = await deps.store.takeKillRequest(key);
+        if (signal) deliverKill(signal);
+        if (!stdinDone) {
+          for (const row of await deps.store.readInput(key, inputSeq)) {
+            inputSeq = row.seq;
+            if (row.data.length) queue.push(row.data);
+            if (row.eof) stdinDone = true;
+          }
+          for (const w of waiting.splice(0)) w();
         }
-        for (const w of waiting.splice(0)) w();
-      }
-    }).catch(() => undefined);
+      })
+      .catch(() => undefined);
   };
   const subscribed = deps.store.commandListener.subscribe('control', key, check);
   let unsubscribe: (() => void) | null = null;
-  void subscribed.then((u) => (closed ? u() : (unsubscribe = u)), () => undefined);
+  void subscribed.then(
+    (u) => (closed ? u() : (unsubscribe = u)),
+    () => undefined,
+  );
   async function* stdin(): AsyncGenerator<Buffer> {
     for (;;) {
       while (queue.length) yield queue.shift()!;

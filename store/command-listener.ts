@@ -14,6 +14,8 @@ export class CommandListener {
   private connecting: Promise<void> | null = null;
   private closed = false;
   private readonly subscribers = new Map<string, Set<Wake>>();
+  private readonly channels = new Set<string>();
+  private readonly listening = new Map<string, Promise<void>>();
 
   /** `config`: the store's pool options (its connection string or fields). */
   constructor(
@@ -28,6 +30,7 @@ export class CommandListener {
     if (!set) this.subscribers.set(id, (set = new Set()));
     set.add(wake);
     await this.connect();
+    await this.listen(channel);
     return () => {
       set.delete(wake);
       if (set.size === 0) this.subscribers.delete(id);
@@ -58,7 +61,9 @@ export class CommandListener {
             this.client = null;
             if (!this.closed && this.subscribers.size) void this.connect().then(() => this.wakeAll());
           });
-          await client.query(`listen ${OUTPUT_CHANNEL}; listen ${CONTROL_CHANNEL}`);
+          // A channel is listened to once something subscribes to it: a worker that only runs commands
+          // hears control requests, not every chunk of output.
+          if (this.channels.size) await client.query([...this.channels].map((c) => `listen ${c}`).join('; '));
           // The connection never keeps the process alive: it lives as long as something else does.
           (client as unknown as { connection: { stream: { unref?(): void } } }).connection.stream.unref?.();
           this.client = client;
@@ -72,6 +77,22 @@ export class CommandListener {
       }
     })().finally(() => (this.connecting = null));
     return this.connecting;
+  }
+
+  /** LISTENs on the kind's channel once; every caller waits until it is listening. */
+  private listen(kind: 'output' | 'control'): Promise<void> {
+    const channel = kind === 'output' ? OUTPUT_CHANNEL : CONTROL_CHANNEL;
+    let listening = this.listening.get(channel);
+    if (!listening) {
+      this.channels.add(channel);
+      // A failed LISTEN is not kept: the connection ends and its reconnect listens on every channel again.
+      listening = Promise.resolve(this.client?.query(`listen ${channel}`)).then(
+        () => undefined,
+        () => undefined,
+      );
+      this.listening.set(channel, listening);
+    }
+    return listening;
   }
 
   private dispatch(channel: string, payload: string): void {

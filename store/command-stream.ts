@@ -33,6 +33,16 @@ export async function* readCommandJournal(
     wake?.();
   };
   const follow = options.follow === true && listener !== null;
+  const waitFor = async (ms: number) => {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    wake = null;
+  };
   const unsubscribe = follow ? await listener.subscribe('output', key, poke) : null;
   options.signal?.addEventListener('abort', poke);
   try {
@@ -44,9 +54,20 @@ export async function* readCommandJournal(
         seq = c.seq;
         yield c.stream === STREAM_CODES.truncated
           ? { type: 'truncated', seq: c.seq }
-          : { type: 'output', seq: c.seq, stream: c.stream === STREAM_CODES.stderr ? 'stderr' : 'stdout', data: c.data };
+          : {
+              type: 'output',
+              seq: c.seq,
+              stream: c.stream === STREAM_CODES.stderr ? 'stderr' : 'stdout',
+              data: c.data,
+            };
       }
       if (chunks.length === PAGE) continue;
+      // Following, and output came: wait for the next notification (the end has one of its own). Only a
+      // read that finds nothing looks at the command's status.
+      if (chunks.length && follow) {
+        if (!notified) await waitFor(RECHECK_MS);
+        continue;
+      }
       const row = await store.getCommandByKey(key);
       if (!row) throw new Error(`command ${command.commandId}: its journal was deleted (retention)`);
       if (row.status !== 'running') {
@@ -56,16 +77,7 @@ export async function* readCommandJournal(
         return;
       }
       if (!follow) return;
-      if (!notified) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, RECHECK_MS);
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        wake = null;
-      }
+      if (!notified) await waitFor(RECHECK_MS);
     }
   } finally {
     unsubscribe?.();

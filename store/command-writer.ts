@@ -6,7 +6,7 @@
 import type { JournalCounts, OutputChunk } from './commands.js';
 import { STREAM_CODES } from './commands.js';
 
-const MAX_ROW_BYTES = 1024 * 1024;
+const MAX_ROW_BYTES = 512 * 1024;
 
 export interface JournalSink {
   appendOutput(key: string, chunks: OutputChunk[], counts: JournalCounts): Promise<void>;
@@ -45,7 +45,7 @@ export class CommandWriter {
     private readonly key: string,
     private readonly maxBytes: number,
     tailBytes = 0,
-    private readonly highWater = 8 * 1024 * 1024,
+    private readonly highWater = 4 * 1024 * 1024,
   ) {
     this.tails = { stdout: new SmallTail(tailBytes), stderr: new SmallTail(tailBytes) };
   }
@@ -81,7 +81,12 @@ export class CommandWriter {
   private enqueue(stream: number, data: Buffer): void {
     const last = this.queue.at(-1);
     // Adjacent chunks of one stream share a row (up to the row size): fewer rows, same bytes, same order.
-    if (last && last.stream === stream && stream !== STREAM_CODES.truncated && last.size + data.length <= MAX_ROW_BYTES) {
+    if (
+      last &&
+      last.stream === stream &&
+      stream !== STREAM_CODES.truncated &&
+      last.size + data.length <= MAX_ROW_BYTES
+    ) {
       last.parts.push(data);
       last.size += data.length;
     } else {
@@ -97,7 +102,7 @@ export class CommandWriter {
     if (this.flushing || this.failed || this.queue.length === 0) return;
     this.flushing = (async () => {
       while (this.queue.length && !this.failed) {
-        // One statement of at most ~4 MiB: a long queue goes in several.
+        // One append of at most ~2 MiB: a long queue goes in several.
         let bytes = 0;
         let n = 0;
         while (n < this.queue.length && (n === 0 || bytes + this.queue[n]!.size <= 4 * MAX_ROW_BYTES)) {
@@ -106,7 +111,11 @@ export class CommandWriter {
         }
         const batch: OutputChunk[] = this.queue
           .splice(0, n)
-          .map((q) => ({ seq: q.seq, stream: q.stream, data: q.parts.length === 1 ? q.parts[0]! : Buffer.concat(q.parts) }));
+          .map((q) => ({
+            seq: q.seq,
+            stream: q.stream,
+            data: q.parts.length === 1 ? q.parts[0]! : Buffer.concat(q.parts),
+          }));
         try {
           await this.sink.appendOutput(this.key, batch, this.counts);
         } catch (err) {

@@ -44,7 +44,10 @@ export interface CommandRef {
 
 /** The name a command's start is notified under, before it has a key: a digest of its reference. */
 export function startKeyOf(ref: CommandRef): string {
-  return `start-${createHash('sha256').update(JSON.stringify([ref.companyId, ref.heartbeatRunId, ref.commandId])).digest('hex').slice(0, 40)}`;
+  return `start-${createHash('sha256')
+    .update(JSON.stringify([ref.companyId, ref.heartbeatRunId, ref.commandId]))
+    .digest('hex')
+    .slice(0, 40)}`;
 }
 
 export interface NewCommand extends CommandRef {
@@ -79,6 +82,7 @@ export interface CommandEnd {
 export function commandQueries<B extends QueryBase>(Base: B) {
   return class extends Base {
     commandListenerOpened: CommandListener | null = null;
+    journalBatcher: JournalBatcher | null = null;
 
     /** node-postgres' pool under the store: bytea parameters go as binary, several statements as one. */
     get pool(): pg.Pool {
@@ -150,24 +154,14 @@ export function commandQueries<B extends QueryBase>(Base: B) {
       return Number(r.rows[0]?.n ?? 0);
     }
 
-    /** Appends chunks (seq ascending) and stores the writer's counters, then notifies: one statement. */
-    async appendOutput(key: string, chunks: OutputChunk[], counts: JournalCounts): Promise<void> {
-      const params: unknown[] = [key, counts.stdoutBytes, counts.stderrBytes, counts.keptBytes, counts.truncated];
-      const values = chunks.map((c) => {
-        params.push(c.seq, c.stream, c.data);
-        const n = params.length;
-        return `($1, $${n - 2}::int, $${n - 1}::smallint, $${n}::bytea)`;
-      });
-      const last = chunks.at(-1)?.seq ?? 0;
-      const insert = values.length
-        ? `ins as (insert into command_output (command_key, seq, stream, data) values ${values.join(', ')}),`
-        : '';
-      await this.pool.query(
-        `with ${insert} upd as (update commands set stdout_bytes = $2, stderr_bytes = $3, kept_bytes = $4,
-           truncated = $5 where key = $1)
-         select pg_notify('${OUTPUT_CHANNEL}', $1 || ':' || ${last})`,
-        params,
-      );
+    /**
+     * Appends chunks (seq ascending) and stores the writer's counters, then notifies. The appends of all the
+     * process's commands go through one batcher: one statement in flight, carrying every command's pending
+     * chunks (many commands printing lines cost one statement, not one each).
+     */
+    appendOutput(key: string, chunks: OutputChunk[], counts: JournalCounts): Promise<void> {
+      this.journalBatcher ??= new JournalBatcher(this.pool);
+      return this.journalBatcher.append(key, chunks, counts);
     }
 
     /** Ends a running command (a row already ended is left as it is); notifies its readers. */
@@ -269,5 +263,88 @@ export function commandQueries<B extends QueryBase>(Base: B) {
           or (c.lease_id is null and c.ended_at < ${cutoff}))`);
       return r.rowCount ?? 0;
     }
+  };
+}
+
+interface PendingAppend {
+  key: string;
+  chunks: OutputChunk[];
+  counts: JournalCounts;
+  bytes: number;
+  done(err?: Error): void;
+}
+
+/** Most bytes of output one statement carries (a longer queue goes in several). */
+const STATEMENT_BYTES = 2 * 1024 * 1024;
+
+/**
+ * One process's journal writes: appends queue while a statement is in flight and go together in the next
+ * one (their chunks in one INSERT, their counters in one UPDATE, a NOTIFY each). Each command's writer has
+ * at most one append queued, so a command's chunks are stored in order.
+ */
+export class JournalBatcher {
+  private queue: PendingAppend[] = [];
+  private flushing = false;
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  append(key: string, chunks: OutputChunk[], counts: JournalCounts): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const bytes = chunks.reduce((n, c) => n + c.data.length, 0);
+      this.queue.push({ key, chunks, counts: { ...counts }, bytes, done: (err) => (err ? reject(err) : resolve()) });
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    while (this.queue.length) {
+      let bytes = 0;
+      let n = 0;
+      while (n < this.queue.length && (n === 0 || bytes + this.queue[n]!.bytes <= STATEMENT_BYTES)) {
+        bytes += this.queue[n]!.bytes;
+        n++;
+      }
+      const batch = this.queue.splice(0, n);
+      try {
+        await this.pool.query(batchStatement(batch));
+        for (const p of batch) p.done();
+      } catch (err) {
+        for (const p of batch) p.done(err as Error);
+      }
+    }
+    this.flushing = false;
+  }
+}
+
+function batchStatement(batch: PendingAppend[]): { text: string; values: unknown[] } {
+  const values: unknown[] = [
+    batch.map((p) => p.key),
+    batch.map((p) => p.counts.stdoutBytes),
+    batch.map((p) => p.counts.stderrBytes),
+    batch.map((p) => p.counts.keptBytes),
+    batch.map((p) => p.counts.truncated),
+    batch.map((p) => `${p.key}:${p.chunks.at(-1)?.seq ?? 0}`),
+  ];
+  const rows: string[] = [];
+  for (const p of batch) {
+    values.push(p.key);
+    const k = values.length;
+    for (const c of p.chunks) {
+      values.push(c.seq, c.stream, c.data); // a Buffer goes as a binary parameter
+      const n = values.length;
+      rows.push(`($${k}::uuid, $${n - 2}::int, $${n - 1}::smallint, $${n}::bytea)`);
+    }
+  }
+  const insert = rows.length
+    ? `ins as (insert into command_output (command_key, seq, stream, data) values ${rows.join(', ')}),`
+    : '';
+  return {
+    text: `with ${insert} upd as (
+        update commands c set stdout_bytes = v.o, stderr_bytes = v.e, kept_bytes = v.k, truncated = v.t
+        from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::boolean[]) as v(key, o, e, k, t)
+        where c.key = v.key)
+      select pg_notify('${OUTPUT_CHANNEL}', n) from unnest($6::text[]) as n`,
+    values,
   };
 }

@@ -1,7 +1,7 @@
 // ATTACK: a command prints as fast as it can while the store takes its output slowly (a loaded PostgreSQL):
 // with nothing holding the command back, every chunk waited in the worker's memory for its INSERT (seen with
-// the writer's high-water mark set to infinity: 200 MB printed → the worker grew by 208 MiB). The journal's writer now answers a chunk with a promise once
-// 8 MiB wait, and the driver reads no more of the command until it settles: memory stays bounded, and the
+// the writer's high-water mark set to infinity: 200 MB printed → the worker grew by 208 MiB). The journal's
+// writer now answers a chunk with a promise once 4 MiB wait, and the driver reads no more of the command until it settles: memory stays bounded, and the
 // journal still gets every byte, in order. Also: past the command's limit one `truncated` marker is written
 // and the rest only counted.
 import { createHash } from 'node:crypto';
@@ -66,15 +66,17 @@ async function flood(megabytes: number, highWater: number, maxBytes = Number.MAX
 
 describe('a command flooding a slow journal', () => {
   it('200 MB into a store that takes 250 ms a write (16 MB/s): the worker stays bounded; every byte arrives, in order', async () => {
-    const { growth, journal } = await flood(200, 8 * MiB);
+    const { growth, journal } = await flood(200, 4 * MiB);
     console.log(`200 MB into a slow journal: RSS grew ${(growth / MiB).toFixed(1)} MiB at the peak`);
     expect(journal.bytes).toBe(200_000_000);
-    expect(journal.digest.digest('hex')).toBe(createHash('sha256').update(Buffer.alloc(200_000_000, 'z')).digest('hex'));
+    expect(journal.digest.digest('hex')).toBe(
+      createHash('sha256').update(Buffer.alloc(200_000_000, 'z')).digest('hex'),
+    );
     expect(growth).toBeLessThan(60 * MiB);
   }, 300_000);
 
   it('past the limit: one truncated marker, the rest counted but not kept', async () => {
-    const { journal } = await flood(10, 8 * MiB, 3 * MiB);
+    const { journal } = await flood(10, 4 * MiB, 3 * MiB);
     expect(journal.bytes).toBe(3 * MiB);
     expect(journal.markers).toBe(1);
     expect(journal.counts).toMatchObject({ stdoutBytes: 10_000_000, keptBytes: 3 * MiB, truncated: true });
