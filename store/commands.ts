@@ -328,6 +328,7 @@ function batchStatement(batch: PendingAppend[]): { text: string; values: unknown
   ];
   const rows: string[] = [];
   for (const p of batch) {
+    if (p.chunks.length === 0) continue; // a counters-only append (a writer's close) inserts nothing
     values.push(p.key);
     const k = values.length;
     for (const c of p.chunks) {

@@ -213,4 +213,56 @@ describe('durable commands', () => {
       delete process.env.ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES;
     }
   });
+  it('100 MB through one command, and a million short lines as fast as seq prints them: every byte, in order', async () => {
+    const { companyId, runId } = await readyRun();
+    const big = await h.client.exec(companyId, runId, {
+      command: 'sh',
+      args: ['-c', "head -c 100000000 /dev/zero | tr '\\0' y"],
+      timeoutMs: 300_000,
+    });
+    expect(big).toMatchObject({ status: 'exited', exitCode: 0, stdoutBytes: 100_000_000, truncated: false });
+    const digest = createHash('sha256');
+    let bytes = 0;
+    for await (const e of h.admin.streamCommand(companyId, runId, big.commandId, { follow: false })) {
+      if (e.type !== 'output') continue;
+      digest.update(e.data);
+      bytes += e.data.length;
+    }
+    expect(bytes).toBe(100_000_000);
+    expect(digest.digest('hex')).toBe(sha(Buffer.alloc(100_000_000, 'y')));
+
+    const lines = await h.client.exec(companyId, runId, { command: 'seq', args: ['1', '1000000'] });
+    expect(lines).toMatchObject({ status: 'exited', exitCode: 0 });
+    const got = await collect(h.admin.streamCommand(companyId, runId, lines.commandId));
+    const text = got.stdout.toString();
+    expect(text.length).toBe(lines.stdoutBytes);
+    const all = text.split('\n');
+    expect(all.length).toBe(1_000_001);
+    expect(all[0]).toBe('1');
+    expect(all[999_999]).toBe('1000000');
+    expect(all.every((l, i) => i === 1_000_000 || l === String(i + 1))).toBe(true);
+  }, 300_000);
+  it('50 commands streaming at once (5 in each of 10 runs): every line of each reaches its reader, in order', async () => {
+    const companyId = uniqueId('co');
+    const env = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake' } });
+    const runs: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const req = runRequest({ companyId, environmentId: env.id });
+      await h.client.startRunAndWaitReady(req);
+      runs.push(req.heartbeatRunId);
+    }
+    const script = 'for i in $(seq 1 60); do echo line-$i; sleep 0.04; done';
+    const read = await Promise.all(
+      runs.flatMap((runId) =>
+        [1, 2, 3, 4, 5].map(async (n) => {
+          const commandId = `c${n}`;
+          await h.client.exec(companyId, runId, { command: 'sh', args: ['-c', script], commandId, wait: false });
+          const got = await collect(h.admin.streamCommand(companyId, runId, commandId));
+          return { text: got.stdout.toString(), status: got.end?.summary.status };
+        }),
+      ),
+    );
+    const expected = Array.from({ length: 60 }, (_, i) => `line-${i + 1}\n`).join('');
+    expect(read.filter((r) => r.text !== expected || r.status !== 'exited')).toEqual([]);
+  }, 120_000);
 });
