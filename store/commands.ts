@@ -274,6 +274,8 @@ interface PendingAppend {
   done(err?: Error): void;
 }
 
+/** Tries of one journal statement before its commands' writers fail (backing off: about 6 s in all). */
+const APPEND_ATTEMPTS = 6;
 /** Most bytes of output one statement carries (a longer queue goes in several). */
 const STATEMENT_BYTES = 2 * 1024 * 1024;
 
@@ -306,11 +308,21 @@ export class JournalBatcher {
         n++;
       }
       const batch = this.queue.splice(0, n);
-      try {
-        await this.pool.query(batchStatement(batch));
-        for (const p of batch) p.done();
-      } catch (err) {
-        for (const p of batch) p.done(err as Error);
+      const statement = batchStatement(batch);
+      // A brief outage of the store holds the commands back (their writers wait) rather than failing them:
+      // the statement is idempotent (chunks by their seq, counters as values), so it is simply sent again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.pool.query(statement);
+          for (const p of batch) p.done();
+          break;
+        } catch (err) {
+          if (attempt >= APPEND_ATTEMPTS) {
+            for (const p of batch) p.done(err as Error);
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+        }
       }
     }
     this.flushing = false;
@@ -338,7 +350,8 @@ function batchStatement(batch: PendingAppend[]): { text: string; values: unknown
     }
   }
   const insert = rows.length
-    ? `ins as (insert into command_output (command_key, seq, stream, data) values ${rows.join(', ')}),`
+    ? `ins as (insert into command_output (command_key, seq, stream, data) values ${rows.join(', ')}
+        on conflict do nothing),`
     : '';
   return {
     text: `with ${insert} upd as (
