@@ -192,11 +192,13 @@ export function commandQueries<B extends QueryBase>(Base: B) {
 
     /** Chunks after `afterSeq`, in order, at most `limit` of them. */
     async readOutput(key: string, afterSeq: number, limit = 64): Promise<OutputChunk[]> {
-      const r = await this.pool.query<{ seq: number; stream: number; data: Buffer }>(
-        'select seq, stream, data from command_output where command_key = $1 and seq > $2 order by seq limit $3',
+      // As base64 text: a third bigger than the bytes, where bytea's text form (hex) is twice their size.
+      const r = await this.pool.query<{ seq: number; stream: number; data: string }>(
+        `select seq, stream, encode(data, 'base64') as data from command_output
+         where command_key = $1 and seq > $2 order by seq limit $3`,
         [key, afterSeq, limit],
       );
-      return r.rows;
+      return r.rows.map((row) => ({ seq: row.seq, stream: row.stream, data: Buffer.from(row.data, 'base64') }));
     }
 
     /** Asks the worker running the command to send it `signal`; false when it is not running. */

@@ -47,6 +47,9 @@ describe.each(backends)('store on $name', ({ url }) => {
     );
     expect(tables.rows.map((r) => r.table_name)).toEqual([
       'activity_log',
+      'command_input',
+      'command_output',
+      'commands',
       'environment_leases',
       'environments',
       'execution_workspaces',
