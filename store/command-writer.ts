@@ -6,7 +6,7 @@
 import type { JournalCounts, OutputChunk } from './commands.js';
 import { STREAM_CODES } from './commands.js';
 
-const MAX_ROW_BYTES = 512 * 1024;
+const MAX_ROW_BYTES = 1024 * 1024;
 
 export interface JournalSink {
   appendOutput(key: string, chunks: OutputChunk[], counts: JournalCounts): Promise<void>;
@@ -102,7 +102,7 @@ export class CommandWriter {
     if (this.flushing || this.failed || this.queue.length === 0) return;
     this.flushing = (async () => {
       while (this.queue.length && !this.failed) {
-        // One append of at most ~2 MiB: a long queue goes in several.
+        // One append of at most ~4 MiB: a long queue goes in several.
         let bytes = 0;
         let n = 0;
         while (n < this.queue.length && (n === 0 || bytes + this.queue[n]!.size <= 4 * MAX_ROW_BYTES)) {

@@ -192,13 +192,11 @@ export function commandQueries<B extends QueryBase>(Base: B) {
 
     /** Chunks after `afterSeq`, in order, at most `limit` of them. */
     async readOutput(key: string, afterSeq: number, limit = 64): Promise<OutputChunk[]> {
-      // As base64 text: a third bigger than the bytes, where bytea's text form (hex) is twice their size.
-      const r = await this.pool.query<{ seq: number; stream: number; data: string }>(
-        `select seq, stream, encode(data, 'base64') as data from command_output
-         where command_key = $1 and seq > $2 order by seq limit $3`,
+      const r = await this.pool.query<{ seq: number; stream: number; data: Buffer }>(
+        'select seq, stream, data from command_output where command_key = $1 and seq > $2 order by seq limit $3',
         [key, afterSeq, limit],
       );
-      return r.rows.map((row) => ({ seq: row.seq, stream: row.stream, data: Buffer.from(row.data, 'base64') }));
+      return r.rows;
     }
 
     /** Asks the worker running the command to send it `signal`; false when it is not running. */
@@ -279,7 +277,7 @@ interface PendingAppend {
 /** Tries of one journal statement before its commands' writers fail (backing off: about 6 s in all). */
 const APPEND_ATTEMPTS = 6;
 /** Most bytes of output one statement carries (a longer queue goes in several). */
-const STATEMENT_BYTES = 2 * 1024 * 1024;
+const STATEMENT_BYTES = 4 * 1024 * 1024;
 
 /**
  * One process's journal writes: appends queue while a statement is in flight and go together in the next
