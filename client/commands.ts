@@ -120,10 +120,13 @@ export async function killCommand(
   signal = 'SIGTERM',
 ): Promise<CommandSummary> {
   const name = signal.toUpperCase().startsWith('SIG') ? signal.toUpperCase() : `SIG${signal.toUpperCase()}`;
-  if (!(name in constants.signals)) throw new InvalidInputError(`signal: ${JSON.stringify(signal)} is not a signal name`);
+  if (!(name in constants.signals))
+    throw new InvalidInputError(`signal: ${JSON.stringify(signal)} is not a signal name`);
   const row = await commandRow(store, companyId, heartbeatRunId, commandId, START_WAIT_MS);
   if (!(await store.requestKill(row.key, name))) {
-    throw new InvalidInputError(`command ${commandId} is ${(await commandRow(store, companyId, heartbeatRunId, commandId)).status}, not running`);
+    throw new InvalidInputError(
+      `command ${commandId} is ${(await commandRow(store, companyId, heartbeatRunId, commandId)).status}, not running`,
+    );
   }
   return toCommandSummary(row);
 }

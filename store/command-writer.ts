@@ -109,13 +109,11 @@ export class CommandWriter {
           bytes += this.queue[n]!.size;
           n++;
         }
-        const batch: OutputChunk[] = this.queue
-          .splice(0, n)
-          .map((q) => ({
-            seq: q.seq,
-            stream: q.stream,
-            data: q.parts.length === 1 ? q.parts[0]! : Buffer.concat(q.parts),
-          }));
+        const batch: OutputChunk[] = this.queue.splice(0, n).map((q) => ({
+          seq: q.seq,
+          stream: q.stream,
+          data: q.parts.length === 1 ? q.parts[0]! : Buffer.concat(q.parts),
+        }));
         try {
           await this.sink.appendOutput(this.key, batch, this.counts);
         } catch (err) {

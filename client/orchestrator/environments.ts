@@ -18,9 +18,7 @@ export interface EnvironmentReader {
 }
 
 /** envrun's database as the admin opens it (DATABASE_URL, or the embedded store of ENVRUN_DATA_DIR). */
-export async function openEnvironments(
-  config: ClientConfig,
-): Promise<{ reader: Store; close(): Promise<void> }> {
+export async function openEnvironments(config: ClientConfig): Promise<{ reader: Store; close(): Promise<void> }> {
   // Loaded here: a caller that never reads environments loads no database package.
   const [{ openDatabase, resolveDatabaseUrl }, { Store }] = await Promise.all([
     import('../../store/db.js'),

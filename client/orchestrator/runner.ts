@@ -103,7 +103,9 @@ async function follow(
     } else if (event.type === 'end') {
       const { summary } = event;
       if (summary.status === 'lost' || summary.status === 'failed' || summary.status === 'killed_by_release') {
-        throw new RunStateError(`command ${commandId} ${summary.status.replaceAll('_', ' ')}: ${summary.error ?? ''}`.trim());
+        throw new RunStateError(
+          `command ${commandId} ${summary.status.replaceAll('_', ' ')}: ${summary.error ?? ''}`.trim(),
+        );
       }
       return {
         exitCode: summary.exitCode,

@@ -20,7 +20,12 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function readyRun(): Promise<{ companyId: string; runId: string }> {
   const companyId = uniqueId('co');
-  const env = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake' } });
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'f',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
   const req = runRequest({ companyId, environmentId: env.id });
   await h.client.startRunAndWaitReady(req);
   return { companyId, runId: req.heartbeatRunId };
@@ -84,7 +89,10 @@ describe('durable commands', () => {
     // The command keeps copies of what it wrote (tee), to compare the journal against.
     const outcome = await h.client.exec(companyId, runId, {
       command: 'sh',
-      args: ['-c', 'head -c 1500000 /dev/urandom | tee out.bin; head -c 1500000 /dev/urandom | tee err.bin >&2; printf no-newline'],
+      args: [
+        '-c',
+        'head -c 1500000 /dev/urandom | tee out.bin; head -c 1500000 /dev/urandom | tee err.bin >&2; printf no-newline',
+      ],
     });
     expect(outcome.status).toBe('exited');
     const got = await collect(h.admin.streamCommand(companyId, runId, outcome.commandId));
@@ -136,9 +144,9 @@ describe('durable commands', () => {
     const all = await collect(h.admin.streamCommand(companyId, runId, 'build-1', { follow: false }));
     const from = await collect(h.admin.streamCommand(companyId, runId, 'build-1', { from: all.seqs[1]! }));
     expect(from.seqs.every((s) => s > all.seqs[1]!)).toBe(true);
-    expect(Buffer.concat([all.stdout.subarray(0, all.stdout.length - from.stdout.length), from.stdout]).toString()).toBe(
-      all.stdout.toString(),
-    );
+    expect(
+      Buffer.concat([all.stdout.subarray(0, all.stdout.length - from.stdout.length), from.stdout]).toString(),
+    ).toBe(all.stdout.toString());
     // The run's workflow lists its commands (summaries only).
     const listed = await h.client.commands(companyId, runId);
     expect(listed.find((c) => c.commandId === 'build-1')).toMatchObject({ status: 'exited', exitCode: 0 });
@@ -244,7 +252,12 @@ describe('durable commands', () => {
   }, 300_000);
   it('50 commands streaming at once (5 in each of 10 runs): every line of each reaches its reader, in order', async () => {
     const companyId = uniqueId('co');
-    const env = await h.admin.createEnvironment({ companyId, name: 'f', driver: 'sandbox', config: { provider: 'fake' } });
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'f',
+      driver: 'sandbox',
+      config: { provider: 'fake' },
+    });
     const runs: string[] = [];
     for (let i = 0; i < 10; i++) {
       const req = runRequest({ companyId, environmentId: env.id });

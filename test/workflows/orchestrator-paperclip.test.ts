@@ -247,7 +247,10 @@ describe("the heartbeat's calls, as Paperclip makes them", () => {
     const logged: Array<[string, string]> = [];
     const streaming = target.runner.execute({
       command: 'sh',
-      args: ['-c', 'echo first; while [ ! -e go ]; do sleep 0.1; done; head -c 2000000 /dev/zero | tr "\\0" x; echo oops >&2'],
+      args: [
+        '-c',
+        'echo first; while [ ! -e go ]; do sleep 0.1; done; head -c 2000000 /dev/zero | tr "\\0" x; echo oops >&2',
+      ],
       onLog: async (stream: 'stdout' | 'stderr', chunk: string) => {
         logged.push([stream, chunk]);
       },
@@ -257,7 +260,12 @@ describe("the heartbeat's calls, as Paperclip makes them", () => {
     const big = await streaming;
     expect(big).toMatchObject({ exitCode: 0, stderr: 'oops\n' });
     expect(big.stdout).toBe('first\n' + 'x'.repeat(2_000_000));
-    expect(logged.filter(([s]) => s === 'stdout').map(([, c]) => c).join('')).toBe(big.stdout);
+    expect(
+      logged
+        .filter(([s]) => s === 'stdout')
+        .map(([, c]) => c)
+        .join(''),
+    ).toBe(big.stdout);
 
     const { released, errors } = await orchestrator.releaseForRun({
       heartbeatRunId,

@@ -47,14 +47,24 @@ async function recordedScenarios(): Promise<Record<string, string>> {
   await h.client.cancelRun(cancelled.companyId, cancelled.heartbeatRunId);
 
   // Commands: one that ends (exit 3), one started twice by id, one detached that release ends.
-  const execEnv = await h.admin.createEnvironment({ companyId, name: 'x', driver: 'sandbox', config: { provider: 'fake' } });
+  const execEnv = await h.admin.createEnvironment({
+    companyId,
+    name: 'x',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
   const exec = runRequest({ companyId, environmentId: execEnv.id });
   await h.client.startRunAndWaitReady(exec);
   const ended = await h.client.exec(companyId, exec.heartbeatRunId, { command: 'sh', args: ['-c', 'echo hi; exit 3'] });
   expect(ended).toMatchObject({ status: 'exited', exitCode: 3 });
   await h.client.exec(companyId, exec.heartbeatRunId, { command: 'true', commandId: 'twice' });
   await h.client.exec(companyId, exec.heartbeatRunId, { command: 'true', commandId: 'twice' });
-  await h.client.exec(companyId, exec.heartbeatRunId, { command: 'sleep', args: ['60'], commandId: 'long', wait: false });
+  await h.client.exec(companyId, exec.heartbeatRunId, {
+    command: 'sleep',
+    args: ['60'],
+    commandId: 'long',
+    wait: false,
+  });
   await h.admin.getCommand(companyId, exec.heartbeatRunId, null);
   await h.client.completeRun(companyId, exec.heartbeatRunId, { status: 'succeeded' });
   await runEnd(h, companyId, exec.heartbeatRunId);
