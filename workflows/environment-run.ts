@@ -252,6 +252,10 @@ async function holdUntilDone(run: Run, ttlMs: number, continueAfterEvents: numbe
     if (expired && run.renewals === seen) return 'expired';
     if (!expired) expiry.cancel();
     const info = workflowInfo();
-    if (info.historyLength >= continueAfterEvents || info.continueAsNewSuggested) return 'continue';
+    // Not while a command runs: its step belongs to this run of the chain, which release must end and wait
+    // for (the next run would not know it). The history grows past the threshold until it ends.
+    if ((info.historyLength >= continueAfterEvents || info.continueAsNewSuggested) && !run.commandsRunning()) {
+      return 'continue';
+    }
   }
 }

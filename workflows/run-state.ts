@@ -135,6 +135,11 @@ export function createRunState(input: RunInput) {
     endingCommands: false,
     /** Every command the run started, by id, in start order: summaries only (the output is in the store). */
     commandTable: new Map<string, RunCommand>(),
+    /** Whether a command (started with durable commands) still runs. */
+    commandsRunning() {
+      for (const c of run.commandTable.values()) if (c.summary.status === 'running') return true;
+      return false;
+    },
     /** Shows the commands' counts in the run's details (the Temporal UI). */
     showCommands() {
       setCurrentDetails(describe(state, run.commandTable));

@@ -58,3 +58,37 @@ it('a thousand renewals: the run continues as new, stays ready on one lease, and
   expect(done.releasedLeases).toMatchObject([{ id: ready.lease.id, status: 'released', cleanupStatus: 'success' }]);
   expect(await h.store.listRunLeases(companyId, req.heartbeatRunId)).toHaveLength(1);
 }, 240_000);
+
+it('a run does not continue as new while a command runs: release can still end it; it continues once it ended', async () => {
+  const companyId = uniqueId('co');
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'fake',
+    driver: 'sandbox',
+    config: { provider: 'fake' },
+  });
+  const threshold = 100;
+  const req = runRequest({ companyId, environmentId: env.id, continueAfterEvents: threshold });
+  await h.client.startRunAndWaitReady(req);
+  const workflowId = runWorkflowId(companyId, req.heartbeatRunId);
+  const script = 'while [ ! -e done ]; do sleep 0.1; done';
+  await h.client.exec(companyId, req.heartbeatRunId, {
+    command: 'sh',
+    args: ['-c', script],
+    commandId: 'w',
+    wait: false,
+  });
+  for (let i = 0; i < 40; i++) await h.client.renewRun(companyId, req.heartbeatRunId);
+  const held = await chainOf(workflowId);
+  expect(held).toHaveLength(1); // past the threshold, and still the one run that started the command
+  expect(held[0]!.events).toBeGreaterThan(threshold);
+  expect(await h.admin.getCommand(companyId, req.heartbeatRunId, 'w')).toMatchObject({ status: 'running' });
+  await h.client.exec(companyId, req.heartbeatRunId, { command: 'touch', args: ['done'] });
+  expect(await h.client.exec(companyId, req.heartbeatRunId, { command: 'true', commandId: 'w' })).toMatchObject({
+    status: 'exited',
+    exitCode: 0,
+  });
+  await h.client.renewRun(companyId, req.heartbeatRunId);
+  expect((await chainOf(workflowId)).length).toBe(2); // the command ended: the next renewal continues as new
+  await h.client.completeRun(companyId, req.heartbeatRunId, { status: 'succeeded' });
+}, 120_000);
