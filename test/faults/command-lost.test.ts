@@ -5,7 +5,8 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { CommandEvent } from '../../contracts/index.js';
+import { runWorkflowId, type CommandEvent } from '../../contracts/index.js';
+import { decodedHistory } from '../support/history.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 import { killAll, processTree, type ProcessInfo } from '../support/process-tree.js';
 import { runRequest, tempWorkspace, until } from '../support/runs.js';
@@ -42,7 +43,8 @@ it('kill -9 mid-command: the command is lost, not run again, and its journal kee
     // Each time the command runs it appends a line to `ran`; then it prints a line and sleeps.
     const ran = join(tempWorkspace(), 'ran');
     const token = uniqueId('lost-command');
-    const script = `echo run >> "$1"; echo before-the-kill; sleep 600; echo ${token}`;
+    // (The line is split by quotes in the script: the arguments are in history, the output must not be.)
+    const script = `echo run >> "$1"; echo before-the-""kill; sleep 600; echo ${token}`;
     const request = { command: 'sh', args: ['-c', script, 'sh', ran], commandId: 'long' };
     const detached = await client.exec(companyId, runId, { ...request, wait: false });
     expect(detached).toMatchObject({ commandId: 'long', status: 'running' });
@@ -80,6 +82,12 @@ it('kill -9 mid-command: the command is lost, not run again, and its journal kee
       'end',
     ]);
     expect(events.at(-1)).toMatchObject({ type: 'end', summary: { status: 'lost' } });
+    // The step timed out: its last heartbeat's details are in the history, and they hold no output.
+    const history = decodedHistory(
+      await client.temporal.workflow.getHandle(runWorkflowId(companyId, runId)).fetchHistory(),
+    );
+    expect(history).toContain('activityTaskTimedOutEventAttributes');
+    expect(history).not.toContain('before-the-kill');
 
     // The run is still usable: a new command runs on the new worker; release ends the run cleanly.
     const next = await client.exec(companyId, runId, { command: 'sh', args: ['-c', 'echo after'] });

@@ -14,3 +14,11 @@ export function historyText(json: string): string {
   walk(JSON.parse(json));
   return `${json}\n${decoded.join('\n')}`;
 }
+
+/**
+ * The same for a history the client fetched: its messages serialize as the CLI's JSON does (payload data
+ * base64), so a search must decode them the same way.
+ */
+export function decodedHistory(history: unknown): string {
+  return historyText(JSON.stringify(history));
+}

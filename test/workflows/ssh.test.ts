@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../lib/net.js';
 import { runWorkflowId } from '../../contracts/index.js';
+import { decodedHistory } from '../support/history.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { expectRunError, runEnd, runRequest, scheduledActivities, tempWorkspace } from '../support/runs.js';
 import { startSshd, type Sshd } from '../support/sshd.js';
@@ -95,7 +96,7 @@ describe('ssh driver', () => {
     // The key is in no lease metadata, activity log entry or workflow history.
     const leases = JSON.stringify(await h.store.listLeases(companyId));
     const log = JSON.stringify(await h.store.listActivity(companyId));
-    const history = JSON.stringify(
+    const history = decodedHistory(
       await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, req.heartbeatRunId)).fetchHistory(),
     );
     const keyBody = sshd.privateKey.split('\n')[1]!;
