@@ -5,11 +5,11 @@
 // lease `lost` and is placed again on the other host. Its sticky workflow tasks time out to the shared
 // queue. Every run is finished by the surviving host, and the audit holds: one lease per run besides the
 // lost ones, no active lease, no leftover sandbox, no duplicate log entry.
-import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { audit } from '../support/audit.js';
 import { uniqueId } from '../support/harness.js';
 import { runRequest, until } from '../support/runs.js';
-import { clusterClients, control, type ClusterClients } from './support.js';
+import { clusterClients, clusterState, control, type ClusterClients } from './support.js';
 
 let c: ClusterClients;
 let killed: number | null = null;
@@ -56,8 +56,9 @@ it('kill -9 one worker host mid-realization: the other host finishes its runs, t
         runtimeOverlay: { provisionCommand: 'sleep 6; echo done > provisioned' },
       }),
     );
-  // Which host runs which realization: the worker identity is `<pid>@<hostname>`.
-  const hosts = inject('cluster').hosts;
+  // Which host runs which realization: the worker identity is `<pid>@<hostname>` (the pids of now: an
+  // earlier file may have restarted a host).
+  const { hosts } = await clusterState();
   const hostOf = (identity: string) => hosts.findIndex((h) => h.pid !== null && identity.startsWith(`${h.pid}@`));
   const realizing = await until(
     'most runs realizing',

@@ -21,6 +21,13 @@ export async function control(action: string): Promise<ClusterInfo> {
   return { ...((await res.json()) as ClusterInfo), sharedSandboxes: inject('cluster').sharedSandboxes };
 }
 
+/** The cluster as it is now: its hosts' current pids (another file may have killed and started one). */
+export async function clusterState(): Promise<ClusterInfo> {
+  const res = await fetch(`${inject('clusterControl')}/state`);
+  if (!res.ok) throw new Error(`cluster state: ${await res.text()}`);
+  return { ...((await res.json()) as ClusterInfo), sharedSandboxes: inject('cluster').sharedSandboxes };
+}
+
 export interface ClusterClients {
   client: EnvRunClient;
   admin: EnvRunAdmin;
