@@ -7,7 +7,8 @@ import {
 } from '../contracts/index.js';
 import type { StepContext } from '../drivers/types.js';
 import { leasePolicyOf } from '../contracts/lease-policy.js';
-import { deploymentOf, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { deploymentOf, driverFor, failureContext, stepContext, tenancyOf, type ActivityDeps } from './deps.js';
+import { checkMountSources, TenancyError } from '../config/tenancy.js';
 import { NO_CONTEXT, asRunFailure, runFailure } from '../contracts/errors.js';
 import { uniqueViolation } from '../store/store.js';
 
@@ -39,6 +40,15 @@ export function createAcquireLease(deps: ActivityDeps) {
       await driver.validateConfig(environment.config);
     } catch (err) {
       throw runFailure('unsupported_environment', `environment ${environment.id}: ${(err as Error).message}`, context);
+    }
+    // A sandbox's read-only mounts are host paths: inside the company's roots, checked as the roots are now.
+    if (environment.driver === 'sandbox' && environment.config.mounts !== undefined) {
+      try {
+        checkMountSources(tenancyOf(deps), request.companyId, environment.config.mounts);
+      } catch (err) {
+        if (!(err instanceof TenancyError)) throw err;
+        throw runFailure('unsupported_environment', `environment ${environment.id}: ${err.message}`, context);
+      }
     }
     const leasePolicy = leasePolicyOf(request.leasePolicy, environment.config);
     if (leasePolicy === 'reuse_by_execution_workspace' && !request.executionWorkspaceId) {

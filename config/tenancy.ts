@@ -140,6 +140,26 @@ export function checkRunPaths(tenancy: Tenancy, companyId: string, workspace: Re
   }
 }
 
+/**
+ * The real paths of a sandbox environment's read-only mounts (`config.mounts`, `[{source, target}]`), or a
+ * TenancyError naming `config.mounts[i].source` when one does not exist or resolves (links followed: the
+ * sandbox binds what a link leads to) outside the company's roots or into a forbidden folder.
+ */
+export function checkMountSources(tenancy: Tenancy, companyId: string, mounts: unknown): string[] {
+  if (!Array.isArray(mounts)) throw new TenancyError('config.mounts: must be a list of {source, target}');
+  return mounts.map((mount: unknown, i) => {
+    const field = `config.mounts[${i}].source`;
+    const source = (mount as { source?: unknown } | null)?.source;
+    if (typeof source !== 'string' || !isAbsolute(source)) throw new TenancyError(`${field}: must be an absolute path`);
+    try {
+      realpathSync(source);
+    } catch {
+      throw new TenancyError(`${field}: ${source} does not exist`);
+    }
+    return checkWorkspacePath(tenancy, companyId, source, field);
+  });
+}
+
 /** Refuses a secret reference not granted to the company, without saying whether it exists. */
 export function checkSecretGrant(tenancy: Tenancy, companyId: string, ref: string, field: string): void {
   if (!tenancy.secretGrants) return;

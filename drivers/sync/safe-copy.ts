@@ -23,8 +23,9 @@
 //    that grows meanwhile fails the copy): ENVRUN_MAX_WORKSPACE_BYTES (2 GiB by default; a sparse file
 //    counts its apparent size), ENVRUN_MAX_WORKSPACE_FILES (entries of any kind, 1,000,000 by default) and
 //    ENVRUN_MAX_WORKSPACE_DEPTH (nested folders, 128 by default).
-// Nothing is deleted from the target: what the source lacks stays as it is.
-import { randomBytes } from 'node:crypto';
+// Nothing is deleted from the target: what the source lacks stays as it is. With `only`, just the entries
+// named (and the folders on the way to them) are copied, by the same rules.
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as C, type Stats } from 'node:fs';
 import {
   lstat,
@@ -167,7 +168,23 @@ export interface SafeCopyOptions {
   signal?: AbortSignal | undefined;
   /** Fails the copy (between entries) once it has taken this long: "copy timed out after N ms". */
   timeoutMs?: number | undefined;
+  /**
+   * Copy only these entries (paths relative to the source, `/`-separated) and the folders on the way to
+   * them; nothing else of either tree is looked at (limits count what is looked at).
+   */
+  only?: ReadonlySet<string> | undefined;
+  /**
+   * Told of each file and link written (a link already the same included) and each folder made or entered,
+   * as the copy goes; a file with the sha256 of the bytes written and the source's stat when it was opened.
+   */
+  onWritten?: ((entry: WrittenEntry) => void) | undefined;
 }
+
+/** What `onWritten` hears of. */
+export type WrittenEntry =
+  | { kind: 'file'; path: string; size: number; mtimeMs: number; mode: number; sha256: string }
+  | { kind: 'link'; path: string; text: string }
+  | { kind: 'dir'; path: string };
 
 export class SyncTooLargeError extends EnvRunError {
   override name = 'SyncTooLargeError';
@@ -194,6 +211,9 @@ interface Ctx {
   maxFiles: number;
   maxDepth: number;
   signal: AbortSignal | undefined;
+  /** `only` with the folders on the way to its entries, or null for everything. */
+  wanted: Set<string> | null;
+  onWritten: ((entry: WrittenEntry) => void) | null;
   deadline: number;
   timeoutMs: number;
   apply: boolean;
@@ -373,6 +393,7 @@ async function copyFile(
     if (ctx.denied?.(rel)) return skip(ctx, rel, 'held back by ENVRUN_SYNC_BACK_DENY');
     const temp = tempName();
     const output = await open(at(dst, temp), CREATE_FLAGS, 0o600);
+    const hash = ctx.onWritten ? createHash('sha256') : null;
     let renamed = false;
     try {
       let position = 0;
@@ -380,6 +401,7 @@ async function copyFile(
         const { bytesRead } = await input.read(ctx.buffer, 0, ctx.buffer.length, position);
         if (bytesRead === 0) break;
         addBytes(ctx, bytesRead, rel);
+        hash?.update(ctx.buffer.subarray(0, bytesRead));
         await writeSparse(output, ctx.buffer, bytesRead, position);
         position += bytesRead;
         ctx.result.bytes += bytesRead;
@@ -393,6 +415,15 @@ async function copyFile(
       renamed = true;
       ctx.result.copied++;
       flag(ctx, rel);
+      if (hash)
+        ctx.onWritten?.({
+          kind: 'file',
+          path: rel,
+          size: position,
+          mtimeMs: st.mtimeMs,
+          mode: st.mode,
+          sha256: hash.digest('hex'),
+        });
     } finally {
       if (!renamed) {
         await output.close().catch(() => undefined);
@@ -461,6 +492,7 @@ async function copyLink(
   }
   if (decision === 'unchanged') {
     ctx.result.unchanged++;
+    ctx.onWritten?.({ kind: 'link', path: rel, text: target });
     return;
   }
   if (decision !== 'write') return skip(ctx, rel, decision);
@@ -469,6 +501,7 @@ async function copyLink(
   // Judged in the plan by its text then: a link that changed since is not written unjudged.
   if (ctx.skipLinks && ctx.links.pending.get(rel) !== target) return skip(ctx, rel, 'changed while being copied');
   await writeLink(ctx, dst!, name, rel, target);
+  ctx.onWritten?.({ kind: 'link', path: rel, text: target });
 }
 
 /** Opens (making it, replacing a file or link in the way) the target folder `name` in `dst`; null in the plan pass when absent. */
@@ -518,6 +551,7 @@ async function copyEntries(
   for (const name of names) {
     checkAbort(ctx);
     const path = rel ? `${rel}/${name}` : name;
+    if (ctx.wanted && !ctx.wanted.has(path)) continue;
     addEntry(ctx, path);
     if (ctx.skipGit && isGitName(name)) {
       skip(ctx, path, 'git metadata is never synced back');
@@ -556,6 +590,7 @@ async function copyEntries(
         }
         if (!ctx.apply && ctx.skipLinks) ctx.links.dirs.add(path);
         const target = await targetDir(ctx, dst, name, st.mode);
+        if (ctx.apply && target) ctx.onWritten?.({ kind: 'dir', path });
         try {
           await copyEntries(ctx, child, childNames, target, path, depth + 1, NONE);
         } finally {
@@ -686,6 +721,15 @@ async function judgeLinks(ctx: Ctx, targetRoot: string): Promise<void> {
   }
 }
 
+/** The paths with every folder on the way to them. */
+function withFolders(paths: ReadonlySet<string>): Set<string> {
+  const all = new Set<string>();
+  for (const path of paths) {
+    for (let p = path; p !== '.' && !all.has(p); p = posix.dirname(p)) all.add(p);
+  }
+  return all;
+}
+
 async function openRoot(path: string, what: string): Promise<{ fh: FileHandle; real: string }> {
   const real = await realpath(path).catch((err: Error) => {
     throw new Error(`${what} ${path} is not there: ${err.message}`);
@@ -735,6 +779,8 @@ export async function safeCopyTree(
         maxFiles: options.maxFiles ?? maxWorkspaceFiles(),
         maxDepth,
         signal: options.signal,
+        wanted: options.only ? withFolders(options.only) : null,
+        onWritten: options.onWritten ?? null,
         apply: false,
         total: 0,
         entries: 0,

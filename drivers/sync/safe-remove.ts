@@ -9,7 +9,8 @@
 //  - folders without permissions (mode 000) are made usable through their own handle first (a worker that
 //    is not root could not read or empty them otherwise); names are bytes (newlines, invalid UTF-8);
 //  - no other file system is entered.
-// Only the top folder is named by a path: its parents are the caller's own, trusted folders.
+// Only the top folder is named by a path: its parents are the caller's own, trusted folders. removeEntries
+// and chownEntries act on single entries below it, named by paths but reached the same way.
 import { constants as C, type Stats } from 'node:fs';
 import { chmod, lchown, lstat, open, readdir, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 
@@ -271,4 +272,115 @@ export async function chownTree(path: string, uid: number, gid: number, options:
     options,
   );
   if (walked === 'not a folder') await lchown(path, uid, gid);
+}
+
+/** The names of a path relative to a folder; refused when one would leave it or name nothing. */
+function namesOf(path: string): string[] {
+  const parts = path.split('/');
+  if (parts.some((p) => p === '' || p === '.' || p === '..'))
+    throw new Error(`not a path inside the folder: ${JSON.stringify(path)}`);
+  return parts;
+}
+
+/**
+ * The folders on the way to entries below an open top folder, each opened through the one above it as
+ * the walk opens them (never a link, never another file system), and kept open while the next entries
+ * share them: for acting on many entries named by sorted paths, one folder open per level.
+ */
+class FolderChain {
+  private names: string[] = [];
+  private dirs: FileHandle[] = [];
+  constructor(
+    private top: FileHandle,
+    private dev: number,
+  ) {}
+
+  /** The folder `parts` below the top, or null when one on the way is no folder (now). */
+  async open(parts: string[]): Promise<FileHandle | null> {
+    let common = 0;
+    while (common < this.dirs.length && common < parts.length && this.names[common] === parts[common]) common++;
+    while (this.dirs.length > common) {
+      this.names.pop();
+      await this.dirs.pop()!.close();
+    }
+    for (let i = common; i < parts.length; i++) {
+      const fh = await openFolder(i === 0 ? this.top : this.dirs[i - 1]!, Buffer.from(parts[i]!));
+      if (!fh) return null;
+      if ((await fh.stat()).dev !== this.dev) {
+        await fh.close();
+        return null;
+      }
+      this.dirs.push(fh);
+      this.names.push(parts[i]!);
+    }
+    return parts.length === 0 ? this.top : this.dirs[parts.length - 1]!;
+  }
+
+  async close(): Promise<void> {
+    for (const dir of this.dirs.splice(0)) await dir.close();
+    this.names = [];
+  }
+}
+
+/** Runs `act` on each entry (sorted paths, as their names) in its open folder, the folder `path` at the top. */
+async function eachEntry(
+  path: string,
+  paths: readonly string[],
+  descending: boolean,
+  act: (dir: FileHandle, name: Buffer, path: string) => Promise<void>,
+): Promise<void> {
+  const sorted = [...paths].sort();
+  if (descending) sorted.reverse(); // a folder after everything in it
+  const named = sorted.map((p) => ({ path: p, names: namesOf(p) }));
+  const top = await open(path, DIR_FLAGS);
+  const chain = new FolderChain(top, (await top.stat()).dev);
+  try {
+    for (const entry of named) {
+      const dir = await chain.open(entry.names.slice(0, -1));
+      if (dir) await act(dir, Buffer.from(entry.names[entry.names.length - 1]!), entry.path);
+    }
+  } finally {
+    await chain.close();
+    await top.close();
+  }
+}
+
+/**
+ * Removes single entries below the folder `path` (paths relative to it, `/`-separated) without following a
+ * link: each is reached through its folders as removeTree reaches them. A `file` entry is unlinked (a
+ * file or a link; a folder found there stays), a `folder` entry removed only when empty (after the entries
+ * listed in it). An entry that is not there, or is not what it was, stays. Returns how many were removed.
+ */
+export async function removeEntries(
+  path: string,
+  entries: readonly { path: string; kind: 'file' | 'folder' }[],
+): Promise<number> {
+  const folders = new Set(entries.filter((e) => e.kind === 'folder').map((e) => e.path));
+  let removed = 0;
+  await eachEntry(
+    path,
+    entries.map((e) => e.path),
+    true,
+    async (dir, name, entry) => {
+      try {
+        await (folders.has(entry) ? rmdir(at(dir, name)) : unlink(at(dir, name)));
+        removed++;
+      } catch (err) {
+        const code = errno(err);
+        if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST')
+          return;
+        throw err;
+      }
+    },
+  );
+  return removed;
+}
+
+/** Gives single entries below the folder `path` to `uid`/`gid` (links as links), reached as removeEntries reaches them. */
+export async function chownEntries(path: string, paths: readonly string[], uid: number, gid: number): Promise<void> {
+  await eachEntry(path, paths, false, async (dir, name) => {
+    await lchown(at(dir, name), uid, gid).catch((err: unknown) => {
+      if (errno(err) !== 'ENOENT') throw err;
+    });
+  });
 }

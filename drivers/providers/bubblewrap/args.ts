@@ -2,7 +2,9 @@
 // sees under /etc, and the exact `bwrap` and `prlimit` arguments. No I/O here except reading which of
 // the host's system folders exist; index.ts runs what this builds (run.ts).
 import { existsSync, lstatSync, readlinkSync } from 'node:fs';
+import { posix } from 'node:path';
 import { z } from 'zod';
+import { AbsolutePath } from '../../../contracts/common.js';
 import { NonRetryableError } from '../../../contracts/errors.js';
 
 export const SANDBOX_CWD = '/workspace';
@@ -34,6 +36,65 @@ export const NetworkSetting = z
   .union([z.boolean(), z.enum(['none', 'outbound', 'host'])])
   .default('none')
   .transform((v): NetworkMode => (v === true ? 'outbound' : v === false ? 'none' : v));
+
+/**
+ * Where a mount may not go: the sandbox's root, its workspace, the folders and files it binds itself
+ * (system folders, /etc), and /proc, /dev, /tmp. A target equal to one, inside one or above one is refused.
+ */
+const RESERVED_TARGETS = [SANDBOX_CWD, ...READ_ONLY_SYSTEM, '/etc', '/proc', '/dev', '/tmp'];
+/** How many read-only mounts an environment may ask for. */
+export const MAX_MOUNTS = 16;
+
+const within = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
+
+/** Why `target` cannot take a mount, or null. */
+export function mountTargetProblem(target: string): string | null {
+  if (posix.normalize(target) !== target || (target.endsWith('/') && target !== '/'))
+    return 'must be a normalized path (no ".", "//" or trailing "/")';
+  if (target === '/') return "must not be / (the sandbox's root)";
+  const taken = RESERVED_TARGETS.find((dir) => within(target, dir) || within(dir, target));
+  return taken ? `must not be ${taken}, inside it or above it (the sandbox's own)` : null;
+}
+
+/**
+ * Host files or folders bound read-only into the sandbox (an npm cache for `npm ci --offline`, say): the
+ * source is checked against the company's workspace roots when a run acquires its lease (config/tenancy.ts)
+ * and bound by its real path, resolved again before each command.
+ */
+export const SandboxMounts = z
+  .array(
+    z
+      .object({
+        /** The host path (a folder or a file). */
+        source: AbsolutePath,
+        /** Where the sandbox sees it. */
+        target: AbsolutePath.superRefine((target, ctx) => {
+          const problem = mountTargetProblem(target);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
+        }),
+      })
+      .strict(),
+  )
+  .max(MAX_MOUNTS)
+  .superRefine((mounts, ctx) => {
+    mounts.forEach(({ target }, i) => {
+      const other = mounts.findIndex((m, j) => j < i && (within(target, m.target) || within(m.target, target)));
+      if (other >= 0)
+        ctx.addIssue({ code: 'custom', path: [i, 'target'], message: `overlaps mounts[${other}].target` });
+    });
+  })
+  .optional();
+export type SandboxMount = { source: string; target: string };
+
+/** A config error's fields as they are written (`config.mounts[0].target: …`), one per issue. */
+export function describeConfigError(error: z.ZodError, prefix = 'config'): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
+      return `${prefix}${path}: ${issue.message}`;
+    })
+    .join('; ');
+}
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -159,6 +220,8 @@ export interface SandboxArgsInput {
   fds: SandboxFds;
   /** The host's system folders; tests may pass their own. */
   readOnly?: string[];
+  /** Bound read-only after the workspace: real host paths (index.ts resolves them) and their targets. */
+  mounts?: SandboxMount[];
 }
 
 /** The `bwrap` arguments for one command. */
@@ -190,6 +253,7 @@ export function sandboxArgs(input: SandboxArgsInput): string[] {
   a.push('--remount-ro', '/dev'); // not recursive: /dev/shm and /dev/pts stay writable
   tmpfs('/tmp');
   a.push('--bind', input.workspace, SANDBOX_CWD);
+  for (const { source, target } of input.mounts ?? []) a.push('--ro-bind', source, target);
   a.push('--remount-ro', '/'); // the sandbox's own root (a tmpfs bwrap made) takes no writes
   a.push('--chdir', input.cwd, '--clearenv');
   for (const [k, v] of Object.entries({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: SANDBOX_CWD, ...input.env }))

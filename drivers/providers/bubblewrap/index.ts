@@ -3,37 +3,34 @@
 // environment is allowed the host's), as an unprivileged uid with no capabilities, no way to make user
 // namespaces, a seccomp filter, and prlimit's process, memory, file-size and CPU limits. The workspace is
 // bind-mounted read-write at /workspace, the system folders read-only, /tmp is a sized tmpfs, and nothing
-// else of the host is visible. When the worker is root, bwrap itself runs as an unprivileged host uid
-// (ENVRUN_SANDBOX_UID, default 65534) that owns the lease's workspace: the sandbox holds no host privilege
-// even if it left its namespaces. SECURITY.md says what this isolates and what it does not.
+// else of the host is visible but the environment's read-only `mounts`. When the worker is root, bwrap
+// itself runs as an unprivileged host uid (ENVRUN_SANDBOX_UID, default 65534) that owns the lease's
+// workspace: the sandbox holds no host privilege even if it left its namespaces. SECURITY.md says what this isolates and what it does not.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, lchown, mkdir, stat } from 'node:fs/promises';
+import { chmod, lchown, mkdir, realpath, stat } from 'node:fs/promises';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
-import { describeZodError } from '../../../contracts/index.js';
 import { NonRetryableError } from '../../../contracts/errors.js';
 import {
   NetworkSetting,
   SANDBOX_CWD,
+  SandboxMounts,
   SANDBOX_ID,
   SandboxFds,
   SandboxLimits,
+  describeConfigError,
   parseBwrapFeatures,
   sandboxArgs,
   sandboxEtcFiles,
   type BwrapFeatures,
   type NetworkMode,
+  type SandboxMount,
 } from './args.js';
-import {
-  DEFAULT_SYNC_TIMEOUT_MS,
-  describeCopy,
-  safeCopyBack,
-  safeCopyIn,
-  syncBackReport,
-} from '../../sync/safe-copy.js';
-import { chownTree, removeTree } from '../../sync/safe-remove.js';
+import { DEFAULT_SYNC_TIMEOUT_MS, describeCopy, safeCopyBack, syncBackReport } from '../../sync/safe-copy.js';
+import { copyInIncremental, forgetBaseline } from '../../sync/incremental.js';
+import { removeTree } from '../../sync/safe-remove.js';
 import { createProcessTracker } from './processes.js';
 import { runSandbox } from './run.js';
 import { sandboxSeccompFilter } from './seccomp.js';
@@ -51,6 +48,8 @@ const BubblewrapConfig = z
     limits: SandboxLimits,
     /** Keep the sandbox's changes out of the local workspace at release. */
     discardChanges: z.boolean().default(false),
+    /** Host folders or files bound read-only: `[{source, target}]`, sources inside the workspace roots. */
+    mounts: SandboxMounts,
   })
   .passthrough();
 type BubblewrapConfig = z.infer<typeof BubblewrapConfig>;
@@ -66,6 +65,8 @@ export interface BubblewrapProviderOptions {
   slirp4netnsPath?: string | null;
   /** Where each lease's sandboxes are recorded (processes.ts); default: `.<rootDir's name>-processes` beside it. */
   processDir?: string;
+  /** Where each lease's upload baseline is kept (sync/incremental.ts); default: `.<rootDir's name>-baselines` beside it. */
+  baselineDir?: string;
 }
 
 const findFirst = (paths: string[]): string | null => paths.find((p) => existsSync(p)) ?? null;
@@ -128,6 +129,37 @@ function unreachableAncestor(path: string, uid: number, gid: number): string | n
   }
 }
 
+/**
+ * The mounts' sources as they are now: real paths (what bwrap binds, since it follows links), each still a
+ * folder or a file, on a way the sandbox uid (`runAs`) may pass. The roots were checked at acquire.
+ */
+async function resolveMounts(
+  mounts: SandboxMount[],
+  runAs: { uid: number; gid: number } | null,
+): Promise<SandboxMount[]> {
+  return Promise.all(
+    mounts.map(async ({ source, target }, i) => {
+      const field = `config.mounts[${i}].source`;
+      let real: string;
+      let st: Awaited<ReturnType<typeof stat>>;
+      try {
+        real = await realpath(source);
+        st = await stat(real);
+      } catch (err) {
+        throw new NonRetryableError(`bubblewrap: ${field}: ${source} cannot be resolved (${(err as Error).message})`);
+      }
+      if (!st.isDirectory() && !st.isFile())
+        throw new NonRetryableError(`bubblewrap: ${field}: ${source} is not a folder or a file`);
+      const blocked = runAs && unreachableAncestor(real, runAs.uid, runAs.gid);
+      if (blocked)
+        throw new NonRetryableError(
+          `bubblewrap: ${field}: the sandbox uid ${runAs.uid} cannot pass through ${blocked} to reach ${real}`,
+        );
+      return { source: real, target };
+    }),
+  );
+}
+
 const readOrNull = (path: string): string | null => {
   try {
     return readFileSync(path, 'utf8');
@@ -159,6 +191,20 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
   // Root's own folder, beside the leases' (a provider key never starts with a dot), out of every sandbox's reach.
   const processes = createProcessTracker(options.processDir ?? join(dirname(root), `.${basename(root)}-processes`));
   const workspaceOf = (id: string) => join(leaseDir(id), 'workspace');
+  // What the last upload into each lease wrote (drivers/sync/incremental.ts), in root's own folder too.
+  const baselineDir = options.baselineDir ?? join(dirname(root), `.${basename(root)}-baselines`);
+  const baselineOf = (name: string) => join(baselineDir, `${name}.json`);
+  /** Uploads into one lease run one after the other (each reads and writes its baseline). */
+  const uploading = new Map<string, Promise<unknown>>();
+  async function oneUploadAtATime<T>(name: string, upload: () => Promise<T>): Promise<T> {
+    const mine = (uploading.get(name) ?? Promise.resolve()).catch(() => undefined).then(upload);
+    uploading.set(name, mine);
+    try {
+      return await mine;
+    } finally {
+      if (uploading.get(name) === mine) uploading.delete(name);
+    }
+  }
 
   /**
    * Why this worker cannot run sandboxes, or null. A pass is kept for a minute: the check spawns bwrap
@@ -218,7 +264,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
     hostBound: true,
     async validateConfig(config) {
       const r = BubblewrapConfig.safeParse(config);
-      if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeZodError(r.error, 'config')}`);
+      if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeConfigError(r.error)}`);
       return { config: r.data, warnings: [] };
     },
     async probe(config) {
@@ -260,6 +306,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         `${ctx.heartbeatRunId}-${createHash('sha256').update(ctx.idempotencyKey).digest('hex').slice(0, 12)}`;
       const providerLeaseId = `bwrap://${name.replace(/[^A-Za-z0-9._-]/g, '_')}`;
       const existed = existsSync(leaseDir(providerLeaseId));
+      if (!existed) await forgetBaseline(baselineOf(leaseName(providerLeaseId))); // of a folder removed by other means
       await prepareLeaseDir(providerLeaseId);
       return { providerLeaseId, metadata: { root: leaseDir(providerLeaseId), adopted: existed }, expiresAt: null };
     },
@@ -275,15 +322,32 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
     async realizeWorkspace(_config, ctx) {
       // The upload: the sandbox's filesystem is on this host, so the workspace is copied straight into
       // the folder bind-mounted at /workspace (no archive, no tar processes). Links stay links and are
-      // never written through, even where a reused sandbox left some in the folder.
+      // never written through, even where a reused sandbox left some in the folder. Into a folder uploaded
+      // to before (a pooled sandbox, a reused one), only what changed since is written.
       const target = workspaceOf(ctx.lease.providerLeaseId);
-      const copied = await safeCopyIn(ctx.localPath, target, { signal: ctx.signal });
-      const as = runAs();
-      if (as) await chownTree(target, as.uid, as.gid);
-      ctx.onProgress?.(`uploaded ${ctx.localPath} into the sandbox: ${describeCopy(copied)}`);
+      const name = leaseName(ctx.lease.providerLeaseId);
+      const { result, removed, incremental } = await oneUploadAtATime(name, async () => {
+        const created = await mkdir(baselineDir, { recursive: true, mode: 0o700 });
+        if (created) await chmod(baselineDir, 0o700);
+        return copyInIncremental(ctx.localPath, target, {
+          baseline: baselineOf(name),
+          owner: runAs(),
+          signal: ctx.signal,
+        });
+      });
+      ctx.onProgress?.(
+        incremental
+          ? `uploaded what changed in ${ctx.localPath} into the sandbox: ${describeCopy(result)}, ${removed} removed`
+          : `uploaded ${ctx.localPath} into the sandbox: ${describeCopy(result)}`,
+      );
       return {
         cwd: SANDBOX_CWD,
-        metadata: { syncStrategy: 'sandbox_archive_upload_download', hostPath: target, localPath: ctx.localPath },
+        metadata: {
+          syncStrategy: 'sandbox_archive_upload_download',
+          hostPath: target,
+          localPath: ctx.localPath,
+          upload: incremental ? 'changes' : 'full',
+        },
       };
     },
     async execute(config, ctx, request) {
@@ -299,6 +363,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
       if (relative(SANDBOX_CWD, cwd).startsWith('..'))
         throw new NonRetryableError(`bubblewrap: cwd ${cwd} is outside ${SANDBOX_CWD}`);
       const workerIsRoot = isRoot();
+      const mounts = await resolveMounts(config.mounts ?? [], runAs());
       const fds = new SandboxFds();
       const args = sandboxArgs({
         features: bwrapFeatures(bwrap),
@@ -316,6 +381,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         }),
         seccomp: sandboxSeccompFilter(),
         fds,
+        mounts,
       });
       // The sandbox is recorded as the lease's before its command starts, and forgotten once it has ended.
       const name = leaseName(ctx.lease.providerLeaseId);
@@ -377,6 +443,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         }
       }
       if (!ctx.keep) {
+        await forgetBaseline(baselineOf(name)); // first: a baseline never outlives its folder
         await removeTree(leaseDir(providerLeaseId)); // never follows a link (drivers/sync/safe-remove.ts)
         await processes.forget(name);
       } else {
@@ -392,6 +459,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
       const { providerLeaseId } = ctx.lease;
       const name = leaseName(providerLeaseId);
       await processes.killAll(name);
+      await forgetBaseline(baselineOf(name));
       await removeTree(leaseDir(providerLeaseId));
       await processes.forget(name);
       return { receipt: { providerLeaseId, state: 'destroyed' } };
