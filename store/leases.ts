@@ -1,5 +1,5 @@
 // Queries over environment leases, and the realization a run stores on its lease and workspace.
-import { and, asc, desc, eq, inArray, isNull, ne, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, inArray, isNull, ne, sql } from 'drizzle-orm';
 import type {
   CleanupStatus,
   EnvironmentLease,
@@ -38,6 +38,27 @@ export function toLease(r: LeaseRow): EnvironmentLease {
     createdAt: iso(r.createdAt),
     updatedAt: iso(r.updatedAt),
   };
+}
+
+/** A row as a raw statement returns it (column names; timestamps as Date, or as text from row_to_json). */
+export function fromRaw<R>(table: Parameters<typeof getTableColumns>[0], raw: Record<string, unknown>): R {
+  const row: Record<string, unknown> = {};
+  for (const [key, column] of Object.entries(getTableColumns(table))) {
+    const v = raw[column.name];
+    row[key] = typeof v === 'string' && column.getSQLType().startsWith('timestamp') ? new Date(v) : v;
+  }
+  return row as R;
+}
+export const rawLease = (raw: Record<string, unknown>) => toLease(fromRaw<LeaseRow>(environmentLeases, raw));
+
+/** Inserts the activity-log row only when the statement's CTE `changed` returned a row. */
+function logIfChanged(log: NewActivity, changed: string) {
+  return sql`insert into activity_log
+      (company_id, actor_type, actor_id, action, entity_type, entity_id, agent_id, run_id, details, event_key)
+    select ${log.companyId}, ${log.actorType}, ${log.actorId}, ${log.action}, ${log.entityType}, ${log.entityId},
+      ${log.agentId ?? null}, ${log.runId ?? null}, ${JSON.stringify(log.details ?? null)}::jsonb, ${log.eventKey}
+    where exists (select 1 from ${sql.raw(changed)})
+    on conflict (event_key) do nothing`;
 }
 
 export interface NewLease {
@@ -158,11 +179,11 @@ export function leaseQueries<B extends QueryBase>(Base: B) {
         const [row] = await update(this.db);
         return row ? toLease(row) : null;
       }
-      return this.db.transaction(async (tx) => {
-        const [row] = await update(tx);
-        if (row) await tx.insert(activityLog).values(log).onConflictDoNothing({ target: activityLog.eventKey });
-        return row ? toLease(row) : null;
-      });
+      // One statement, not a transaction of three: the log row is written only when the row changed.
+      const r = await this.db.execute(sql`
+        with changed as (${update(this.db).getSQL()}), logged as (${logIfChanged(log, 'changed')})
+        select * from changed`);
+      return r.rows[0] ? rawLease(r.rows[0]) : null;
     }
 
     /** Merges keys into a lease's metadata (jsonb ||), returning the stored row. */
@@ -333,44 +354,57 @@ export function leaseQueries<B extends QueryBase>(Base: B) {
       /** The activity-log row of the realization, written in the same transaction. */
       log?: NewActivity;
     }): Promise<{ lease: EnvironmentLease; executionWorkspace: ExecutionWorkspace | null }> {
-      return this.db.transaction(async (tx) => {
-        if (input.log)
-          await tx.insert(activityLog).values(input.log).onConflictDoNothing({ target: activityLog.eventKey });
-        const leasePatch = JSON.stringify({ workspaceRealization: input.record });
-        const [lease] = await tx
-          .update(environmentLeases)
-          .set({
-            metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${leasePatch}::jsonb`,
-            updatedAt: new Date(),
-            ...(input.expiresAt ? { expiresAt: input.expiresAt, lastUsedAt: new Date() } : {}),
-          })
-          .where(and(eq(environmentLeases.id, input.leaseId), eq(environmentLeases.companyId, input.companyId)))
-          .returning();
-        if (!lease) throw new Error(`lease ${input.leaseId} not found`);
-        let ws: WsRow | undefined;
-        if (input.executionWorkspaceId) {
-          const wsPatch = JSON.stringify({
-            workspaceRealizationRequest: input.request,
-            workspaceRealization: input.record,
-          });
-          [ws] = await tx
-            .update(executionWorkspaces)
-            .set({
-              metadata: sql`coalesce(${executionWorkspaces.metadata}, '{}'::jsonb) || ${wsPatch}::jsonb`,
-              lastUsedAt: new Date(),
-              updatedAt: new Date(),
-            })
-            .where(
-              and(
-                eq(executionWorkspaces.id, input.executionWorkspaceId),
-                eq(executionWorkspaces.companyId, input.companyId),
-              ),
-            )
-            .returning();
-          if (!ws) throw new Error(`execution workspace ${input.executionWorkspaceId} not found`);
-        }
-        return { lease: toLease(lease), executionWorkspace: ws ? toExecutionWorkspace(ws) : null };
-      });
+      // One statement (the lease, the execution workspace and the log row), not a transaction of five.
+      const leasePatch = JSON.stringify({ workspaceRealization: input.record });
+      const leaseUpdate = this.db
+        .update(environmentLeases)
+        .set({
+          metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${leasePatch}::jsonb`,
+          updatedAt: new Date(),
+          ...(input.expiresAt ? { expiresAt: input.expiresAt, lastUsedAt: new Date() } : {}),
+        })
+        .where(
+          and(
+            eq(environmentLeases.id, input.leaseId),
+            eq(environmentLeases.companyId, input.companyId),
+            // Only with its execution workspace: nothing is half-written when that one is not the company's.
+            input.executionWorkspaceId
+              ? sql`exists (select 1 from execution_workspaces w where w.id = ${input.executionWorkspaceId} and w.company_id = ${input.companyId})`
+              : undefined,
+          ),
+        )
+        .returning();
+      const wsPatch = JSON.stringify({ workspaceRealizationRequest: input.request, workspaceRealization: input.record });
+      const wsUpdate = this.db
+        .update(executionWorkspaces)
+        .set({
+          metadata: sql`coalesce(${executionWorkspaces.metadata}, '{}'::jsonb) || ${wsPatch}::jsonb`,
+          lastUsedAt: new Date(),
+          updatedAt: new Date(),
+        })
+        .where(
+          and(
+            eq(executionWorkspaces.id, input.executionWorkspaceId ?? '00000000-0000-0000-0000-000000000000'),
+            eq(executionWorkspaces.companyId, input.companyId),
+            // Only with the lease: a realization of a lease that is gone is not half-written.
+            sql`${input.executionWorkspaceId !== null} and exists (select 1 from lease)`,
+          ),
+        )
+        .returning();
+      const r = await this.db.execute(sql`
+        with lease as (${leaseUpdate.getSQL()}), ws as (${wsUpdate.getSQL()})
+        ${input.log ? sql`, logged as (${logIfChanged(input.log, 'lease')})` : sql``}
+        select (select row_to_json(lease) from lease) as lease, (select row_to_json(ws) from ws) as ws`);
+      const row = r.rows[0] as { lease: Record<string, unknown> | null; ws: Record<string, unknown> | null };
+      if (!row.lease) {
+        throw new Error(
+          `lease ${input.leaseId}${input.executionWorkspaceId ? ` or execution workspace ${input.executionWorkspaceId}` : ''} not found`,
+        );
+      }
+      return {
+        lease: rawLease(row.lease),
+        executionWorkspace: row.ws ? toExecutionWorkspace(fromRaw<WsRow>(executionWorkspaces, row.ws)) : null,
+      };
     }
   };
 }
