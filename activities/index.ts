@@ -7,6 +7,7 @@ import { createFindOrphanLeases } from './find-orphan-leases.js';
 import { createHostAlive } from './host-alive.js';
 import { createLeaseOperation } from './lease-operation.js';
 import { createMarkLeaseLost } from './mark-lease-lost.js';
+import { createPoolActivities } from './pool.js';
 import { createPrepareWorkspace } from './prepare-workspace.js';
 import { createReleaseLease } from './release-lease.js';
 import { createRenewLease } from './renew-lease.js';
@@ -19,6 +20,7 @@ import { createSettleCommand } from './settle-command.js';
  * small real ones). Nothing else is registered: a step no workflow proxies does not belong here.
  */
 export function createActivities(deps: ActivityDeps) {
+  const pool = createPoolActivities(deps);
   return {
     // The run (workflows/environment-run.ts, its options in workflows/activity-options.ts).
     resolveEnvironment: createResolveEnvironment(deps),
@@ -31,6 +33,12 @@ export function createActivities(deps: ActivityDeps) {
     execCommand: createExecCommand(deps),
     settleCommand: createSettleCommand(deps),
     releaseLease: createReleaseLease(deps),
+    takePooled: pool.takePooled,
+    // The warm pool (workflows/warm-pool.ts).
+    planPool: pool.planPool,
+    fillPool: pool.fillPool,
+    retirePooled: pool.retirePooled,
+    probePooled: pool.probePooled,
     // The capacity gate, the reaper and operators' operations.
     endedHolders: createEndedHolders(deps),
     findOrphanLeases: createFindOrphanLeases(deps),

@@ -5,6 +5,7 @@
 import {
   checkEnabled,
   checkSecretGrant,
+  checkMountSources,
   checkWorkspacePath,
   loadTenancy,
   TenancyError,
@@ -32,6 +33,12 @@ import {
   NewExecutionWorkspaceSchema,
   Uuid,
   runWorkflowId,
+  POOL_WORKFLOW_TYPE,
+  getPoolQuery,
+  poolChangedSignal,
+  poolWorkflowId,
+  type PoolState,
+  type WarmPool,
   type Driver,
   type Environment,
   type EnvironmentLease,
@@ -148,13 +155,20 @@ export class EnvRunAdmin {
     return parsed;
   }
 
-  /** The deployment's rules: the driver and provider are enabled, the secret reference is granted. */
+  /**
+   * The deployment's rules: the driver and provider are enabled, the secret reference is granted, a
+   * sandbox's read-only mounts are inside the company's workspace roots.
+   */
   private checkTenancy(companyId: string, driver: Driver, config: Record<string, unknown>): void {
     try {
       checkEnabled(this.tenancy, driver, providerOf(driver, config));
       if (typeof config.privateKeySecretRef === 'string') {
         checkSecretGrant(this.tenancy, companyId, config.privateKeySecretRef, 'config.privateKeySecretRef');
       }
+      if (driver === 'sandbox' && config.mounts !== undefined)
+        checkMountSources(this.tenancy, companyId, config.mounts);
+      const pool = config.warmPool as WarmPool | undefined;
+      if (pool) checkWorkspacePath(this.tenancy, companyId, pool.base.cwd, 'config.warmPool.base.cwd');
     } catch (err) {
       if (err instanceof TenancyError) throw new InvalidInputError(err.message);
       throw err;
@@ -176,7 +190,47 @@ export class EnvRunAdmin {
     if (driver === 'local' && (await this.store.listEnvironments(companyId)).some((e) => e.driver === 'local')) {
       throw new InvalidInputError(`driver: company ${companyId} already has a local environment`);
     }
-    return this.store.createEnvironment({ companyId, name, driver, config, description: input.description ?? null });
+    const created = await this.store.createEnvironment({
+      companyId,
+      name,
+      driver,
+      config,
+      description: input.description ?? null,
+    });
+    await this.tellPool(created);
+    return created;
+  }
+
+  /**
+   * Starts the environment's warm pool workflow when its config has one, or tells the running one to look
+   * again (its config changed, it was archived); one workflow per environment, whatever the calls.
+   */
+  private async tellPool(environment: Environment): Promise<void> {
+    const workflowId = poolWorkflowId(environment.companyId, environment.id);
+    if (environment.config.warmPool && environment.status === 'active') {
+      await this.runs.temporal.workflow.signalWithStart(POOL_WORKFLOW_TYPE, {
+        workflowId,
+        taskQueue: this.runs.taskQueue,
+        args: [{ companyId: environment.companyId, environmentId: environment.id }],
+        signal: poolChangedSignal,
+        signalArgs: [],
+      });
+      return;
+    }
+    // No pool (any more): a running one retires its sandboxes and ends; none running is fine.
+    await this.runs.temporal.workflow
+      .getHandle(workflowId)
+      .signal(poolChangedSignal)
+      .catch(() => undefined);
+  }
+
+  /** The environment's warm pool as its workflow sees it (members, fingerprint, counts); null when none runs. */
+  async getPool(companyId: string, id: string): Promise<PoolState | null> {
+    const environment = await this.getEnvironment(companyId, id);
+    return this.runs.temporal.workflow
+      .getHandle(poolWorkflowId(environment.companyId, environment.id))
+      .query(getPoolQuery)
+      .catch(() => null);
   }
 
   async listEnvironments(companyId: string): Promise<Environment[]> {
@@ -207,6 +261,7 @@ export class EnvRunAdmin {
       patch.config === undefined ? undefined : await this.validateEnvironmentConfig(current.driver, patch.config);
     if (config) this.checkTenancy(current.companyId, current.driver, config);
     const updated = await this.store.updateEnvironment(current.id, { config, name, description: patch.description });
+    if (config && (config.warmPool || current.config.warmPool)) await this.tellPool(updated!);
     return updated!;
   }
 
@@ -219,6 +274,7 @@ export class EnvRunAdmin {
   async archiveEnvironment(companyId: string, id: string): Promise<ArchivedEnvironment> {
     const current = await this.getEnvironment(companyId, id);
     const archived = (await this.store.updateEnvironment(current.id, { status: 'archived' }))!;
+    if (current.config.warmPool) await this.tellPool(archived);
     for (const lease of await this.store.listLeasesOfEnvironment(current.id, ['active'])) {
       const handle = lease.heartbeatRunId
         ? this.runs.temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId))

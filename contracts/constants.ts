@@ -100,6 +100,8 @@ export const ACTIVITY_ACTIONS = {
   leaseLost: 'environment.lease_lost',
   /** A provider resource kept past its lease (reuse, retention) was destroyed. */
   leaseDestroyed: 'environment.lease_destroyed',
+  /** A run took a warm sandbox from its environment's pool instead of acquiring a new one. */
+  leaseTakenFromPool: 'environment.lease_taken_from_pool',
 } as const;
 
 /** Failure type of a run cancelled before it was ready (not an environment error code). */

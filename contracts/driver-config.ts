@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { AbsolutePath, DriverSchema, LeasePolicySchema } from './common.js';
 import type { Driver } from './constants.js';
 import type { SshExecutionSpec } from './target.js';
+import { WarmPoolSchema } from './pool.js';
 
 /** Keys of sandbox providers: lower case, digits, dot, dash and underscore. */
 export const ProviderKey = z
@@ -80,6 +81,8 @@ export const SandboxDriverConfig = z
       .max(24 * 3600_000)
       .optional(),
     reuseLease: z.boolean().default(false),
+    /** Sandboxes kept ready for runs whose request matches the base (contracts/pool.ts). */
+    warmPool: WarmPoolSchema.optional(),
   })
   .catchall(z.unknown()); // provider keys; the provider validates them
 

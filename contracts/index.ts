@@ -8,3 +8,4 @@ export * from './run.js';
 export * from './messages.js';
 export * from './activity-log.js';
 export * from './errors.js';
+export * from './pool.js';

@@ -224,6 +224,8 @@ export const WorkspaceRealizationRecordSchema = z.object({
     command: z.string().nullable(),
     exitCode: z.number().nullable(),
     durationMs: z.number().nullable(),
+    /** The command ran when the warm pool provisioned this sandbox, for the same fingerprint: not again. */
+    provisionedByPool: z.boolean().optional(),
   }),
   rebuild: JsonObject,
   summary: z.string(),

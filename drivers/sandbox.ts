@@ -16,6 +16,8 @@ import {
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
 import { NonRetryableError } from '../contracts/errors.js';
+import { WarmPoolSchema, isPooledRunId, type PooledLeaseInfo } from '../contracts/pool.js';
+import { fingerprintOf } from './pool-fingerprint.js';
 import { within } from '../lib/paths.js';
 import type { ProviderRegistry } from './providers/load.js';
 import type { ProviderCallContext, ProviderLease, SandboxProvider } from './providers/contract.js';
@@ -73,6 +75,32 @@ async function refuseLocalCwd(
     throw new NonRetryableError(
       `sandbox provider "${key}" realized the workspace at ${cwdHit ? realized.cwd : hostPath}, which is the control plane's own workspace folder ${localPath}${cwdHit ? ' (or inside it)' : ' (or inside or above it)'}: refused, nothing was provisioned`,
     );
+}
+
+function pooledInfo(lease: EnvironmentLease): PooledLeaseInfo | null {
+  const pool = lease.metadata?.pool;
+  return pool && typeof pool === 'object' ? (pool as PooledLeaseInfo) : null;
+}
+
+/**
+ * Whether the pool's provisioning holds for this run: the run's ref, provision command and lockfiles give
+ * the fingerprint the sandbox was provisioned with. Any difference runs the command again, as a cold run.
+ */
+async function provisionedByPool(
+  environment: Environment,
+  pooled: PooledLeaseInfo,
+  request: RunRequest & { workspace: { cwd: string; repoRef: string | null } },
+  command: string,
+): Promise<boolean> {
+  const pool = WarmPoolSchema.safeParse(environment.config.warmPool);
+  if (!pool.success || !pooled.fingerprint) return false;
+  const fingerprint = await fingerprintOf({
+    cwd: request.workspace.cwd,
+    provisionCommand: command,
+    ref: request.workspace.repoRef ?? null,
+    files: pool.data.base.fingerprintFiles,
+  });
+  return fingerprint === pooled.fingerprint;
 }
 
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
@@ -155,9 +183,10 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
     config: unknown,
     base: ProviderCallContext,
     lease: EnvironmentLease,
+    resume = false,
   ): Promise<{ lease: ProviderLease | null; resumed: boolean }> {
     const stored = storedLease(lease);
-    if (held.has(heldKey(provider, stored.providerLeaseId))) return { lease: stored, resumed: false };
+    if (!resume && held.has(heldKey(provider, stored.providerLeaseId))) return { lease: stored, resumed: false };
     const resumed = await provider.resumeLease(config, { ...base, lease: stored });
     if (resumed) hold(provider, resumed);
     return { lease: resumed, resumed: true };
@@ -208,7 +237,9 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
       const { provider, config } = await providerFor(environment);
       const run = identityOf(request);
       const base = callContext(ctx, environment, lease, run);
-      const current = await currentLease(provider, config, base, lease);
+      // A sandbox a run took from the warm pool: its provider hears of the run through a resume.
+      const pooled = pooledInfo(lease);
+      const current = await currentLease(provider, config, base, lease, pooled?.state === 'taken');
       if (!current.lease) throw gone(provider, lease);
       const providerLease = current.lease;
       const { providerLeaseId } = providerLease;
@@ -218,12 +249,13 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         localPath: request.workspace.cwd,
       });
       await refuseLocalCwd(provider.key, realized, request.workspace.cwd);
-      const bootstrap = await provision(
-        input.realizationRequest.runtimeOverlay.provisionCommand,
-        input.provisionTimeoutMs,
-        realized.cwd,
-        (exec) => provider.execute(config, { ...base, lease: providerLease }, { ...exec, bypassSession: true }),
-      );
+      const command = input.realizationRequest.runtimeOverlay.provisionCommand;
+      const bootstrap =
+        pooled?.state === 'taken' && command && (await provisionedByPool(environment, pooled, request, command))
+          ? { command, exitCode: 0, durationMs: 0, provisionedByPool: true }
+          : await provision(command, input.provisionTimeoutMs, realized.cwd, (exec) =>
+              provider.execute(config, { ...base, lease: providerLease }, { ...exec, bypassSession: true }),
+            );
       return {
         version: 1,
         transport: 'sandbox',
@@ -313,7 +345,8 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         lease: current.lease,
         keep,
         cancelActiveWork,
-        syncBackTo: realization?.local.path ?? null,
+        // A sandbox the pool made and no run took holds the base's provisioning, nothing of a run's.
+        syncBackTo: isPooledRunId(lease.heartbeatRunId) ? null : (realization?.local.path ?? null),
         realizedCwd: realization?.remote.path ?? null,
         stopKept: keep && stopKept,
       });
@@ -323,6 +356,11 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         ...(report.receipt ? { termination: report.receipt } : {}),
       };
       return Object.keys(metadata).length ? { metadata } : undefined;
+    },
+    async alive(ctx, { environment, lease }) {
+      if (!lease.providerLeaseId) return false;
+      const { provider, config } = await providerFor(environment);
+      return (await currentLease(provider, config, callContext(ctx, environment, lease), lease, true)).lease !== null;
     },
     async destroy(ctx, { environment, lease, cancelActiveWork }) {
       if (!lease.providerLeaseId) return; // the provider never made anything

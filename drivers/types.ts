@@ -103,4 +103,6 @@ export interface EnvironmentDriver {
    * driver keeps nothing that outlives its lease.
    */
   destroy?(ctx: StepContext, input: LeaseRef & { cancelActiveWork: boolean }): Promise<ReleaseReport | void>;
+  /** Whether the lease's resource is still there (a warm pool probes its idle sandboxes). Absent: assumed. */
+  alive?(ctx: StepContext, input: LeaseRef): Promise<boolean>;
 }

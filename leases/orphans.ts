@@ -3,7 +3,7 @@
 // once its run is closed; a lease whose host is gone ends lost, and is freed there if that host comes back;
 // a resource a release kept whose environment is archived is destroyed.
 import { WorkflowNotFoundError } from '@temporalio/client';
-import { runWorkflowId, type EnvironmentLease } from '../contracts/index.js';
+import { isPooledRunId, poolWorkflowId, runWorkflowId, type EnvironmentLease } from '../contracts/index.js';
 import { hostLostSignal } from '../contracts/messages.js';
 import { isHostAlive, markLeaseLost, type HostDeps } from './hosts.js';
 
@@ -52,11 +52,21 @@ export async function findOrphanLeases(
       }
       continue;
     }
-    const handle = temporal.workflow.getHandle(runWorkflowId(lease.companyId, lease.heartbeatRunId ?? ''));
+    // A pooled lease no run took is its pool's: it is an orphan once that pool's workflow has ended.
+    const pooled = isPooledRunId(lease.heartbeatRunId);
+    const holder = pooled
+      ? poolWorkflowId(lease.companyId, lease.environmentId)
+      : runWorkflowId(lease.companyId, lease.heartbeatRunId ?? '');
+    const handle = temporal.workflow.getHandle(holder);
     let reason: string | null = null;
     try {
       const desc = await handle.describe();
       if (desc.status.name === 'RUNNING') {
+        // An idle pooled sandbox whose host is gone ends lost at once (its pool replaces it).
+        if (pooled && lease.status === 'active' && hostId && !(await isAlive(hostId))) {
+          await markLeaseLost(deps, { ...ids(lease), hostId, scope: 'reaper', actor: 'reaper' });
+          continue;
+        }
         // A ready run whose host is gone is told; it fails with environment_host_lost and ends the lease lost.
         if (lease.status === 'active' && hostId && !(await isAlive(hostId))) {
           await handle.signal(hostLostSignal, hostId).catch(() => undefined);
@@ -65,13 +75,13 @@ export async function findOrphanLeases(
       }
       reason =
         lease.status === 'active'
-          ? `reaped: run workflow is ${desc.status.name.toLowerCase()}`
+          ? `reaped: ${pooled ? 'pool' : 'run'} workflow is ${desc.status.name.toLowerCase()}`
           : `cleanup retried: ${lease.cleanupStatus} after the run ended`;
     } catch (err) {
       if (!(err instanceof WorkflowNotFoundError)) continue; // cannot tell: leave it for the next sweep
       reason =
         lease.status === 'active'
-          ? 'reaped: run workflow not found'
+          ? `reaped: ${pooled ? 'pool' : 'run'} workflow not found`
           : `cleanup retried: ${lease.cleanupStatus}, run workflow not found`;
     }
     if (hostId && !(await isAlive(hostId))) {

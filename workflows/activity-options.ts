@@ -87,6 +87,7 @@ export const STEP_OPTIONS = {
   hostAlive: { local: dbStep('check that the resource host is alive', '2m') },
   markLeaseLost: { local: dbStep('record the lease as lost with its host', '10m') },
   settleCommand: { local: dbStep('record how a command ended when its step could not', '10m') },
+  takePooled: { local: dbStep('take a warm sandbox from the pool', '2m') },
   releaseLease: {
     // Release retries a database outage for up to half an hour; see RELEASE_ATTEMPTS for a failing provider.
     activity: activity({
@@ -128,6 +129,7 @@ export const dbSteps = {
   hostAlive: asLocalActivity('hostAlive'),
   markLeaseLost: asLocalActivity('markLeaseLost'),
   settleCommand: asLocalActivity('settleCommand'),
+  takePooled: asLocalActivity('takePooled'),
 };
 
 /** The steps on the shared queue: any worker can take them. */

@@ -10,7 +10,9 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
+  getExternalWorkflowHandle,
   isCancellation,
+  patched,
   sleep,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -21,8 +23,10 @@ import {
   type ErrorCode,
 } from '../contracts/constants.js';
 import type { PrepareWorkspaceInput, PreparedWorkspace } from '../activities/prepare-workspace.js';
+import { poolTakenSignal, poolWorkflowId } from '../contracts/pool.js';
 import type {
   Environment,
+  EnvironmentLease,
   RealizeRequest,
   RunRequest,
   RunWorkflowResult,
@@ -135,7 +139,9 @@ async function placeAndPrepare(
     // placed again shows `leasing` there (its host was lost).
     run.setPhase('leasing', { searchable: placement > 1 });
     stepIs('lease_acquire_failed');
-    const lease = await sharedSteps.acquireLease({ request, environmentId: environment.id });
+    const lease =
+      (placement === 1 ? await takeWarm(request, environment, ttlMs) : null) ??
+      (await sharedSteps.acquireLease({ request, environmentId: environment.id }));
     run.leased(environment, lease);
     // A run that realizes on request holds its lease until the control plane asks (or completes, or the
     // lease's TTL passes without either).
@@ -168,6 +174,22 @@ async function placeAndPrepare(
       }
     }
   }
+}
+
+/**
+ * A warm sandbox from the environment's pool, when it has one and the run's request matches its base (null:
+ * the run acquires as before). The pool is told, so it replaces what was taken at once.
+ */
+async function takeWarm(request: RunRequest, environment: Environment, ttlMs: number): Promise<EnvironmentLease | null> {
+  if (!environment.config.warmPool || request.realize === 'on_request' || !patched('warm-pool')) return null;
+  const lease = await dbSteps.takePooled({ request, environmentId: environment.id, ttlMs });
+  if (lease) {
+    // Not waited for: the run goes on while the pool starts a replacement.
+    getExternalWorkflowHandle(poolWorkflowId(request.companyId, environment.id))
+      .signal(poolTakenSignal, lease.id)
+      .catch(() => undefined);
+  }
+  return lease;
 }
 
 type Held = 'completed' | 'expired' | 'continue' | 'host_lost';

@@ -8,11 +8,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { runWorkflowId } from '../../contracts/index.js';
+import { poolWorkflowId, runWorkflowId } from '../../contracts/index.js';
 import { ensureTemporalCli } from '../../scripts/temporal-cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { historyText } from '../support/history.js';
-import { expectRunError, runEnd, runRequest } from '../support/runs.js';
+import { expectRunError, runEnd, runRequest, tempWorkspace, until } from '../support/runs.js';
 
 const runRequestMarker = '"heartbeatRunId"';
 
@@ -68,7 +68,35 @@ async function recordedScenarios(): Promise<Record<string, string>> {
   await h.admin.getCommand(companyId, exec.heartbeatRunId, null);
   await h.client.completeRun(companyId, exec.heartbeatRunId, { status: 'succeeded' });
   await runEnd(h, companyId, exec.heartbeatRunId);
+
+  // A warm pool: a run that takes a pooled sandbox (patch `warm-pool`), and the pool's own workflow from
+  // its first fill to its end (archived).
+  const base = tempWorkspace();
+  const poolEnv = await h.admin.createEnvironment({
+    companyId,
+    name: 'p',
+    driver: 'sandbox',
+    config: { provider: 'fake', warmPool: { size: 1, base: { cwd: base, provisionCommand: 'true' } } },
+  });
+  const warm = runRequest({ companyId, environmentId: poolEnv.id, cwd: base, runtimeOverlay: { provisionCommand: 'true' } });
+  await until('a ready pooled sandbox', async () =>
+    (await h.store.listPooledLeases(companyId, poolEnv.id)).some((l) => l.metadata?.pool),
+  );
+  const taken = await h.client.startRunAndWaitReady(warm);
+  expect(taken.lease.metadata?.pool).toMatchObject({ state: 'taken' });
+  await h.client.completeRun(companyId, warm.heartbeatRunId, { status: 'succeeded' });
+  await runEnd(h, companyId, warm.heartbeatRunId);
+  await until('the pool to refill', async () =>
+    (await h.store.listPooledLeases(companyId, poolEnv.id)).some(
+      (l) => (l.metadata?.pool as { state?: string } | undefined)?.state === 'ready',
+    ),
+  );
+  await h.admin.archiveEnvironment(companyId, poolEnv.id);
+  const pool = h.client.temporal.workflow.getHandle(poolWorkflowId(companyId, poolEnv.id));
+  await pool.result();
   return {
+    'history-warm': runWorkflowId(companyId, warm.heartbeatRunId),
+    'history-pool': poolWorkflowId(companyId, poolEnv.id),
     'history-exec': runWorkflowId(companyId, exec.heartbeatRunId),
     'history-completed': runWorkflowId(ready.companyId, ready.heartbeatRunId),
     'history-realization-failed': runWorkflowId(failed.companyId, failed.heartbeatRunId),
@@ -93,7 +121,8 @@ it('replays fresh histories of a completed, a failed and a cancelled run', async
       'json',
     ]).toString();
     const text = historyText(json);
-    expect(text).toContain(runRequestMarker); // decoded payloads are searched, not just base64
+    // Decoded payloads are searched, not just base64 (a pool's history holds no run request).
+    expect(text).toContain(name === 'history-pool' ? '"environmentId"' : runRequestMarker);
     expect(text).not.toContain('hunter2-host-secret');
     const version = process.env.ENVRUN_RECORD_HISTORY;
     if (version) writeFileSync(fixture(`${name}-${version}`), json);
@@ -109,7 +138,13 @@ const FIXTURE_SETS = ['v1'];
 // Runs with commands: v1 from before durable commands (exec answered with the output; release ended a
 // running command), v2 with them (patch `durable-commands`).
 const EXEC_FIXTURES = ['history-exec-v1', 'history-exec-v2'];
-it.each([...FIXTURE_SETS.flatMap((set) => scenarios.map((s) => `${s}-${set}`)), ...EXEC_FIXTURES])(
+// Warm pools (patch `warm-pool`): a run that took a pooled sandbox, and a pool from its start to its end.
+const POOL_FIXTURES = ['history-warm-v1', 'history-pool-v1'];
+it.each([
+  ...FIXTURE_SETS.flatMap((set) => scenarios.map((s) => `${s}-${set}`)),
+  ...EXEC_FIXTURES,
+  ...POOL_FIXTURES,
+])(
   'replays the committed %s fixture',
   async (name) => {
     expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=<version>`).toBe(
