@@ -79,6 +79,12 @@ function addEnvironmentCommands(program: Command): void {
   );
   idCommand(
     env,
+    'pool',
+    "the environment's warm pool: its sandboxes, fingerprint and counts",
+    lazy(environments, (m) => m.showPool),
+  );
+  idCommand(
+    env,
     'archive',
     'archive an environment (no new run can lease it)',
     lazy(environments, (m) => m.archiveEnvironment),

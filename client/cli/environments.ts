@@ -49,6 +49,23 @@ export async function probeEnvironment(id: string, o: IdOptions): Promise<void> 
   if (!result.ok) process.exitCode = EXIT_FAILURE;
 }
 
+/** The environment's warm pool as its workflow sees it; exit 1 when the environment has no pool running. */
+export async function showPool(id: string, o: IdOptions): Promise<void> {
+  const { companyId } = checkId(id, o);
+  const pool = await withAdmin((a) => a.getPool(companyId, id));
+  print(o, pool, () =>
+    pool
+      ? [
+          `size ${pool.size}\tfilled ${pool.filled}\ttaken ${pool.taken}\tretired ${pool.retired}`,
+          `fingerprint ${pool.fingerprint ?? '-'}`,
+          ...(pool.note ? [`note: ${pool.note}`] : []),
+          ...pool.members.map((m) => `${m.leaseId}\t${m.state}\t${m.hostId ?? '-'}\t${m.readyAt ?? '-'}`),
+        ].join('\n')
+      : 'no warm pool runs for this environment',
+  );
+  if (!pool) process.exitCode = EXIT_FAILURE;
+}
+
 export async function archiveEnvironment(id: string, o: IdOptions): Promise<void> {
   const { companyId } = checkId(id, o);
   const archived = await withAdmin((a) => a.archiveEnvironment(companyId, id));

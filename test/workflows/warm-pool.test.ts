@@ -12,6 +12,7 @@ import {
   type EnvironmentLease,
   type WorkspaceRealizationRecord,
 } from '../../contracts/index.js';
+import { runCli } from '../support/cli.js';
 import { createHarness, uniqueId, type Harness } from '../support/harness.js';
 import { runRequest, until } from '../support/runs.js';
 
@@ -94,6 +95,10 @@ describe('warm pool', () => {
     expect(refilled.map((l) => l.id)).not.toContain(ready.lease.id);
     const state = await h.admin.getPool(companyId, env.id);
     expect(state).toMatchObject({ size: 2, taken: 1 });
+    // Ops see the same through the CLI.
+    const cli = await runCli(h, ['env', 'pool', env.id, '--company', companyId, '--json']);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(JSON.parse(cli.stdout)).toMatchObject({ size: 2, taken: 1, environmentId: env.id });
     await h.client.completeRun(companyId, request.heartbeatRunId, { status: 'succeeded' });
     await h.client.waitEnded(companyId, request.heartbeatRunId);
     expect(existsSync(record.remote.path)).toBe(false);
