@@ -117,17 +117,20 @@ export async function releaseLease(
   } catch (err) {
     error = err instanceof Error ? err.message : String(err);
   }
-  // What the release reports (what a sync-back did not bring back, and why) goes on the lease.
-  if (report && Object.keys(report).length > 0) await store.mergeLeaseMetadata(lease.id, report);
-  if (!error) {
-    lease = (await store.updateLease(lease.id, { cleanupStatus: 'success' }))!;
-  } else if (o.recordFailure !== false) {
-    await store.mergeLeaseMetadata(lease.id, { cleanupError: error, cleanupAttempts: o.step.attempt });
-    lease = (await store.updateLease(lease.id, { cleanupStatus: 'failed' }))!;
+  // What the release reports (what a sync-back did not bring back, and why), the cleanup's outcome and its
+  // log row go on the lease in one statement.
+  const cleanupStatus = !error ? 'success' : o.recordFailure !== false ? 'failed' : null;
+  const merge = {
+    ...report,
+    ...(error && cleanupStatus ? { cleanupError: error, cleanupAttempts: o.step.attempt } : {}),
+  };
+  const event = o.log?.(cleanupStatus ? { ...lease, cleanupStatus } : lease, error);
+  const row = event
+    ? leaseEventRow(report ? { ...event, details: { ...event.details, ...report } } : event)
+    : undefined;
+  if (cleanupStatus || Object.keys(merge).length > 0 || row) {
+    lease = (await store.finishCleanup(lease.id, merge, cleanupStatus, row)) ?? lease;
   }
-  const event = o.log?.(lease, error);
-  if (event)
-    await store.logActivity(leaseEventRow(report ? { ...event, details: { ...event.details, ...report } } : event));
   return { lease, error };
 }
 

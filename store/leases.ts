@@ -186,6 +186,35 @@ export function leaseQueries<B extends QueryBase>(Base: B) {
       return r.rows[0] ? rawLease(r.rows[0]) : null;
     }
 
+    /**
+     * A release's last write, one statement: merges the provider's report into the metadata, sets the
+     * cleanup status (null: leaves it) and writes the log row.
+     */
+    async finishCleanup(
+      id: string,
+      merge: Record<string, unknown>,
+      cleanupStatus: CleanupStatus | null,
+      log?: NewActivity,
+    ): Promise<EnvironmentLease | null> {
+      const update = this.db
+        .update(environmentLeases)
+        .set({
+          metadata: sql`coalesce(${environmentLeases.metadata}, '{}'::jsonb) || ${JSON.stringify(merge)}::jsonb`,
+          ...(cleanupStatus ? { cleanupStatus } : {}),
+          updatedAt: new Date(),
+        })
+        .where(eq(environmentLeases.id, id))
+        .returning();
+      if (!log) {
+        const [row] = await update;
+        return row ? toLease(row) : null;
+      }
+      const r = await this.db.execute(sql`
+        with changed as (${update.getSQL()}), logged as (${logIfChanged(log, 'changed')})
+        select * from changed`);
+      return r.rows[0] ? rawLease(r.rows[0]) : null;
+    }
+
     /** Merges keys into a lease's metadata (jsonb ||), returning the stored row. */
     async mergeLeaseMetadata(id: string, patch: Record<string, unknown>): Promise<EnvironmentLease | null> {
       const [row] = await this.db
