@@ -60,64 +60,71 @@ export function createReleaseLease(deps: ActivityDeps) {
     }
     const finalAttempt = Context.current().info.attempt >= input.finalAttempt;
     const step = stepContext();
-    const cleanupFailures: CleanupFailure[] = [];
-    const retryable: string[] = [];
-    const environments = new Map<string, Environment | null>();
-    const result: EnvironmentLease[] = [];
-    for (const lease of all) {
-      // A lease lost with its host is freed there by the reaper if the host comes back, not from here.
-      if (lease.status === 'lost' || (lease.status !== 'active' && lease.cleanupStatus !== 'pending')) {
-        result.push(lease);
-        continue;
+    // Heartbeats while providers release (a sync-back can be long): a worker that dies here, or a task the
+    // server never handed over, is retried after the heartbeat timeout, not the step's whole 5 minutes.
+    const beat = setInterval(() => step.beat(), 2_000);
+    try {
+      const cleanupFailures: CleanupFailure[] = [];
+      const retryable: string[] = [];
+      const environments = new Map<string, Environment | null>();
+      const result: EnvironmentLease[] = [];
+      for (const lease of all) {
+        // A lease lost with its host is freed there by the reaper if the host comes back, not from here.
+        if (lease.status === 'lost' || (lease.status !== 'active' && lease.cleanupStatus !== 'pending')) {
+          result.push(lease);
+          continue;
+        }
+        const released = await releaseOne(deps, lease, {
+          ...(lease.status === 'active'
+            ? {
+                endAs: finalLeaseStatus(input.outcome, lease),
+                failureReason: input.outcome === 'succeeded' ? null : (input.failureReason ?? input.outcome),
+              }
+            : {}),
+          step,
+          recordFailure: finalAttempt,
+          environments,
+          disposition: input.providerResourceDisposition ?? null,
+          cancelActiveWork: input.cancelActiveWork === true,
+          log: (stored) => ({
+            actor: 'run',
+            scope: step.idempotencyKey,
+            action: input.outcome === 'expired' ? ACTIVITY_ACTIONS.leaseExpired : ACTIVITY_ACTIONS.leaseReleased,
+            lease: stored,
+            agentId: input.agentId ?? null,
+            details: {
+              environmentId: stored.environmentId,
+              status: stored.status,
+              cleanupStatus: stored.cleanupStatus,
+              failureReason: stored.failureReason,
+              outcome: input.outcome,
+              ...(input.providerResourceDisposition
+                ? { providerResourceDisposition: input.providerResourceDisposition }
+                : {}),
+              ...(input.cancelActiveWork ? { cancelActiveWork: true } : {}),
+            },
+          }),
+        });
+        if (released.error && finalAttempt) cleanupFailures.push({ leaseId: lease.id, message: released.error });
+        else if (released.error) retryable.push(`${lease.id}: ${released.error}`);
+        result.push(released.lease);
       }
-      const released = await releaseOne(deps, lease, {
-        ...(lease.status === 'active'
-          ? {
-              endAs: finalLeaseStatus(input.outcome, lease),
-              failureReason: input.outcome === 'succeeded' ? null : (input.failureReason ?? input.outcome),
-            }
-          : {}),
-        step,
-        recordFailure: finalAttempt,
-        environments,
-        disposition: input.providerResourceDisposition ?? null,
-        cancelActiveWork: input.cancelActiveWork === true,
-        log: (stored) => ({
-          actor: 'run',
-          scope: step.idempotencyKey,
-          action: input.outcome === 'expired' ? ACTIVITY_ACTIONS.leaseExpired : ACTIVITY_ACTIONS.leaseReleased,
-          lease: stored,
-          agentId: input.agentId ?? null,
-          details: {
-            environmentId: stored.environmentId,
-            status: stored.status,
-            cleanupStatus: stored.cleanupStatus,
-            failureReason: stored.failureReason,
-            outcome: input.outcome,
-            ...(input.providerResourceDisposition
-              ? { providerResourceDisposition: input.providerResourceDisposition }
-              : {}),
-            ...(input.cancelActiveWork ? { cancelActiveWork: true } : {}),
-          },
-        }),
-      });
-      if (released.error && finalAttempt) cleanupFailures.push({ leaseId: lease.id, message: released.error });
-      else if (released.error) retryable.push(`${lease.id}: ${released.error}`);
-      result.push(released.lease);
+      if (retryable.length > 0) {
+        const env = [...environments.values()].find((e) => e) ?? null;
+        throw runFailure(
+          'lease_cleanup_failed',
+          `provider cleanup failed: ${retryable.join('; ')}`,
+          env ? failureContext(deps, env) : NO_CONTEXT,
+          { nonRetryable: false },
+        );
+      }
+      return {
+        leases: result.map((l) => (l.id === input.recordKnownFor ? withoutRecord(l) : l)),
+        cleanupFailures,
+      };
+    } finally {
+      clearInterval(beat);
     }
-    if (retryable.length > 0) {
-      const env = [...environments.values()].find((e) => e) ?? null;
-      throw runFailure(
-        'lease_cleanup_failed',
-        `provider cleanup failed: ${retryable.join('; ')}`,
-        env ? failureContext(deps, env) : NO_CONTEXT,
-        { nonRetryable: false },
-      );
-    }
-    return {
-      leases: result.map((l) => (l.id === input.recordKnownFor ? withoutRecord(l) : l)),
-      cleanupFailures,
-    };
   };
 }
 

@@ -95,6 +95,7 @@ export const STEP_OPTIONS = {
       attempts: 0,
       initial: '500ms',
       scheduleToCloseTimeout: '30m',
+      heartbeatTimeout: '20s',
       summary: 'release lease',
     }),
   },
