@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 // Types only: erased when this runs, so the bench itself is not loaded.
 import type { ModeStats, Spread } from './bench.js';
+import type { ClusterModeStats } from './bench-cluster.js';
 
 interface ShapeReport {
   events: number;
@@ -48,6 +49,16 @@ interface Result {
     }>;
   };
   evicted: Record<string, { evictedCompleteP50Ms: number; cachedCompleteP50Ms: number; evictedSamples: number }>;
+  /** `npm run bench -- --engine cluster` (bench/bench-cluster.ts). */
+  cluster?: {
+    startedAt: string;
+    durationS: number;
+    engine: { server: string; persistence: string; historyShards: number };
+    machine: { loadAvgAtStart: string; loadAvgAtEnd: string };
+    settings: { reps: number; runsC1: number; runsC50: number; concurrency: number; envrunWorkerRuntime: string };
+    modes: Record<string, ClusterModeStats>;
+    postgresPerRun: Record<string, Record<string, { transactions: number; rowsWritten: number }>> | null;
+  };
 }
 
 const file = process.argv[2] ?? 'bench/results/latest.json';
@@ -147,4 +158,56 @@ table(
     t.pass === null ? 'not measured' : t.pass ? 'pass' : '**fail**',
   ]),
 );
+const c = r.cluster;
+if (c) {
+  const cs = c.settings;
+  const load = (l: string) => l.split(' ').slice(0, 3).join(' ');
+  say('Production engine (`npm run bench -- --engine cluster`):');
+  say();
+  say(
+    `${c.startedAt.slice(0, 10)}, ${c.engine.server} (${c.engine.historyShards} history shards, four service ` +
+      `processes) on ${c.engine.persistence}; load average ${load(c.machine.loadAvgAtStart)} at start, ` +
+      `${load(c.machine.loadAvgAtEnd)} at the end; ${cs.reps} interleaved repetitions, ${cs.runsC1} runs per mode ` +
+      `at c=1 and ${cs.runsC50} at c=${cs.concurrency} in each; envrun's worker from ${cs.envrunWorkerRuntime}; ` +
+      `${c.durationS} s in all.`,
+  );
+  say();
+  const pg = (mode: string) => {
+    const p = c.postgresPerRun?.[mode];
+    if (!p) return '—';
+    const db = (d: string) => `${v(p[d]?.transactions)} (${v(p[d]?.rowsWritten)})`;
+    return `${db('temporal')} / ${db('temporal_visibility')} / ${db('envrun')}`;
+  };
+  table(
+    [
+      'mode',
+      'c=1 p50 ms',
+      'c=1 p99 ms',
+      'c=1 complete p50 ms',
+      `c=${cs.concurrency} runs/s`,
+      `c=${cs.concurrency} CPU ms/run: worker / Temporal / PostgreSQL / client`,
+      'PostgreSQL transactions (rows written) per run, c=1: temporal / visibility / envrun',
+    ],
+    ['floor', 'bare_shape', 'envrun'].map((mode) => {
+      const one = c.modes[`${mode}@1`];
+      const many = c.modes[`${mode}@${cs.concurrency}`];
+      const cpu = many?.cpu;
+      return [
+        mode,
+        spread(one?.p50),
+        v(one?.pooledP99),
+        v(one?.completeP50),
+        spread(many?.runsPerS),
+        cpu ? `${cpu.worker} / ${cpu.server} / ${cpu.postgres} / ${cpu.client}` : '—',
+        pg(mode),
+      ];
+    }),
+  );
+  say(
+    `envrun / bare_shape: c=1 p50 ${v(r.summary.cluster_envrun_vs_bare_shape_c1_p50, '×')}, c=${cs.concurrency} ` +
+      `throughput ${v(r.summary.cluster_envrun_vs_bare_shape_c50_throughput, '×')} (on the dev server ` +
+      `${v(r.summary.envrun_vs_bare_shape_c1_p50, '×')} and ${v(r.summary.envrun_vs_bare_shape_c50_throughput, '×')}).`,
+  );
+  say();
+}
 console.log(out.join('\n').trimEnd());

@@ -1,7 +1,8 @@
 // `npm run bench`: envrun against Temporal's own floor and two bare baselines, on one dev server, in
 // interleaved repetitions. docs/benchmarks.md says what each mode is, why it is a fair baseline and how to
 // read the output. Writes bench/results/latest.json (and a timestamped copy); `bench/bench-table.ts`
-// renders it as markdown.
+// renders it as markdown. `--engine cluster` runs floor, bare_shape and envrun on the production engine
+// instead (bench/bench-cluster.ts), `--engine both` does both; the cluster's keys are merged into latest.json.
 import { Client, Connection, WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
 import { defineUpdate } from '@temporalio/workflow';
 import { DefaultLogger, Runtime, bundleWorkflowCode } from '@temporalio/worker';
@@ -21,6 +22,7 @@ import {
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import { createDrivers } from '../drivers/registry.js';
 import { createActivities } from '../activities/index.js';
 import { runWorkflowId } from '../contracts/index.js';
@@ -134,9 +136,21 @@ function distFresh(): { fresh: boolean; why: string } {
   return { fresh: true, why: 'dist/ is up to date' };
 }
 
+/** Builds dist/ when a source is newer (unless BENCH_BUILD=0); where envrun's worker runs from. */
+function workerRuntime(): 'dist' | 'tsx' {
+  let fresh = distFresh();
+  if (!fresh.fresh && process.env.BENCH_BUILD !== '0') {
+    log(`[bench] ${fresh.why}: npm run build`);
+    const built = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+    fresh = built.status === 0 ? distFresh() : { fresh: false, why: `npm run build failed (${built.status})` };
+  }
+  if (fresh.fresh) return 'dist';
+  log(`[bench] WARNING: ${fresh.why}; the envrun worker runs from the sources through tsx (more memory and CPU)`);
+  return 'tsx';
+}
+
 async function main(): Promise<void> {
   const startedAt = new Date();
-  Runtime.install({ logger: new DefaultLogger('WARN') });
   const tmp = mkdtempSync(join(tmpdir(), 'envrun-bench-'));
   chmodSync(tmp, 0o755); // the embedded server runs as an unprivileged user when we are root
   const cacheDir = join(ROOT, 'node_modules/.cache/envrun-bench');
@@ -149,17 +163,7 @@ async function main(): Promise<void> {
   let stamped = '';
 
   // envrun's worker runs compiled (dist/) under plain node, like `npm run worker`; built first if stale.
-  let runtime: 'dist' | 'tsx' = 'dist';
-  let fresh = distFresh();
-  if (!fresh.fresh && process.env.BENCH_BUILD !== '0') {
-    log(`[bench] ${fresh.why}: npm run build`);
-    const built = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
-    fresh = built.status === 0 ? distFresh() : { fresh: false, why: `npm run build failed (${built.status})` };
-  }
-  if (!fresh.fresh) {
-    runtime = 'tsx';
-    log(`[bench] WARNING: ${fresh.why}; the envrun worker runs from the sources through tsx (more memory and CPU)`);
-  }
+  const runtime = workerRuntime();
 
   try {
     const server = await startDevServer({ headless: true, logFile: join(tmp, 'temporal.log') });
@@ -922,7 +926,27 @@ function printResults(
   );
 }
 
-main().then(
+/** `--engine dev` (the default: the dev server), `cluster` (the production engine) or `both`. */
+function engineArg(): 'dev' | 'cluster' | 'both' {
+  const { values } = parseArgs({ options: { engine: { type: 'string', default: 'dev' } } });
+  const engine = values.engine;
+  if (engine !== 'dev' && engine !== 'cluster' && engine !== 'both')
+    throw new Error(`--engine ${engine}: expected dev, cluster or both`);
+  return engine;
+}
+
+async function run(): Promise<void> {
+  const engine = engineArg();
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  if (engine !== 'cluster') await main();
+  if (engine !== 'dev') {
+    log('\n[bench] production engine: bench/bench-cluster.ts');
+    const { clusterBench } = await import('./bench-cluster.js');
+    await clusterBench({ runtime: workerRuntime() });
+  }
+}
+
+run().then(
   () => process.exit(0),
   (err: unknown) => {
     console.error(err);
