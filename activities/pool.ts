@@ -5,6 +5,7 @@
 import { realpath } from 'node:fs/promises';
 import {
   POOL_RUN_PREFIX,
+  isPooledRunId,
   RunRequestSchema,
   WarmPoolSchema,
   type Environment,
@@ -222,7 +223,13 @@ export function createPoolActivities(deps: ActivityDeps) {
      */
     async retirePooled(input: RetirePooledInput): Promise<'retired' | 'taken' | 'failed'> {
       const claimed = await deps.store.claimPooledForRetire(input.leaseId, input.reason);
-      if (!claimed) return 'taken';
+      if (!claimed) {
+        // Released already by an attempt of this step cut short: its cleanup is finished here.
+        const ended = await deps.store.getLease(input.companyId, input.leaseId);
+        if (!ended || !isPooledRunId(ended.heartbeatRunId) || ended.cleanupStatus !== 'pending') return 'taken';
+        const cleaned = await releaseLease(deps, ended, { step: stepContext() });
+        return cleaned.error ? 'failed' : 'retired';
+      }
       const released = await releaseLease(deps, claimed, {
         endAs: 'released',
         failureReason: `retired from the warm pool: ${input.reason}`,

@@ -17,6 +17,9 @@ export interface OrphanLease {
   destroy?: boolean;
 }
 
+/** A retired pooled lease whose cleanup is unfinished this long after (its retire step's limit is 10 min). */
+const POOLED_CLEANUP_AFTER_MS = 15 * 60_000;
+
 /** The Temporal namespace and task queue a reaper sweeps for: another deployment's leases are its own. */
 export interface Deployment {
   namespace: string;
@@ -52,8 +55,24 @@ export async function findOrphanLeases(
       }
       continue;
     }
-    // A pooled lease no run took is its pool's: it is an orphan once that pool's workflow has ended.
+    // A pooled lease no run took is its pool's: it is an orphan once that pool's workflow has ended. One that
+    // ended with its cleanup unfinished (a retire cut short) is the pool's no more: its cleanup is retried
+    // once the pool has ended, or once the retire step's time is long past.
     const pooled = isPooledRunId(lease.heartbeatRunId);
+    if (pooled && lease.status !== 'active') {
+      const poolRunning = await temporal.workflow
+        .getHandle(poolWorkflowId(lease.companyId, lease.environmentId))
+        .describe()
+        .then(
+          (d) => d.status.name === 'RUNNING',
+          () => false,
+        );
+      const stale = Date.now() - Date.parse(lease.updatedAt) > POOLED_CLEANUP_AFTER_MS;
+      if ((!poolRunning || stale) && (!hostId || (await isAlive(hostId)))) {
+        orphans.push({ ...ids(lease), reason: `cleanup retried: ${lease.cleanupStatus} after its retirement`, hostId });
+      }
+      continue;
+    }
     const holder = pooled
       ? poolWorkflowId(lease.companyId, lease.environmentId)
       : runWorkflowId(lease.companyId, lease.heartbeatRunId ?? '');

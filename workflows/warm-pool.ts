@@ -51,7 +51,7 @@ const { fillPool } = proxyActivities<Activities>({
   startToCloseTimeout: '2h',
   heartbeatTimeout: '30s',
   retry: {
-    maximumAttempts: 3,
+    maximumAttempts: 5,
     initialInterval: '2s',
     maximumInterval: '30s',
     nonRetryableErrorTypes: [...NON_RETRYABLE_CODES],
