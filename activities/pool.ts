@@ -193,9 +193,14 @@ export function createPoolActivities(deps: ActivityDeps) {
       const environment = await deps.store.getEnvironment(input.companyId, input.environmentId);
       const pool = warmPoolOf(environment);
       if (!environment || environment.status !== 'active' || !pool) {
-        throw runFailure('environment_inactive', `environment ${input.environmentId} has no active warm pool`, NO_CONTEXT, {
-          nonRetryable: true,
-        });
+        throw runFailure(
+          'environment_inactive',
+          `environment ${input.environmentId} has no active warm pool`,
+          NO_CONTEXT,
+          {
+            nonRetryable: true,
+          },
+        );
       }
       const request = poolRequest(environment, pool, input.poolRunId);
       const lease = await acquire({ request, environmentId: environment.id });

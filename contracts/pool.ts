@@ -17,7 +17,11 @@ const FingerprintFile = z
 
 /** A duration such as '30m' or a number of milliseconds. */
 const Duration = z.union([
-  z.number().int().min(1000).max(30 * 24 * 3600_000),
+  z
+    .number()
+    .int()
+    .min(1000)
+    .max(30 * 24 * 3600_000),
   z
     .string()
     .refine((t) => (durationMs(t) ?? 0) >= 1000, 'must be a duration of at least 1s, like 30m')

@@ -403,7 +403,10 @@ export function leaseQueries<B extends QueryBase>(Base: B) {
           ),
         )
         .returning();
-      const wsPatch = JSON.stringify({ workspaceRealizationRequest: input.request, workspaceRealization: input.record });
+      const wsPatch = JSON.stringify({
+        workspaceRealizationRequest: input.request,
+        workspaceRealization: input.record,
+      });
       const wsUpdate = this.db
         .update(executionWorkspaces)
         .set({

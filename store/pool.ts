@@ -49,7 +49,11 @@ export function poolQueries<B extends QueryBase>(Base: B) {
      * lease (a retried take) or its execution workspace is leased.
      */
     async takePooledLease(t: TakePooled): Promise<EnvironmentLease | null> {
-      const details = { environmentId: t.environmentId, executionWorkspaceId: t.executionWorkspaceId, issueId: t.issueId };
+      const details = {
+        environmentId: t.environmentId,
+        executionWorkspaceId: t.executionWorkspaceId,
+        issueId: t.issueId,
+      };
       const { actorType, actorId } = ACTORS.run;
       const r = await this.db.execute(sql`
         with candidate as (

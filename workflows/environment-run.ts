@@ -180,7 +180,11 @@ async function placeAndPrepare(
  * A warm sandbox from the environment's pool, when it has one and the run's request matches its base (null:
  * the run acquires as before). The pool is told, so it replaces what was taken at once.
  */
-async function takeWarm(request: RunRequest, environment: Environment, ttlMs: number): Promise<EnvironmentLease | null> {
+async function takeWarm(
+  request: RunRequest,
+  environment: Environment,
+  ttlMs: number,
+): Promise<EnvironmentLease | null> {
   if (!environment.config.warmPool || request.realize === 'on_request' || !patched('warm-pool')) return null;
   const lease = await dbSteps.takePooled({ request, environmentId: environment.id, ttlMs });
   if (lease) {

@@ -87,17 +87,14 @@ export async function warmPool(input: WarmPoolInput): Promise<void> {
     counts.taken++;
     woken = true;
   });
-  setHandler(
-    getPoolQuery,
-    (): PoolState => ({
-      environmentId,
-      size: plan?.size ?? 0,
-      fingerprint: plan?.fingerprint ?? null,
-      members: plan?.members ?? [],
-      ...counts,
-      note,
-    }),
-  );
+  setHandler(getPoolQuery, (): PoolState => ({
+    environmentId,
+    size: plan?.size ?? 0,
+    fingerprint: plan?.fingerprint ?? null,
+    members: plan?.members ?? [],
+    ...counts,
+    note,
+  }));
 
   const retire = async (member: PoolMember, reason: string) => {
     const outcome = await onHostOf(member.hostId)
@@ -162,7 +159,11 @@ export async function warmPool(input: WarmPoolInput): Promise<void> {
     if (now - lastProbe >= PROBE_EVERY_MS) {
       lastProbe = now;
       const alive = await Promise.all(
-        ready.map((m) => onHostOf(m.hostId).probePooled({ companyId, leaseId: m.leaseId }).catch(() => false)),
+        ready.map((m) =>
+          onHostOf(m.hostId)
+            .probePooled({ companyId, leaseId: m.leaseId })
+            .catch(() => false),
+        ),
       );
       for (let i = ready.length - 1; i >= 0; i--) {
         if (!alive[i]) stale.push([ready.splice(i, 1)[0]!, 'failed a probe']);
@@ -176,7 +177,7 @@ export async function warmPool(input: WarmPoolInput): Promise<void> {
     if (missing > 0 && !backingOff) {
       for (let i = 0; i < missing; i++) void fill(current.fingerprint!);
     } else if (missing > 0 && current.room !== null && current.room <= 0) {
-      note = 'at the environment\'s maxConcurrentLeases: the pool fills again when runs end';
+      note = "at the environment's maxConcurrentLeases: the pool fills again when runs end";
     }
 
     const info = workflowInfo();

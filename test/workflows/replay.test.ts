@@ -78,7 +78,12 @@ async function recordedScenarios(): Promise<Record<string, string>> {
     driver: 'sandbox',
     config: { provider: 'fake', warmPool: { size: 1, base: { cwd: base, provisionCommand: 'true' } } },
   });
-  const warm = runRequest({ companyId, environmentId: poolEnv.id, cwd: base, runtimeOverlay: { provisionCommand: 'true' } });
+  const warm = runRequest({
+    companyId,
+    environmentId: poolEnv.id,
+    cwd: base,
+    runtimeOverlay: { provisionCommand: 'true' },
+  });
   await until('a ready pooled sandbox', async () =>
     (await h.store.listPooledLeases(companyId, poolEnv.id)).some((l) => l.metadata?.pool),
   );
@@ -140,11 +145,7 @@ const FIXTURE_SETS = ['v1'];
 const EXEC_FIXTURES = ['history-exec-v1', 'history-exec-v2'];
 // Warm pools (patch `warm-pool`): a run that took a pooled sandbox, and a pool from its start to its end.
 const POOL_FIXTURES = ['history-warm-v1', 'history-pool-v1'];
-it.each([
-  ...FIXTURE_SETS.flatMap((set) => scenarios.map((s) => `${s}-${set}`)),
-  ...EXEC_FIXTURES,
-  ...POOL_FIXTURES,
-])(
+it.each([...FIXTURE_SETS.flatMap((set) => scenarios.map((s) => `${s}-${set}`)), ...EXEC_FIXTURES, ...POOL_FIXTURES])(
   'replays the committed %s fixture',
   async (name) => {
     expect(existsSync(fixture(name)), `missing fixture ${name}: record with ENVRUN_RECORD_HISTORY=<version>`).toBe(

@@ -40,7 +40,11 @@ async function pooledEnvironment(companyId: string, base: string, size = 2, extr
     driver: 'sandbox',
     config: {
       provider: 'fake',
-      warmPool: { size, maxIdle: '1h', base: { cwd: base, provisionCommand: PROVISION, fingerprintFiles: ['lock.txt'] } },
+      warmPool: {
+        size,
+        maxIdle: '1h',
+        base: { cwd: base, provisionCommand: PROVISION, fingerprintFiles: ['lock.txt'] },
+      },
       ...extra,
     },
   });
@@ -59,7 +63,10 @@ async function fullPool(env: Environment, size: number) {
     async () => {
       const ready = await readyLeases(env);
       const seen = await h.admin.getPool(env.companyId, env.id);
-      const seenReady = seen?.members.filter((m) => m.state === 'ready').map((m) => m.leaseId).sort();
+      const seenReady = seen?.members
+        .filter((m) => m.state === 'ready')
+        .map((m) => m.leaseId)
+        .sort();
       const ids = ready.map((l) => l.id).sort();
       return ready.length === size && JSON.stringify(seenReady) === JSON.stringify(ids) ? ready : null;
     },
@@ -78,7 +85,12 @@ describe('warm pool', () => {
       expect(readFileSync(join(workspaceOf(lease), 'provision.log'), 'utf8')).toBe('provisioned\n');
     }
 
-    const request = runRequest({ companyId, environmentId: env.id, cwd: base, runtimeOverlay: { provisionCommand: PROVISION } });
+    const request = runRequest({
+      companyId,
+      environmentId: env.id,
+      cwd: base,
+      runtimeOverlay: { provisionCommand: PROVISION },
+    });
     const ready = await h.client.startRunAndWaitReady(request);
     expect(pooled.map((l) => l.id)).toContain(ready.lease.id);
     expect(ready.lease.heartbeatRunId).toBe(request.heartbeatRunId);
@@ -134,7 +146,12 @@ describe('warm pool', () => {
     const env = await pooledEnvironment(companyId, base, 1);
     const [before] = await fullPool(env, 1);
     writeFileSync(join(base, 'lock.txt'), 'deps v2\n');
-    const request = runRequest({ companyId, environmentId: env.id, cwd: base, runtimeOverlay: { provisionCommand: PROVISION } });
+    const request = runRequest({
+      companyId,
+      environmentId: env.id,
+      cwd: base,
+      runtimeOverlay: { provisionCommand: PROVISION },
+    });
     const ready = await h.client.startRunAndWaitReady(request);
     expect(ready.lease.id).toBe(before!.id);
     const record = ready.lease.metadata!.workspaceRealization as WorkspaceRealizationRecord;
@@ -154,7 +171,12 @@ describe('warm pool', () => {
     const base = baseFolder();
     const env = await pooledEnvironment(companyId, base, 1);
     await fullPool(env, 1);
-    const other = runRequest({ companyId, environmentId: env.id, cwd: base, runtimeOverlay: { provisionCommand: 'true' } });
+    const other = runRequest({
+      companyId,
+      environmentId: env.id,
+      cwd: base,
+      runtimeOverlay: { provisionCommand: 'true' },
+    });
     const reused = runRequest({
       companyId,
       environmentId: env.id,
