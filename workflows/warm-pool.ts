@@ -35,8 +35,9 @@ export interface WarmPoolInput {
 
 /** How often idle sandboxes are probed, and the pool looks again without being told. */
 const PROBE_EVERY_MS = 5 * 60_000;
-/** After a failed fill, the next waits this long (the fill itself retries first). */
+/** After a failed fill the next waits 30 s, doubling with each failure in a row up to an hour. */
 const FILL_BACKOFF_MS = 30_000;
+const MAX_FILL_BACKOFF_MS = 3600_000;
 /** Turns between continue-as-new (each turn is a few events). */
 const CONTINUE_AFTER_EVENTS = 2_000;
 
@@ -52,7 +53,7 @@ const { fillPool } = proxyActivities<Activities>({
   heartbeatTimeout: '30s',
   retry: {
     maximumAttempts: 5,
-    initialInterval: '2s',
+    initialInterval: '1s',
     maximumInterval: '30s',
     nonRetryableErrorTypes: [...NON_RETRYABLE_CODES],
   },
@@ -81,6 +82,7 @@ export async function warmPool(input: WarmPoolInput): Promise<void> {
   const filled = new Set<string>();
   let lastProbe = Date.now();
   let fillFailedAt = 0;
+  let fillFailures = 0;
 
   setHandler(poolChangedSignal, () => void (woken = true));
   setHandler(poolTakenSignal, () => {
@@ -113,9 +115,13 @@ export async function warmPool(input: WarmPoolInput): Promise<void> {
         filled.add(poolRunId);
       }
       note = null;
+      fillFailures = 0;
     } catch (err) {
       fillFailedAt = Date.now();
-      note = `a fill failed: ${(err as Error).message}`.slice(0, 500);
+      fillFailures++;
+      // The step's own error (its cause), not the SDK's "activity task failed".
+      const cause = (err as { cause?: Error }).cause ?? (err as Error);
+      note = `${fillFailures} fill(s) failed in a row, the last: ${cause.message}`.slice(0, 500);
     } finally {
       filling.delete(poolRunId);
       woken = true;
@@ -173,7 +179,8 @@ export async function warmPool(input: WarmPoolInput): Promise<void> {
 
     const room = current.room === null ? Infinity : current.room;
     const missing = Math.min(current.size - (ready.length + inFlight + justFilled), room);
-    const backingOff = fillFailedAt > 0 && Date.now() - fillFailedAt < FILL_BACKOFF_MS;
+    const backoffMs = Math.min(FILL_BACKOFF_MS * 2 ** Math.max(0, fillFailures - 1), MAX_FILL_BACKOFF_MS);
+    const backingOff = fillFailedAt > 0 && Date.now() - fillFailedAt < backoffMs;
     if (missing > 0 && !backingOff) {
       for (let i = 0; i < missing; i++) void fill(current.fingerprint!);
     } else if (missing > 0 && current.room !== null && current.room <= 0) {
@@ -187,7 +194,10 @@ export async function warmPool(input: WarmPoolInput): Promise<void> {
     // The next turn: told (a take, a change, a fill done), the next idle deadline, or the probe interval.
     const deadlines = ready
       .map((m) => (m.readyAt ? Date.parse(m.readyAt) + current.maxIdleMs - Date.now() : PROBE_EVERY_MS))
-      .concat(PROBE_EVERY_MS - (Date.now() - lastProbe), backingOff ? FILL_BACKOFF_MS : PROBE_EVERY_MS);
+      .concat(
+        PROBE_EVERY_MS - (Date.now() - lastProbe),
+        backingOff ? fillFailedAt + backoffMs - Date.now() : PROBE_EVERY_MS,
+      );
     await condition(() => woken, Math.max(1000, Math.min(...deadlines)));
   }
 }

@@ -215,6 +215,36 @@ describe('warm pool', () => {
     expect(existsSync(join(base, 'provision.log'))).toBe(false);
   });
 
+  it('a base whose provisioning fails leaves no lease behind and says why', async () => {
+    const companyId = uniqueId('co');
+    const base = baseFolder();
+    const env = await h.admin.createEnvironment({
+      companyId,
+      name: 'broken',
+      driver: 'sandbox',
+      config: {
+        provider: 'fake',
+        warmPool: { size: 1, base: { cwd: base, provisionCommand: 'echo no-registry >&2; exit 3' } },
+      },
+    });
+    const state = await until(
+      'the pool to report its failing fill',
+      async () => {
+        const pool = await h.admin.getPool(companyId, env.id);
+        return pool?.note?.includes('no-registry') ? pool : null;
+      },
+      90_000,
+    );
+    expect(state.note).toMatch(/1 fill\(s\) failed in a row, the last: .*exited with code 3: no-registry/);
+    expect(state.filled).toBe(0);
+    await h.admin.archiveEnvironment(companyId, env.id);
+    await until('the pool workflow to end', async () => {
+      const d = await h.client.temporal.workflow.getHandle(poolWorkflowId(companyId, env.id)).describe();
+      return d.status.name === 'COMPLETED';
+    });
+    expect(await h.store.listLeases(companyId, 'active')).toEqual([]);
+  }, 120_000);
+
   it('refuses a pool whose base is outside the workspace roots, naming the field', async () => {
     await expect(
       h.admin.createEnvironment({
