@@ -5,106 +5,72 @@
 // history shards, 4 task-queue partitions. Same workers, same shape and the same method as the dev-server
 // bench (docs/benchmarks.md, "Production engine"); the figures are merged into bench/results/latest.json as
 // `cluster_*` keys, with where they came from under `cluster`.
-import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/client';
-import { defineUpdate } from '@temporalio/workflow';
-import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
-import ts from 'typescript';
+import { Client, Connection } from '@temporalio/client';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { runWorkflowId } from '../contracts/index.js';
+import { pathToFileURL } from 'node:url';
 import { createProviders } from '../drivers/providers/load.js';
 import { createDrivers } from '../drivers/registry.js';
 import { openDatabase } from '../store/db.js';
-import { tsxLoaderUrl } from '../store/embedded.js';
 import { Store } from '../store/store.js';
 import { EnvRunAdmin } from '../client/admin.js';
 import { EnvRunClient } from '../client/runs.js';
-import { DEFAULT_MAX_CACHED_WORKFLOWS } from '../worker/config.js';
 import { ensureTemporalServer } from '../scripts/temporal-server.js';
 import { startCluster, TEMPORAL_SERVICES, type Cluster } from '../test/cluster/harness.js';
 import { withPg } from '../test/cluster/processes.js';
-import { compareShapes, deriveShape } from './bench-plan.js';
+import { compareShapes } from './bench-plan.js';
+import { cpuSnapshot, r1, sleep, writeGcPreload } from './bench-proc.js';
 import {
-  cpuSnapshot,
-  median,
-  pct,
-  r1,
-  r2,
-  sleep,
-  startWorkerProcess,
-  writeGcPreload,
-  type BenchProcess,
-} from './bench-proc.js';
+  CACHE,
+  CONCURRENCY,
+  REPS,
+  ROOT,
+  RUNS_C1,
+  RUNS_C50,
+  WARMUP,
+  aggregate,
+  bareArtifacts,
+  bareMode,
+  bareShapeOf,
+  bareStarter,
+  cpuText,
+  envrunMode,
+  envrunShapeOf,
+  fakeEnvironment,
+  interleaved,
+  log,
+  now,
+  num,
+  orNull,
+  ratio,
+  runRequest,
+  seriesRunner,
+  spreadText,
+  startBareWorker,
+  startEnvrunWorker,
+  statsAt,
+  target,
+  targetRows,
+  warmUp,
+  without,
+  type Cpu,
+  type Mode,
+  type ModeStats,
+  type RunSeries,
+  type Target,
+} from './bench-modes.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const num = (name: string, fallback: number) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}=${v}: not a number`);
-  return n;
-};
-const REPS = Math.max(1, num('BENCH_REPS', 5));
-const RUNS_C50 = num('BENCH_RUNS', 200);
-const RUNS_C1 = num('BENCH_C1_RUNS', Math.min(40, RUNS_C50));
-const CONCURRENCY = num('BENCH_CONCURRENCY', 50);
-const WARMUP = num('BENCH_WARMUP', 50);
-const CACHE = num('ENVRUN_MAX_CACHED_WORKFLOWS', DEFAULT_MAX_CACHED_WORKFLOWS);
 /** Runs per mode of the PostgreSQL transaction count (0: none). */
 const PG_RUNS = num('BENCH_CLUSTER_PG_RUNS', RUNS_C1);
 /** A backend flushes its statistics within 10 s of going idle: wait longer than that before a reading. */
 const PG_SETTLE_MS = 11_000;
 const DATABASES = ['temporal', 'temporal_visibility', 'envrun'] as const;
 
-const readyUpdate = defineUpdate<string>('waitReady');
-const completeUpdate = defineUpdate<string>('complete');
-const now = () => performance.now();
-const log = (line: string) => console.log(line);
-
 type ClusterMode = 'floor' | 'bare_shape' | 'envrun';
-interface Mode {
-  name: ClusterMode;
-  worker: BenchProcess;
-  one(id: string): Promise<{ ms: number; complete: number }>;
-}
-type Cpu = { worker: number; server: number; postgres: number; client: number };
-interface Series {
-  mode: ClusterMode;
-  concurrency: number;
-  rep: number;
-  runs: number;
-  errors: number;
-  firstError: string | null;
-  latencies: number[];
-  completes: number[];
-  wallMs: number;
-  runsPerS: number;
-  p50: number;
-  p99: number;
-  cpu: Cpu;
-}
-interface Spread {
-  median: number;
-  min: number;
-  max: number;
-}
-export interface ClusterModeStats {
-  mode: ClusterMode;
-  concurrency: number;
-  reps: number;
-  samples: number;
-  errors: number;
-  p50: Spread;
-  p99: Spread;
-  runsPerS: Spread;
-  pooledP99: number;
-  completeP50: number;
-  /** CPU ms per run: worker, Temporal (four services), PostgreSQL (Temporal's persistence and envrun's store), client. */
-  cpu: Cpu;
-}
+/** The figures both engines report (the dev server's add pooledP50, the worker's peak VmRSS and extras). */
+export type ClusterModeStats = Omit<ModeStats<ClusterMode>, 'pooledP50' | 'peakWorkerVmRssMb' | 'extra'>;
 
 /** Runs the cluster bench and merges its figures into bench/results/latest.json. */
 export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promise<void> {
@@ -129,50 +95,29 @@ export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promis
     }
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
     const cluster = (settled[0] as PromiseFulfilledResult<Cluster>).value;
-    const { bareBundle, bareWorkerJs } = (
-      settled[1] as PromiseFulfilledResult<Awaited<ReturnType<typeof bareArtifacts>>>
-    ).value;
+    const artifacts = (settled[1] as PromiseFulfilledResult<Awaited<ReturnType<typeof bareArtifacts>>>).value;
     const state = cluster.state();
     const engine = await engineInfo(state.pgAdminUrl);
     log(`[bench:cluster] ${engine.server} on ${engine.persistence}`);
 
     const dataDir = join(tmp, 'data');
-    const startBareWorker = (name: string, queue: string) =>
-      startWorkerProcess({
-        name,
-        script: bareWorkerJs,
-        env: {
-          TEMPORAL_ADDRESS: state.temporalAddress,
-          ENVRUN_TASK_QUEUE: queue,
-          BENCH_HOST_QUEUE: `${queue}/host/bench-host`,
-          BENCH_WORKFLOW_BUNDLE: bareBundle,
-          ENVRUN_MAX_CACHED_WORKFLOWS: String(CACHE),
-        },
-        logFile: join(tmp, `${name}.log`),
-        preload,
-      });
+    const place = { tmp, preload, temporalAddress: state.temporalAddress };
+    const bare = { ...place, ...artifacts };
     const [envrunWorker, floorWorker, shapeWorker] = await Promise.all([
-      startWorkerProcess({
+      startEnvrunWorker({
+        ...place,
         name: 'envrun-worker',
-        script: join(ROOT, options.runtime === 'dist' ? 'dist/worker/main.js' : 'worker/main.ts'),
-        nodeArgs: options.runtime === 'tsx' ? ['--import', tsxLoaderUrl()] : [],
-        env: {
-          TEMPORAL_ADDRESS: state.temporalAddress,
-          TEMPORAL_NAMESPACE: state.namespace,
-          DATABASE_URL: state.databaseUrl,
-          ENVRUN_TASK_QUEUE: 'bench',
-          ENVRUN_HOST_ID: 'bench-host',
-          ENVRUN_DATA_DIR: dataDir,
-          ENVRUN_WORKFLOW_BUNDLE: state.workflowBundle,
-          ENVRUN_REAPER_EVERY: 'off',
-          ENVRUN_LOG_LEVEL: process.env.BENCH_WORKER_LOG_LEVEL ?? 'INFO',
-          ENVRUN_MAX_CACHED_WORKFLOWS: String(CACHE),
-        },
-        logFile: join(tmp, 'envrun-worker.log'),
-        preload,
+        runtime: options.runtime,
+        namespace: state.namespace,
+        databaseUrl: state.databaseUrl,
+        queue: 'bench',
+        hostId: 'bench-host',
+        dataDir,
+        bundle: state.workflowBundle,
+        cache: CACHE,
       }),
-      startBareWorker('floor-worker', 'bench-floor'),
-      startBareWorker('shape-worker', 'bench-shape'),
+      startBareWorker(bare, 'floor-worker', 'bench-floor', CACHE),
+      startBareWorker(bare, 'shape-worker', 'bench-shape', CACHE),
     ]);
     for (const w of [envrunWorker, floorWorker, shapeWorker]) stoppers.push(() => w.stop());
     log(`[bench:cluster] workers up (envrun from ${options.runtime}); logs in ${tmp}`);
@@ -188,82 +133,29 @@ export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promis
       store: new Store(database.db),
       drivers: createDrivers(createProviders({ dataDir })),
     });
-    const env = await admin.createEnvironment({
-      companyId: 'bench',
-      name: 'fake',
-      driver: 'sandbox',
-      config: { provider: 'fake' },
-    });
     const cwd = mkdtempSync(join(tmp, 'ws-'));
-    chmodSync(cwd, 0o755);
-    writeFileSync(join(cwd, 'README'), 'a tiny workspace\n');
-    const request = (id: string) => ({
-      companyId: 'bench',
-      heartbeatRunId: id,
-      environmentId: env.id,
-      workspace: { baseCwd: cwd, cwd },
-    });
+    const env = await fakeEnvironment(admin, cwd);
+    const request = (id: string) => runRequest(id, env.id, cwd);
 
     // envrun's shape, from a real run's history on this engine; bare_shape replays it.
-    const envrunOnce = async (id: string) => {
-      await client.startRunAndWaitReady(request(id));
-      await client.completeRun('bench', id, { status: 'succeeded' });
-      return client.temporal.workflow.getHandle(runWorkflowId('bench', id)).fetchHistory();
-    };
-    for (let i = 0; i < 2; i++) await envrunOnce(`${token}-shape-warm-${i}`);
-    const envrunShape = deriveShape(await envrunOnce(`${token}-shape`));
-    const shapeInput = (() => {
-      const bare = { plan: envrunShape.plan, hostQueue: 'bench-shape/host/bench-host', pad: '' };
-      const missing = envrunShape.inputBytes - Buffer.byteLength(JSON.stringify(bare));
-      return { ...bare, pad: 'x'.repeat(Math.max(0, missing)) };
-    })();
-    const startBare = async (workflowType: string, queue: string, id: string, args: unknown[]) => {
-      const op = new WithStartWorkflowOperation(workflowType, {
-        workflowId: id,
-        taskQueue: queue,
-        workflowIdConflictPolicy: 'FAIL',
-        args,
-      });
-      await temporal.workflow.executeUpdateWithStart(readyUpdate, { startWorkflowOperation: op });
-      return op.workflowHandle();
-    };
-    const bareMode = (name: ClusterMode, worker: BenchProcess, type: string, queue: string, args: unknown[]) => ({
-      name,
-      worker,
-      async one(id: string) {
-        const t = now();
-        const handle = await startBare(type, queue, `${name}/${id}`, args);
-        const ms = now() - t;
-        const c = now();
-        await handle.executeUpdate(completeUpdate);
-        return { ms, complete: now() - c };
-      },
-    });
-    const floor = bareMode('floor', floorWorker, 'benchFloor', 'bench-floor', []);
-    const bareShape = bareMode('bare_shape', shapeWorker, 'benchShape', 'bench-shape', [shapeInput]);
-    const envrun: Mode = {
-      name: 'envrun',
-      worker: envrunWorker,
-      async one(id) {
-        const t = now();
-        await client.startRunAndWaitReady(request(id));
-        const ms = now() - t;
-        const c = now();
-        await client.completeRun('bench', id, { status: 'succeeded' });
-        return { ms, complete: now() - c };
-      },
-    };
-    const modes: Mode[] = [floor, bareShape, envrun];
+    const { envrunShape, shapeInput } = await envrunShapeOf(client, request, token);
+    const startBare = bareStarter(temporal);
+    const modes: Array<Mode<ClusterMode>> = [
+      bareMode(startBare, 'floor', floorWorker, 'benchFloor', 'bench-floor', []),
+      bareMode(startBare, 'bare_shape', shapeWorker, 'benchShape', 'bench-shape', [shapeInput]),
+      envrunMode(client, request, envrunWorker),
+    ];
 
-    // CPU of the worker's tree, the four Temporal services' trees, PostgreSQL's (postmaster and backends).
+    // CPU of the worker's tree, the four Temporal services' trees, PostgreSQL's (postmaster and backends:
+    // Temporal's persistence and envrun's store).
     const postmaster = Number(readFileSync(join(state.dir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0]);
-    const cpuOf = (mode: Mode): Cpu => {
+    const cpuOf = (mode: Mode<ClusterMode>): Cpu => {
       const services = Object.fromEntries(
         TEMPORAL_SERVICES.map((s) => [s, { pid: cluster.state().services[s].pid ?? -1, tree: true }]),
       );
       const snap = cpuSnapshot({
         ...services,
-        worker: { pid: mode.worker.pid, tree: true },
+        worker: { pid: mode.worker?.pid ?? -1, tree: true },
         postgres: { pid: postmaster, tree: true },
         client: { pid: process.pid, tree: false },
       });
@@ -274,84 +166,32 @@ export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promis
         client: snap.client!,
       };
     };
-    const runSeries = async (mode: Mode, concurrency: number, runs: number, rep: number): Promise<Series> => {
-      const latencies: number[] = [];
-      const completes: number[] = [];
-      let errors = 0;
-      let firstError: string | null = null;
-      let next = 0;
-      const cpu0 = cpuOf(mode);
-      const t = now();
-      await Promise.all(
-        Array.from({ length: Math.min(concurrency, runs) }, async () => {
-          while (next < runs) {
-            const i = next++;
-            try {
-              const s = await mode.one(`${mode.name}-${token}-c${concurrency}-r${rep}-${i}`);
-              latencies.push(s.ms);
-              completes.push(s.complete);
-            } catch (err) {
-              errors++;
-              firstError ??= (err as Error).message;
-            }
-          }
-        }),
-      );
-      const wallMs = now() - t;
-      const cpu1 = cpuOf(mode);
-      const per = (k: keyof Cpu) => r1((cpu1[k] - cpu0[k]) / runs);
-      return {
-        mode: mode.name,
-        concurrency,
-        rep,
-        runs,
-        errors,
-        firstError,
-        latencies,
-        completes,
-        wallMs,
-        runsPerS: r1((latencies.length / wallMs) * 1000),
-        p50: r1(pct(latencies, 50)),
-        p99: r1(pct(latencies, 99)),
-        cpu: { worker: per('worker'), server: per('server'), postgres: per('postgres'), client: per('client') },
-      };
-    };
+    const runSeries = seriesRunner({ token, cpuOf, peakRss: false });
 
     log('[bench:cluster] warm-up');
-    for (const m of modes) {
-      await runSeries(m, 1, Math.min(5, WARMUP), -1);
-      const w = await runSeries(m, CONCURRENCY, WARMUP, -2);
-      if (w.errors) throw new Error(`warm-up of ${m.name}: ${w.errors} failed runs: ${w.firstError}`);
-    }
-    const shapeHandle = await startBare('benchShape', 'bench-shape', `bare_shape/${token}-shape-check`, [shapeInput]);
-    await shapeHandle.executeUpdate(completeUpdate);
-    const bareShapeShape = deriveShape(await shapeHandle.fetchHistory());
+    await warmUp(modes, runSeries);
+    const bareShapeShape = await bareShapeOf(
+      startBare,
+      'benchShape',
+      'bench-shape',
+      `bare_shape/${token}-shape-check`,
+      [shapeInput],
+    );
     const mismatches = compareShapes(envrunShape, bareShapeShape, ['envrun', 'bare_shape']);
     for (const m of mismatches) log(`WARNING: shape mismatch: ${m}`);
     if (!mismatches.length) log('shape check: bare_shape matches envrun task for task');
 
     // Interleaved repetitions, the order rotating, as on the dev server.
-    const all: Series[] = [];
-    const repStarted = now();
-    for (let rep = 0; rep < REPS; rep++) {
-      const rot = <T>(xs: T[]) => xs.map((_, i) => xs[(i + rep) % xs.length]!);
-      for (const m of rot(modes)) {
-        if (RUNS_C1 > 0) all.push(await runSeries(m, 1, RUNS_C1, rep));
-        await sleep(300);
-      }
-      for (const m of rot(modes)) {
-        if (RUNS_C50 > 0) all.push(await runSeries(m, CONCURRENCY, RUNS_C50, rep));
-        await sleep(500);
-      }
-      const done = all.filter((s) => s.rep === rep);
-      log(
-        `[bench:cluster] rep ${rep + 1}/${REPS} (${Math.round((now() - repStarted) / 1000)} s): ` +
-          done.map((s) => `${s.mode}@c${s.concurrency} p50 ${s.p50} ms ${s.runsPerS}/s`).join('; '),
-      );
-      for (const s of done)
-        if (s.errors) log(`  WARNING: ${s.mode}@c${s.concurrency}: ${s.errors} failed: ${s.firstError}`);
-    }
-    const stats = aggregate(all);
+    const all = await interleaved({
+      c1: modes,
+      c1Runs: () => RUNS_C1,
+      cN: modes,
+      runSeries,
+      prefix: '[bench:cluster]',
+    });
+    const stats: Record<string, ClusterModeStats> = Object.fromEntries(
+      Object.entries(aggregate(all)).map(([k, s]) => [k, without(s, 'pooledP50', 'peakWorkerVmRssMb', 'extra')]),
+    );
 
     // PostgreSQL transactions and rows written per run, per database, c=1, less the idle rate.
     const quiet = PG_RUNS > 0 ? await pgPerRun(state.pgAdminUrl, modes, runSeries, cpuOf) : null;
@@ -359,9 +199,7 @@ export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promis
     if (quiet) log(`[bench:cluster] PostgreSQL per run: ${JSON.stringify(quiet.perRun)}`);
     if (quiet) log(`[bench:cluster] idle CPU ms/s: ${JSON.stringify(quiet.idleCpuMsPerS)}`);
 
-    const m = (mode: ClusterMode, c: 1 | 'n') => stats[`${mode}@${c === 1 ? 1 : CONCURRENCY}`];
-    const orNull = (x: number | null | undefined) => (x === undefined || x === null || !Number.isFinite(x) ? null : x);
-    const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : r2(a / b));
+    const m = statsAt(stats);
     const p50 = (mode: ClusterMode) => orNull(m(mode, 1)?.p50.median);
     const rps = (mode: ClusterMode) => orNull(m(mode, 'n')?.runsPerS.median);
     const cpu = (mode: ClusterMode, k: keyof Cpu) => orNull(m(mode, 'n')?.cpu[k]);
@@ -389,12 +227,6 @@ export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promis
       cluster_bare_shape_pg_transactions_per_run: xacts('bare_shape'),
       cluster_envrun_pg_transactions_per_run: xacts('envrun'),
     };
-    const target = (name: string, measured: number | null, limit: number, kind: '≤' | '≥') => ({
-      target: name,
-      measured,
-      limit,
-      pass: measured === null ? null : kind === '≤' ? measured <= limit : measured >= limit,
-    });
     const targets = [
       target(
         'cluster c=1 start→ready p50 ≤ 1.3× bare_shape (ratio)',
@@ -438,7 +270,11 @@ export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promis
       modes: stats,
       postgresPerRun: transactions,
       idleCpuMsPerS: quiet?.idleCpuMsPerS ?? null,
-      series: all.map((s) => ({ ...s, latencies: s.latencies.map(r1), completes: s.completes.map(r1) })),
+      series: all.map((s) => ({
+        ...without(s, 'extra', 'peakWorkerVmRssMb'),
+        latencies: s.latencies.map(r1),
+        completes: s.completes.map(r1),
+      })),
     };
     printResults(stats, summary, targets);
     mergeIntoLatest(summary, targets, details, startedAt);
@@ -448,26 +284,6 @@ export async function clusterBench(options: { runtime: 'dist' | 'tsx' }): Promis
     if (succeeded && process.env.BENCH_KEEP !== '1') rmSync(tmp, { recursive: true, force: true });
     else log(`[bench:cluster] logs and data kept in ${tmp}`);
   }
-}
-
-/** The baselines' workflow bundle and their worker transpiled to plain JS beside node_modules. */
-async function bareArtifacts(tmp: string): Promise<{ bareBundle: string; bareWorkerJs: string }> {
-  const bareBundle = join(tmp, 'bench-workflow-bundle.js');
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: fileURLToPath(new URL('./bench-workflows.ts', import.meta.url)),
-    logger: new DefaultLogger('WARN'),
-  });
-  writeFileSync(bareBundle, code);
-  const cacheDir = join(ROOT, 'node_modules/.cache/envrun-bench');
-  mkdirSync(cacheDir, { recursive: true });
-  const bareWorkerJs = join(cacheDir, 'bench-bare-worker.mjs');
-  writeFileSync(
-    bareWorkerJs,
-    ts.transpileModule(readFileSync(fileURLToPath(new URL('./bench-bare-worker.ts', import.meta.url)), 'utf8'), {
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    }).outputText,
-  );
-  return { bareBundle, bareWorkerJs };
 }
 
 /** What the figures were measured on: the server's version, its persistence and its settings. */
@@ -505,9 +321,9 @@ type PerDatabase = Record<(typeof DATABASES)[number], { transactions: number; ro
  */
 async function pgPerRun(
   pgAdminUrl: string,
-  modes: Mode[],
-  runSeries: (mode: Mode, c: number, runs: number, rep: number) => Promise<Series>,
-  cpuOf: (mode: Mode) => Cpu,
+  modes: Array<Mode<ClusterMode>>,
+  runSeries: RunSeries<ClusterMode>,
+  cpuOf: (mode: Mode<ClusterMode>) => Cpu,
 ): Promise<{ perRun: Record<ClusterMode, PerDatabase>; idleCpuMsPerS: Record<string, number> }> {
   const read = async () => {
     const rows = await withPg(pgAdminUrl, async (c) => {
@@ -571,58 +387,11 @@ async function pgPerRun(
   return { perRun: out, idleCpuMsPerS };
 }
 
-function aggregate(all: Series[]): Record<string, ClusterModeStats> {
-  const groups = new Map<string, Series[]>();
-  for (const s of all) {
-    const key = `${s.mode}@${s.concurrency}`;
-    groups.set(key, [...(groups.get(key) ?? []), s]);
-  }
-  const spread = (xs: number[]): Spread => ({
-    median: r1(median(xs)),
-    min: r1(Math.min(...xs)),
-    max: r1(Math.max(...xs)),
-  });
-  const out: Record<string, ClusterModeStats> = {};
-  for (const [key, ss] of groups) {
-    const cpuMed = (k: keyof Cpu) => r1(median(ss.map((s) => s.cpu[k])));
-    out[key] = {
-      mode: ss[0]!.mode,
-      concurrency: ss[0]!.concurrency,
-      reps: ss.length,
-      samples: ss.reduce((n, s) => n + s.latencies.length, 0),
-      errors: ss.reduce((n, s) => n + s.errors, 0),
-      p50: spread(ss.map((s) => s.p50)),
-      p99: spread(ss.map((s) => s.p99)),
-      runsPerS: spread(ss.map((s) => s.runsPerS)),
-      pooledP99: r1(
-        pct(
-          ss.flatMap((s) => s.latencies),
-          99,
-        ),
-      ),
-      completeP50: r1(
-        pct(
-          ss.flatMap((s) => s.completes),
-          50,
-        ),
-      ),
-      cpu: {
-        worker: cpuMed('worker'),
-        server: cpuMed('server'),
-        postgres: cpuMed('postgres'),
-        client: cpuMed('client'),
-      },
-    };
-  }
-  return out;
-}
-
 function printResults(
   stats: Record<string, ClusterModeStats>,
   summary: Record<string, number | null>,
-  targets: Array<{ target: string; measured: number | null; limit: number; pass: boolean | null }>,
+  targets: Target[],
 ): void {
-  const f = (s: Spread) => `${s.median} (${s.min}–${s.max})`;
   log('\nproduction engine, per mode: median of the repetitions (min–max); p99 over every sample');
   console.table(
     Object.values(stats).map((s) => ({
@@ -630,22 +399,15 @@ function printResults(
       c: s.concurrency,
       samples: s.samples,
       errors: s.errors,
-      'p50 ms': f(s.p50),
+      'p50 ms': spreadText(s.p50),
       'pooled p99': s.pooledP99,
-      'runs/s': f(s.runsPerS),
+      'runs/s': spreadText(s.runsPerS),
       'complete p50': s.completeP50,
-      'CPU ms/run w/srv/pg/cli': `${s.cpu.worker} / ${s.cpu.server} / ${s.cpu.postgres} / ${s.cpu.client}`,
+      'CPU ms/run w/srv/pg/cli': cpuText(s.cpu),
     })),
   );
   console.table(Object.entries(summary).map(([key, value]) => ({ key, value })));
-  console.table(
-    targets.map((t) => ({
-      target: t.target,
-      measured: t.measured,
-      limit: t.limit,
-      result: t.pass === null ? 'not measured' : t.pass ? 'pass' : 'FAIL',
-    })),
-  );
+  console.table(targetRows(targets));
 }
 
 /**

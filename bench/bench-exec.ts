@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { createDatabaseIfMissing, openDatabase } from '../store/db.js';
 import { ensureEmbeddedStore, readStoreInfo, stopEmbeddedStore, tsxLoaderUrl } from '../store/embedded.js';
 import { Store } from '../store/store.js';
@@ -21,17 +21,7 @@ import { createDrivers } from '../drivers/registry.js';
 import { startDevServer } from '../scripts/dev-server.js';
 import { startWorkerProcess, writeGcPreload, type BenchProcess } from './bench-proc.js';
 import { execParts, type ExecBenchContext } from './bench-exec-parts.js';
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const num = (name: string, fallback: number) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}=${v}: not a number`);
-  return n;
-};
-const REPS = Math.max(1, num('BENCH_REPS', 5));
-const log = (line: string) => console.log(line);
+import { REPS, ROOT, log, runRequest } from './bench-modes.js';
 
 async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -107,12 +97,7 @@ async function main(): Promise<void> {
       cli: join(ROOT, 'bin/envrun.mjs'),
       async readyRun(name) {
         const id = `${token}-${name}`;
-        await client.startRunAndWaitReady({
-          companyId: 'bench',
-          heartbeatRunId: id,
-          environmentId: env.id,
-          workspace: { baseCwd: cwd, cwd },
-        });
+        await client.startRunAndWaitReady(runRequest(id, env.id, cwd));
         return id;
       },
     };

@@ -2,7 +2,7 @@
 // Usage: npx tsx bench/bench-table.ts [bench/results/latest.json]
 import { readFileSync } from 'node:fs';
 // Types only: erased when this runs, so the bench itself is not loaded.
-import type { ModeStats, Spread } from './bench.js';
+import type { ModeStats, Spread } from './bench-modes.js';
 import type { ClusterModeStats } from './bench-cluster.js';
 
 interface ShapeReport {

@@ -3,10 +3,8 @@
 // read the output. Writes bench/results/latest.json (and a timestamped copy); `bench/bench-table.ts`
 // renders it as markdown. `--engine cluster` runs floor, bare_shape and envrun on the production engine
 // instead (bench/bench-cluster.ts), `--engine both` does both; the cluster's keys are merged into latest.json.
-import { Client, Connection, WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
-import { defineUpdate } from '@temporalio/workflow';
-import { DefaultLogger, Runtime, bundleWorkflowCode } from '@temporalio/worker';
-import ts from 'typescript';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
@@ -21,96 +19,68 @@ import {
 } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createDrivers } from '../drivers/registry.js';
 import { createActivities } from '../activities/index.js';
-import { runWorkflowId } from '../contracts/index.js';
 import { createDatabaseIfMissing, openDatabase } from '../store/db.js';
-import { ensureEmbeddedStore, readStoreInfo, stopEmbeddedStore, tsxLoaderUrl } from '../store/embedded.js';
+import { ensureEmbeddedStore, readStoreInfo, stopEmbeddedStore } from '../store/embedded.js';
 import { Store } from '../store/store.js';
 import { EnvRunAdmin } from '../client/admin.js';
 import { EnvRunClient } from '../client/runs.js';
-import { DEFAULT_MAX_CACHED_WORKFLOWS } from '../worker/config.js';
 import { bundleWorkflows } from '../worker/bundle.js';
 import { createProviders } from '../drivers/providers/load.js';
 import { startDevServer } from '../scripts/dev-server.js';
 import { inProcessRun } from './bench-inprocess.js';
-import { compareShapes, deriveShape, type DerivedShape, type PartCounts } from './bench-plan.js';
+import { compareShapes, type DerivedShape, type PartCounts } from './bench-plan.js';
+import { cpuSnapshot, mb, memoryOf, pct, r1, sleep, writeGcPreload } from './bench-proc.js';
 import {
-  PeakRss,
-  cpuSnapshot,
-  mb,
-  median,
-  memoryOf,
-  pct,
-  r1,
-  r2,
-  sleep,
-  startWorkerProcess,
-  writeGcPreload,
-  type BenchProcess,
-} from './bench-proc.js';
+  CACHE,
+  CONCURRENCY,
+  REPS,
+  ROOT,
+  RUNS_C1,
+  RUNS_C50,
+  aggregate,
+  bareArtifacts,
+  bareMode,
+  bareShapeOf,
+  bareStarter,
+  completeUpdate,
+  cpuText,
+  envrunMode,
+  envrunShapeOf,
+  fakeEnvironment,
+  interleaved,
+  log,
+  now,
+  num,
+  orNull,
+  ratio,
+  runRequest,
+  seriesRunner,
+  spreadText,
+  startBareWorker,
+  startEnvrunWorker,
+  statsAt,
+  target,
+  targetRows,
+  warmUp,
+  type Cpu,
+  type Mode,
+  type ModeStats,
+  type Target,
+} from './bench-modes.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const num = (name: string, fallback: number) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}=${v}: not a number`);
-  return n;
-};
-const REPS = Math.max(1, num('BENCH_REPS', 5));
-const RUNS_C50 = num('BENCH_RUNS', 200);
-const RUNS_C1 = num('BENCH_C1_RUNS', Math.min(40, RUNS_C50));
-const CONCURRENCY = num('BENCH_CONCURRENCY', 50);
 const SANDBOX_RUNS = num('BENCH_SANDBOX_RUNS', 10);
 const SCALE = (process.env.BENCH_SCALE ?? '1,100,1000').split(',').filter(Boolean).map(Number);
 const SCALE_BARE = process.env.BENCH_SCALE_BARE !== '0';
-const CACHE = num('ENVRUN_MAX_CACHED_WORKFLOWS', DEFAULT_MAX_CACHED_WORKFLOWS);
 const EVICT_HELD = num('BENCH_EVICT_HELD', 100);
 const EVICT_CACHE = num('BENCH_EVICT_CACHE', 20);
 const EVICT_SAMPLES = num('BENCH_EVICT_SAMPLES', 40);
 const SETTLE_MS = num('BENCH_SETTLE_MS', 2000);
-const WARMUP = num('BENCH_WARMUP', 50);
-
-const readyUpdate = defineUpdate<string>('waitReady');
-const completeUpdate = defineUpdate<string>('complete');
-const now = () => performance.now();
-const log = (line: string) => console.log(line);
 
 export type ModeName = 'floor' | 'bare_shape' | 'bare_regular' | 'envrun' | 'in_process' | 'sandbox';
-interface Sample {
-  /** The headline latency: start→ready (sandbox: start→exec returned). */
-  ms: number;
-  /** The complete update's latency (complete→released). */
-  complete: number;
-  extra?: Record<string, number>;
-}
-interface Mode {
-  name: ModeName;
-  /** The process whose CPU is "worker" CPU (null: none, the steps run in the bench process). */
-  worker: BenchProcess | null;
-  one(id: string): Promise<Sample>;
-}
-interface Series {
-  mode: ModeName;
-  concurrency: number;
-  rep: number;
-  runs: number;
-  errors: number;
-  firstError: string | null;
-  latencies: number[];
-  completes: number[];
-  extra: Record<string, number[]>;
-  wallMs: number;
-  runsPerS: number;
-  p50: number;
-  p99: number;
-  /** CPU ms per run: worker process (tree), Temporal server, PostgreSQL (tree), client (this process). */
-  cpu: { worker: number; server: number; postgres: number; client: number };
-  peakWorkerVmRssMb: number | null;
-}
 
 /** Is dist/ built from the current sources? (newest .ts of the build's folders vs the build info) */
 function distFresh(): { fresh: boolean; why: string } {
@@ -153,8 +123,6 @@ async function main(): Promise<void> {
   const startedAt = new Date();
   const tmp = mkdtempSync(join(tmpdir(), 'envrun-bench-'));
   chmodSync(tmp, 0o755); // the embedded server runs as an unprivileged user when we are root
-  const cacheDir = join(ROOT, 'node_modules/.cache/envrun-bench');
-  mkdirSync(cacheDir, { recursive: true });
   const preload = pathToFileURL(writeGcPreload(tmp)).href;
   const stoppers: Array<() => Promise<unknown>> = [];
   const token = Date.now().toString(36);
@@ -182,64 +150,30 @@ async function main(): Promise<void> {
 
     // Bundles are built here, before any worker starts: no worker runs webpack.
     const envrunBundle = await bundleWorkflows(join(tmp, 'workflow-bundle.js'));
-    const bareBundle = join(tmp, 'bench-workflow-bundle.js');
-    const { code } = await bundleWorkflowCode({
-      workflowsPath: fileURLToPath(new URL('./bench-workflows.ts', import.meta.url)),
-      logger: new DefaultLogger('WARN'),
-    });
-    writeFileSync(bareBundle, code);
-    // The baseline worker, transpiled to plain JS beside node_modules (its imports resolve from there).
-    const bareWorkerJs = join(cacheDir, 'bench-bare-worker.mjs');
-    writeFileSync(
-      bareWorkerJs,
-      ts.transpileModule(readFileSync(fileURLToPath(new URL('./bench-bare-worker.ts', import.meta.url)), 'utf8'), {
-        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-      }).outputText,
-    );
-
-    const envrunWorkerEnv = (queue: string, hostId: string, cache: number) => ({
-      TEMPORAL_ADDRESS: server.address,
-      DATABASE_URL: url.toString(),
-      ENVRUN_TASK_QUEUE: queue,
-      ENVRUN_HOST_ID: hostId,
-      ENVRUN_DATA_DIR: dataDir,
-      ENVRUN_WORKFLOW_BUNDLE: envrunBundle,
-      ENVRUN_REAPER_EVERY: 'off',
-      ENVRUN_LOG_LEVEL: process.env.BENCH_WORKER_LOG_LEVEL ?? 'INFO', // INFO is envrun's default
-      ENVRUN_MAX_CACHED_WORKFLOWS: String(cache),
-    });
-    const startEnvrunWorker = (name: string, queue: string, hostId: string, cache: number) =>
-      startWorkerProcess({
+    const place = { tmp, preload, temporalAddress: server.address };
+    const bare = { ...place, ...(await bareArtifacts(tmp)) };
+    const envrunWorkerAt = (name: string, queue: string, hostId: string, cache: number) =>
+      startEnvrunWorker({
+        ...place,
         name,
-        script: join(ROOT, runtime === 'dist' ? 'dist/worker/main.js' : 'worker/main.ts'),
+        runtime,
         nodeArgs: [
-          ...(runtime === 'tsx' ? ['--import', tsxLoaderUrl()] : []),
           ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
           ...(process.env.BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean),
         ],
-        env: envrunWorkerEnv(queue, hostId, cache),
-        logFile: join(tmp, `${name}.log`),
-        preload,
+        databaseUrl: url.toString(),
+        queue,
+        hostId,
+        dataDir,
+        bundle: envrunBundle,
+        cache,
       });
-    const startBareWorker = (name: string, queue: string, cache: number) =>
-      startWorkerProcess({
-        name,
-        script: bareWorkerJs,
-        env: {
-          TEMPORAL_ADDRESS: server.address,
-          ENVRUN_TASK_QUEUE: queue,
-          BENCH_HOST_QUEUE: `${queue}/host/bench-host`,
-          BENCH_WORKFLOW_BUNDLE: bareBundle,
-          ENVRUN_MAX_CACHED_WORKFLOWS: String(cache),
-        },
-        logFile: join(tmp, `${name}.log`),
-        preload,
-      });
+    const bareWorkerAt = (name: string, queue: string, cache: number) => startBareWorker(bare, name, queue, cache);
     const [envrunWorker, floorWorker, shapeWorker, regularWorker] = await Promise.all([
-      startEnvrunWorker('envrun-worker', 'bench', 'bench-host', CACHE),
-      startBareWorker('floor-worker', 'bench-floor', CACHE),
-      startBareWorker('shape-worker', 'bench-shape', CACHE),
-      startBareWorker('regular-worker', 'bench-regular', CACHE),
+      envrunWorkerAt('envrun-worker', 'bench', 'bench-host', CACHE),
+      bareWorkerAt('floor-worker', 'bench-floor', CACHE),
+      bareWorkerAt('shape-worker', 'bench-shape', CACHE),
+      bareWorkerAt('regular-worker', 'bench-regular', CACHE),
     ]);
     for (const w of [envrunWorker, floorWorker, shapeWorker, regularWorker]) stoppers.push(() => w.stop());
     log(`[bench] workers up (envrun from ${runtime}); logs in ${tmp}`);
@@ -267,79 +201,24 @@ async function main(): Promise<void> {
     const runDefaults = { awaitRetryMs: 0 };
     const client = new EnvRunClient({ client: temporal, taskQueue: 'bench', runDefaults });
     const admin = new EnvRunAdmin({ runs: client, store, drivers });
-    const fakeEnv = await admin.createEnvironment({
-      companyId: 'bench',
-      name: 'fake',
-      driver: 'sandbox',
-      config: { provider: 'fake' },
-    });
+    const fakeEnv = await fakeEnvironment(admin, cwd);
     const bwEnv = await admin.createEnvironment({
       companyId: 'bench',
       name: 'bwrap',
       driver: 'sandbox',
       config: { provider: 'bubblewrap' },
     });
-    chmodSync(cwd, 0o755);
-    writeFileSync(join(cwd, 'README'), 'a tiny workspace\n');
-    const request = (id: string, environmentId = fakeEnv.id) => ({
-      companyId: 'bench',
-      heartbeatRunId: id,
-      environmentId,
-      workspace: { baseCwd: cwd, cwd },
-    });
+    const request = (id: string, environmentId = fakeEnv.id) => runRequest(id, environmentId, cwd);
 
     // ---- The shape of an envrun run, from a real run's history ----
-    const envrunOnce = async (id: string) => {
-      await client.startRunAndWaitReady(request(id));
-      await client.completeRun('bench', id, { status: 'succeeded' });
-      return client.temporal.workflow.getHandle(runWorkflowId('bench', id)).fetchHistory();
-    };
-    for (let i = 0; i < 2; i++) await envrunOnce(`${token}-shape-warm-${i}`);
-    const envrunShape = deriveShape(await envrunOnce(`${token}-shape`));
-    const shapeInput = (() => {
-      const bare = { plan: envrunShape.plan, hostQueue: 'bench-shape/host/bench-host', pad: '' };
-      const missing = envrunShape.inputBytes - Buffer.byteLength(JSON.stringify(bare));
-      return { ...bare, pad: 'x'.repeat(Math.max(0, missing)) };
-    })();
+    const { envrunShape, shapeInput } = await envrunShapeOf(client, request, token);
 
-    const startBare = async (workflowType: string, queue: string, id: string, args: unknown[]) => {
-      const op = new WithStartWorkflowOperation(workflowType, {
-        workflowId: id,
-        taskQueue: queue,
-        workflowIdConflictPolicy: 'FAIL',
-        args,
-      });
-      await temporal.workflow.executeUpdateWithStart(readyUpdate, { startWorkflowOperation: op });
-      return op.workflowHandle();
-    };
-    const bareMode = (name: ModeName, worker: BenchProcess, workflowType: string, queue: string, args: unknown[]) => ({
-      name,
-      worker,
-      async one(id: string): Promise<Sample> {
-        const t = now();
-        const handle = await startBare(workflowType, queue, `${name}/${id}`, args);
-        const ms = now() - t;
-        const c = now();
-        await handle.executeUpdate(completeUpdate);
-        return { ms, complete: now() - c };
-      },
-    });
-    const floor = bareMode('floor', floorWorker, 'benchFloor', 'bench-floor', []);
-    const bareShape = bareMode('bare_shape', shapeWorker, 'benchShape', 'bench-shape', [shapeInput]);
-    const bareRegular = bareMode('bare_regular', regularWorker, 'benchBare', 'bench-regular', []);
-    const envrun: Mode = {
-      name: 'envrun',
-      worker: envrunWorker,
-      async one(id) {
-        const t = now();
-        await client.startRunAndWaitReady(request(id));
-        const ms = now() - t;
-        const c = now();
-        await client.completeRun('bench', id, { status: 'succeeded' });
-        return { ms, complete: now() - c };
-      },
-    };
-    const sandbox: Mode = {
+    const startBare = bareStarter(temporal);
+    const floor = bareMode(startBare, 'floor', floorWorker, 'benchFloor', 'bench-floor', []);
+    const bareShape = bareMode(startBare, 'bare_shape', shapeWorker, 'benchShape', 'bench-shape', [shapeInput]);
+    const bareRegular = bareMode(startBare, 'bare_regular', regularWorker, 'benchBare', 'bench-regular', []);
+    const envrun = envrunMode(client, request, envrunWorker);
+    const sandbox: Mode<ModeName> = {
       name: 'sandbox',
       worker: envrunWorker,
       async one(id) {
@@ -357,7 +236,7 @@ async function main(): Promise<void> {
       },
     };
     const acts = createActivities({ store, drivers, temporal });
-    const inProcess: Mode = {
+    const inProcess: Mode<ModeName> = {
       name: 'in_process',
       worker: null,
       async one(id) {
@@ -366,70 +245,21 @@ async function main(): Promise<void> {
       },
     };
 
-    const roots = (mode: Mode) => ({
-      worker: { pid: mode.worker?.pid ?? -1, tree: true },
-      server: { pid: server.process.pid!, tree: true },
-      postgres: { pid: postgresPid, tree: true },
-      client: { pid: process.pid, tree: false },
-    });
-    const runSeries = async (mode: Mode, concurrency: number, runs: number, rep: number): Promise<Series> => {
-      const latencies: number[] = [];
-      const completes: number[] = [];
-      const extra: Record<string, number[]> = {};
-      let errors = 0;
-      let firstError: string | null = null;
-      let next = 0;
-      const peak = mode.worker ? new PeakRss(mode.worker.pid) : null;
-      peak?.start();
-      const cpu0 = cpuSnapshot(roots(mode));
-      const t = now();
-      await Promise.all(
-        Array.from({ length: Math.min(concurrency, runs) }, async () => {
-          while (next < runs) {
-            const i = next++;
-            try {
-              const s = await mode.one(`${mode.name}-${token}-c${concurrency}-r${rep}-${i}`);
-              latencies.push(s.ms);
-              completes.push(s.complete);
-              for (const [k, v] of Object.entries(s.extra ?? {})) (extra[k] ??= []).push(v);
-            } catch (err) {
-              errors++;
-              firstError ??= (err as Error).message;
-            }
-          }
-        }),
-      );
-      const wallMs = now() - t;
-      const cpu1 = cpuSnapshot(roots(mode));
-      const per = (k: keyof typeof cpu0) => (mode.worker || k !== 'worker' ? r1((cpu1[k]! - cpu0[k]!) / runs) : 0);
-      const peakVm = peak?.stop() ?? null;
-      return {
-        mode: mode.name,
-        concurrency,
-        rep,
-        runs,
-        errors,
-        firstError,
-        latencies,
-        completes,
-        extra,
-        wallMs,
-        runsPerS: r1((latencies.length / wallMs) * 1000),
-        p50: r1(pct(latencies, 50)),
-        p99: r1(pct(latencies, 99)),
-        cpu: { worker: per('worker'), server: per('server'), postgres: per('postgres'), client: per('client') },
-        peakWorkerVmRssMb: peakVm === null ? null : mb(peakVm),
-      };
+    const cpuOf = (mode: Mode<ModeName>): Cpu => {
+      const snap = cpuSnapshot({
+        worker: { pid: mode.worker?.pid ?? -1, tree: true },
+        server: { pid: server.process.pid!, tree: true },
+        postgres: { pid: postgresPid, tree: true },
+        client: { pid: process.pid, tree: false },
+      });
+      return { worker: snap.worker!, server: snap.server!, postgres: snap.postgres!, client: snap.client! };
     };
+    const runSeries = seriesRunner({ token, cpuOf, peakRss: true });
 
     // ---- Warm-up (JIT, connections, caches), then bare_shape's own shape, checked against envrun's ----
-    const core: Mode[] = [floor, bareShape, bareRegular, envrun];
+    const core: Array<Mode<ModeName>> = [floor, bareShape, bareRegular, envrun];
     log(`[bench] warm-up`);
-    for (const m of core) {
-      await runSeries(m, 1, Math.min(5, WARMUP), -1);
-      const w = await runSeries(m, CONCURRENCY, WARMUP, -2);
-      if (w.errors) throw new Error(`warm-up of ${m.name}: ${w.errors} failed runs: ${w.firstError}`);
-    }
+    await warmUp(core, runSeries);
     const probe = await runSeries(sandbox, 1, 1, -3);
     const sandboxAvailable = probe.errors === 0;
     if (!sandboxAvailable) log(`[bench] WARNING: sandbox mode skipped: ${probe.firstError}`);
@@ -438,15 +268,9 @@ async function main(): Promise<void> {
     if (!inProcessAvailable) log(`[bench] WARNING: in_process mode skipped: ${inProcessProbe.firstError}`);
 
     const shapeId = `bare_shape/${token}-shape-check`;
-    const shapeHandle = await startBare('benchShape', 'bench-shape', shapeId, [shapeInput]);
-    await shapeHandle.executeUpdate(completeUpdate);
-    const bareShapeShape = deriveShape(await shapeHandle.fetchHistory());
-    const floorHandle = await startBare('benchFloor', 'bench-floor', `floor/${token}-check`, []);
-    await floorHandle.executeUpdate(completeUpdate);
-    const floorShape = deriveShape(await floorHandle.fetchHistory());
-    const regularHandle = await startBare('benchBare', 'bench-regular', `bare_regular/${token}-check`, []);
-    await regularHandle.executeUpdate(completeUpdate);
-    const regularShape = deriveShape(await regularHandle.fetchHistory());
+    const bareShapeShape = await bareShapeOf(startBare, 'benchShape', 'bench-shape', shapeId, [shapeInput]);
+    const floorShape = await bareShapeOf(startBare, 'benchFloor', 'bench-floor', `floor/${token}-check`, []);
+    const regularShape = await bareShapeOf(startBare, 'benchBare', 'bench-regular', `bare_regular/${token}-check`, []);
     const mismatches = compareShapes(envrunShape, bareShapeShape, ['envrun', 'bare_shape']);
     printShapes({ envrun: envrunShape, bare_shape: bareShapeShape, floor: floorShape, bare_regular: regularShape });
     for (const m of mismatches) log(`WARNING: shape mismatch: ${m}`);
@@ -454,32 +278,18 @@ async function main(): Promise<void> {
     if (!mismatches.length) log('shape check: bare_shape matches envrun task for task');
 
     // ---- Interleaved repetitions ----
-    const c1Modes: Mode[] = [
+    const c1Modes: Array<Mode<ModeName>> = [
       ...core,
       ...(inProcessAvailable ? [inProcess] : []),
       ...(sandboxAvailable ? [sandbox] : []),
     ];
-    const all: Series[] = [];
-    const repStarted = now();
-    for (let rep = 0; rep < REPS; rep++) {
-      const rot = <T>(xs: T[]) => xs.map((_, i) => xs[(i + rep) % xs.length]!);
-      for (const m of rot(c1Modes)) {
-        const runs = m === sandbox ? SANDBOX_RUNS : RUNS_C1;
-        if (runs > 0) all.push(await runSeries(m, 1, runs, rep));
-        await sleep(300);
-      }
-      for (const m of rot(core)) {
-        if (RUNS_C50 > 0) all.push(await runSeries(m, CONCURRENCY, RUNS_C50, rep));
-        await sleep(500);
-      }
-      const done = all.filter((s) => s.rep === rep);
-      log(
-        `[bench] rep ${rep + 1}/${REPS} (${Math.round((now() - repStarted) / 1000)} s): ` +
-          done.map((s) => `${s.mode}@c${s.concurrency} p50 ${s.p50} ms ${s.runsPerS}/s`).join('; '),
-      );
-      for (const s of done)
-        if (s.errors) log(`  WARNING: ${s.mode}@c${s.concurrency}: ${s.errors} failed: ${s.firstError}`);
-    }
+    const all = await interleaved({
+      c1: c1Modes,
+      c1Runs: (m) => (m === sandbox ? SANDBOX_RUNS : RUNS_C1),
+      cN: core,
+      runSeries,
+      prefix: '[bench]',
+    });
     const modes = aggregate(all);
 
     // ---- Memory: runs held at ready ----
@@ -547,8 +357,8 @@ async function main(): Promise<void> {
       const queue = `bench-evict-${kind}`;
       const worker =
         kind === 'envrun'
-          ? await startEnvrunWorker('evict-envrun-worker', queue, 'bench-evict-host', EVICT_CACHE)
-          : await startBareWorker('evict-shape-worker', queue, EVICT_CACHE);
+          ? await envrunWorkerAt('evict-envrun-worker', queue, 'bench-evict-host', EVICT_CACHE)
+          : await bareWorkerAt('evict-shape-worker', queue, EVICT_CACHE);
       try {
         const evictClient = new EnvRunClient({ client: temporal, taskQueue: queue, runDefaults });
         const ids = Array.from({ length: EVICT_HELD }, (_, i) => `${token}-evict-${i}`);
@@ -605,10 +415,8 @@ async function main(): Promise<void> {
     );
 
     // ---- Results ----
-    const m = (mode: ModeName, c: 1 | 'n') => modes[`${mode}@${c === 1 ? 1 : CONCURRENCY}`];
+    const m = statsAt(modes);
     const heldAt = (n: number) => held.find((h) => h.held === n);
-    const orNull = (x: number | null | undefined) => (x === undefined || x === null || !Number.isFinite(x) ? null : x);
-    const ratio = (a: number | null, b: number | null) => (a === null || b === null || b === 0 ? null : r2(a / b));
     const summary = {
       repetitions: REPS,
       floor_c1_p50_ms: orNull(m('floor', 1)?.p50.median),
@@ -670,12 +478,6 @@ async function main(): Promise<void> {
       envrun_workflow_tasks_per_run: envrunShape.counts.total.workflowTasks,
       shape_mismatches: mismatches.length,
     };
-    const target = (name: string, measured: number | null, limit: number, kind: '≤' | '≥') => ({
-      target: name,
-      measured,
-      limit,
-      pass: measured === null ? null : kind === '≤' ? measured <= limit : measured >= limit,
-    });
     const targets = [
       target('c=1 start→ready p50 ≤ 3× floor (ratio)', summary.envrun_vs_floor_c1_p50, 3, '≤'),
       target('c=1 start→ready p50 ≤ 1.3× bare_shape (ratio)', summary.envrun_vs_bare_shape_c1_p50, 1.3, '≤'),
@@ -772,79 +574,6 @@ async function main(): Promise<void> {
   }
 }
 
-export interface Spread {
-  median: number;
-  min: number;
-  max: number;
-}
-export interface ModeStats {
-  mode: ModeName;
-  concurrency: number;
-  reps: number;
-  samples: number;
-  errors: number;
-  p50: Spread;
-  p99: Spread;
-  runsPerS: Spread;
-  pooledP50: number;
-  pooledP99: number;
-  completeP50: number;
-  cpu: { worker: number; server: number; postgres: number; client: number };
-  peakWorkerVmRssMb: number | null;
-  extra: Record<string, { p50: number; p99: number }>;
-}
-
-/** Per mode and concurrency: the median of the repetitions' values with their min–max, and pooled percentiles. */
-function aggregate(all: Series[]): Record<string, ModeStats> {
-  const groups = new Map<string, Series[]>();
-  for (const s of all)
-    groups.set(`${s.mode}@${s.concurrency}`, [...(groups.get(`${s.mode}@${s.concurrency}`) ?? []), s]);
-  const spread = (xs: number[]): Spread => ({
-    median: r1(median(xs)),
-    min: r1(Math.min(...xs)),
-    max: r1(Math.max(...xs)),
-  });
-  const out: Record<string, ModeStats> = {};
-  for (const [key, ss] of groups) {
-    const lat = ss.flatMap((s) => s.latencies);
-    const extraKeys = [...new Set(ss.flatMap((s) => Object.keys(s.extra)))];
-    const cpuMed = (k: keyof Series['cpu']) => r1(median(ss.map((s) => s.cpu[k])));
-    out[key] = {
-      mode: ss[0]!.mode,
-      concurrency: ss[0]!.concurrency,
-      reps: ss.length,
-      samples: lat.length,
-      errors: ss.reduce((n, s) => n + s.errors, 0),
-      p50: spread(ss.map((s) => s.p50)),
-      p99: spread(ss.map((s) => s.p99)),
-      runsPerS: spread(ss.map((s) => s.runsPerS)),
-      pooledP50: r1(pct(lat, 50)),
-      pooledP99: r1(pct(lat, 99)),
-      completeP50: r1(
-        pct(
-          ss.flatMap((s) => s.completes),
-          50,
-        ),
-      ),
-      cpu: {
-        worker: cpuMed('worker'),
-        server: cpuMed('server'),
-        postgres: cpuMed('postgres'),
-        client: cpuMed('client'),
-      },
-      peakWorkerVmRssMb:
-        ss[0]!.peakWorkerVmRssMb === null ? null : Math.max(...ss.map((s) => s.peakWorkerVmRssMb ?? 0)),
-      extra: Object.fromEntries(
-        extraKeys.map((k) => {
-          const xs = ss.flatMap((s) => s.extra[k] ?? []);
-          return [k, { p50: r1(pct(xs, 50)), p99: r1(pct(xs, 99)) }];
-        }),
-      ),
-    };
-  }
-  return out;
-}
-
 function shapeReport(s: DerivedShape) {
   return {
     events: s.events,
@@ -891,10 +620,9 @@ function printShapes(shapes: Record<string, DerivedShape>): void {
 function printResults(
   modes: Record<string, ModeStats>,
   summary: Record<string, number | null>,
-  targets: Array<{ target: string; measured: number | null; limit: number; pass: boolean | null }>,
+  targets: Target[],
   held: unknown[],
 ): void {
-  const f = (s: Spread) => `${s.median} (${s.min}–${s.max})`;
   log('\nper mode: median of the repetitions (min–max); pooled = over every sample of every repetition');
   console.table(
     Object.values(modes).map((s) => ({
@@ -903,12 +631,12 @@ function printResults(
       reps: s.reps,
       samples: s.samples,
       errors: s.errors,
-      'p50 ms': f(s.p50),
-      'p99 ms': f(s.p99),
+      'p50 ms': spreadText(s.p50),
+      'p99 ms': spreadText(s.p99),
       'pooled p50/p99': `${s.pooledP50} / ${s.pooledP99}`,
-      'runs/s': f(s.runsPerS),
+      'runs/s': spreadText(s.runsPerS),
       'complete p50': s.completeP50,
-      'CPU ms/run w/srv/pg/cli': `${s.cpu.worker} / ${s.cpu.server} / ${s.cpu.postgres} / ${s.cpu.client}`,
+      'CPU ms/run w/srv/pg/cli': cpuText(s.cpu),
     })),
   );
   log('runs held at ready (RssAnon after gc, MB):');
@@ -916,14 +644,7 @@ function printResults(
   log('summary:');
   console.table(Object.entries(summary).map(([key, value]) => ({ key, value })));
   log('targets:');
-  console.table(
-    targets.map((t) => ({
-      target: t.target,
-      measured: t.measured,
-      limit: t.limit,
-      result: t.pass === null ? 'not measured' : t.pass ? 'pass' : 'FAIL',
-    })),
-  );
+  console.table(targetRows(targets));
 }
 
 /** `--engine dev` (the default: the dev server), `cluster` (the production engine) or `both`. */
