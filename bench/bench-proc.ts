@@ -1,9 +1,33 @@
 // Process plumbing for `npm run bench`: worker processes started under plain node with a small preload that
 // answers "gc now" over an IPC channel (no worker code changed), CPU time of whole process trees and anonymous
 // resident memory from /proc, and the statistics the bench reports.
+import { Client, Connection } from '@temporalio/client';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync, readdirSync, writeFileSync, closeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { EnvRunAdmin } from '../client/admin.js';
+import { EnvRunClient } from '../client/runs.js';
+import { loadTenancy } from '../config/tenancy.js';
+import { createProviders } from '../drivers/providers/load.js';
+import { createDrivers } from '../drivers/registry.js';
+import { startDevServer } from '../scripts/dev-server.js';
+import { createDatabaseIfMissing, openDatabase } from '../store/db.js';
+import { ensureEmbeddedStore, readStoreInfo, stopEmbeddedStore, tsxLoaderUrl } from '../store/embedded.js';
+import { Store } from '../store/store.js';
+import { bundleWorkflows } from '../worker/bundle.js';
 
 const CLK_TCK = (() => {
   const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
@@ -217,3 +241,166 @@ export const median = (xs: number[]) => {
 export const r1 = (x: number) => (Number.isFinite(x) ? Math.round(x * 10) / 10 : NaN);
 export const r2 = (x: number) => (Number.isFinite(x) ? Math.round(x * 100) / 100 : NaN);
 export const mb = (bytes: number) => r1(bytes / 1024 / 1024);
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export interface BenchStack {
+  /** The stack's own folder (mode 755); removed by stop(). */
+  tmp: string;
+  dataDir: string;
+  databaseUrl: string;
+  temporalAddress: string;
+  serverPid: number;
+  postgresPid: number;
+  taskQueue: string;
+  store: Store;
+  client: EnvRunClient;
+  /** In this process, with the worker's workspace roots. */
+  admin: EnvRunAdmin;
+  /** The worker process started last. */
+  worker: BenchProcess;
+  /** Starts another worker process with the same settings (after the last one was killed); it becomes `worker`. */
+  startWorker(): Promise<BenchProcess>;
+  /** Stops the worker, the client, the store and the server, and removes `tmp` (kept with BENCH_KEEP=1). */
+  stop(): Promise<void>;
+}
+
+/**
+ * What every bench script stands on: `npm run build` (unless BENCH_BUILD=0), a dev server, an embedded
+ * PostgreSQL, envrun's real worker from dist/ as its own process (BENCH_PROFILE=<dir>: with a CPU profile),
+ * and a runs client and an admin in this process. `workerEnv` is added to the worker's environment and to
+ * the admin's deployment rules (ENVRUN_WORKSPACE_ROOTS, say). `prepare` runs on the folder before anything
+ * starts (files the workspace roots must hold).
+ */
+export async function startBenchStack(opts: {
+  name: string;
+  taskQueue: string;
+  log: (line: string) => void;
+  workerEnv?: (tmp: string) => Record<string, string>;
+  prepare?: (tmp: string) => Promise<void> | void;
+}): Promise<BenchStack> {
+  const tmp = mkdtempSync(join(tmpdir(), `envrun-${opts.name}-`));
+  chmodSync(tmp, 0o755);
+  const stoppers: Array<() => Promise<unknown>> = [];
+  const stop = async () => {
+    for (const s of stoppers.reverse()) await s().catch((err) => opts.log(`[${opts.name}] stop: ${err}`));
+    stoppers.length = 0;
+    if (process.env.BENCH_KEEP === '1') opts.log(`[${opts.name}] kept ${tmp} (BENCH_KEEP=1)`);
+    else rmSync(tmp, { recursive: true, force: true });
+  };
+  try {
+    await opts.prepare?.(tmp);
+    if (process.env.BENCH_BUILD !== '0') {
+      const built = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
+      if (built.status !== 0) throw new Error(`npm run build failed (${built.status})`);
+    }
+    const server = await startDevServer({ headless: true, logFile: join(tmp, 'temporal.log') });
+    stoppers.push(() => server.stop());
+    const storeDir = join(tmp, 'store');
+    const adminUrl = await ensureEmbeddedStore(storeDir);
+    stoppers.push(() => stopEmbeddedStore(storeDir));
+    await createDatabaseIfMissing(adminUrl, 'bench');
+    const url = new URL(adminUrl);
+    url.pathname = '/bench';
+    const database = await openDatabase(url.toString(), 20);
+    stoppers.push(() => database.close());
+    const dataDir = join(tmp, 'data');
+    const bundle = await bundleWorkflows(join(tmp, 'workflow-bundle.js'));
+    const preload = pathToFileURL(writeGcPreload(tmp)).href;
+    const built = existsSync(join(ROOT, 'dist/worker/main.js'));
+    const extraEnv = opts.workerEnv?.(tmp) ?? {};
+    let started = 0;
+    const startWorker = () =>
+      startWorkerProcess({
+        name: `envrun-worker-${++started}`,
+        script: join(ROOT, built ? 'dist/worker/main.js' : 'worker/main.ts'),
+        nodeArgs: [
+          ...(built ? [] : ['--import', tsxLoaderUrl()]),
+          // BENCH_PROFILE=<dir>: the worker's CPU profile (`npx tsx bench/profile-summary.ts <dir>`).
+          ...(process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : []),
+        ],
+        env: {
+          TEMPORAL_ADDRESS: server.address,
+          DATABASE_URL: url.toString(),
+          ENVRUN_TASK_QUEUE: opts.taskQueue,
+          ENVRUN_HOST_ID: 'bench-host',
+          ENVRUN_DATA_DIR: dataDir,
+          ENVRUN_WORKFLOW_BUNDLE: bundle,
+          ENVRUN_REAPER_EVERY: 'off',
+          ...extraEnv,
+        },
+        // A log per process: the start is read from it.
+        logFile: join(tmp, `worker-${started}.log`),
+        preload,
+      });
+    const connection = await Connection.connect({ address: server.address });
+    stoppers.push(() => connection.close());
+    const client = new EnvRunClient({ client: new Client({ connection }), taskQueue: opts.taskQueue });
+    const store = new Store(database.db);
+    const admin = new EnvRunAdmin({
+      runs: client,
+      store,
+      drivers: createDrivers(createProviders({ dataDir })),
+      tenancy: loadTenancy({ ...process.env, ...extraEnv }, dataDir),
+    });
+    const stack: BenchStack = {
+      tmp,
+      dataDir,
+      databaseUrl: url.toString(),
+      temporalAddress: server.address,
+      serverPid: server.process.pid!,
+      postgresPid: readStoreInfo(storeDir)!.pid,
+      taskQueue: opts.taskQueue,
+      store,
+      client,
+      admin,
+      worker: await startWorker(),
+      async startWorker() {
+        stack.worker = await startWorker();
+        return stack.worker;
+      },
+      stop,
+    };
+    // The worker stops first (before the client, the store and the server): whichever is current then.
+    stoppers.push(() => stack.worker.stop());
+    return stack;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/**
+ * Merges `summary` into bench/results/latest.json's summary (other scripts write other keys), and
+ * replaces the targets whose names start with `targetPrefix` with `targets`. Read, modified and written at
+ * once, at the end of a script. False when there is no latest.json (or BENCH_WRITE=0).
+ */
+export function mergeIntoLatest(
+  summary: Record<string, number>,
+  targets: Array<{ target: string }> = [],
+  targetPrefix?: string,
+): string | null {
+  const latest = join(ROOT, 'bench/results/latest.json');
+  if (!existsSync(latest) || process.env.BENCH_WRITE === '0') return null;
+  const result = JSON.parse(readFileSync(latest, 'utf8')) as {
+    summary: Record<string, unknown>;
+    targets?: Array<{ target: string }>;
+  };
+  result.summary = { ...result.summary, ...summary };
+  if (targetPrefix !== undefined) {
+    result.targets = [...(result.targets ?? []).filter((t) => !t.target.startsWith(targetPrefix)), ...targets];
+  }
+  writeFileSync(latest, JSON.stringify(result, null, 2) + '\n');
+  return latest;
+}
+
+/** A target as the bench reports it: met (true/false), or null when it was not measured. */
+export function benchTarget(name: string, measured: number | undefined, limit: number, kind: '≤' | '≥') {
+  const ok = measured !== undefined && Number.isFinite(measured);
+  return {
+    target: name,
+    measured: ok ? measured : null,
+    limit,
+    pass: !ok ? null : kind === '≤' ? measured <= limit : measured >= limit,
+  };
+}
