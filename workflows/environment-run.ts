@@ -23,7 +23,7 @@ import {
   type ErrorCode,
 } from '../contracts/constants.js';
 import type { PrepareWorkspaceInput, PreparedWorkspace } from '../activities/prepare-workspace.js';
-import { poolTakenSignal, poolWorkflowId } from '../contracts/pool.js';
+import { poolTakenSignal, poolWorkflowId } from '../contracts/pool-messages.js';
 import type {
   Environment,
   EnvironmentLease,

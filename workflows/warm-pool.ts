@@ -15,15 +15,15 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import type { PoolPlan } from '../activities/pool.js';
+import { hostTaskQueue } from '../contracts/constants.js';
 import {
   POOL_RUN_PREFIX,
   getPoolQuery,
-  hostTaskQueue,
   poolChangedSignal,
   poolTakenSignal,
   type PoolMember,
   type PoolState,
-} from '../contracts/index.js';
+} from '../contracts/pool-messages.js';
 import { NON_RETRYABLE_CODES } from '../contracts/constants.js';
 
 export interface WarmPoolInput {
