@@ -34,6 +34,8 @@ import {
   safeCopyIn,
   type SafeCopyResult,
   type WrittenEntry,
+  emptyCopyResult,
+  fileMode,
 } from './safe-copy.js';
 import { chownEntries, chownTree, removeEntries } from './safe-remove.js';
 
@@ -98,23 +100,8 @@ export interface IncrementalCopyResult {
 }
 
 const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
-/** The mode bits a copy gives a file (safe-copy.ts). */
-const writtenMode = (mode: number) => (mode & 0o755) | 0o600;
 const at = (fd: number, name: string) => `/proc/self/fd/${fd}/${name}`;
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-function emptyResult(): SafeCopyResult {
-  return {
-    copied: 0,
-    unchanged: 0,
-    bytes: 0,
-    createdDirs: 0,
-    skipped: [],
-    skippedCount: 0,
-    flagged: [],
-    flaggedCount: 0,
-  };
-}
 
 function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('copy aborted');
@@ -275,7 +262,7 @@ async function diffSource(
         const same =
           was !== undefined &&
           was.size === st.size &&
-          writtenMode(was.mode) === writtenMode(st.mode) &&
+          fileMode(was.mode) === fileMode(st.mode) &&
           (was.mtimeMs === st.mtimeMs || (await hashOf(dir, name, st, buffer, signal)) === was.sha256);
         if (was && same) {
           const restated = was.mtimeMs !== st.mtimeMs || was.mode !== st.mode;
@@ -359,14 +346,14 @@ export async function copyInIncremental(
   if (diff.only.size === 0 && gone.length === 0) {
     // Nothing to write: the baseline still holds (restated when a file was touched without changing).
     if (diff.restated > 0) await writeBaseline(options.baseline, nextBaseline(target, diff.kept, written));
-    return { result: { ...emptyResult(), unchanged: diff.unchanged }, removed: 0, incremental: true };
+    return { result: { ...emptyCopyResult(), unchanged: diff.unchanged }, removed: 0, incremental: true };
   }
   await forgetBaseline(options.baseline);
   const removed = gone.length > 0 ? await removeEntries(toDir, gone) : 0;
   const result =
     diff.only.size > 0
       ? await safeCopyIn(fromDir, toDir, { signal, maxDepth, only: diff.only, onWritten })
-      : emptyResult();
+      : emptyCopyResult();
   result.unchanged += diff.unchanged;
   if (owner && written.size > 0) await chownEntries(toDir, [...written.keys()], owner.uid, owner.gid);
   // A changed entry the copy did not write (a folder in its way, changed meanwhile) keeps its old record,

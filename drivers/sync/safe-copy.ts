@@ -47,6 +47,20 @@ import { globMatcher, isExecutableConfig } from './exec-config.js';
 /** Deeper than this a copy would hold too many folders open at once. */
 const DEPTH_CEILING = 1000;
 /** How long a whole sync-back may take (the ssh driver's; a suggestion for other callers). */
+/** A copy that has done nothing yet. */
+export function emptyCopyResult(): SafeCopyResult {
+  return {
+    copied: 0,
+    unchanged: 0,
+    bytes: 0,
+    createdDirs: 0,
+    skipped: [],
+    skippedCount: 0,
+    flagged: [],
+    flaggedCount: 0,
+  };
+}
+
 export const DEFAULT_SYNC_TIMEOUT_MS = 10 * 60_000;
 const MAX_REPORTED = 1000;
 /** Links followed while resolving one link, as the kernel (ELOOP past 40). */
@@ -230,7 +244,8 @@ interface Ctx {
 
 const at = (dir: FileHandle, name: string) => `/proc/self/fd/${dir.fd}/${name}`;
 const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
-const fileMode = (mode: number) => (mode & 0o755) | 0o600;
+/** The mode bits a copy gives a file: the source's, no setuid/setgid/sticky or group/other write, owner rw. */
+export const fileMode = (mode: number) => (mode & 0o755) | 0o600;
 const dirMode = (mode: number) => (mode & 0o755) | 0o700;
 const shortPath = (path: string) => (path.length > 200 ? `${path.slice(0, 200)}…` : path);
 
@@ -750,16 +765,7 @@ export async function safeCopyTree(
   options: SafeCopyOptions &
     Required<Pick<SafeCopyOptions, 'skipGitMetadata' | 'skipEscapingSymlinks' | 'skipUnchanged'>>,
 ): Promise<SafeCopyResult> {
-  const result: SafeCopyResult = {
-    copied: 0,
-    unchanged: 0,
-    bytes: 0,
-    createdDirs: 0,
-    skipped: [],
-    skippedCount: 0,
-    flagged: [],
-    flaggedCount: 0,
-  };
+  const result = emptyCopyResult();
   const maxDepth = options.maxDepth ?? maxWorkspaceDepth();
   if (!Number.isSafeInteger(maxDepth) || maxDepth <= 0 || maxDepth > DEPTH_CEILING)
     throw new Error(`maxDepth must be a positive integer of at most ${DEPTH_CEILING}, not ${maxDepth}`);
