@@ -3,6 +3,7 @@
 // from the pool's base, then marked ready with the base's fingerprint; a matching run takes it with one
 // compare-and-set; the pool retires what is stale, idle too long, or dead.
 import { realpath } from 'node:fs/promises';
+import { Context } from '@temporalio/activity';
 import {
   POOL_RUN_PREFIX,
   isPooledRunId,
@@ -19,7 +20,7 @@ import {
 } from '../contracts/index.js';
 import { leasePolicyOf } from '../contracts/lease-policy.js';
 import { runFailure, NO_CONTEXT } from '../contracts/errors.js';
-import { checkWorkspacePath } from '../config/tenancy.js';
+import { checkEgressGrants, checkWorkspacePath } from '../config/tenancy.js';
 import { fingerprintOf } from '../drivers/pool-fingerprint.js';
 import { releaseLease } from '../leases/release.js';
 import { uniqueViolation } from '../store/store.js';
@@ -46,6 +47,9 @@ export interface PoolPlan {
   /** How many more leases the environment's maxConcurrentLeases allows (null: no limit). */
   room: number | null;
 }
+
+/** How long after a take a replacement waits before it starts (its run is preparing on the same host). */
+export const REFILL_AFTER_TAKE_MS = 2_000;
 
 const warmPoolOf = (environment: Environment | null): WarmPool | null => {
   const parsed = WarmPoolSchema.safeParse(environment?.config.warmPool);
@@ -202,6 +206,11 @@ export function createPoolActivities(deps: ActivityDeps) {
           },
         );
       }
+      // A replacement yields to the run that just took from the pool: that run is preparing on this host
+      // and its first commands are what its agent waits for; copying the base and provisioning beside it
+      // would take the same cores and the same worker.
+      const yieldMs = await deps.store.msUntilAfterLastTake(environment.id, REFILL_AFTER_TAKE_MS);
+      if (yieldMs > 0) await Context.current().sleep(yieldMs);
       const request = poolRequest(environment, pool, input.poolRunId);
       const lease = await acquire({ request, environmentId: environment.id });
       if (lease.status !== 'active' || (lease.metadata?.pool as PooledLeaseInfo | undefined)?.state === 'retiring') {
@@ -263,6 +272,12 @@ export function createPoolActivities(deps: ActivityDeps) {
       const pool = warmPoolOf(environment);
       if (!environment || environment.status !== 'active' || !pool) return null;
       if (leasePolicyOf(request.leasePolicy, environment.config) !== 'ephemeral') return null;
+      // A grant revoked since the fill: no take; the run's own acquire refuses it, naming the field.
+      try {
+        checkEgressGrants(tenancyOf(deps), request.companyId, environment.config);
+      } catch {
+        return null;
+      }
       const executionWorkspace = request.executionWorkspaceId
         ? await deps.store.getExecutionWorkspace(request.companyId, request.executionWorkspaceId)
         : null;

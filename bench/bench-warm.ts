@@ -1,19 +1,21 @@
 // `npm run bench:warm`: what a warm pool saves. A bubblewrap environment whose pool keeps one sandbox
 // realized from a 1,000-file base and provisioned with `npm ci --offline` (envrun's own lockfile, a few
 // hundred packages, from a copy of the local npm cache bound read-only), against an identical environment
-// without a pool. Per repetition (interleaved): once the pool is full and idle, a tiny run (one file, no
-// provision command: the floor of the moment), a warm run (start→ready, start→first output; it must have
-// taken the pooled sandbox and skipped the provision command, else the bench fails), then, once the pool
-// has refilled, a cold run of the same base and command. One dev server, one embedded PostgreSQL, envrun's
+// without a pool. Per repetition (interleaved): once the pool is full and idle and every earlier run's
+// sandbox is removed, a tiny run (one file, no provision command: the floor of the moment), a warm run
+// (start→ready, start→first output; it must have taken the pooled sandbox and skipped the provision
+// command, else the bench fails), then, once the pool has refilled, a cold run of the same base and command. One dev server, one embedded PostgreSQL, envrun's
 // real worker from dist/. Prints where each run's time went (the worker's step lines) and merges its keys
 // into bench/results/latest.json.
 import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { sql } from 'drizzle-orm';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import {
+  POOL_RUN_PREFIX,
   runWorkflowId,
   type Environment,
   type PooledLeaseInfo,
@@ -287,6 +289,23 @@ async function main(): Promise<void> {
       return w.sample;
     };
 
+    /**
+     * Until no run's lease of the bench is held or still being cleaned up: a run's release removes its
+     * sandbox, a whole node_modules for a cold or a warm run, and would share the cores with what is
+     * measured next.
+     */
+    const settled = async () => {
+      for (const t = now(); ; ) {
+        const r = await store.db.execute(sql`
+          select count(*)::int as n from environment_leases
+          where company_id = ${COMPANY} and not starts_with(heartbeat_run_id, ${POOL_RUN_PREFIX})
+            and (status = 'active' or cleanup_status = 'pending')`);
+        if (Number(r.rows[0]?.n) === 0) return;
+        if (now() - t > 5 * 60_000) throw new Error('the runs\' leases were not released within 5 min');
+        await sleep(100);
+      }
+    };
+
     const warm: Sample[] = [];
     const cold: Sample[] = [];
     const small: Sample[] = [];
@@ -294,6 +313,7 @@ async function main(): Promise<void> {
     for (let rep = -WARMUP; rep < REPS; rep++) {
       const at = rep < 0 ? 'warm-up:' : `rep ${rep + 1}/${REPS}:`;
       const filled = await fullPool(warmEnv);
+      await settled();
       log(`${at} pool full (waited ${r1(filled / 1000)} s); load ${loadAvg()}`);
       // The same path without the pool and the 1,000 files, a few times back to back just before: the floor
       // of this moment, and a worker, a server and a database as warm as a busy deployment's (not idle
@@ -302,6 +322,7 @@ async function main(): Promise<void> {
       for (let k = 0; k < TINY_RUNS; k++)
         tinies.push((await oneRun(coldEnv, `${token}-tiny-${rep}-${k}`, tiny)).sample);
       log(`${at} tiny ×${TINY_RUNS}: start→ready ${tinies.map((x) => r1(x.ready)).join(', ')} ms`);
+      await settled();
       const w = await warmRun(`${token}-warm-${rep}`, at);
       log(`${at} warm ${describe(w)}`);
       if (rep < 0) continue;
@@ -309,6 +330,7 @@ async function main(): Promise<void> {
       warm.push(w);
       // The cold run does not share the CPU with the pool's refill.
       await fullPool(warmEnv);
+      await settled();
       const c = await oneRun(coldEnv, `${token}-cold-${rep}`);
       const coldRecord = c.result.lease.metadata?.workspaceRealization as WorkspaceRealizationRecord | undefined;
       if (c.result.lease.metadata?.pool || coldRecord?.bootstrap.provisionedByPool !== undefined) {

@@ -92,6 +92,20 @@ export function poolQueries<B extends QueryBase>(Base: B) {
       return r.rows[0] ? rawLease(r.rows[0]) : null;
     }
 
+    /**
+     * How long (ms) until `afterMs` have passed since a run last took one of the environment's pooled leases
+     * (0 when longer ago, or none is held), on the database's clock.
+     */
+    async msUntilAfterLastTake(environmentId: string, afterMs: number): Promise<number> {
+      const r = await this.db.execute(sql`
+        select coalesce(greatest(0, ceil(extract(epoch from
+                 max((metadata->'pool'->>'takenAt')::timestamptz) + ${afterMs} * interval '1 millisecond' - now())
+                 * 1000)), 0)::int as ms
+        from environment_leases
+        where environment_id = ${environmentId} and status = 'active' and metadata->'pool'->>'state' = 'taken'`);
+      return Number(r.rows[0]?.ms ?? 0);
+    }
+
     /** A filled pooled lease becomes ready (unless it was retired or released meanwhile). */
     async markPooledReady(id: string, fingerprint: string, expiresAt: Date): Promise<EnvironmentLease | null> {
       const r = await this.db.execute(sql`
