@@ -1,6 +1,7 @@
 // Process plumbing for `npm run bench`: worker processes started under plain node with a small preload that
 // answers "gc now" over an IPC channel (no worker code changed), CPU time of whole process trees and anonymous
 // resident memory from /proc, and the statistics the bench reports.
+import type { ProviderCallContext } from '../drivers/providers/contract.js';
 import { Client, Connection } from '@temporalio/client';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import {
@@ -402,5 +403,21 @@ export function benchTarget(name: string, measured: number | undefined, limit: n
     measured: ok ? measured : null,
     limit,
     pass: !ok ? null : kind === '≤' ? measured <= limit : measured >= limit,
+  };
+}
+
+/** A provider call's context for a bench that calls a sandbox provider directly (no run, no workflow). */
+export function benchCallContext(id: string): ProviderCallContext {
+  return {
+    companyId: 'bench',
+    environmentId: id,
+    heartbeatRunId: id,
+    leaseId: id,
+    agentId: null,
+    adapterType: 'process',
+    executionWorkspaceId: null,
+    issueId: null,
+    requestedExpiresAt: null,
+    attempt: 1,
   };
 }

@@ -18,9 +18,8 @@ import { basename, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { bwrapUnavailable, createBubblewrapProvider } from '../drivers/providers/bubblewrap/index.js';
-import type { ProviderCallContext } from '../drivers/providers/contract.js';
 import { copyInIncremental } from '../drivers/sync/incremental.js';
-import { median, r1, r2 } from './bench-proc.js';
+import { benchCallContext, median, r1, r2 } from './bench-proc.js';
 
 export interface RealizeBenchResult {
   via: 'bubblewrap' | 'plain folders';
@@ -35,17 +34,7 @@ const CASES = ['full', 'full_again', 'unchanged', 'changed_10', 'touched_all'] a
 type Case = (typeof CASES)[number];
 const NODE_MODULES_FILES = 2000;
 
-const ctx: ProviderCallContext = {
-  companyId: 'bench',
-  environmentId: 'bench-realize',
-  heartbeatRunId: 'bench-realize',
-  agentId: null,
-  adapterType: 'process',
-  executionWorkspaceId: null,
-  issueId: null,
-  requestedExpiresAt: null,
-  attempt: 1,
-};
+const ctx = benchCallContext('bench-realize');
 
 /** File `i` of a workspace of `files` files (20 a folder). */
 const fileOf = (local: string, files: number, i: number) =>

@@ -59,3 +59,8 @@ export function describeZodError(error: z.ZodError, prefix = ''): string {
     })
     .join('; ');
 }
+
+/** A reference to a secret resolved on the worker at run time; the secret itself is never stored. */
+export const SecretRef = z
+  .string()
+  .regex(/^(env:[A-Za-z_][A-Za-z0-9_]*|file:\/.+)$/, 'must be "env:NAME" or "file:/absolute/path"');

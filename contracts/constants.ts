@@ -102,6 +102,8 @@ export const ACTIVITY_ACTIONS = {
   leaseDestroyed: 'environment.lease_destroyed',
   /** A run took a warm sandbox from its environment's pool instead of acquiring a new one. */
   leaseTakenFromPool: 'environment.lease_taken_from_pool',
+  /** A sandbox's egress proxy refused a connection (logged once per lease, phase, host, port and reason). */
+  egressDenied: 'environment.egress_denied',
 } as const;
 
 /** Failure type of a run cancelled before it was ready (not an environment error code). */

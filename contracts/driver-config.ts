@@ -1,19 +1,17 @@
 import { z } from 'zod';
-import { AbsolutePath, DriverSchema, LeasePolicySchema } from './common.js';
+import { AbsolutePath, DriverSchema, LeasePolicySchema, SecretRef } from './common.js';
+import { EgressConfig } from './egress.js';
 import type { Driver } from './constants.js';
 import type { SshExecutionSpec } from './target.js';
 import { WarmPoolSchema } from './pool.js';
+
+export { SecretRef };
 
 /** Keys of sandbox providers: lower case, digits, dot, dash and underscore. */
 export const ProviderKey = z
   .string()
   .regex(/^[a-z0-9][a-z0-9._-]*$/, 'must match ^[a-z0-9][a-z0-9._-]*$')
   .max(64);
-
-/** A reference to a secret resolved on the worker at run time; the secret itself is never stored. */
-export const SecretRef = z
-  .string()
-  .regex(/^(env:[A-Za-z_][A-Za-z0-9_]*|file:\/.+)$/, 'must be "env:NAME" or "file:/absolute/path"');
 
 const common = {
   /** Default lease policy of runs on this environment (a run request may override it). */
@@ -83,6 +81,8 @@ export const SandboxDriverConfig = z
     reuseLease: z.boolean().default(false),
     /** Sandboxes kept ready for runs whose request matches the base (contracts/pool.ts). */
     warmPool: WarmPoolSchema.optional(),
+    /** What the sandbox may reach with `network: "allowlist"`, per phase, and headers injected (contracts/egress.ts). */
+    egress: EgressConfig.optional(),
   })
   .catchall(z.unknown()); // provider keys; the provider validates them
 

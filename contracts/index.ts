@@ -9,3 +9,4 @@ export * from './messages.js';
 export * from './activity-log.js';
 export * from './errors.js';
 export * from './pool.js';
+export * from './egress.js';

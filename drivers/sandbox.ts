@@ -103,6 +103,19 @@ async function provisionedByPool(
   return fingerprint === pooled.fingerprint;
 }
 
+/**
+ * A warm pool's fill provisions at a lower CPU priority when its sandbox shares the worker's host: it is
+ * background work, and the runs on that host (one that just took from the pool, first) come first.
+ */
+function backgroundOnHost(
+  provider: SandboxProvider<any>,
+  lease: EnvironmentLease,
+  exec: { command: string; args: string[] },
+): { command: string; args: string[] } | null {
+  if (!provider.hostBound || !isPooledRunId(lease.heartbeatRunId)) return null;
+  return { command: 'nice', args: ['-n', '10', exec.command, ...exec.args] };
+}
+
 export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDriver {
   /** The leases this process acquired or resumed (provider key and provider lease id), oldest first. */
   const held = new Set<string>();
@@ -116,9 +129,13 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
 
   function unsupportedReason(environment: Environment): string | null {
     const key = String(environment.config.provider ?? '');
-    return providers.get(key)
-      ? null
-      : `sandbox provider "${key}" is not loaded in this worker (loaded: ${providers.keys().join(', ') || 'none'})`;
+    const provider = providers.get(key);
+    if (!provider)
+      return `sandbox provider "${key}" is not loaded in this worker (loaded: ${providers.keys().join(', ') || 'none'})`;
+    const wantsAllowlist = environment.config.network === 'allowlist' || environment.config.egress !== undefined;
+    if (wantsAllowlist && !provider.egressAllowlist)
+      return `sandbox provider "${key}" cannot enforce an egress allowlist (config.network "allowlist", config.egress): refused rather than ignored`;
+    return null;
   }
 
   async function providerFor(environment: Environment): Promise<{ provider: SandboxProvider<any>; config: any }> {
@@ -149,6 +166,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
     companyId: lease.companyId,
     environmentId: environment.id,
     heartbeatRunId: lease.heartbeatRunId ?? lease.id,
+    leaseId: lease.id,
     agentId: run.agentId,
     adapterType: run.adapterType,
     executionWorkspaceId: lease.executionWorkspaceId ?? run.executionWorkspaceId ?? null,
@@ -254,7 +272,11 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         pooled?.state === 'taken' && command && (await provisionedByPool(environment, pooled, request, command))
           ? { command, exitCode: 0, durationMs: 0, provisionedByPool: true }
           : await provision(command, input.provisionTimeoutMs, realized.cwd, (exec) =>
-              provider.execute(config, { ...base, lease: providerLease }, { ...exec, bypassSession: true }),
+              provider.execute(
+                config,
+                { ...base, lease: providerLease },
+                { ...exec, ...backgroundOnHost(provider, lease, exec), bypassSession: true, phase: 'provision' },
+              ),
             );
       return {
         version: 1,
@@ -329,6 +351,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         {
           ...request,
           cwd: request.cwd ?? record?.remote.path,
+          phase: 'run',
         },
       );
     },

@@ -5,7 +5,7 @@
 // compat/paperclip/ compiles it against Paperclip's published declarations (npm run test:paperclip-types).
 import type { z } from 'zod';
 import { Uuid, type RunResult, type RunState, type SshExecutionSpec } from '../../contracts/index.js';
-import { resolveSecretRef } from '../../drivers/ssh/connection.js';
+import { resolveSecretRef } from '../../lib/secret-ref.js';
 import { loadClientConfig, type ClientConfig } from '../config.js';
 import { InvalidInputError, NotFoundError, RunFailedError, RunStateError, parseInput } from '../errors.js';
 import { EnvRunClient } from '../runs.js';

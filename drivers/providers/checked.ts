@@ -69,6 +69,7 @@ export function checkedProvider<C>(p: SandboxProvider<C>): SandboxProvider<C> {
     contractVersion: 2,
     key: p.key,
     ...(p.hostBound ? { hostBound: true } : {}),
+    ...(p.egressAllowlist ? { egressAllowlist: true } : {}),
     // A refusal (naming the field) is the provider's own error; only what it returns is checked here.
     validateConfig: async (config) =>
       checkedReply(k, 'validateConfig', ValidatedSchema, await p.validateConfig(config)) as {

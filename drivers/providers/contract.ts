@@ -13,6 +13,8 @@ export interface ProviderCallContext {
   companyId: string;
   environmentId: string;
   heartbeatRunId: string;
+  /** envrun's lease id (for audit rows; the provider's own id is `lease.providerLeaseId`). */
+  leaseId: string;
   agentId: string | null;
   adapterType: string | null;
   executionWorkspaceId: string | null;
@@ -43,6 +45,8 @@ export interface ProviderExecRequest {
   timeoutMs: number;
   /** A command run before the agent's work (the provision command): outside any persistent session. */
   bypassSession?: boolean | undefined;
+  /** Which phase's egress policy holds for the command: 'provision' for the provision command, else 'run'. */
+  phase?: 'provision' | 'run' | undefined;
   /**
    * Streaming, when the caller journals the command's output: each chunk as the command writes it, raw bytes
    * in order per stream. A provider that calls it need not keep the output: the result's `stdout`/`stderr`
@@ -106,6 +110,11 @@ export interface SandboxProvider<Config = Record<string, unknown>> {
   readonly key: string;
   /** Set when the resource lives on the worker host that made it: its later steps run on that host. */
   readonly hostBound?: boolean;
+  /**
+   * Set only by a provider that enforces `network: "allowlist"` and the `egress` policy (each phase's allowed
+   * `host:port`s, injected credentials); envrun refuses those environments for any other provider.
+   */
+  readonly egressAllowlist?: boolean;
   /**
    * Parses the environment's config (throws naming the field). Its `config` is stored on the environment at
    * create/update and is what every call gets.

@@ -1,32 +1,18 @@
 // The SSH connection to an ssh environment's host, and commands run over it. The private key is a secret
 // *reference* resolved here, on the worker, at run time: it never enters config, lease metadata, the
 // activity log or workflow history. Host keys are checked against `knownHosts` unless told otherwise.
-import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 // Type only: ssh2 (and its crypto dependencies) loads when an ssh environment first connects (connect()).
 import type { Client, ClientChannel } from 'ssh2';
 import type { ExecResult, SshDriverConfig } from '../../contracts/index.js';
 import { NonRetryableError } from '../../contracts/errors.js';
 import type { CommandControl } from '../providers/contract.js';
+import { resolveSecretRef } from '../../lib/secret-ref.js';
 import { DEFAULT_PATH, LineSplitter, TailBuffer, pipeStdin, streamOutput, type OutputHandler } from '../process.js';
 
 /** POSIX single-quote quoting: the remote shell sees each argument as one literal word. */
 export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
-}
-
-export async function resolveSecretRef(ref: string): Promise<string> {
-  if (ref.startsWith('env:')) {
-    const value = process.env[ref.slice(4)];
-    if (!value) throw new NonRetryableError(`privateKeySecretRef ${ref}: the variable is not set on this worker`);
-    return value;
-  }
-  if (ref.startsWith('file:')) {
-    return readFile(ref.slice(5), 'utf8').catch((err: Error) => {
-      throw new NonRetryableError(`privateKeySecretRef ${ref}: ${err.message}`);
-    });
-  }
-  throw new NonRetryableError(`privateKeySecretRef must be env:NAME or file:/path`);
 }
 
 /** Does an OpenSSH known_hosts text list this host key for host:port? */

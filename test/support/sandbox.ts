@@ -56,6 +56,7 @@ export function callContext(heartbeatRunId = 'run-security'): ProviderCallContex
     companyId: 'co-security',
     environmentId: 'env-security',
     heartbeatRunId,
+    leaseId: `lease-${heartbeatRunId}`,
     agentId: null,
     adapterType: 'process',
     executionWorkspaceId: null,

@@ -167,6 +167,7 @@ describe('exactly-once create with bubblewrap', () => {
       companyId,
       environmentId: environment.id,
       heartbeatRunId: 'run-bw',
+      leaseId: 'lease-bw',
       agentId: null,
       adapterType: 'process',
       executionWorkspaceId: null,

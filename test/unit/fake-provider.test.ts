@@ -13,6 +13,7 @@ const ctx: ProviderCallContext = {
   companyId: 'co-1',
   environmentId: 'env-1',
   heartbeatRunId: 'run-1',
+  leaseId: 'lease-1',
   agentId: null,
   adapterType: 'process',
   executionWorkspaceId: null,

@@ -32,6 +32,7 @@ const ctx: ProviderCallContext = {
   companyId: 'co-1',
   environmentId: 'env-1',
   heartbeatRunId: 'run-1',
+  leaseId: 'lease-1',
   agentId: 'agent-1',
   adapterType: 'process',
   executionWorkspaceId: null,
