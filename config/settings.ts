@@ -44,9 +44,31 @@ const commaList = <T extends z.ZodType>(item: T) =>
     z.array(item),
   );
 const path = z.string().min(1);
+/** A JSON value parsed and checked with `schema`; `message` says what it must be. */
+const jsonSetting = <T extends z.ZodType>(schema: T, message: string) =>
+  z.string().transform((v, ctx): z.infer<T> => {
+    let json: unknown;
+    try {
+      json = JSON.parse(v);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not JSON' });
+      return z.NEVER;
+    }
+    const parsed = schema.safeParse(json);
+    if (parsed.success) return parsed.data;
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  });
 /** A host uid or gid for the sandboxes: not root, not the kernel's "no id" (2^32 - 1). */
 const hostId = integer(1, 2 ** 32 - 2, 'must be a uid/gid from 1 to 4294967294 (never 0)');
 const SecretGrants = z.record(z.string().min(1), z.array(z.string().regex(/^(env:|file:\/)/)));
+const ipAddress = z.union([z.ipv4(), z.ipv6()]);
+const EgressTestResolve = z
+  .object({
+    hosts: z.record(z.string().min(1), z.array(ipAddress).min(1)).default({}),
+    public: z.array(ipAddress).default([]),
+  })
+  .strict();
 
 /** In a workspace root, the path segment that stands for the run's company id (`/srv/envrun/{company}`). */
 export const COMPANY_SEGMENT = '{company}';
@@ -56,6 +78,7 @@ export const DEFAULT_MAX_WORKSPACE_BYTES = 2 * 1024 ** 3;
 export const DEFAULT_MAX_WORKSPACE_FILES = 1_000_000;
 export const DEFAULT_MAX_WORKSPACE_DEPTH = 128;
 export const DEFAULT_SANDBOX_HOST_ID = 65534;
+export const DEFAULT_EGRESS_HOST_ID = 65533;
 export const DEFAULT_MAX_COMMAND_OUTPUT_BYTES = 1024 ** 3;
 export const DEFAULT_MAX_COMPANY_COMMAND_OUTPUT_BYTES = 16 * 1024 ** 3;
 
@@ -281,22 +304,7 @@ export const SETTINGS = {
   },
   ENVRUN_SECRET_GRANTS: {
     section: 'Deployment rules',
-    schema: z
-      .string()
-      .transform((v, ctx) => {
-        let json: unknown;
-        try {
-          json = JSON.parse(v);
-        } catch {
-          ctx.addIssue({ code: 'custom', message: 'not JSON' });
-          return z.NEVER;
-        }
-        const parsed = SecretGrants.safeParse(json);
-        if (parsed.success) return parsed.data;
-        ctx.addIssue({ code: 'custom', message: 'must map company ids (or "*") to lists of env:NAME / file:/path' });
-        return z.NEVER;
-      })
-      .optional(),
+    schema: jsonSetting(SecretGrants, 'must map company ids (or "*") to lists of env:NAME / file:/path').optional(),
     show: 'secret',
     defaultText: 'production: none; else any',
     doc: 'JSON `{"<company>" | "*": ["env:NAME" | "file:/path"]}`: the secret references each company may use',
@@ -324,10 +332,24 @@ export const SETTINGS = {
     schema: hostId.default(DEFAULT_SANDBOX_HOST_ID),
     doc: 'the host gid a root worker runs bubblewrap sandboxes as',
   },
+  ENVRUN_EGRESS_UID: {
+    section: 'Sandboxes and sync',
+    schema: hostId.default(DEFAULT_EGRESS_HOST_ID),
+    doc: 'the host uid and gid a root worker runs its egress proxy (`network: "allowlist"`) as; not the sandboxes\' uid',
+  },
   ENVRUN_ALLOW_HOST_NETWORK: {
     section: 'Sandboxes and sync',
     schema: flag.default(false),
     doc: '`1` lets a bubblewrap environment use `network: "host"`',
+  },
+  ENVRUN_EGRESS_TEST_RESOLVE: {
+    section: 'Sandboxes and sync',
+    schema: jsonSetting(
+      EgressTestResolve,
+      'must be {"hosts": {"<name>": ["<ip>", ...]}, "public": ["<ip>", ...]}',
+    ).optional(),
+    defaultText: '(none; refused under NODE_ENV=production)',
+    doc: 'tests only: JSON `{"hosts": {"<name>": ["<ip>"]}, "public": ["<ip>"]}`; the egress proxy answers these names from `hosts` and counts the `public` addresses as public',
   },
   ENVRUN_MAX_WORKSPACE_BYTES: {
     section: 'Sandboxes and sync',

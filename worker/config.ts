@@ -3,7 +3,7 @@
 // ones too (deployment rules, sandboxes, sync limits), is parsed by config/settings.ts: a bad value
 // anywhere stops the worker at start with a ConfigError naming it.
 import { hostname } from 'node:os';
-import { DEFAULT_MAX_CACHED_WORKFLOWS, loadSettings } from '../config/settings.js';
+import { ConfigError, DEFAULT_MAX_CACHED_WORKFLOWS, loadSettings } from '../config/settings.js';
 import { clientConfigFrom, type ClientConfig } from '../client/config.js';
 
 export { ConfigError } from '../config/settings.js';
@@ -35,6 +35,11 @@ export interface EnvRunConfig extends ClientConfig {
 /** Reads and validates the configuration; a bad value throws a ConfigError naming the variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): EnvRunConfig {
   const e = loadSettings(env);
+  // A test setting that makes chosen addresses count as public: a production worker refuses to start with it.
+  if (e.NODE_ENV === 'production' && e.ENVRUN_EGRESS_TEST_RESOLVE !== undefined)
+    throw new ConfigError(
+      'invalid configuration: ENVRUN_EGRESS_TEST_RESOLVE: a test setting, refused under NODE_ENV=production',
+    );
   return {
     ...clientConfigFrom(e, env),
     shutdownGraceMs: e.ENVRUN_SHUTDOWN_GRACE_MS,
