@@ -2,6 +2,7 @@
 import { createDrivers } from '../drivers/registry.js';
 import type { ActivityDeps } from '../activities/index.js';
 import { loadProviders } from '../drivers/providers/load.js';
+import { createEgressSupervisor } from '../drivers/egress/supervisor.js';
 import type { ProviderRegistry } from '../drivers/providers/load.js';
 import type { PluginLogger } from '../drivers/providers/paperclip/rpc.js';
 import { loadPlugins } from '../drivers/plugins/load.js';
@@ -10,6 +11,7 @@ import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js'
 import { Store } from '../store/store.js';
 import { loadTenancy } from '../config/tenancy.js';
 import type { EnvRunConfig } from './config.js';
+import { egressAuditSink } from './egress-audit.js';
 
 export interface RuntimeDeps extends ActivityDeps {
   database: Database;
@@ -24,7 +26,10 @@ export async function createRuntimeDeps(
   options: { poolSize?: number; log?: (line: string) => void; logger?: PluginLogger } = {},
 ): Promise<RuntimeDeps> {
   const tenancy = loadTenancy(process.env, config.dataDir);
-  const providers = await loadProviders(config, options.logger ? { logger: options.logger } : {});
+  // One egress proxy per worker, started at the first `network: "allowlist"` command; audit rows go to the
+  // store once it is open.
+  const egress = createEgressSupervisor(options.log ? { log: options.log } : {});
+  const providers = await loadProviders(config, { ...(options.logger ? { logger: options.logger } : {}), egress });
   let database: Database;
   let plugins: PluginRegistry;
   try {
@@ -37,18 +42,22 @@ export async function createRuntimeDeps(
     database = await openDatabase(url, options.poolSize ?? 10);
   } catch (err) {
     await providers.close(); // the Paperclip plugins' worker processes
+    await egress.stop();
     throw err;
   }
+  const store = new Store(database.db);
+  egress.setAuditSink(egressAuditSink(store)); // and denials counted as envrun_egress_denied
   return {
     database,
     providers,
     plugins,
-    store: new Store(database.db),
+    store,
     drivers: createDrivers(providers, plugins),
     provisionTimeoutMs: config.provisionTimeoutMs,
     ...(config.hostId ? { hostId: config.hostId } : {}),
     tenancy,
     close: async () => {
+      await egress.stop(); // its last audit rows go to the store first
       await database.close();
       await providers.close();
     },

@@ -19,6 +19,7 @@ import type {
 } from './contract.js';
 import { createFakeProvider } from './fake.js';
 import type { PluginLogger } from './paperclip/rpc.js';
+import type { EgressBroker } from '../egress/broker.js';
 
 /** Sandbox providers by key. A duplicate key is refused: two providers must never answer for one key. */
 export class ProviderRegistry {
@@ -185,11 +186,18 @@ export async function loadProviderModule(path: string, options: ProviderModuleOp
   return asContractV2(provider as SandboxProvider<any>, path);
 }
 
-/** The built-in providers: fake (deterministic, for tests and demos) and bubblewrap (a real local sandbox). */
-export function createProviders(config: { dataDir: string }): ProviderRegistry {
+/**
+ * The built-in providers: fake (deterministic, for tests and demos) and bubblewrap (a real local sandbox).
+ * `egress` is the worker's egress proxy (drivers/egress/supervisor.ts), for bubblewrap's `network: "allowlist"`;
+ * its caller stops it.
+ */
+export function createProviders(config: { dataDir: string; egress?: EgressBroker | undefined }): ProviderRegistry {
   return new ProviderRegistry([
     createFakeProvider({ rootDir: join(config.dataDir, 'sandboxes', 'fake') }),
-    createBubblewrapProvider({ rootDir: join(config.dataDir, 'sandboxes', 'bubblewrap') }),
+    createBubblewrapProvider({
+      rootDir: join(config.dataDir, 'sandboxes', 'bubblewrap'),
+      ...(config.egress ? { egress: config.egress } : {}),
+    }),
   ]);
 }
 
@@ -200,9 +208,9 @@ export function createProviders(config: { dataDir: string }): ProviderRegistry {
  */
 export async function loadProviders(
   config: { dataDir: string; providerModules: string[]; paperclipPlugins?: string[] | undefined },
-  options: { logger?: PluginLogger } = {},
+  options: { logger?: PluginLogger; egress?: EgressBroker } = {},
 ): Promise<ProviderRegistry> {
-  const registry = createProviders(config);
+  const registry = createProviders({ dataDir: config.dataDir, egress: options.egress });
   for (const path of config.providerModules) {
     registry.register(await loadProviderModule(path, { dataDir: config.dataDir }), path);
   }

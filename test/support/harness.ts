@@ -11,6 +11,8 @@ import { Store } from '../../store/store.js';
 import { EnvRunAdmin } from '../../client/admin.js';
 import { EnvRunClient } from '../../client/runs.js';
 import { loadProviders } from '../../drivers/providers/load.js';
+import { createEgressSupervisor } from '../../drivers/egress/supervisor.js';
+import { egressAuditSink } from '../../worker/egress-audit.js';
 import { loadPlugins } from '../../drivers/plugins/load.js';
 import { createWorker, type EnvRunWorker } from '../../worker/worker.js';
 import type { Tenancy } from '../../config/tenancy.js';
@@ -82,11 +84,17 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const dataDir = join(inject('tmpRoot'), uniqueId('data'));
   const fakeRoot = join(dataDir, 'sandboxes', 'fake');
   mkdirSync(fakeRoot, { recursive: true });
-  const providers = await loadProviders({
-    dataDir,
-    providerModules: options.providerModules ?? [],
-    paperclipPlugins: options.paperclipPlugins ?? [],
-  });
+  // The worker's egress proxy, as worker/deps.ts makes it (its process starts at the first allowlist command).
+  const egress = createEgressSupervisor();
+  egress.setAuditSink(egressAuditSink(store));
+  const providers = await loadProviders(
+    {
+      dataDir,
+      providerModules: options.providerModules ?? [],
+      paperclipPlugins: options.paperclipPlugins ?? [],
+    },
+    { egress },
+  );
   const plugins = await loadPlugins({ dataDir, pluginModules: options.pluginModules ?? [] });
   const drivers = createDrivers(providers, plugins);
   const address = options.temporalAddress ?? inject('temporalAddress');
@@ -135,6 +143,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       await connection.close();
       await nativeConnection.close();
       await providers.close();
+      await egress.stop(); // its last audit rows go to the store first
       await database.close();
     },
   };

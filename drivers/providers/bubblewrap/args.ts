@@ -6,6 +6,8 @@ import { posix } from 'node:path';
 import { z } from 'zod';
 import { AbsolutePath } from '../../../contracts/common.js';
 import { NonRetryableError } from '../../../contracts/errors.js';
+import { EGRESS_PROXY_PORT } from '../../../contracts/egress.js';
+import { RELAY_SOURCE, RELAY_WRAPPER, SANDBOX_EGRESS_DIR, SANDBOX_NODE, SANDBOX_RELAY } from '../../egress/relay.js';
 
 export const SANDBOX_CWD = '/workspace';
 /** The uid and gid of every sandboxed process, inside its user namespace (never 0: no capabilities). */
@@ -27,13 +29,15 @@ export const READ_ONLY_SYSTEM = [
 
 /**
  * `none`: a network namespace of its own with only loopback. `outbound`: its own namespace with a
- * user-mode stack (slirp4netns) that reaches the internet but not the host's loopback. `host`: the
- * worker's own network (its 127.0.0.1 services included), only when the worker sets
- * ENVRUN_ALLOW_HOST_NETWORK=1. The old boolean is still read: true = outbound, false = none.
+ * user-mode stack (slirp4netns) that reaches the internet but not the host's loopback. `allowlist`: its own
+ * namespace with only loopback, where a relay on 127.0.0.1:3128 (HTTP_PROXY) leads to the worker's egress
+ * proxy, which allows the environment's `egress` rules only. `host`: the worker's own network (its
+ * 127.0.0.1 services included), only when the worker sets ENVRUN_ALLOW_HOST_NETWORK=1. The old boolean is
+ * still read: true = outbound, false = none.
  */
-export type NetworkMode = 'none' | 'outbound' | 'host';
+export type NetworkMode = 'none' | 'outbound' | 'allowlist' | 'host';
 export const NetworkSetting = z
-  .union([z.boolean(), z.enum(['none', 'outbound', 'host'])])
+  .union([z.boolean(), z.enum(['none', 'outbound', 'allowlist', 'host'])])
   .default('none')
   .transform((v): NetworkMode => (v === true ? 'outbound' : v === false ? 'none' : v));
 
@@ -41,7 +45,7 @@ export const NetworkSetting = z
  * Where a mount may not go: the sandbox's root, its workspace, the folders and files it binds itself
  * (system folders, /etc), and /proc, /dev, /tmp. A target equal to one, inside one or above one is refused.
  */
-const RESERVED_TARGETS = [SANDBOX_CWD, ...READ_ONLY_SYSTEM, '/etc', '/proc', '/dev', '/tmp'];
+const RESERVED_TARGETS = [SANDBOX_CWD, ...READ_ONLY_SYSTEM, '/etc', '/proc', '/dev', '/tmp', '/run/envrun'];
 /** How many read-only mounts an environment may ask for. */
 export const MAX_MOUNTS = 16;
 
@@ -197,6 +201,8 @@ export function sandboxEtcFiles(
     '/etc/hosts': '127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n',
   };
   if (network === 'outbound') files['/etc/resolv.conf'] = 'nameserver 10.0.2.3\n'; // slirp4netns's DNS forwarder
+  // No resolver: names go to the egress proxy (HTTP_PROXY), which resolves them after its policy check.
+  if (network === 'allowlist') files['/etc/resolv.conf'] = '# names are resolved by the egress proxy (HTTP_PROXY)\n';
   if (network === 'host') {
     if (host.resolvConf !== null) files['/etc/resolv.conf'] = host.resolvConf;
     if (host.hosts !== null) files['/etc/hosts'] = host.hosts;
@@ -222,6 +228,40 @@ export interface SandboxArgsInput {
   readOnly?: string[];
   /** Bound read-only after the workspace: real host paths (index.ts resolves them) and their targets. */
   mounts?: SandboxMount[];
+  /** For the `allowlist` network (required there). */
+  egress?: SandboxEgress;
+}
+
+/** What an `allowlist` sandbox gets of the worker's egress proxy. */
+export interface SandboxEgress {
+  /** The lease's route folder on the host, holding the proxy's socket `s` (bound at SANDBOX_EGRESS_DIR). */
+  socketDir: string;
+  /** The node binary the relay runs under (a real host path). */
+  nodePath: string;
+  /** The lease CA of credential brokering, when the environment injects headers. */
+  caCertPem: string | null;
+  /** The host's CA bundle (its path and text), which the sandbox sees with the lease CA appended. */
+  systemBundle: { path: string; text: string } | null;
+}
+
+/** Where the sandbox finds the lease CA, and its CA bundle when the host has none to replace. */
+export const SANDBOX_EGRESS_CA = '/run/envrun/egress-ca.pem';
+export const SANDBOX_CA_BUNDLE = '/run/envrun/ca-bundle.pem';
+
+/** The environment an `allowlist` sandbox's commands get on top of their own (theirs cannot undo it). */
+export function egressEnv(egress: SandboxEgress): Record<string, string> {
+  const proxy = `http://127.0.0.1:${EGRESS_PROXY_PORT}`;
+  const env: Record<string, string> = { NO_PROXY: '', no_proxy: '' };
+  for (const name of ['HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY']) {
+    env[name] = proxy;
+    env[name.toLowerCase()] = proxy;
+  }
+  if (egress.caCertPem !== null) {
+    const bundle = egress.systemBundle?.path ?? SANDBOX_CA_BUNDLE;
+    for (const name of ['SSL_CERT_FILE', 'CURL_CA_BUNDLE', 'REQUESTS_CA_BUNDLE', 'GIT_SSL_CAINFO']) env[name] = bundle;
+    env.NODE_EXTRA_CA_CERTS = SANDBOX_EGRESS_CA;
+  }
+  return env;
 }
 
 /** The `bwrap` arguments for one command. */
@@ -254,15 +294,37 @@ export function sandboxArgs(input: SandboxArgsInput): string[] {
   tmpfs('/tmp');
   a.push('--bind', input.workspace, SANDBOX_CWD);
   for (const { source, target } of input.mounts ?? []) a.push('--ro-bind', source, target);
+  const egress = input.network === 'allowlist' ? input.egress : undefined;
+  if (input.network === 'allowlist') {
+    if (!egress) throw new NonRetryableError('bubblewrap: network "allowlist" needs the worker\'s egress proxy');
+    // The route's folder, not its socket: a restarted proxy's new socket is seen by running sandboxes.
+    a.push('--ro-bind', egress.socketDir, SANDBOX_EGRESS_DIR);
+    a.push('--ro-bind', egress.nodePath, SANDBOX_NODE);
+    a.push('--ro-bind-data', fds.data(RELAY_SOURCE), SANDBOX_RELAY);
+    if (egress.caCertPem !== null) {
+      a.push('--ro-bind-data', fds.data(egress.caCertPem), SANDBOX_EGRESS_CA);
+      const system = egress.systemBundle;
+      const bundle = `${system ? system.text.replace(/\n?$/, '\n') : ''}${egress.caCertPem}`;
+      a.push('--ro-bind-data', fds.data(bundle), system?.path ?? SANDBOX_CA_BUNDLE);
+    }
+  }
   a.push('--remount-ro', '/'); // the sandbox's own root (a tmpfs bwrap made) takes no writes
   a.push('--chdir', input.cwd, '--clearenv');
-  for (const [k, v] of Object.entries({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: SANDBOX_CWD, ...input.env }))
-    a.push('--setenv', k, v);
+  const env = {
+    PATH: '/usr/local/bin:/usr/bin:/bin',
+    HOME: SANDBOX_CWD,
+    ...input.env,
+    ...(egress ? egressEnv(egress) : {}),
+  };
+  for (const [k, v] of Object.entries(env)) a.push('--setenv', k, v);
   if (input.seccomp) a.push('--seccomp', fds.data(input.seccomp));
   // bwrap names its child (the pid namespace's init) on the info descriptor, and the command waits on the
   // block descriptor: until the sandbox is recorded as its lease's (and, for `outbound`, its network is up).
   a.push('--info-fd', fds.info(), '--block-fd', fds.block());
-  a.push('--', input.prlimit, ...prlimitArgs(limits), '--', input.command, ...input.args);
+  // With `allowlist`, a shell starts the relay and then becomes the command (exec): the command starts only
+  // once the relay listens.
+  const command = egress ? ['/bin/sh', '-c', RELAY_WRAPPER, 'envrun-egress'] : [];
+  a.push('--', input.prlimit, ...prlimitArgs(limits), '--', ...command, input.command, ...input.args);
   return a;
 }
 

@@ -1,6 +1,7 @@
 // The bubblewrap provider: a real local sandbox. Each lease is a folder; each command runs under `bwrap`
 // in new user, pid, mount, ipc, uts and cgroup namespaces (and its own network namespace unless the
-// environment is allowed the host's), as an unprivileged uid with no capabilities, no way to make user
+// environment is allowed the host's; with `allowlist`, only the worker's egress proxy is reachable, through
+// its unix socket: drivers/egress/), as an unprivileged uid with no capabilities, no way to make user
 // namespaces, a seccomp filter, and prlimit's process, memory, file-size and CPU limits. The workspace is
 // bind-mounted read-write at /workspace, the system folders read-only, /tmp is a sized tmpfs, and nothing
 // else of the host is visible but the environment's read-only `mounts`. When the worker is root, bwrap
@@ -9,10 +10,12 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmod, lchown, mkdir, realpath, stat } from 'node:fs/promises';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { z } from 'zod';
 import { NonRetryableError } from '../../../contracts/errors.js';
+import { EgressConfig } from '../../../contracts/egress.js';
+import type { EgressBroker } from '../../egress/broker.js';
 import {
   NetworkSetting,
   SANDBOX_CWD,
@@ -26,6 +29,7 @@ import {
   sandboxEtcFiles,
   type BwrapFeatures,
   type NetworkMode,
+  type SandboxEgress,
   type SandboxMount,
 } from './args.js';
 import { DEFAULT_SYNC_TIMEOUT_MS, describeCopy, safeCopyBack, syncBackReport } from '../../sync/safe-copy.js';
@@ -42,8 +46,13 @@ const BubblewrapConfig = z
     provider: z.literal('bubblewrap'),
     reuseLease: z.boolean().default(false),
     timeoutMs: z.number().int().positive().optional(),
-    /** 'none' (default), 'outbound' (internet, not the host's loopback) or 'host'; true = 'outbound'. */
+    /**
+     * 'none' (default), 'outbound' (internet, not the host's loopback), 'allowlist' (only `egress`'s rules,
+     * through the worker's egress proxy) or 'host'; true = 'outbound'.
+     */
     network: NetworkSetting,
+    /** With `allowlist`: what each phase may reach, and headers injected (contracts/egress.ts). */
+    egress: EgressConfig.optional(),
     /** Per-command resource limits (args.ts has the defaults). */
     limits: SandboxLimits,
     /** Keep the sandbox's changes out of the local workspace at release. */
@@ -51,7 +60,11 @@ const BubblewrapConfig = z
     /** Host folders or files bound read-only: `[{source, target}]`, sources inside the workspace roots. */
     mounts: SandboxMounts,
   })
-  .passthrough();
+  .passthrough()
+  .superRefine((config, ctx) => {
+    if (config.egress !== undefined && config.network !== 'allowlist')
+      ctx.addIssue({ code: 'custom', path: ['egress'], message: 'applies only with network "allowlist"' });
+  });
 type BubblewrapConfig = z.infer<typeof BubblewrapConfig>;
 
 export interface BubblewrapProviderOptions {
@@ -67,7 +80,14 @@ export interface BubblewrapProviderOptions {
   processDir?: string;
   /** Where each lease's upload baseline is kept (sync/incremental.ts); default: `.<rootDir's name>-baselines` beside it. */
   baselineDir?: string;
+  /** The worker's egress proxy, for `network: "allowlist"`; without it such environments fail to run. */
+  egress?: EgressBroker;
+  /** The node binary the in-sandbox relay runs under; default: this process's. */
+  nodePath?: string;
 }
+
+/** The host's CA bundle, which an injecting sandbox sees with its lease CA appended (a regular file only). */
+const SYSTEM_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
 const findFirst = (paths: string[]): string | null => paths.find((p) => existsSync(p)) ?? null;
 
@@ -159,6 +179,14 @@ async function resolveMounts(
     }),
   );
 }
+
+const lstatOrNull = (path: string) => {
+  try {
+    return lstatSync(path);
+  } catch {
+    return null;
+  }
+};
 
 const readOrNull = (path: string): string | null => {
   try {
@@ -258,10 +286,49 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
       );
   }
 
+  /** Why this worker cannot run `allowlist` sandboxes, or null. */
+  function allowlistUnavailable(): string | null {
+    if (!options.egress) return 'network "allowlist" needs the worker\'s egress proxy, which this process does not run';
+    const as = runAs();
+    const blocked = as && unreachableAncestor(nodePath(), as.uid, as.gid);
+    return blocked
+      ? `network "allowlist": the sandbox uid ${as.uid} cannot pass through ${blocked} to reach the node binary ${nodePath()} the relay runs under`
+      : null;
+  }
+  let node: string | null = null;
+  const nodePath = () => (node ??= realpathSync(options.nodePath ?? process.execPath));
+
+  /** The egress proxy's route for this command's phase, opened (or refreshed) before the command runs. */
+  async function openEgress(
+    config: BubblewrapConfig,
+    ctx: Parameters<SandboxProvider<BubblewrapConfig>['execute']>[1],
+    phase: 'provision' | 'run',
+  ): Promise<SandboxEgress> {
+    const reason = allowlistUnavailable();
+    if (reason) throw new NonRetryableError(`bubblewrap: ${reason}`);
+    const opened = await options.egress!.open({
+      providerLeaseId: ctx.lease.providerLeaseId,
+      leaseId: ctx.leaseId,
+      companyId: ctx.companyId,
+      heartbeatRunId: ctx.heartbeatRunId,
+      environmentId: ctx.environmentId,
+      phase,
+      egress: config.egress ?? EgressConfig.parse({}),
+    });
+    let systemBundle: SandboxEgress['systemBundle'] = null;
+    if (opened.caCertPem !== null) {
+      const st = lstatOrNull(SYSTEM_CA_BUNDLE);
+      const text = st?.isFile() ? readOrNull(SYSTEM_CA_BUNDLE) : null;
+      if (text !== null) systemBundle = { path: SYSTEM_CA_BUNDLE, text };
+    }
+    return { socketDir: opened.socketDir, nodePath: nodePath(), caCertPem: opened.caCertPem, systemBundle };
+  }
+
   return {
     contractVersion: 2,
     key: 'bubblewrap',
     hostBound: true,
+    egressAllowlist: true,
     async validateConfig(config) {
       const r = BubblewrapConfig.safeParse(config);
       if (!r.success) throw new NonRetryableError(`bubblewrap config: ${describeConfigError(r.error)}`);
@@ -295,11 +362,18 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         return refused('network "outbound" needs slirp4netns (Debian: apt-get install slirp4netns)');
       if (config.network === 'host' && !hostNetworkAllowed())
         return refused('network "host" is not allowed on this worker (ENVRUN_ALLOW_HOST_NETWORK=1)');
+      // A process without the proxy (the admin client) only warns: the worker that runs the sandbox has one.
+      if (config.network === 'allowlist' && !options.egress)
+        warn('network "allowlist": this process runs no egress proxy (a worker does): checked again at acquire');
+      else if (config.network === 'allowlist') {
+        const reason = allowlistUnavailable();
+        if (reason) return refused(reason);
+      }
       return { ok: true, diagnostics };
     },
     async acquireLease(config, ctx) {
       refuseHostNetwork(config.network);
-      const reason = unavailable();
+      const reason = unavailable() ?? (config.network === 'allowlist' ? allowlistUnavailable() : null);
       if (reason) throw new NonRetryableError(reason);
       const name =
         ctx.reuseKey ??
@@ -364,6 +438,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         throw new NonRetryableError(`bubblewrap: cwd ${cwd} is outside ${SANDBOX_CWD}`);
       const workerIsRoot = isRoot();
       const mounts = await resolveMounts(config.mounts ?? [], runAs());
+      const egress = config.network === 'allowlist' ? await openEgress(config, ctx, request.phase ?? 'run') : undefined;
       const fds = new SandboxFds();
       const args = sandboxArgs({
         features: bwrapFeatures(bwrap),
@@ -382,6 +457,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         seccomp: sandboxSeccompFilter(),
         fds,
         mounts,
+        ...(egress ? { egress } : {}),
       });
       // The sandbox is recorded as the lease's before its command starts, and forgotten once it has ended.
       const name = leaseName(ctx.lease.providerLeaseId);
@@ -443,6 +519,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
         }
       }
       if (!ctx.keep) {
+        await options.egress?.close(providerLeaseId); // no process of the lease is left to use its routes
         await forgetBaseline(baselineOf(name)); // first: a baseline never outlives its folder
         await removeTree(leaseDir(providerLeaseId)); // never follows a link (drivers/sync/safe-remove.ts)
         await processes.forget(name);
@@ -459,6 +536,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
       const { providerLeaseId } = ctx.lease;
       const name = leaseName(providerLeaseId);
       await processes.killAll(name);
+      await options.egress?.close(providerLeaseId);
       await forgetBaseline(baselineOf(name));
       await removeTree(leaseDir(providerLeaseId));
       await processes.forget(name);
