@@ -8,7 +8,7 @@ import {
 import type { StepContext } from '../drivers/types.js';
 import { leasePolicyOf } from '../contracts/lease-policy.js';
 import { deploymentOf, driverFor, failureContext, stepContext, tenancyOf, type ActivityDeps } from './deps.js';
-import { checkMountSources, TenancyError } from '../config/tenancy.js';
+import { checkEgressGrants, checkMountSources, TenancyError } from '../config/tenancy.js';
 import { NO_CONTEXT, asRunFailure, runFailure } from '../contracts/errors.js';
 import { uniqueViolation } from '../store/store.js';
 
@@ -41,10 +41,13 @@ export function createAcquireLease(deps: ActivityDeps) {
     } catch (err) {
       throw runFailure('unsupported_environment', `environment ${environment.id}: ${(err as Error).message}`, context);
     }
-    // A sandbox's read-only mounts are host paths: inside the company's roots, checked as the roots are now.
-    if (environment.driver === 'sandbox' && environment.config.mounts !== undefined) {
+    // A sandbox's read-only mounts are host paths: inside the company's roots, checked as the roots are now;
+    // the secrets its egress proxy injects are granted to the company, checked as the grants are now.
+    if (environment.driver === 'sandbox') {
       try {
-        checkMountSources(tenancyOf(deps), request.companyId, environment.config.mounts);
+        if (environment.config.mounts !== undefined)
+          checkMountSources(tenancyOf(deps), request.companyId, environment.config.mounts);
+        checkEgressGrants(tenancyOf(deps), request.companyId, environment.config);
       } catch (err) {
         if (!(err instanceof TenancyError)) throw err;
         throw runFailure('unsupported_environment', `environment ${environment.id}: ${err.message}`, context);

@@ -5,6 +5,7 @@
 import {
   checkEnabled,
   checkSecretGrant,
+  checkEgressGrants,
   checkMountSources,
   checkWorkspacePath,
   loadTenancy,
@@ -21,7 +22,7 @@ import type { DestroyedResource } from '../leases/destroy.js';
 import type { LeaseOperation } from '../activities/lease-operation.js';
 import { randomUUID } from 'node:crypto';
 import { openDatabase, resolveDatabaseUrl, type Database } from '../store/db.js';
-import { Store, toCommandSummary } from '../store/store.js';
+import { Store, toCommandSummary, type EgressAuditEntry } from '../store/store.js';
 import {
   ACTIVITY_ACTIONS,
   DRIVER_CONFIG_SCHEMAS,
@@ -59,6 +60,8 @@ import type { StreamCommandOptions } from './commands.js';
 import type { Writable } from 'node:stream';
 
 /** What archiving did with the provider resources the environment's leases kept. */
+export type { EgressAuditEntry };
+
 export interface KeptResourcesDestroyed {
   destroyed: number;
   /** Left for the reaper, which tries again every sweep. */
@@ -156,8 +159,9 @@ export class EnvRunAdmin {
   }
 
   /**
-   * The deployment's rules: the driver and provider are enabled, the secret reference is granted, a
-   * sandbox's read-only mounts are inside the company's workspace roots.
+   * The deployment's rules: the driver and provider are enabled, the secret references (an SSH key, a
+   * sandbox's injected egress headers) are granted, a sandbox's read-only mounts are inside the company's
+   * workspace roots.
    */
   private checkTenancy(companyId: string, driver: Driver, config: Record<string, unknown>): void {
     try {
@@ -167,6 +171,7 @@ export class EnvRunAdmin {
       }
       if (driver === 'sandbox' && config.mounts !== undefined)
         checkMountSources(this.tenancy, companyId, config.mounts);
+      if (driver === 'sandbox') checkEgressGrants(this.tenancy, companyId, config);
       const pool = config.warmPool as WarmPool | undefined;
       if (pool) checkWorkspacePath(this.tenancy, companyId, pool.base.cwd, 'config.warmPool.base.cwd');
     } catch (err) {
@@ -444,6 +449,17 @@ export class EnvRunAdmin {
   /** The run's commands, newest first, from the store (they outlive the run's workflow). */
   listCommands(companyId: string, heartbeatRunId: string): Promise<CommandSummary[]> {
     return commands.listCommands(this.store, companyId, heartbeatRunId);
+  }
+
+  /**
+   * What the egress proxy let the run's sandboxes reach and what it refused, per lease phase, host, port,
+   * verdict and reason, with connections and bytes (`network: "allowlist"`), from the store.
+   */
+  async listEgress(companyId: string, heartbeatRunId: string): Promise<EgressAuditEntry[]> {
+    return this.store.listEgress(
+      parse(ExternalId, companyId, 'companyId'),
+      parse(ExternalId, heartbeatRunId, 'heartbeatRunId'),
+    );
   }
 
   /** Sends `signal` (default SIGTERM) to a running command's whole process group. */

@@ -5,6 +5,7 @@ import { realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { DRIVERS, EnvRunError, ExternalId, type Driver, type RealizedExecutionWorkspace } from '../contracts/index.js';
+import type { EgressConfig } from '../contracts/egress.js';
 import { COMPANY_SEGMENT, loadSettings } from './settings.js';
 
 /** A deployment rule refused something (a path outside the roots, a secret not granted, a driver not enabled). */
@@ -167,6 +168,22 @@ export function checkSecretGrant(tenancy: Tenancy, companyId: string, ref: strin
   if (!granted.includes(ref)) {
     throw new TenancyError(`${field}: ${ref} is not granted to company ${companyId} (ENVRUN_SECRET_GRANTS)`);
   }
+}
+
+/**
+ * Refuses a sandbox config whose egress proxy would inject a secret not granted to the company
+ * (`config.egress.inject[i].secret`). The config as stored: a missing or malformed `egress` is the schema's
+ * to refuse, not this check's.
+ */
+export function checkEgressGrants(tenancy: Tenancy, companyId: string, config: Record<string, unknown>): void {
+  const inject: unknown = (config.egress as Partial<EgressConfig> | null | undefined)?.inject;
+  if (!Array.isArray(inject)) return;
+  inject.forEach((entry: unknown, i) => {
+    const secret = (entry as { secret?: unknown } | null)?.secret;
+    if (typeof secret !== 'string')
+      throw new TenancyError(`config.egress.inject[${i}].secret: must be a secret reference`);
+    checkSecretGrant(tenancy, companyId, secret, `config.egress.inject[${i}].secret`);
+  });
 }
 
 /** Refuses a driver or provider this deployment does not enable. */

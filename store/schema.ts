@@ -207,3 +207,31 @@ export const commandInput = pgTable(
   },
   (t) => [primaryKey({ columns: [t.commandKey, t.seq] })],
 );
+
+/**
+ * What a sandbox's egress proxy let through or refused (drivers/egress/): the connections of one lease's
+ * phase to one host:port with one verdict and reason, summed. `reason` is '' when allowed (a key column).
+ */
+export const egressAudit = pgTable(
+  'egress_audit',
+  {
+    companyId: text('company_id').notNull(),
+    heartbeatRunId: text('heartbeat_run_id').notNull(),
+    leaseId: text('lease_id').notNull(),
+    environmentId: text('environment_id').notNull(),
+    phase: text('phase').notNull(),
+    host: text('host').notNull(),
+    port: integer('port').notNull(),
+    verdict: text('verdict').notNull(),
+    reason: text('reason').notNull().default(''),
+    connections: bigint('connections', { mode: 'number' }).notNull().default(0),
+    bytesUp: bigint('bytes_up', { mode: 'number' }).notNull().default(0),
+    bytesDown: bigint('bytes_down', { mode: 'number' }).notNull().default(0),
+    firstAt: ts('first_at').notNull(),
+    lastAt: ts('last_at').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.leaseId, t.phase, t.host, t.port, t.verdict, t.reason] }),
+    index('egress_audit_run').on(t.companyId, t.heartbeatRunId),
+  ],
+);

@@ -1,9 +1,11 @@
 // The store: queries over the envrun tables, one file for each thing they touch (environments.ts,
-// workspaces.ts, leases.ts, pool.ts, activity-log.ts, commands.ts), assembled here into the one Store the rest of the code uses.
+// workspaces.ts, leases.ts, pool.ts, activity-log.ts, commands.ts, egress.ts), assembled here into the one
+// Store the rest of the code uses.
 // Every read is scoped by company; rows leave as contract records.
 import { activityLogQueries } from './activity-log.js';
 import { commandQueries } from './commands.js';
 import type { Db } from './db.js';
+import { egressQueries } from './egress.js';
 import { environmentQueries } from './environments.js';
 import { leaseQueries } from './leases.js';
 import { poolQueries } from './pool.js';
@@ -24,13 +26,14 @@ export {
   type JournalCounts,
 } from './commands.js';
 export { toExecutionWorkspace, type NewExecutionWorkspace } from './workspaces.js';
+export { egressDeniedKey, type EgressAuditEntry, type EgressAuditRow } from './egress.js';
 
 class Database {
   constructor(readonly db: Db) {}
 }
 
-export class Store extends poolQueries(
-  commandQueries(activityLogQueries(leaseQueries(workspaceQueries(environmentQueries(Database))))),
+export class Store extends egressQueries(
+  poolQueries(commandQueries(activityLogQueries(leaseQueries(workspaceQueries(environmentQueries(Database)))))),
 ) {
   constructor(db: Db) {
     super(db);

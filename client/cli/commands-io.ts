@@ -12,7 +12,7 @@ import type { EnvRunAdmin } from '../admin.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { withAdmin } from './connect.js';
 import { check, fail, millis, parseEnvAssignments, readEnvFile, runOf, type RunOptions } from './input.js';
-import { print, type Output } from './output.js';
+import { columns, print, size, type Output } from './output.js';
 
 interface ExecOptions extends RunOptions {
   envVar?: string[];
@@ -267,17 +267,7 @@ function table(commands: CommandSummary[]): string {
       c.durationMs === null ? '-' : duration(c.durationMs),
     ]),
   ];
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows
-    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  '))
-    .join('\n');
-}
-
-function size(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 ** 2) return `${(bytes / 1024).toFixed(1)} KiB`;
-  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(bytes / 1024 ** 3).toFixed(1)} GiB`;
+  return columns(rows);
 }
 
 function duration(ms: number): string {

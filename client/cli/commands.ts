@@ -21,6 +21,7 @@ const DISPOSITION_HELP =
 const environments = () => import('./environments.js');
 const runs = () => import('./runs.js');
 const commandsIo = () => import('./commands-io.js');
+const egress = () => import('./egress.js');
 const leases = () => import('./leases.js');
 const ops = () => import('./ops.js');
 const db = () => import('./db.js');
@@ -231,6 +232,16 @@ function addRunCommands(program: Command): void {
     .addOption(runOpt())
     .addOption(json())
     .action(lazy(commandsIo, (m) => m.listCommands));
+  run
+    .command('egress')
+    .description(
+      "what the egress proxy let the run's sandboxes reach and refused (network allowlist): host, port, phase, " +
+        'verdict, reason, connections, bytes up and down, first and last',
+    )
+    .addOption(company())
+    .addOption(runOpt())
+    .addOption(json())
+    .action(lazy(egress, (m) => m.listEgress));
 }
 
 function addLeaseCommands(program: Command): void {

@@ -1,7 +1,8 @@
 // The store against both servers: the embedded PostgreSQL and Debian's ordinary PostgreSQL.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openDatabase } from '../../store/db.js';
-import { Store, uniqueViolation } from '../../store/store.js';
+import { randomUUID } from 'node:crypto';
+import { Store, uniqueViolation, type EgressAuditRow } from '../../store/store.js';
 import type { WorkspaceRealizationRecord, WorkspaceRealizationRequest } from '../../contracts/index.js';
 import { freshDatabase, uniqueId } from '../support/harness.js';
 
@@ -50,6 +51,7 @@ describe.each(backends)('store on $name', ({ url }) => {
       'command_input',
       'command_output',
       'commands',
+      'egress_audit',
       'environment_leases',
       'environments',
       'execution_workspaces',
@@ -136,6 +138,85 @@ describe.each(backends)('store on $name', ({ url }) => {
     const wrote = await Promise.all([store.logActivity(entry), store.logActivity(entry), store.logActivity(entry)]);
     expect(wrote.filter(Boolean)).toHaveLength(1);
     expect(await store.listActivity(companyId)).toHaveLength(1);
+  });
+
+  it('sums egress audit rows per lease, phase, host, port, verdict and reason; logs each denial once', async () => {
+    const companyId = uniqueId('co');
+    const heartbeatRunId = uniqueId('run');
+    const leaseId = randomUUID();
+    const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s));
+    const row = (over: Partial<EgressAuditRow>): EgressAuditRow => ({
+      companyId,
+      heartbeatRunId,
+      leaseId,
+      environmentId: 'env-1',
+      phase: 'run',
+      host: 'registry.npmjs.org',
+      port: 443,
+      verdict: 'allowed',
+      reason: null,
+      connections: 1,
+      bytesUp: 10,
+      bytesDown: 100,
+      firstAt: at(10),
+      lastAt: at(11),
+      ...over,
+    });
+    const denied = (over: Partial<EgressAuditRow> = {}) =>
+      row({ host: 'evil.example', verdict: 'denied', reason: 'not_listed', bytesUp: 0, bytesDown: 0, ...over });
+
+    // The same key twice in one batch, then again later: summed, first and last widened.
+    expect(await store.recordEgress([row({}), row({ firstAt: at(5), lastAt: at(6) }), denied()])).toBe(1);
+    expect(
+      await store.recordEgress([
+        row({ connections: 3, bytesUp: 1, bytesDown: 2, firstAt: at(20), lastAt: at(30) }),
+        denied({ connections: 2, firstAt: at(40), lastAt: at(41) }),
+        denied({ phase: 'provision', firstAt: at(1), lastAt: at(2) }),
+        denied({ reason: 'private_address' }),
+      ]),
+    ).toBe(2); // the run phase's not_listed denial was logged already
+    // Concurrent writers of a new denial: one activity row between them.
+    const racing = await Promise.all([1, 2, 3].map(() => store.recordEgress([denied({ port: 80 })])));
+    expect(racing.reduce((a, b) => a + b, 0)).toBe(1);
+    await store.recordEgress([]);
+
+    const listed = await store.listEgress(companyId, heartbeatRunId);
+    expect(listed.map((e) => [e.phase, e.host, e.port, e.verdict, e.reason, e.connections])).toEqual([
+      ['provision', 'evil.example', 443, 'denied', 'not_listed', 1],
+      ['run', 'registry.npmjs.org', 443, 'allowed', null, 5],
+      ['run', 'evil.example', 80, 'denied', 'not_listed', 3],
+      ['run', 'evil.example', 443, 'denied', 'not_listed', 3],
+      ['run', 'evil.example', 443, 'denied', 'private_address', 1],
+    ]);
+    expect(listed[1]).toMatchObject({
+      leaseId,
+      environmentId: 'env-1',
+      bytesUp: 21,
+      bytesDown: 202,
+      firstAt: at(5).toISOString(),
+      lastAt: at(30).toISOString(),
+    });
+    expect(listed[3]).toMatchObject({ firstAt: at(10).toISOString(), lastAt: at(41).toISOString() });
+
+    const log = await store.listActivity(companyId, { action: 'environment.egress_denied' });
+    expect(log).toHaveLength(4);
+    expect(log.map((e) => e.details).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)))).toEqual(
+      [
+        { phase: 'provision', port: 443, reason: 'not_listed' },
+        { phase: 'run', port: 443, reason: 'not_listed' },
+        { phase: 'run', port: 443, reason: 'private_address' },
+        { phase: 'run', port: 80, reason: 'not_listed' },
+      ].map((d) => expect.objectContaining({ ...d, host: 'evil.example', environmentId: 'env-1' })),
+    );
+    expect(log.every((e) => e.entityId === leaseId && e.runId === heartbeatRunId)).toBe(true);
+    expect(
+      await store.listActivity(companyId, { action: 'environment.egress_denied', runId: heartbeatRunId }),
+    ).toHaveLength(4);
+
+    // Scoped by company and run; a hostile host is cut to a key's length, not refused.
+    expect(await store.listEgress(uniqueId('other'), heartbeatRunId)).toEqual([]);
+    await store.recordEgress([denied({ host: 'x'.repeat(20_000) })]);
+    expect((await store.listEgress(companyId, heartbeatRunId)).some((e) => e.host === 'x'.repeat(255))).toBe(true);
   });
 
   it('persists realization metadata in one transaction, merging into existing metadata, scoped by company', async () => {
