@@ -295,13 +295,13 @@ async function main(): Promise<void> {
      * measured next.
      */
     const settled = async () => {
-      for (const t = now(); ; ) {
+      for (const t = now(); ;) {
         const r = await store.db.execute(sql`
           select count(*)::int as n from environment_leases
           where company_id = ${COMPANY} and not starts_with(heartbeat_run_id, ${POOL_RUN_PREFIX})
             and (status = 'active' or cleanup_status = 'pending')`);
         if (Number(r.rows[0]?.n) === 0) return;
-        if (now() - t > 5 * 60_000) throw new Error('the runs\' leases were not released within 5 min');
+        if (now() - t > 5 * 60_000) throw new Error("the runs' leases were not released within 5 min");
         await sleep(100);
       }
     };
