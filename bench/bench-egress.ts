@@ -88,7 +88,7 @@ async function main(): Promise<void> {
   const reason =
     process.getuid?.() !== 0
       ? 'not root'
-      : bwrapUnavailable() ?? (findSlirp4netns() ? null : 'slirp4netns is not installed (the outbound baseline)');
+      : (bwrapUnavailable() ?? (findSlirp4netns() ? null : 'slirp4netns is not installed (the outbound baseline)'));
   const address = hostAddress();
   if (reason || !address) {
     log(`skipped: ${reason ?? 'no non-loopback IPv4 address on this host'}`);
@@ -158,7 +158,9 @@ async function main(): Promise<void> {
   const mbps: Record<'outbound' | 'allowlist', number[]> = { outbound: [], allowlist: [] };
   const connectMs: Record<'outbound' | 'allowlist', number[]> = { outbound: [], allowlist: [] };
   try {
-    log(`server on ${target}; ${REPS} repetitions, ${DOWNLOAD_BYTES / 1024 / 1024} MB, ${CONNECTIONS} connections each`);
+    log(
+      `server on ${target}; ${REPS} repetitions, ${DOWNLOAD_BYTES / 1024 / 1024} MB, ${CONNECTIONS} connections each`,
+    );
     for (let rep = -1; rep < REPS; rep++) {
       // Alternating which goes first: neither always gets the warmer page cache or the quieter moment.
       const order = rep % 2 === 0 ? (['outbound', 'allowlist'] as const) : (['allowlist', 'outbound'] as const);
@@ -195,8 +197,12 @@ async function main(): Promise<void> {
   console.log(`\n[bench:egress] ${REPS} repetitions; median (min–max)`);
   console.log(`  download, outbound:   ${spread(mbps.outbound)} MB/s`);
   console.log(`  download, allowlist:  ${spread(mbps.allowlist)} MB/s`);
-  console.log(`  connect→first byte, outbound:  ${spread(connectMs.outbound)} ms (${connectMs.outbound.length} connections)`);
-  console.log(`  connect→first byte, allowlist: ${spread(connectMs.allowlist)} ms (${connectMs.allowlist.length} connections)`);
+  console.log(
+    `  connect→first byte, outbound:  ${spread(connectMs.outbound)} ms (${connectMs.outbound.length} connections)`,
+  );
+  console.log(
+    `  connect→first byte, allowlist: ${spread(connectMs.allowlist)} ms (${connectMs.allowlist.length} connections)`,
+  );
   console.log(`\n[bench:egress] summary ${JSON.stringify(summary)}`);
   const targets = [
     benchTarget('egress download vs outbound ≥ 0.8×', summary.egress_download_vs_outbound, 0.8, '≥'),

@@ -56,19 +56,6 @@ const HANDSHAKE_MS = 30_000;
 /** A client connection or upstream request idle this long is closed. */
 const IDLE_MS = 120_000;
 
-/** Request headers never sent on: hop-by-hop, proxy-only, or set here. */
-const DROP_REQUEST = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'expect',
-  'host',
-  'accept-encoding',
-]);
 /** Response headers never sent back: hop-by-hop. */
 const DROP_RESPONSE = new Set([
   'connection',
@@ -79,6 +66,8 @@ const DROP_RESPONSE = new Set([
   'transfer-encoding',
   'upgrade',
 ]);
+/** Request headers never sent on: hop-by-hop, proxy-only, or set here. */
+const DROP_REQUEST = new Set([...DROP_RESPONSE, 'expect', 'host', 'accept-encoding']);
 
 const MASK = 0x2a; // '*'
 
