@@ -41,8 +41,13 @@ import { chownEntries, chownTree, removeEntries } from './safe-remove.js';
 
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
-/** Entries looked at, and bytes hashed, between two turns of the event loop. */
-const ENTRIES_PER_TURN = 256;
+/**
+ * The walk gives the event loop a turn once it has held it this long (checked every ENTRIES_PER_CHECK
+ * entries): a thousand unchanged files are one slice, a huge tree many.
+ */
+const SLICE_MS = 10;
+const ENTRIES_PER_CHECK = 64;
+/** Bytes hashed between two turns of the event loop. */
 const BYTES_PER_TURN = 8 * 1024 * 1024;
 const HASH_BUFFER = 1024 * 1024;
 
@@ -107,8 +112,44 @@ function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('copy aborted');
 }
 
+/**
+ * The baselines this process wrote, by file, with the file's identity then (device, inode, size, times):
+ * reading one back that is still that file skips parsing and checking it again (a thousand records take
+ * milliseconds). A file changed or replaced since is read from disk as before. Read-only: nothing changes a
+ * baseline once written (the next one is built from new maps).
+ */
+const writtenBaselines = new Map<string, { identity: string; baseline: Baseline }>();
+const MAX_REMEMBERED_BASELINES = 1024;
+const identityOf = (st: Stats) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+
+function remember(file: string, baseline: Baseline): void {
+  let st: Stats;
+  try {
+    st = lstatSync(file);
+  } catch {
+    writtenBaselines.delete(file);
+    return;
+  }
+  writtenBaselines.delete(file); // re-inserted last: the oldest goes first
+  writtenBaselines.set(file, { identity: identityOf(st), baseline });
+  if (writtenBaselines.size > MAX_REMEMBERED_BASELINES) {
+    writtenBaselines.delete(writtenBaselines.keys().next().value!);
+  }
+}
+
 /** The baseline in `file`, or null when it is missing, unreadable or malformed. */
 export async function readBaseline(file: string): Promise<Baseline | null> {
+  const remembered = writtenBaselines.get(file);
+  if (remembered) {
+    let st: Stats | null = null;
+    try {
+      st = lstatSync(file);
+    } catch {
+      /* gone: read below, which says so */
+    }
+    if (st?.isFile() && identityOf(st) === remembered.identity) return remembered.baseline;
+    writtenBaselines.delete(file);
+  }
   try {
     const parsed = BaselineFile.safeParse(JSON.parse(await readFile(file, 'utf8')));
     if (!parsed.success) return null;
@@ -126,6 +167,7 @@ export async function readBaseline(file: string): Promise<Baseline | null> {
 
 /** Writes the baseline to `file` (mode 0600), whole or not at all. */
 export async function writeBaseline(file: string, baseline: Baseline): Promise<void> {
+  writtenBaselines.delete(file);
   const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   const data: z.infer<typeof BaselineFile> = {
     version: 1,
@@ -141,9 +183,11 @@ export async function writeBaseline(file: string, baseline: Baseline): Promise<v
     await unlink(temp).catch(() => undefined);
     throw err;
   }
+  remember(file, baseline);
 }
 
 export async function forgetBaseline(file: string): Promise<void> {
+  writtenBaselines.delete(file);
   await unlink(file).catch((err: unknown) => {
     if (errno(err) !== 'ENOENT') throw err;
   });
@@ -214,10 +258,12 @@ async function diffSource(
   };
   const buffer = Buffer.allocUnsafe(HASH_BUFFER);
   let entries = 0;
+  let sliceStart = performance.now();
   const visit = async (dir: number, rel: string, depth: number): Promise<void> => {
     for (const name of readdirSync(`/proc/self/fd/${dir}`)) {
-      if (++entries % ENTRIES_PER_TURN === 0) {
+      if (++entries % ENTRIES_PER_CHECK === 0 && performance.now() - sliceStart >= SLICE_MS) {
         await turn();
+        sliceStart = performance.now();
         checkAbort(signal);
       }
       const path = rel ? `${rel}/${name}` : name;

@@ -174,6 +174,30 @@ describe('copyInIncremental', () => {
     expect(readdirSync(join(other, 'd1')).sort()).toEqual(['f0.ts', 'f1.ts']);
   });
 
+  it('a baseline this process wrote is read back from memory only while the file is still the one it wrote', async () => {
+    const { from, baseline, copy } = setup(2, 2);
+    await copy();
+    const written = await readBaseline(baseline);
+    expect(await readBaseline(baseline)).toBe(written); // the same object: not parsed again
+    // Changed on disk to the same size, its modification time put back (to the microsecond).
+    const { mtime } = statSync(baseline);
+    const text = readFileSync(baseline, 'utf8');
+    const sha = written!.files.get('d0/f0.ts')!.sha256;
+    const other = `${sha[0] === 'a' ? 'b' : 'a'}${sha.slice(1)}`;
+    writeFileSync(baseline, text.replace(sha, other));
+    utimesSync(baseline, mtime, mtime);
+    expect(statSync(baseline).size).toBe(text.length);
+    expect(Math.abs(statSync(baseline).mtimeMs - mtime.getTime())).toBeLessThan(0.01);
+    const reread = await readBaseline(baseline);
+    expect(reread).not.toBe(written);
+    expect(reread!.files.get('d0/f0.ts')!.sha256).toBe(other);
+    // Replaced by another file (a new inode): read from disk too.
+    renameSync(baseline, `${baseline}.old`);
+    writeFileSync(baseline, readFileSync(`${baseline}.old`));
+    expect(await readBaseline(baseline)).not.toBe(reread);
+    expect(readdirSync(from)).toEqual(['d0', 'd1']);
+  });
+
   it('the baseline is root-only-readable (0600), and a copy cut short leaves none', async () => {
     const { from, to, baseline, copy } = setup(2, 2);
     await copy();

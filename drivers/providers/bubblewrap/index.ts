@@ -386,10 +386,7 @@ export function createBubblewrapProvider(options: BubblewrapProviderOptions): Sa
     },
     async resumeLease(_config, ctx) {
       const { providerLeaseId } = ctx.lease;
-      return (await stat(leaseDir(providerLeaseId)).then(
-        () => true,
-        () => false,
-      ))
+      return existsSync(leaseDir(providerLeaseId))
         ? { providerLeaseId, metadata: { ...ctx.lease.metadata, resumed: true }, expiresAt: ctx.lease.expiresAt }
         : null;
     },

@@ -7,7 +7,7 @@
 // is stale. The records are files, so a worker that restarted between a command and its lease's release
 // still finds what that command left.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, readlink, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EnvRunError } from '../../../contracts/errors.js';
@@ -47,6 +47,14 @@ function procStat(pid: number): { start: string; state: string } | null {
 
 async function pidNamespace(pid: number | 'self'): Promise<string | null> {
   return readlink(`/proc/${pid}/ns/pid`).catch(() => null);
+}
+
+function pidNamespaceNow(pid: number | 'self'): string | null {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return null;
+  }
 }
 
 const gone = (state: string) => state === 'Z' || state === 'X';
@@ -119,14 +127,16 @@ export function createProcessTracker(dir: string) {
      * sandbox has ended. Throws LeaseClosedError when the lease is being released.
      */
     async record(lease: string, run: string, pid: number): Promise<() => Promise<void>> {
+      // Synchronous: a handful of metadata calls between the sandbox's start and its command's, each a
+      // few microseconds, that would otherwise each wait for a thread of the pool and a turn of the loop.
       const st = procStat(pid);
-      const ns = await pidNamespace(pid);
+      const ns = pidNamespaceNow(pid);
       if (!st || !ns) throw new Error(`the sandbox (host pid ${pid}) ended before it was recorded`);
-      if (ns === (await pidNamespace('self'))) throw new Error(`host pid ${pid} is not in a pid namespace of its own`);
-      await mkdir(folderOf(lease), { recursive: true, mode: 0o700 });
+      if (ns === pidNamespaceNow('self')) throw new Error(`host pid ${pid} is not in a pid namespace of its own`);
+      mkdirSync(folderOf(lease), { recursive: true, mode: 0o700 });
       const r: SandboxRecord = { file: `${pid}-${st.start}`, pid, start: st.start, ns, run };
       const file = join(folderOf(lease), r.file);
-      await writeFile(file, JSON.stringify({ ns, run }), { mode: 0o600 });
+      writeFileSync(file, JSON.stringify({ ns, run }), { mode: 0o600 });
       const remove = () => unlink(file).catch(() => undefined);
       /** The command is over: its init ends with it (or is ended here), then the record goes. */
       const ended = async () => {
@@ -139,12 +149,8 @@ export function createProcessTracker(dir: string) {
         await remove();
       };
       // Written before the release's marker is read: either the release sees this record, or this sees its marker.
-      const closed = async (marker: string) =>
-        stat(join(folderOf(lease), marker)).then(
-          () => true,
-          () => false,
-        );
-      if ((await closed(CLOSED)) || (await closed(closedFor(run)))) {
+      const closed = (marker: string) => existsSync(join(folderOf(lease), marker));
+      if (closed(CLOSED) || closed(closedFor(run))) {
         kill(pid);
         await remove();
         throw new LeaseClosedError('the lease is being released: no command may start in it');
