@@ -23,7 +23,7 @@ export function createActivities(deps: ActivityDeps) {
   const pool = createPoolActivities(deps);
   return {
     // The run (workflows/environment-run.ts, its options in workflows/activity-options.ts).
-    resolveEnvironment: createResolveEnvironment(deps),
+    resolveEnvironment: createResolveEnvironment(deps, pool.takePooled),
     requestSlot: createRequestSlot(deps),
     acquireLease: createAcquireLease(deps),
     prepareWorkspace: createPrepareWorkspace(deps),

@@ -3,12 +3,15 @@ import {
   RunRequestSchema,
   describeZodError,
   type Environment,
+  type EnvironmentLease,
   type ExecutionWorkspace,
   type RunRequest,
 } from '../contracts/index.js';
 import { NO_CONTEXT, runFailure } from '../contracts/errors.js';
 import { checkEnabled, checkRunPaths, checkSecretGrant, TenancyError } from '../config/tenancy.js';
+import { capacityGates } from '../contracts/lease-policy.js';
 import { failureContext, tenancyOf, type ActivityDeps } from './deps.js';
+import type { TakePooledInput } from './pool.js';
 
 /** What the run needs to go on: small, since it is recorded in the run's history. */
 export interface ResolvedEnvironment {
@@ -16,6 +19,17 @@ export interface ResolvedEnvironment {
   environment: Environment;
   /** The run realizes a workspace (EnvironmentDriver.realizes); else only its target is resolved. */
   realizes: boolean;
+  /**
+   * With `takeWarm`: the sandbox taken from the environment's warm pool (null: the take found none to
+   * match). Absent when no take was tried here: the environment has no pool, the run realizes on request
+   * or passes capacity gates first; the workflow then takes (or not) as before.
+   */
+  taken?: EnvironmentLease | null;
+}
+
+/** Take from the warm pool in the same step, when the run may (a local activity fewer on a warm start). */
+export interface ResolveOptions {
+  takeWarm?: { ttlMs: number };
 }
 
 /**
@@ -23,8 +37,11 @@ export interface ResolvedEnvironment {
  * (ensured to exist). Also the edge where a workflow's input is parsed: a run started around the client
  * with bad input fails here, before anything is leased.
  */
-export function createResolveEnvironment(deps: ActivityDeps) {
-  return async function resolveEnvironment(input: unknown): Promise<ResolvedEnvironment> {
+export function createResolveEnvironment(
+  deps: ActivityDeps,
+  takePooled: (input: TakePooledInput) => Promise<EnvironmentLease | null>,
+) {
+  return async function resolveEnvironment(input: unknown, options?: ResolveOptions): Promise<ResolvedEnvironment> {
     const parsed = RunRequestSchema.safeParse(input);
     if (!parsed.success) throw runFailure('invalid_request', describeZodError(parsed.error, 'request'), NO_CONTEXT);
     const request = parsed.data;
@@ -82,6 +99,18 @@ export function createResolveEnvironment(deps: ActivityDeps) {
     }
     const driver = deps.drivers[environment.driver];
     const realizes = driver?.realizes?.(environment) ?? Boolean(driver?.realize);
-    return { request, environment, realizes };
+    const ttlMs = options?.takeWarm?.ttlMs;
+    // The workflow takes after the gates admit it: a run that waits must not hold a warm sandbox meanwhile.
+    if (
+      ttlMs === undefined ||
+      !environment.config.warmPool ||
+      request.realize === 'on_request' ||
+      capacityGates(request, environment).length > 0
+    ) {
+      return { request, environment, realizes };
+    }
+    // A retry of this step takes again, which finds the lease the first attempt took (takePooled).
+    const taken = await takePooled({ request, environmentId: environment.id, ttlMs });
+    return { request, environment, realizes, taken };
   };
 }

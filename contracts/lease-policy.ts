@@ -7,7 +7,8 @@ import {
   type LeaseStatus,
   type ProviderResourceDisposition,
 } from './constants.js';
-import type { ReleaseRequest } from './run.js';
+import type { ReleaseRequest, RunRequest } from './run.js';
+import type { Environment } from './records.js';
 
 interface LeaseLike {
   status: LeaseStatus;
@@ -96,4 +97,26 @@ export function releaseRequestOf(value: unknown): ReleaseRequest | null {
       : {}),
   };
   return Object.keys(request).length ? request : null;
+}
+
+export interface Gate {
+  id: string;
+  capacity: number;
+}
+
+/**
+ * Single flight in wait mode (per execution workspace), then admission control (per environment), in the
+ * order the run passes them.
+ */
+export function capacityGates(request: RunRequest, environment: Pick<Environment, 'id' | 'config'>): Gate[] {
+  const config = environment.config as { maxConcurrentLeases?: number; singleFlight?: string };
+  const gates: Gate[] = [];
+  const policy = gatePolicyOf(request.leasePolicy, environment.config);
+  if (request.executionWorkspaceId && config.singleFlight === 'wait' && policy === 'ephemeral') {
+    gates.push({ id: `envrun-gate/workspace/${request.executionWorkspaceId}`, capacity: 1 });
+  }
+  if (typeof config.maxConcurrentLeases === 'number') {
+    gates.push({ id: `envrun-gate/environment/${environment.id}`, capacity: config.maxConcurrentLeases });
+  }
+  return gates;
 }

@@ -1,33 +1,12 @@
 // The run's side of capacity: which gates it must pass, waiting for their slots, and giving them back.
 // Each gate is a capacityGate workflow that admits runs in arrival order.
 import { CancellationScope, condition, getExternalWorkflowHandle, workflowInfo } from '@temporalio/workflow';
-import type { Environment, RunRequest } from '../contracts/index.js';
 import { releaseSlotSignal } from '../contracts/messages.js';
-import { gatePolicyOf } from '../contracts/lease-policy.js';
+import type { Gate } from '../contracts/lease-policy.js';
 import { sharedSteps } from './activity-options.js';
 import type { Run } from './run-state.js';
 
-export interface Gate {
-  id: string;
-  capacity: number;
-}
-
-/**
- * Single flight in wait mode (per execution workspace), then admission control (per environment), in the
- * order the run passes them.
- */
-export function capacityGates(request: RunRequest, environment: Pick<Environment, 'id' | 'config'>): Gate[] {
-  const config = environment.config as { maxConcurrentLeases?: number; singleFlight?: string };
-  const gates: Gate[] = [];
-  const policy = gatePolicyOf(request.leasePolicy, environment.config);
-  if (request.executionWorkspaceId && config.singleFlight === 'wait' && policy === 'ephemeral') {
-    gates.push({ id: `envrun-gate/workspace/${request.executionWorkspaceId}`, capacity: 1 });
-  }
-  if (typeof config.maxConcurrentLeases === 'number') {
-    gates.push({ id: `envrun-gate/environment/${environment.id}`, capacity: config.maxConcurrentLeases });
-  }
-  return gates;
-}
+export { capacityGates, type Gate } from '../contracts/lease-policy.js';
 
 /** Joins each gate's queue in turn and waits until that gate admits the run. */
 export async function waitForSlots(run: Run, gates: Gate[]): Promise<void> {

@@ -60,13 +60,22 @@ export async function environmentRun(input: RunInput): Promise<RunWorkflowResult
       held = await holdUntilDone(run, ttlMs, continueAfterEvents);
     } else {
       step = 'environment_not_found';
-      const { request, environment, realizes } = await dbSteps.resolveEnvironment(input);
+      // The take from a warm pool rides along with the resolve when it may (one local activity, not two). A
+      // history from before it has no `taken` in its marker: that run takes in placeAndPrepare, as it did.
+      const { request, environment, realizes, taken } = await dbSteps.resolveEnvironment(input, {
+        takeWarm: { ttlMs },
+      });
       run.identify(environment);
+      if (taken) poolTold(request, environment, taken);
 
       await waitForSlots(run, capacityGates(request, environment));
 
       leaseAttempted = true;
-      const placed = await placeAndPrepare(run, { request, environment, realizes, ttlMs }, (code) => (step = code));
+      const placed = await placeAndPrepare(
+        run,
+        { request, environment, realizes, ttlMs, taken },
+        (code) => (step = code),
+      );
       if (placed === 'expired' || placed === 'completed') {
         held = placed;
       } else {
@@ -121,6 +130,8 @@ interface PlaceInput {
   environment: Environment;
   realizes: boolean;
   ttlMs: number;
+  /** What the resolve step took from the warm pool (null: none matched); undefined: it did not try. */
+  taken: EnvironmentLease | null | undefined;
 }
 
 /**
@@ -131,7 +142,7 @@ interface PlaceInput {
  */
 async function placeAndPrepare(
   run: Run,
-  { request, environment, realizes, ttlMs }: PlaceInput,
+  { request, environment, realizes, ttlMs, taken }: PlaceInput,
   stepIs: (code: ErrorCode) => void,
 ): Promise<PreparedWorkspace | 'completed' | 'expired'> {
   for (let placement = 1; ; placement++) {
@@ -139,9 +150,8 @@ async function placeAndPrepare(
     // placed again shows `leasing` there (its host was lost).
     run.setPhase('leasing', { searchable: placement > 1 });
     stepIs('lease_acquire_failed');
-    const lease =
-      (placement === 1 ? await takeWarm(request, environment, ttlMs) : null) ??
-      (await sharedSteps.acquireLease({ request, environmentId: environment.id }));
+    const warm = placement > 1 ? null : taken !== undefined ? taken : await takeWarm(request, environment, ttlMs);
+    const lease = warm ?? (await sharedSteps.acquireLease({ request, environmentId: environment.id }));
     run.leased(environment, lease);
     // A run that realizes on request holds its lease until the control plane asks (or completes, or the
     // lease's TTL passes without either).
@@ -187,13 +197,15 @@ async function takeWarm(
 ): Promise<EnvironmentLease | null> {
   if (!environment.config.warmPool || request.realize === 'on_request' || !patched('warm-pool')) return null;
   const lease = await dbSteps.takePooled({ request, environmentId: environment.id, ttlMs });
-  if (lease) {
-    // Not waited for: the run goes on while the pool starts a replacement.
-    getExternalWorkflowHandle(poolWorkflowId(request.companyId, environment.id))
-      .signal(poolTakenSignal, lease.id)
-      .catch(() => undefined);
-  }
+  if (lease) poolTold(request, environment, lease);
   return lease;
+}
+
+/** The pool hears of a take, so it replaces what was taken at once. Not waited for: the run goes on. */
+function poolTold(request: RunRequest, environment: Environment, lease: EnvironmentLease): void {
+  getExternalWorkflowHandle(poolWorkflowId(request.companyId, environment.id))
+    .signal(poolTakenSignal, lease.id)
+    .catch(() => undefined);
 }
 
 type Held = 'completed' | 'expired' | 'continue' | 'host_lost';

@@ -143,8 +143,9 @@ const FIXTURE_SETS = ['v1'];
 // Runs with commands: v1 from before durable commands (exec answered with the output; release ended a
 // running command), v2 with them (patch `durable-commands`).
 const EXEC_FIXTURES = ['history-exec-v1', 'history-exec-v2'];
-// Warm pools (patch `warm-pool`): a run that took a pooled sandbox, and a pool from its start to its end.
-const POOL_FIXTURES = ['history-warm-v1', 'history-pool-v1'];
+// Warm pools (patch `warm-pool`): a run that took a pooled sandbox, and a pool from its start to its end;
+// warm v2: the take made by the resolve step (its marker's `taken`), no take step of its own.
+const POOL_FIXTURES = ['history-warm-v1', 'history-pool-v1', 'history-warm-v2'];
 it.each([...FIXTURE_SETS.flatMap((set) => scenarios.map((s) => `${s}-${set}`)), ...EXEC_FIXTURES, ...POOL_FIXTURES])(
   'replays the committed %s fixture',
   async (name) => {

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   isPooledRunId,
   poolWorkflowId,
+  runWorkflowId,
   type Environment,
   type EnvironmentLease,
   type WorkspaceRealizationRecord,
@@ -114,6 +115,46 @@ describe('warm pool', () => {
     await h.client.completeRun(companyId, request.heartbeatRunId, { status: 'succeeded' });
     await h.client.waitEnded(companyId, request.heartbeatRunId);
     expect(existsSync(record.remote.path)).toBe(false);
+  });
+
+  it('the take rides with the resolve step; behind a capacity gate it waits for the slot first', async () => {
+    /** The run's steps up to its prepare, in order: `local:<type>` for a local activity's marker. */
+    const stepsBeforePrepare = async (companyId: string, runId: string) => {
+      const history = await h.client.temporal.workflow.getHandle(runWorkflowId(companyId, runId)).fetchHistory();
+      const steps: string[] = [];
+      for (const e of history.events ?? []) {
+        const scheduled = e.activityTaskScheduledEventAttributes?.activityType?.name;
+        if (scheduled === 'prepareWorkspace') return steps;
+        if (scheduled) steps.push(scheduled);
+        const marker = e.markerRecordedEventAttributes;
+        if (marker?.markerName === 'core_local_activity') {
+          const data = marker.details?.data?.payloads?.[0]?.data;
+          const type = data
+            ? (JSON.parse(Buffer.from(data).toString()) as { activity_type?: string }).activity_type
+            : '?';
+          steps.push(`local:${type}`);
+        }
+      }
+      throw new Error('no prepareWorkspace in the history');
+    };
+    for (const gated of [false, true]) {
+      const companyId = uniqueId('co');
+      const base = baseFolder();
+      const env = await pooledEnvironment(companyId, base, 1, gated ? { maxConcurrentLeases: 5 } : {});
+      await fullPool(env, 1);
+      const request = runRequest({
+        companyId,
+        environmentId: env.id,
+        cwd: base,
+        runtimeOverlay: { provisionCommand: PROVISION },
+      });
+      const ready = await h.client.startRunAndWaitReady(request);
+      expect(ready.lease.metadata?.pool, `gated ${gated}`).toMatchObject({ state: 'taken' });
+      expect(await stepsBeforePrepare(companyId, request.heartbeatRunId)).toEqual(
+        gated ? ['local:resolveEnvironment', 'requestSlot', 'local:takePooled'] : ['local:resolveEnvironment'],
+      );
+      await h.client.completeRun(companyId, request.heartbeatRunId, { status: 'succeeded' });
+    }
   });
 
   it('concurrent runs never get the same sandbox; those beyond the pool acquire cold', async () => {
