@@ -144,7 +144,13 @@ function segmentsOf(lines: StepLine[], s: Sample): Record<(typeof SEGMENTS)[numb
   };
   const resolve = step('resolveEnvironment');
   const taken = step('takePooled');
-  const lease = Number.isFinite(taken.at) ? taken : step('acquireLease');
+  const acquired = step('acquireLease');
+  // A warm run takes in its resolve step (no step of its own): its take/acquire segment is 0.
+  const lease = Number.isFinite(taken.at)
+    ? taken
+    : Number.isFinite(acquired.at)
+      ? acquired
+      : { at: resolve.at + resolve.ms, ms: 0 };
   const prepare = step('prepareWorkspace');
   const exec = step('execCommand');
   return {

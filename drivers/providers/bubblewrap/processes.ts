@@ -141,10 +141,11 @@ export function createProcessTracker(dir: string) {
       /** The command is over: its init ends with it (or is ended here), then the record goes. */
       const ended = async () => {
         const deadline = Date.now() + KILL_TIMEOUT_MS;
-        while (initOf(r) === 'running') {
+        // The init usually ends a moment after the command: looked at again after 1 ms, then less often.
+        for (let wait = 1; initOf(r) === 'running'; wait = Math.min(wait * 2, 20)) {
           if (Date.now() > deadline) return; // kept: the release kills it, or fails saying so
           kill(pid);
-          await new Promise((resolve) => setTimeout(resolve, 20));
+          await new Promise((resolve) => setTimeout(resolve, wait));
         }
         await remove();
       };
