@@ -71,10 +71,6 @@ export function stepContext(): StepContext & { beat(): void } {
   };
 }
 
-/** The environment as it is now: an operator may have fixed its config before a retry. */
-export async function currentEnvironment(deps: ActivityDeps, environment: Environment): Promise<Environment> {
-  return (await deps.store.getEnvironment(environment.companyId, environment.id)) ?? environment;
-}
 
 /** The Temporal namespace and task queue of the running step: the deployment a lease belongs to. */
 export function deploymentOf(): { namespace: string; taskQueue: string } {

@@ -8,7 +8,7 @@ import {
   type EnvironmentLease,
   type ExecResult,
 } from '../contracts/index.js';
-import { currentEnvironment, driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
+import { driverFor, failureContext, stepContext, type ActivityDeps } from './deps.js';
 import { NO_CONTEXT, runFailure } from '../contracts/errors.js';
 import { readSetting } from '../config/settings.js';
 import { CommandWriter } from '../store/command-writer.js';
@@ -37,11 +37,11 @@ export function createExecCommand(deps: ActivityDeps) {
     const parsed = ExecRequestSchema.safeParse(input.request);
     if (!parsed.success) throw runFailure('invalid_request', describeZodError(parsed.error, 'exec'), NO_CONTEXT);
     const { commandId: givenId, wait: _wait, tailBytes, stdinStream, ...request } = parsed.data;
-    const stored = await deps.store.getEnvironment(input.companyId, input.lease.environmentId);
-    if (!stored) {
+    // Read now: the environment as it is (its provider config may have changed since the run was ready).
+    const environment = await deps.store.getEnvironment(input.companyId, input.lease.environmentId);
+    if (!environment) {
       throw runFailure('environment_not_found', `environment ${input.lease.environmentId} not found`, NO_CONTEXT);
     }
-    const environment = await currentEnvironment(deps, stored);
     const driver = driverFor(deps, environment);
     const info = Context.current().info;
     // A run from before durable commands names none: the step's own id stands for it.
@@ -58,17 +58,17 @@ export function createExecCommand(deps: ActivityDeps) {
     if (!opened.created) return settleRedelivered(deps, opened.row);
     const key = opened.row.key;
 
-    const room =
-      readSetting('ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES') - (await deps.store.companyOutputBytes(input.companyId));
-    const limit = Math.max(0, Math.min(readSetting('ENVRUN_MAX_COMMAND_OUTPUT_BYTES'), room));
-    const writer = new CommandWriter(deps.store, key, limit, tailBytes);
-    const step = stepContext();
     const control = commandControl(deps, key, stdinStream);
+    const step = stepContext();
     const signal = step.signal ? AbortSignal.any([step.signal, control.aborted]) : control.aborted;
     const beat = setInterval(() => step.beat(), 1000);
     let streamed = false;
     try {
-      await control.ready;
+      // The company's room for output, and a kill or stdin sent before the command starts: read together.
+      const [used] = await Promise.all([deps.store.companyOutputBytes(input.companyId), control.ready]);
+      const room = readSetting('ENVRUN_MAX_COMPANY_COMMAND_OUTPUT_BYTES') - used;
+      const limit = Math.max(0, Math.min(readSetting('ENVRUN_MAX_COMMAND_OUTPUT_BYTES'), room));
+      const writer = new CommandWriter(deps.store, key, limit, tailBytes);
       let result: ExecResult;
       try {
         // No progress lines: a heartbeat carries its details into history when a step times out, and a

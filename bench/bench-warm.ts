@@ -12,8 +12,8 @@ import { sql } from 'drizzle-orm';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import {
   POOL_RUN_PREFIX,
   runWorkflowId,
@@ -22,7 +22,18 @@ import {
   type RunResult,
   type WorkspaceRealizationRecord,
 } from '../contracts/index.js';
-import { benchTarget, median, mergeIntoLatest, r1, r2, sleep, startBenchStack, type BenchStack } from './bench-proc.js';
+import { CACHE, bareArtifacts, bareMode, bareStarter, startBareWorker } from './bench-modes.js';
+import {
+  benchTarget,
+  median,
+  mergeIntoLatest,
+  r1,
+  r2,
+  sleep,
+  startBenchStack,
+  writeGcPreload,
+  type BenchStack,
+} from './bench-proc.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const num = (name: string, fallback: number) => {
@@ -37,6 +48,12 @@ const REPS = Math.max(1, num('BENCH_REPS', 5));
 const WARMUP = num('BENCH_WARMUP', 1);
 /** Tiny runs back to back before each warm one. */
 const TINY_RUNS = Math.max(1, num('BENCH_WARM_TINY_RUNS', 5));
+/**
+ * Temporal's own floor, measured beside the runs: a bare workflow with one activity (update-with-start to
+ * ready, as `npm run bench`'s `floor` mode), this many back to back before each repetition's tiny runs.
+ * What a hop costs on the machine of the day: the warm figures are read against it.
+ */
+const FLOOR_RUNS = Math.max(1, num('BENCH_WARM_FLOOR_RUNS', 5));
 /** The base's small files (besides package.json and package-lock.json). */
 const FILES = 1000;
 const COMPANY = 'bench';
@@ -182,9 +199,24 @@ async function main(): Promise<void> {
     workerEnv: (tmp) => ({ ENVRUN_WORKSPACE_ROOTS: tmp }),
     prepare: (tmp) => void (paths = prepare(tmp, cache)),
   });
+  const floorWorker = await startBareWorker(
+    {
+      tmp: stack.tmp,
+      preload: pathToFileURL(writeGcPreload(stack.tmp)).href,
+      temporalAddress: stack.temporalAddress,
+      ...(await bareArtifacts(stack.tmp)),
+    },
+    'floor-worker',
+    'bench-warm-floor',
+    CACHE,
+  ).catch(async (err: unknown) => {
+    await stack.stop();
+    throw err;
+  });
   try {
     const { base, cacheCopy } = paths!;
     const { admin, client, store } = stack;
+    const floor = bareMode(bareStarter(client.temporal), 'floor', floorWorker, 'benchFloor', 'bench-warm-floor', []);
     const token = Date.now().toString(36);
     const sandbox = {
       provider: 'bubblewrap',
@@ -315,6 +347,7 @@ async function main(): Promise<void> {
     const warm: Sample[] = [];
     const cold: Sample[] = [];
     const small: Sample[] = [];
+    const floors: number[] = [];
     log(`base: ${FILES} files + package.json and package-lock.json; load average ${loadAvg()}`);
     for (let rep = -WARMUP; rep < REPS; rep++) {
       const at = rep < 0 ? 'warm-up:' : `rep ${rep + 1}/${REPS}:`;
@@ -324,6 +357,9 @@ async function main(): Promise<void> {
       // The same path without the pool and the 1,000 files, a few times back to back just before: the floor
       // of this moment, and a worker, a server and a database as warm as a busy deployment's (not idle
       // since the last cold run, whose provision took seconds).
+      const floorMs: number[] = [];
+      for (let k = 0; k < FLOOR_RUNS; k++) floorMs.push((await floor.one(`${token}-floor-${rep}-${k}`)).ms);
+      log(`${at} Temporal floor ×${FLOOR_RUNS}: start→ready ${floorMs.map(r1).join(', ')} ms`);
       const tinies: Sample[] = [];
       for (let k = 0; k < TINY_RUNS; k++)
         tinies.push((await oneRun(coldEnv, `${token}-tiny-${rep}-${k}`, tiny)).sample);
@@ -333,6 +369,7 @@ async function main(): Promise<void> {
       log(`${at} warm ${describe(w)}`);
       if (rep < 0) continue;
       small.push(...tinies);
+      floors.push(...floorMs);
       warm.push(w);
       // The cold run does not share the CPU with the pool's refill.
       await fullPool(warmEnv);
@@ -360,6 +397,9 @@ async function main(): Promise<void> {
       cold_vs_warm_start_to_ready: r2(median(pick(cold, (s) => s.ready)) / median(pick(warm, (s) => s.ready))),
       warm_bench_tiny_start_to_ready_p50_ms: r1(median(pick(small, (s) => s.ready))),
       warm_bench_tiny_first_output_p50_ms: r1(median(pick(small, (s) => s.firstOutput))),
+      warm_bench_floor_c1_p50_ms: r1(median(floors)),
+      warm_vs_floor_start_to_ready: r2(median(pick(warm, (s) => s.ready)) / median(floors)),
+      warm_first_output_vs_floor: r2(median(pick(warm, (s) => s.firstOutput)) / median(floors)),
     };
     console.log(`\n[bench:warm] ${REPS} repetitions; median (min–max), ms`);
     console.log(`  warm start→ready:    ${spread(pick(warm, (s) => s.ready))}`);
@@ -369,6 +409,10 @@ async function main(): Promise<void> {
     console.log(`  cold provision:      ${spread(pick(cold, (s) => s.provisionMs))}`);
     console.log(`  tiny start→ready:    ${spread(pick(small, (s) => s.ready))} (one file, no pool, no provision)`);
     console.log(`  tiny first output:   ${spread(pick(small, (s) => s.firstOutput))}`);
+    console.log(`  Temporal floor:      ${spread(floors)} (a bare workflow, one activity)`);
+    console.log(
+      `  warm / floor: start→ready ${summary.warm_vs_floor_start_to_ready}×, first output ${summary.warm_first_output_vs_floor}×`,
+    );
     console.log(`  cold / warm start→ready: ${summary.cold_vs_warm_start_to_ready}×; load average ${loadAvg()}`);
 
     // Where the time goes: each segment's median over the repetitions (worker step lines, ms resolution).
@@ -414,6 +458,7 @@ async function main(): Promise<void> {
     const written = mergeIntoLatest(summary, targets, 'warm ');
     if (written) log(`merged into ${written}`);
   } finally {
+    await floorWorker.stop();
     await stack.stop();
   }
 }
