@@ -71,7 +71,6 @@ export function stepContext(): StepContext & { beat(): void } {
   };
 }
 
-
 /** The Temporal namespace and task queue of the running step: the deployment a lease belongs to. */
 export function deploymentOf(): { namespace: string; taskQueue: string } {
   const { workflowNamespace, taskQueue } = Context.current().info;
