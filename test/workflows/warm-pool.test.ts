@@ -51,6 +51,14 @@ async function pooledEnvironment(companyId: string, base: string, size = 2, extr
   });
 }
 
+/** A run whose request matches the pool's base: its folder and provision command. */
+const matchingRun = (env: Environment, base: string) =>
+  runRequest({
+    companyId: env.companyId,
+    environmentId: env.id,
+    cwd: base,
+    runtimeOverlay: { provisionCommand: PROVISION },
+  });
 const pooledLeases = (env: Environment) => h.store.listPooledLeases(env.companyId, env.id);
 const readyLeases = async (env: Environment) =>
   (await pooledLeases(env)).filter((l) => (l.metadata?.pool as { state?: string } | undefined)?.state === 'ready');
@@ -86,12 +94,7 @@ describe('warm pool', () => {
       expect(readFileSync(join(workspaceOf(lease), 'provision.log'), 'utf8')).toBe('provisioned\n');
     }
 
-    const request = runRequest({
-      companyId,
-      environmentId: env.id,
-      cwd: base,
-      runtimeOverlay: { provisionCommand: PROVISION },
-    });
+    const request = matchingRun(env, base);
     const ready = await h.client.startRunAndWaitReady(request);
     expect(pooled.map((l) => l.id)).toContain(ready.lease.id);
     expect(ready.lease.heartbeatRunId).toBe(request.heartbeatRunId);
@@ -142,12 +145,7 @@ describe('warm pool', () => {
       const base = baseFolder();
       const env = await pooledEnvironment(companyId, base, 1, gated ? { maxConcurrentLeases: 5 } : {});
       await fullPool(env, 1);
-      const request = runRequest({
-        companyId,
-        environmentId: env.id,
-        cwd: base,
-        runtimeOverlay: { provisionCommand: PROVISION },
-      });
+      const request = matchingRun(env, base);
       const ready = await h.client.startRunAndWaitReady(request);
       expect(ready.lease.metadata?.pool, `gated ${gated}`).toMatchObject({ state: 'taken' });
       expect(await stepsBeforePrepare(companyId, request.heartbeatRunId)).toEqual(
@@ -162,9 +160,7 @@ describe('warm pool', () => {
     const base = baseFolder();
     const env = await pooledEnvironment(companyId, base);
     await fullPool(env, 2);
-    const requests = Array.from({ length: 5 }, () =>
-      runRequest({ companyId, environmentId: env.id, cwd: base, runtimeOverlay: { provisionCommand: PROVISION } }),
-    );
+    const requests = Array.from({ length: 5 }, () => matchingRun(env, base));
     const results = await Promise.all(requests.map((r) => h.client.startRunAndWaitReady(r)));
     const ids = results.map((r) => r.lease.id);
     const sandboxes = results.map((r) => r.lease.providerLeaseId);
@@ -187,12 +183,7 @@ describe('warm pool', () => {
     const env = await pooledEnvironment(companyId, base, 1);
     const [before] = await fullPool(env, 1);
     writeFileSync(join(base, 'lock.txt'), 'deps v2\n');
-    const request = runRequest({
-      companyId,
-      environmentId: env.id,
-      cwd: base,
-      runtimeOverlay: { provisionCommand: PROVISION },
-    });
+    const request = matchingRun(env, base);
     const ready = await h.client.startRunAndWaitReady(request);
     expect(ready.lease.id).toBe(before!.id);
     const record = ready.lease.metadata!.workspaceRealization as WorkspaceRealizationRecord;
