@@ -2,7 +2,9 @@
 // delays it, or the provision command sleeps) so the cancel lands inside it; every time, whatever was
 // leased is released, nothing leaks and nothing is logged twice.
 import type { ActivityInboundCallsInterceptor } from '@temporalio/worker';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, inject, it } from 'vitest';
 import type { RunState } from '../../contracts/index.js';
 import { ACTIVITY_ACTIONS } from '../../contracts/index.js';
 import { audit } from '../support/audit.js';
@@ -119,3 +121,37 @@ it.each(cases)(
   },
   60_000,
 );
+
+it('cancel during a resolve that takes from the warm pool: the taken sandbox is released with the run', async () => {
+  const companyId = uniqueId('co');
+  const base = mkdtempSync(join(inject('tmpRoot'), 'cancel-pool-'));
+  writeFileSync(join(base, 'main.txt'), 'code\n');
+  const env = await h.admin.createEnvironment({
+    companyId,
+    name: 'pooled',
+    driver: 'sandbox',
+    config: { provider: 'fake', warmPool: { size: 1, maxIdle: '1h', base: { cwd: base, provisionCommand: 'true' } } },
+  });
+  const pooled = await until('a ready pooled sandbox', async () => {
+    const ready = (await h.store.listPooledLeases(companyId, env.id)).filter(
+      (l) => (l.metadata?.pool as { state?: string } | undefined)?.state === 'ready',
+    );
+    return ready.length === 1 ? ready[0]! : null;
+  });
+  const req = runRequest({ companyId, environmentId: env.id, cwd: base, runtimeOverlay: { provisionCommand: 'true' } });
+  hold = { activity: 'resolveEnvironment', ms: 1500 };
+  const inStep = new Promise<void>((resolve) => (entered = resolve));
+  try {
+    await h.client.startRun(req);
+    await inStep;
+    await h.client.cancelRun(companyId, req.heartbeatRunId);
+    await runEnd(h, companyId, req.heartbeatRunId);
+  } finally {
+    hold = null;
+  }
+  // The resolve step took the pooled sandbox before the cancel was seen: the run released it.
+  const [lease, ...more] = await h.store.listRunLeases(companyId, req.heartbeatRunId);
+  expect(more).toHaveLength(0);
+  expect(lease).toMatchObject({ id: pooled.id, status: 'released', cleanupStatus: 'success' });
+  expect((await h.client.getRun(companyId, req.heartbeatRunId))?.phase).toBe('cancelled');
+}, 60_000);
