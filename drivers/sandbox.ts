@@ -61,11 +61,11 @@ function realOrSelf(path: string): string {
  * folder or inside it is refused; a host folder the provider reports (`metadata.hostPath`) is refused when
  * it is the folder, inside it, or above it.
  */
-async function refuseLocalCwd(
+function refuseLocalCwd(
   key: string,
   realized: { cwd: string; metadata: Record<string, unknown> },
   localPath: string,
-): Promise<void> {
+): void {
   const l = posix.resolve(localPath);
   const lReal = realOrSelf(l);
   const c = posix.resolve(realized.cwd);
@@ -269,7 +269,7 @@ export function createSandboxDriver(providers: ProviderRegistry): EnvironmentDri
         lease: providerLease,
         localPath: request.workspace.cwd,
       });
-      await refuseLocalCwd(provider.key, realized, request.workspace.cwd);
+      refuseLocalCwd(provider.key, realized, request.workspace.cwd);
       const command = input.realizationRequest.runtimeOverlay.provisionCommand;
       const bootstrap =
         pooled?.state === 'taken' && command && (await provisionedByPool(environment, pooled, request, command))

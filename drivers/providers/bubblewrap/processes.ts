@@ -8,7 +8,7 @@
 // still finds what that command left.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, readlink, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EnvRunError } from '../../../contracts/errors.js';
 import { removeTree } from '../../sync/safe-remove.js';
@@ -45,11 +45,8 @@ function procStat(pid: number): { start: string; state: string } | null {
   return state && start ? { start, state } : null;
 }
 
-async function pidNamespace(pid: number | 'self'): Promise<string | null> {
-  return readlink(`/proc/${pid}/ns/pid`).catch(() => null);
-}
-
-function pidNamespaceNow(pid: number | 'self'): string | null {
+/** The pid namespace of host pid `pid` (a readlink of microseconds, so synchronous), or null when it is gone. */
+function pidNamespace(pid: number | 'self'): string | null {
   try {
     return readlinkSync(`/proc/${pid}/ns/pid`);
   } catch {
@@ -64,7 +61,7 @@ async function processesIn(namespaces: Set<string>): Promise<number[]> {
   const found: number[] = [];
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    const ns = await pidNamespace(Number(name));
+    const ns = pidNamespace(Number(name));
     if (!ns || !namespaces.has(ns)) continue;
     const st = procStat(Number(name));
     if (st && !gone(st.state)) found.push(Number(name));
@@ -130,9 +127,9 @@ export function createProcessTracker(dir: string) {
       // Synchronous: a handful of metadata calls between the sandbox's start and its command's, each a
       // few microseconds, that would otherwise each wait for a thread of the pool and a turn of the loop.
       const st = procStat(pid);
-      const ns = pidNamespaceNow(pid);
+      const ns = pidNamespace(pid);
       if (!st || !ns) throw new Error(`the sandbox (host pid ${pid}) ended before it was recorded`);
-      if (ns === pidNamespaceNow('self')) throw new Error(`host pid ${pid} is not in a pid namespace of its own`);
+      if (ns === pidNamespace('self')) throw new Error(`host pid ${pid} is not in a pid namespace of its own`);
       mkdirSync(folderOf(lease), { recursive: true, mode: 0o700 });
       const r: SandboxRecord = { file: `${pid}-${st.start}`, pid, start: st.start, ns, run };
       const file = join(folderOf(lease), r.file);
@@ -180,7 +177,7 @@ export function createProcessTracker(dir: string) {
       await writeFile(join(folderOf(lease), run === undefined ? CLOSED : closedFor(run)), '');
       const mine = (await records(lease)).filter((r) => run === undefined || r.run === run);
       const running: SandboxRecord[] = [];
-      for (const r of mine) if (initOf(r) === 'running' && (await pidNamespace(r.pid)) === r.ns) running.push(r);
+      for (const r of mine) if (initOf(r) === 'running' && pidNamespace(r.pid) === r.ns) running.push(r);
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         // When a namespace's init has ended, the kernel has killed the rest of it: that is the check. The
